@@ -1,0 +1,42 @@
+"""copyhunt: find, judge and gate the tensor copies nobody meant to write.
+
+Public API::
+
+    with copyhunt.hunt() as h:          # record every copy (and every op's storage accesses)
+        model(x)
+    h.trace.copies                      # copyhunt.records.CopyRecord, one per copy executed
+
+    with copyhunt.region("moe"):        # label records; also a profiler / NVTX range
+        ...
+
+    copyhunt.save_trace(h.trace, "t.json"); copyhunt.load_trace("t.json")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from copyhunt.records import CopyRecord, Trace
+from copyhunt.records import load as load_trace
+from copyhunt.records import save as save_trace
+
+__version__ = "0.1.0"
+
+__all__ = ["hunt", "region", "Trace", "CopyRecord", "load_trace", "save_trace", "__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from copyhunt.capture.regions import region
+    from copyhunt.hunt import hunt
+
+
+def __getattr__(name: str) -> Any:
+    # torch is imported lazily so `copyhunt --help` and `copyhunt report` start fast.
+    if name == "hunt":
+        from copyhunt.hunt import hunt
+
+        return hunt
+    if name == "region":
+        from copyhunt.capture.regions import region
+
+        return region
+    raise AttributeError(f"module 'copyhunt' has no attribute {name!r}")

@@ -1,0 +1,43 @@
+"""The ``copyhunt`` command: thin wiring over the library, and the ONE place that picks exit codes.
+
+One module per subcommand (trace, report, gate, diff, bench). Each command returns an int exit
+code; expected failures raise a CopyhuntError subclass, which `main` prints as one line.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from copyhunt.cli.app import app, click_exceptions
+from copyhunt.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, CopyhuntError
+
+# Importing a command module registers its command on `app`.
+from copyhunt.cli import trace_cmd, report_cmd, gate_cmd, diff_cmd, bench_cmd  # noqa: E402,F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the process exit code instead of exiting."""
+    try:
+        result = app(args=argv, prog_name="copyhunt", standalone_mode=False)
+    except CopyhuntError as exc:
+        print(f"copyhunt: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except click_exceptions.UsageError as exc:
+        exc.show(file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except typer.Exit as exc:
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("copyhunt: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except click_exceptions.ClickException as exc:
+        exc.show(file=sys.stderr)
+        return exc.exit_code
+    return int(result or 0)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""`copyhunt bench`: placeholder until its issue lands (owned by the helper building it)."""

@@ -1,0 +1,1 @@
+"""`copyhunt diff`: placeholder until its issue lands (owned by the helper building it)."""
