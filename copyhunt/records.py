@@ -31,6 +31,23 @@ SCHEMA = f"{SCHEMA_NAME}/{SCHEMA_VERSION}"
 #: Copy kinds. ``d2d`` means source and destination on the same device (the CPU included).
 COPY_KINDS = ("d2d", "h2d", "d2h", "p2p")
 
+#: Copy verdicts, strongest first. Every verdict but "needed" means "looks eliminable".
+VERDICTS = (
+    "noop",  # same storage and layout: PyTorch does no work; drop the call
+    "dead-store",  # destination overwritten or freed before anything reads it
+    "fresh-temporary",  # source made just before and never read again: write into the destination
+    "round-trip",  # copied A -> B and back unchanged
+    "chained",  # a copy of a copy with nothing in between: one op would do
+    "defensive-clone",  # neither side written while the copy lives: an alias would do
+    "needed",
+)
+
+
+def is_eliminable(verdict: str | None) -> bool:
+    """True for every verdict that says the copy could go."""
+    return verdict is not None and verdict != "needed"
+
+
 #: Where a copy record came from.
 ORIGINS = (
     "dispatch",  # seen by the TorchDispatchMode (the normal case)
@@ -179,6 +196,7 @@ class TraceMeta:
     duration_s: float | None = None
     complete: bool = True  # False when the target raised or was interrupted
     error: str | None = None  # one line: why the trace is incomplete
+    gpu_time_us: float | None = None  # all GPU time in the traced region (device capture), for shares
     filters: Mapping[str, Any] = field(default_factory=dict)  # region / kind filters applied
     notes: tuple[str, ...] = ()  # plain statements for the reader (what a file lacks, fallbacks...)
     extra: Mapping[str, Any] = field(default_factory=dict)
