@@ -1,0 +1,118 @@
+"""Grouping and selecting copy records for display: pure, deterministic functions, no printing.
+
+`group_copies(copies, by=...)` folds copy records into one `CopyGroup` per source site, module or
+region; `select_copies` applies the display filters (`--kind`, `--region`) of `copyhunt report`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from copyhunt.records import VERDICTS, CopyRecord, Frame, is_eliminable
+
+#: The keys tables can group by (`--by`).
+GROUP_BY = ("site", "module", "region")
+
+#: Label of the group of copies that have no site / module / region.
+NO_SITE = "(no source site)"
+NO_MODULE = "(no module)"
+NO_REGION = "(no region)"
+
+
+@dataclass(frozen=True)
+class CopyGroup:
+    """Copies that share a site (or module, or region), with their totals."""
+
+    key: str  # "path:line function" (site), module path or region path
+    count: int
+    noop_count: int  # copies in `count` that moved nothing
+    bytes: int  # bytes written by copies that did real work (noop copies move 0 bytes)
+    ops: tuple[str, ...]  # distinct ops, sorted
+    kinds: tuple[str, ...]  # distinct kinds, sorted
+    device_time_us: float | None  # summed device time; None when no copy in the group has timing
+    verdict: str | None  # strongest verdict in the group (records.VERDICTS order); None if unjudged
+    eliminable_count: int  # copies whose verdict says they could go
+    sites: tuple[Frame, ...]  # distinct source sites, in order of first appearance
+    copies: tuple[CopyRecord, ...]  # the members, in trace order
+
+
+def group_key(copy: CopyRecord, by: str) -> str:
+    """The key of ``copy`` for grouping ``by`` site, module or region."""
+    if by == "site":
+        return copy.site.short() if copy.site is not None else NO_SITE
+    if by == "module":
+        return copy.module or NO_MODULE
+    if by == "region":
+        return copy.region or NO_REGION
+    raise ValueError(f"cannot group by {by!r}; expected one of {', '.join(GROUP_BY)}")
+
+
+def group_copies(copies: Iterable[CopyRecord], by: str = "site") -> list[CopyGroup]:
+    """One group per distinct key, sorted by bytes (desc), then count (desc), then key."""
+    if by not in GROUP_BY:
+        raise ValueError(f"cannot group by {by!r}; expected one of {', '.join(GROUP_BY)}")
+    members: dict[str, list[CopyRecord]] = {}
+    for copy in copies:
+        members.setdefault(group_key(copy, by), []).append(copy)
+    groups = [_fold(key, records) for key, records in members.items()]
+    groups.sort(key=lambda g: (-g.bytes, -g.count, g.key))
+    return groups
+
+
+def strongest_verdict(verdicts: Iterable[str | None]) -> str | None:
+    """The strongest of ``verdicts`` by `records.VERDICTS` order (unknown names rank last)."""
+    rank = {v: i for i, v in enumerate(VERDICTS)}
+    present = [v for v in verdicts if v is not None]
+    if not present:
+        return None
+    return min(present, key=lambda v: (rank.get(v, len(VERDICTS)), v))
+
+
+def region_matches(region: str | None, wanted: str) -> bool:
+    """True when region path ``region`` lies inside ``wanted`` at any nesting level.
+
+    ``"decode/moe"`` is inside ``"decode"``, ``"moe"`` and ``"decode/moe"`` (``wanted``'s parts must
+    appear as a contiguous run of the path's parts), but not inside ``"mo"``.
+    """
+    if region is None:
+        return False
+    parts = region.split("/")
+    want = [p for p in wanted.split("/") if p]
+    if not want:
+        return False
+    n = len(want)
+    return any(parts[i : i + n] == want for i in range(len(parts) - n + 1))
+
+
+def select_copies(
+    copies: Iterable[CopyRecord], kinds: Sequence[str] | None = None, region: str | None = None
+) -> tuple[CopyRecord, ...]:
+    """The copies of the given kinds (None: all) inside region ``region`` (None: anywhere)."""
+    return tuple(
+        c
+        for c in copies
+        if (kinds is None or c.kind in kinds) and (region is None or region_matches(c.region, region))
+    )
+
+
+def _fold(key: str, records: list[CopyRecord]) -> CopyGroup:
+    """Totals of one group's records."""
+    timed = [c.device.time_us for c in records if c.device is not None]
+    sites: dict[Frame, None] = {}
+    for c in records:
+        if c.site is not None:
+            sites.setdefault(c.site, None)
+    return CopyGroup(
+        key=key,
+        count=len(records),
+        noop_count=sum(1 for c in records if c.noop),
+        bytes=sum(c.bytes for c in records if not c.noop),
+        ops=tuple(sorted({c.op for c in records})),
+        kinds=tuple(sorted({c.kind for c in records})),
+        device_time_us=sum(timed) if timed else None,
+        verdict=strongest_verdict(c.verdict for c in records),
+        eliminable_count=sum(1 for c in records if is_eliminable(c.verdict)),
+        sites=tuple(sites),
+        copies=tuple(records),
+    )

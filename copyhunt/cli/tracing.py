@@ -1,0 +1,240 @@
+"""Trace a target and save the trace: the one runner behind `copyhunt trace` and `copyhunt gate --run`.
+
+`trace_target` checks the target, runs it inside `copyhunt.hunt`, judges the copies, saves the
+trace and returns a `TraceRun`. A target that raises is never swallowed: its traceback goes to
+stderr, the partial trace is saved marked incomplete, and `TraceRun.exit_code` is 3 (130 for Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Iterator, NamedTuple, Sequence, TextIO
+
+from copyhunt.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TARGET_FAILED,
+    CopyhuntError,
+    OutputExistsError,
+    TargetNotFoundError,
+)
+from copyhunt.records import COPY_KINDS, Trace, save
+from copyhunt.targets import Target, TargetExit
+
+
+class TraceRun(NamedTuple):
+    """What one traced run produced: the (judged) trace, where it was saved, and the target's failure."""
+
+    trace: Trace
+    path: Path
+    error: BaseException | None  # the target's exception (KeyboardInterrupt, TargetExit, ...) or None
+
+    @property
+    def exit_code(self) -> int:
+        """0 when the target finished, 130 when interrupted, 3 when it raised or exited non-zero."""
+        if self.error is None:
+            return EXIT_OK
+        if isinstance(self.error, KeyboardInterrupt):
+            return EXIT_INTERRUPTED
+        return EXIT_TARGET_FAILED
+
+
+def parse_kinds(value: str | None) -> tuple[str, ...] | None:
+    """``"d2d,h2d"`` -> ``("d2d", "h2d")``; None means every kind; unknown kinds fail with one line."""
+    if value is None:
+        return None
+    kinds = tuple(dict.fromkeys(k.strip().lower() for k in value.split(",") if k.strip()))
+    bad = [k for k in kinds if k not in COPY_KINDS]
+    if bad or not kinds:
+        raise CopyhuntError(
+            f"--kind {value!r}: unknown kind {', '.join(map(repr, bad)) or '(empty)'}; "
+            f"expected a comma-separated list of {', '.join(COPY_KINDS)}"
+        )
+    return kinds
+
+
+def default_output(target: Target, directory: str | os.PathLike[str] = ".") -> Path:
+    """A fresh ``copyhunt-<target-stem>.<pid>.json`` in ``directory`` (a numbered suffix if taken)."""
+    folder = Path(directory)
+    base = f"copyhunt-{target.stem}.{os.getpid()}"
+    path = folder / f"{base}.json"
+    n = 1
+    while path.exists():
+        path = folder / f"{base}.{n}.json"
+        n += 1
+    return path
+
+
+def resolve_output(output: str | os.PathLike[str] | None, target: Target, force: bool) -> Path:
+    """Where the trace goes; an existing ``-o`` file fails (exit 2) unless ``force``."""
+    if output is None:
+        return default_output(target)
+    path = Path(output)
+    if path.is_dir():
+        raise OutputExistsError(f"-o {path}: is a directory; give a file name")
+    if path.exists() and not force:
+        raise OutputExistsError(f"-o {path}: file exists; pass --force to overwrite it")
+    return path
+
+
+def trace_target(
+    target: Target,
+    output: Path,
+    *,
+    force: bool = False,
+    kinds: Sequence[str] | None = None,
+    region: str | None = None,
+    focus: Sequence[str] = (),
+    hide: Sequence[str] = (),
+    device_trace: bool | None = None,
+    stack_depth: int = 8,
+    stdout_to_stderr: bool = False,
+    stderr: TextIO | None = None,
+) -> TraceRun:
+    """Run ``target`` under a hunt, judge its copies, save the trace to ``output``; see the module doc.
+
+    ``device_trace=None`` turns device capture on when CUDA is available. ``stdout_to_stderr`` sends
+    the target's own prints to stderr (for ``--json``, whose stdout is only the JSON document).
+    Raises CopyhuntError (exit 2) for a missing target or an unusable output path, before running.
+    """
+    err = stderr if stderr is not None else sys.stderr
+    target.check()
+    from copyhunt.hunt import hunt  # torch is imported here, not at CLI start-up
+
+    if device_trace is None:
+        import torch
+
+        device_trace = bool(torch.cuda.is_available())
+    h = hunt(
+        kinds=tuple(kinds) if kinds is not None else None,
+        region=region,
+        focus=tuple(focus),
+        hide=tuple(hide),
+        stack_depth=stack_depth,
+        device_trace=device_trace,
+    )
+    error: BaseException | None = None
+    raised: BaseException | None = None  # what the target itself raised, told apart from the hunt's own errors
+    try:
+        with _maybe_stdout_to_stderr(stdout_to_stderr), h:
+            try:
+                target.run()
+            except BaseException as exc:
+                raised = exc
+                raise
+    except BaseException as exc:
+        if exc is not raised or isinstance(exc, TargetNotFoundError):
+            # The hunt failed to start/stop (e.g. no device capture), or `module:function` names a
+            # function the module lacks (known only after the import): one line, no trace.
+            raise
+        if isinstance(exc, KeyboardInterrupt):
+            print("copyhunt: interrupted; saving the partial trace", file=err)
+        elif isinstance(exc, TargetExit):
+            if not isinstance(exc.status, int):
+                print(exc.status, file=err)  # sys.exit("message") prints its message, as Python does
+            print(f"copyhunt: {exc}", file=err)
+        elif isinstance(exc, Exception):  # the user's exception: shown in full, never swallowed
+            print_user_traceback(exc, err)
+        else:  # GeneratorExit and other oddities: not ours to interpret
+            raise
+        error = exc
+    trace = _describe(h.trace, target, error, kinds, region)
+    trace = _judge(trace, err)
+    return TraceRun(trace, _save(trace, output, force), error)
+
+
+def print_user_traceback(exc: BaseException, file: TextIO) -> None:
+    """The exception's traceback from the first frame of the user's program on (runner frames cut)."""
+    tb = exc.__traceback__
+    first = tb
+    while first is not None and _is_runner_frame(first.tb_frame.f_code.co_filename):
+        first = first.tb_next
+    traceback.print_exception(type(exc), exc, first if first is not None else tb, file=file)
+
+
+def _is_runner_frame(filename: str) -> bool:
+    """Frames of copyhunt's own runner (CLI, targets, hunt facade), runpy and the import system."""
+    if filename.startswith("<frozen importlib") or filename.startswith("<frozen runpy"):
+        return True
+    if os.path.basename(filename) == "runpy.py" and filename.startswith(os.path.dirname(os.__file__)):
+        return True
+    return os.path.abspath(filename) in _RUNNER_FILES or os.path.abspath(filename).startswith(_CAPTURE_DIR)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CAPTURE_DIR = os.path.join(_PACKAGE_DIR, "capture") + os.sep
+_RUNNER_FILES = frozenset(
+    os.path.join(_PACKAGE_DIR, *parts)
+    for parts in (("targets.py",), ("hunt.py",), ("cli", "tracing.py"), ("cli", "trace_cmd.py"), ("cli", "gate_cmd.py"))
+)
+
+
+@contextlib.contextmanager
+def _maybe_stdout_to_stderr(enabled: bool) -> Iterator[None]:
+    """Send ``print`` output of the target to stderr while it runs (``--json``)."""
+    if not enabled:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def _describe(
+    trace: Trace, target: Target, error: BaseException | None, kinds: Sequence[str] | None, region: str | None
+) -> Trace:
+    """Fill what only the runner knows: the target, its argv, why the run is incomplete, the filters."""
+    meta = trace.meta
+    changes: dict[str, Any] = {}
+    if meta.target is None:
+        changes["target"] = target.display
+    if not meta.argv:
+        changes["argv"] = target.argv
+    if error is not None and meta.complete:
+        changes["complete"] = False
+    if error is not None and not meta.error:
+        changes["error"] = _one_line(error)
+    if not meta.filters:
+        filters = {"kinds": list(kinds) if kinds is not None else None, "region": region}
+        changes["filters"] = {k: v for k, v in filters.items() if v is not None}
+    if not changes:
+        return trace
+    return dataclasses.replace(trace, meta=dataclasses.replace(meta, **changes))
+
+
+def _one_line(error: BaseException) -> str:
+    """``ValueError: boom`` (first line only), or ``interrupted (Ctrl-C)``."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    if isinstance(error, TargetExit):
+        return str(error)
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _judge(trace: Trace, err: TextIO) -> Trace:
+    """Verdicts on every copy; if the analysis itself fails, keep the unjudged trace and say so."""
+    from copyhunt.analysis import judge
+
+    try:
+        return judge(trace)
+    except Exception as exc:  # an analysis bug must not lose the user's trace
+        message = f"verdict analysis failed ({type(exc).__name__}: {exc}); the trace has no verdicts"
+        print(f"copyhunt: warning: {message}", file=err)
+        notes = (*trace.meta.notes, message)
+        return dataclasses.replace(trace, meta=dataclasses.replace(trace.meta, notes=notes))
+
+
+def _save(trace: Trace, output: Path, force: bool) -> Path:
+    """Save atomically; a file that appeared meanwhile is still never overwritten without --force."""
+    try:
+        return save(trace, output, overwrite=force)
+    except FileExistsError:
+        raise OutputExistsError(f"-o {output}: file exists; pass --force to overwrite it") from None
+    except OSError as exc:
+        raise CopyhuntError(f"cannot write the trace to {output}: {exc.strerror or exc}") from None
+

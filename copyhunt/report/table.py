@@ -1,0 +1,252 @@
+"""The copy table: a header with totals, one row per site (or module / region), a footer.
+
+`render_table(trace, console, ...)` prints into the injected rich Console and nowhere else, so the
+same function serves `copyhunt trace`, `copyhunt report` and tests (a fixed-width Console into a
+StringIO). It reads well at 80 columns, under NO_COLOR and when piped (rich drops ANSI off a TTY).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from rich import box
+from rich.console import Console
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+from copyhunt.analysis.grouping import CopyGroup, group_copies, select_copies
+from copyhunt.records import CopyRecord, Trace, is_eliminable
+from copyhunt.report.units import human_bytes, percent, short_op, short_path, short_site
+
+#: Rows shown by default (`--top`); 0 shows every group.
+DEFAULT_TOP = 20
+
+_BY_TITLE = {"site": "source site", "module": "module", "region": "region"}
+
+
+@dataclass(frozen=True)
+class _Totals:
+    """What the header says about the selected copies."""
+
+    copies: int
+    noop: int
+    bytes: int
+    device_us: float | None
+    eliminable: int
+    eliminable_bytes: int
+    eliminable_us: float | None
+    judged: bool
+
+
+def render_table(
+    trace: Trace,
+    console: Console,
+    *,
+    by: str = "site",
+    top: int = DEFAULT_TOP,
+    kinds: Sequence[str] | None = None,
+    region: str | None = None,
+    trace_path: str | None = None,
+    cwd: str | None = None,
+) -> None:
+    """Print header, table and footer for ``trace``; ``kinds`` / ``region`` narrow what is shown."""
+    copies = select_copies(trace.copies, kinds=kinds, region=region)
+    totals = _totals(copies)
+    console.print(_header(trace, totals, kinds, region, cwd))
+    groups = group_copies(copies, by=by)
+    if not groups:
+        console.print("No copies recorded." if not trace.copies else "No copies match the filters.")
+    else:
+        shown = groups if top <= 0 else groups[:top]
+        console.print()
+        _print_groups(console, *_rows(trace, shown, totals, by, cwd))
+        hidden = groups[len(shown) :]
+        if hidden:
+            n = sum(g.count for g in hidden)
+            b = sum(g.bytes for g in hidden)
+            what = _BY_TITLE[by] + ("s" if len(hidden) > 1 else "")
+            console.print(
+                Text(f"... {len(hidden)} more {what}: {n} copies, {human_bytes(b)} (--top 0 shows all)", style="dim")
+            )
+        _findings(console, shown, by, cwd)
+    _footer(console, trace, trace_path, cwd)
+
+
+def _totals(copies: Sequence[CopyRecord]) -> _Totals:
+    """Totals over the selected copies."""
+    timed = [c.device.time_us for c in copies if c.device is not None]
+    elim = [c for c in copies if is_eliminable(c.verdict)]
+    elim_timed = [c.device.time_us for c in elim if c.device is not None]
+    return _Totals(
+        copies=len(copies),
+        noop=sum(1 for c in copies if c.noop),
+        bytes=sum(c.bytes for c in copies if not c.noop),
+        device_us=sum(timed) if timed else None,
+        eliminable=len(elim),
+        eliminable_bytes=sum(c.bytes for c in elim if not c.noop),
+        eliminable_us=sum(elim_timed) if elim_timed else None,
+        judged=any(c.verdict is not None for c in copies),
+    )
+
+
+def _header(
+    trace: Trace, totals: _Totals, kinds: Sequence[str] | None, region: str | None, cwd: str | None
+) -> Table:
+    """Key/value lines: target, device, copies and bytes, eliminable summary, status."""
+    meta = trace.meta
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    target = meta.target or "(unknown)"
+    if meta.argv[1:]:
+        target += " " + " ".join(meta.argv[1:])
+    grid.add_row("target", target)
+    device = meta.device
+    if meta.torch_version:
+        device += f" (torch {meta.torch_version})"
+    grid.add_row("device", device)
+    copies = f"{totals.copies} copies, {human_bytes(totals.bytes)} written"
+    if totals.noop:
+        copies += f" ({totals.noop} noop {'copy moves' if totals.noop == 1 else 'copies move'} 0 bytes)"
+    grid.add_row("copies", copies)
+    if totals.device_us is not None:
+        gpu = f"{totals.device_us:,.1f} us in copies"
+        if meta.gpu_time_us:
+            gpu += f", {percent(totals.device_us, meta.gpu_time_us)} of {meta.gpu_time_us:,.1f} us GPU time"
+        grid.add_row("device time", gpu)
+    if totals.judged:
+        line = f"{totals.eliminable} of {totals.copies} copies, {human_bytes(totals.eliminable_bytes)}"
+        if totals.eliminable_us is not None:
+            line += f", {totals.eliminable_us:,.1f} us"
+        grid.add_row("eliminable", line + " look eliminable")
+    filters = _filters_line(meta.filters, kinds, region)
+    if filters:
+        grid.add_row("filters", filters)
+    if meta.complete:
+        grid.add_row("status", "complete")
+    else:
+        grid.add_row("status", Text(f"INCOMPLETE: {meta.error or 'the run did not finish'}", style="bold red"))
+    return grid
+
+
+def _filters_line(recorded: Mapping[str, Any], kinds: Sequence[str] | None, region: str | None) -> str:
+    """Filters applied while tracing (from the file) and while showing (report options)."""
+    parts = [f"{k}={_plain_value(v)}" for k, v in sorted(recorded.items()) if v not in (None, "", [], ())]
+    shown = []
+    if kinds is not None:
+        shown.append(f"kind={','.join(kinds)}")
+    if region is not None:
+        shown.append(f"region={region}")
+    line = ", ".join(parts)
+    if shown:
+        line += ("; " if line else "") + "showing " + ", ".join(shown)
+    return line
+
+
+def _plain_value(value: Any) -> str:
+    """A filter value as text (lists comma-joined)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+#: The site column gets at least this many characters, or the table switches to stacked rows.
+SITE_MIN_WIDTH = 20
+
+
+def _rows(trace: Trace, groups: Sequence[CopyGroup], totals: _Totals, by: str, cwd: str | None) -> tuple[list[str], list[list[str | Text]]]:
+    """Column headers and cells; device-time and verdict columns only when the trace has them."""
+    headers = [_BY_TITLE[by].capitalize(), "Op", "Kind", "Count", "Bytes", "Share"]
+    timed = totals.device_us is not None
+    if timed:
+        headers += ["Dev us", "GPU %"]
+    if totals.judged:
+        headers.append("Verdict")
+    rows: list[list[str | Text]] = []
+    for g in groups:
+        label = short_site(g.sites[0], cwd) if by == "site" and g.sites else g.key
+        count = str(g.count) if not g.noop_count else f"{g.count} ({g.noop_count} noop)"
+        row: list[str | Text] = [
+            label,
+            ", ".join(short_op(op) for op in g.ops),
+            ",".join(g.kinds),
+            count,
+            human_bytes(g.bytes),
+            percent(g.bytes, totals.bytes),
+        ]
+        if timed:
+            row.append("-" if g.device_time_us is None else f"{g.device_time_us:,.1f}")
+            row.append("-" if g.device_time_us is None else percent(g.device_time_us, trace.meta.gpu_time_us))
+        if totals.judged:
+            row.append(_verdict_cell(g))
+        rows.append(row)
+    return headers, rows
+
+
+def _print_groups(console: Console, headers: list[str], rows: list[list[str | Text]]) -> None:
+    """A table when the site column keeps SITE_MIN_WIDTH characters, stacked rows otherwise."""
+    # Every column but the site keeps its full width (numbers never wrap); 2 spaces between columns.
+    fixed = sum(max(len(h), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers) if i > 0)
+    if fixed + 2 * (len(headers) - 1) + SITE_MIN_WIDTH <= console.width:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=True, collapse_padding=True)
+        table.add_column(headers[0], overflow="fold", ratio=1)
+        for h in headers[1:]:
+            numeric = h in ("Count", "Bytes", "Share", "Dev us", "GPU %")
+            table.add_column(h, justify="right" if numeric else "left", no_wrap=True)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        return
+    # Narrow terminal: the site on its own line, the numbers below it, labelled.
+    for n, row in enumerate(rows, 1):
+        console.print(Text(f"{n}. ") + (row[0] if isinstance(row[0], Text) else Text(row[0])), overflow="fold")
+        details = Text()
+        for i, (h, cell) in enumerate(zip(headers[1:], row[1:])):
+            if i:
+                details.append("  ")
+            details.append(f"{h.lower()} ", style="dim")
+            details.append(cell if isinstance(cell, Text) else Text(cell))
+        console.print(Padding(details, (0, 0, 0, 3)))
+
+
+def _verdict_cell(group: CopyGroup) -> Text:
+    """Strongest verdict; "(k/n)" when only some copies of the group look eliminable."""
+    if group.verdict is None:
+        return Text("-")
+    text = group.verdict
+    if is_eliminable(group.verdict) and group.eliminable_count < group.count:
+        text += f" ({group.eliminable_count}/{group.count})"
+    return Text(text, style="bold yellow" if is_eliminable(group.verdict) else "")
+
+
+def _findings(console: Console, groups: Sequence[CopyGroup], by: str, cwd: str | None) -> None:
+    """Reason and suggestion of the first eliminable copy in each shown group."""
+    lines: list[Text | Padding] = []
+    for g in groups:
+        first = next((c for c in g.copies if is_eliminable(c.verdict)), None)
+        if first is None:
+            continue
+        where = short_site(first.site, cwd) if first.site is not None else g.key
+        line = Text()
+        line.append(f"{where}: ", style="bold")
+        line.append(f"{first.verdict}", style="yellow")
+        if first.reason:
+            line.append(f": {first.reason}")
+        lines.append(line)
+        if first.suggestion:
+            lines.append(Padding(Text(f"-> {first.suggestion}"), (0, 0, 0, 2)))
+    if lines:
+        console.print()
+        console.print(Text("Why they look eliminable:", style="bold"))
+        for line in lines:
+            console.print(line)
+
+
+def _footer(console: Console, trace: Trace, trace_path: str | None, cwd: str | None) -> None:
+    """Notes from the trace, then where the trace file is."""
+    for note in trace.meta.notes:
+        console.print(Text(f"note: {note}", style="dim"))
+    if trace_path is not None:
+        console.print(Text(f"trace file: {short_path(trace_path, cwd)}"))

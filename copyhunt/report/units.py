@@ -1,0 +1,53 @@
+"""Small formatting helpers shared by the renderers: human byte sizes, short paths, op names."""
+
+from __future__ import annotations
+
+import os
+
+from copyhunt.records import Frame
+
+_UNITS = ("KiB", "MiB", "GiB", "TiB")
+
+
+def human_bytes(n: int) -> str:
+    """Binary units: ``512 B``, ``1.5 KiB``, ``6.0 MiB`` (one decimal from KiB up)."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in _UNITS:
+        value /= 1024.0
+        if value < 1024.0 or unit == _UNITS[-1]:
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
+
+
+def short_path(path: str, cwd: str | None = None) -> str:
+    """``path`` relative to ``cwd`` (default: the current directory) when it lies below it."""
+    if not os.path.isabs(path):
+        return path
+    base = os.path.abspath(cwd if cwd is not None else os.getcwd())
+    try:
+        rel = os.path.relpath(path, base)
+    except ValueError:  # another drive on Windows
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def short_site(frame: Frame | None, cwd: str | None = None, missing: str = "(no source site)") -> str:
+    """``path:line function`` with the path shortened relative to ``cwd``."""
+    if frame is None:
+        return missing
+    return f"{short_path(frame.file, cwd)}:{frame.line} {frame.function}"
+
+
+def short_op(op: str) -> str:
+    """``aten.copy_.default`` -> ``copy_``; other overloads keep their name (``cat.out``)."""
+    name = op[len("aten.") :] if op.startswith("aten.") else op
+    return name[: -len(".default")] if name.endswith(".default") else name
+
+
+def percent(part: float, whole: float | None) -> str:
+    """``part`` as a share of ``whole`` (``12.5%``); ``-`` when the whole is unknown or zero."""
+    if not whole:
+        return "-"
+    return f"{100.0 * part / whole:.1f}%"
