@@ -1,0 +1,232 @@
+"""The ``@triton.jit`` bodies of the Triton MoE experts (private; the public API is ``triton_experts.py``).
+
+Pipeline (all on the GPU, no host synchronisation, grid sizes fixed by shapes alone so CUDA graphs
+capture it):
+
+1. ``_align_count_kernel``   per chunk of (token, slot) pairs: histogram of local expert ids.
+2. ``_align_scatter_kernel`` prefix sums of the padded counts; every pair's position in the
+   ``BLOCK_M``-padded, expert-sorted order; the expert id of every block; sentinel-filled padding.
+3. ``_gemm1_silu_kernel``    act[pos] = silu(x[tok] @ w13[e, :N].T) * (x[tok] @ w13[e, N:].T).
+4. ``_gemm2_kernel``         y[pair] = weight[pair] * act[pos] @ w2[e].T  (rows scattered by pair).
+5. ``_topk_sum_kernel``      out[m] = sum_j y[m * top_k + j]  (fully overwrites the destination).
+
+A "pair" is the flat index ``m * top_k + j`` of ``topk_ids[m, j]``; the sentinel pair index is
+``numel = M * top_k``, used for padding slots.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _local_expert(
+    ids_ptr, map_ptr, offs, numel, top_k, stride_im, stride_ik, num_experts, HAS_MAP: tl.constexpr
+):
+    """Local expert id of each pair in ``offs`` and whether the pair is computed on this rank."""
+    in_range = offs < numel
+    tok = offs // top_k
+    slot = offs % top_k
+    g = tl.load(ids_ptr + tok * stride_im + slot * stride_ik, mask=in_range, other=0).to(tl.int32)
+    if HAS_MAP:
+        e = tl.load(map_ptr + g, mask=in_range, other=-1).to(tl.int32)
+    else:
+        e = g
+    ok = in_range & (e >= 0) & (e < num_experts)
+    # Masked-off lanes get bin 0 so no out-of-range address or bin is ever formed.
+    return tl.where(ok, e, 0), ok
+
+
+@triton.jit
+def _align_count_kernel(
+    ids_ptr, map_ptr, table_ptr,
+    numel, top_k, stride_im, stride_ik, num_experts,
+    HAS_MAP: tl.constexpr, CHUNK: tl.constexpr, E_PAD: tl.constexpr,
+):
+    """table[p, e] = number of pairs of chunk p routed to local expert e."""
+    p = tl.program_id(0)
+    offs = p * CHUNK + tl.arange(0, CHUNK)
+    e, ok = _local_expert(ids_ptr, map_ptr, offs, numel, top_k, stride_im, stride_ik, num_experts, HAS_MAP)
+    hist = tl.histogram(e, E_PAD, mask=ok)
+    tl.store(table_ptr + p * E_PAD + tl.arange(0, E_PAD), hist)
+
+
+@triton.jit
+def _align_scatter_kernel(
+    ids_ptr, map_ptr, table_ptr, cursor_ptr, sorted_ptr, expert_ids_ptr, npp_ptr,
+    numel, top_k, stride_im, stride_ik, num_experts, num_chunks, max_blocks,
+    HAS_MAP: tl.constexpr, CHUNK: tl.constexpr, E_PAD: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCKS_PER_ITER: tl.constexpr,
+):
+    """Positions of chunk p's pairs, plus a share of the per-block expert ids and padding slots."""
+    p = tl.program_id(0)
+    ev = tl.arange(0, E_PAD)
+    total = tl.zeros([E_PAD], dtype=tl.int32)
+    before = tl.zeros([E_PAD], dtype=tl.int32)
+    # Every program re-derives the totals from the small count table: no inter-program dependency.
+    for q in range(0, num_chunks):
+        h = tl.load(table_ptr + q * E_PAD + ev)
+        total += h
+        before += tl.where(q < p, h, 0)
+    padded = (total + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+    end = tl.cumsum(padded, axis=0)
+    start = end - padded
+
+    # Each program owns row p of the cursor table, so its atomics only race with its own lanes.
+    cur = cursor_ptr + p * E_PAD
+    tl.store(cur + ev, start + before)
+    tl.debug_barrier()
+    offs = p * CHUNK + tl.arange(0, CHUNK)
+    e, ok = _local_expert(ids_ptr, map_ptr, offs, numel, top_k, stride_im, stride_ik, num_experts, HAS_MAP)
+    pos = tl.atomic_add(cur + e, 1, mask=ok)
+    tl.store(sorted_ptr + pos, offs, mask=ok)
+
+    if p == 0:
+        tl.store(npp_ptr, tl.sum(padded, axis=0))
+    # Blocks: the expert of block b is the number of experts whose padded range ends at or before
+    # b * BLOCK_M. Blocks past the padded total get expert E_PAD (never read: GEMMs exit early).
+    valid_end = start + total
+    bm = tl.arange(0, BLOCK_M)
+    for b0 in range(p * BLOCKS_PER_ITER, max_blocks, num_chunks * BLOCKS_PER_ITER):
+        blocks = b0 + tl.arange(0, BLOCKS_PER_ITER)
+        bmask = blocks < max_blocks
+        row = blocks * BLOCK_M
+        eb = tl.sum((end[None, :] <= row[:, None]).to(tl.int32), axis=1)
+        tl.store(expert_ids_ptr + blocks, eb, mask=bmask)
+        vend = tl.sum(tl.where(ev[None, :] == eb[:, None], valid_end[None, :], 0), axis=1)
+        slots = row[:, None] + bm[None, :]
+        pad = slots >= vend[:, None]
+        # Padding slots are disjoint from the scattered ones, so no ordering with other programs.
+        tl.store(sorted_ptr + slots, tl.zeros([BLOCKS_PER_ITER, BLOCK_M], dtype=tl.int32) + numel,
+                 mask=bmask[:, None] & pad)
+
+
+@triton.jit
+def _swizzle(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
+    """Grouped launch order: GROUP_M row blocks share each weight tile while it sits in L2."""
+    in_group = GROUP_M * num_pid_n
+    group = pid // in_group
+    first_m = group * GROUP_M
+    size_m = tl.minimum(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % in_group) % size_m
+    pid_n = (pid % in_group) // size_m
+    return pid_m, pid_n
+
+
+@triton.jit
+def _gemm1_silu_kernel(
+    x_ptr, w13_ptr, act_ptr, sorted_ptr, expert_ids_ptr, npp_ptr,
+    numel, N, K, top_k, num_pid_m,
+    stride_xm, stride_xk, stride_we, stride_wn, stride_wk, stride_am,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    EVEN_K: tl.constexpr,
+):
+    """act[pos, n] = silu(gate) * up for one BLOCK_M x BLOCK_N tile; rows gathered by sorted pair id."""
+    pid = tl.program_id(0)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    pid_m, pid_n = _swizzle(pid, num_pid_m, num_pid_n, GROUP_M)
+    # Launched for the worst-case padded count; the real count lives in device memory.
+    if pid_m * BLOCK_M >= tl.load(npp_ptr):
+        return
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    pair = tl.load(sorted_ptr + offs_m)
+    valid = pair < numel
+    tok = (pair // top_k).to(tl.int64)
+    e = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < N
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = x_ptr + tok[:, None] * stride_xm + offs_k[None, :] * stride_xk
+    g_ptrs = w13_ptr + e * stride_we + offs_n[None, :] * stride_wn + offs_k[:, None] * stride_wk
+    u_ptrs = g_ptrs + N * stride_wn
+    acc_g = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    acc_u = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        if EVEN_K:
+            a = tl.load(a_ptrs, mask=valid[:, None], other=0.0)
+            bg = tl.load(g_ptrs, mask=n_ok[None, :], other=0.0)
+            bu = tl.load(u_ptrs, mask=n_ok[None, :], other=0.0)
+        else:
+            k_ok = offs_k < K - k * BLOCK_K
+            a = tl.load(a_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
+            bg = tl.load(g_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+            bu = tl.load(u_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+        acc_g = tl.dot(a, bg, acc_g)
+        acc_u = tl.dot(a, bu, acc_u)
+        a_ptrs += BLOCK_K * stride_xk
+        g_ptrs += BLOCK_K * stride_wk
+        u_ptrs += BLOCK_K * stride_wk
+    # SiLU in fp32; padding rows read zeros, so they hold silu(0) * 0 = 0 (never read anyway).
+    act = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
+    out_ptrs = act_ptr + offs_m[:, None].to(tl.int64) * stride_am + offs_n[None, :]
+    tl.store(out_ptrs, act.to(act_ptr.dtype.element_ty), mask=n_ok[None, :])
+
+
+@triton.jit
+def _gemm2_kernel(
+    act_ptr, w2_ptr, y_ptr, sorted_ptr, expert_ids_ptr, npp_ptr, tw_ptr,
+    numel, N, K, top_k, num_pid_m,
+    stride_am, stride_we, stride_wk, stride_wn, stride_ym, stride_twm, stride_twk,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    EVEN_K: tl.constexpr,
+):
+    """y[pair, n] = weight[pair] * act[pos] @ w2[e, n].T for one tile; N is the reduction (intermediate) size."""
+    pid = tl.program_id(0)
+    num_pid_n = tl.cdiv(K, BLOCK_N)
+    pid_m, pid_n = _swizzle(pid, num_pid_m, num_pid_n, GROUP_M)
+    if pid_m * BLOCK_M >= tl.load(npp_ptr):
+        return
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    pair = tl.load(sorted_ptr + offs_m)
+    valid = pair < numel
+    e = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < K
+    offs_k = tl.arange(0, BLOCK_K)
+    # act rows are the padded sorted positions: contiguous, no gather needed.
+    a_ptrs = act_ptr + offs_m[:, None].to(tl.int64) * stride_am + offs_k[None, :]
+    b_ptrs = w2_ptr + e * stride_we + offs_n[None, :] * stride_wk + offs_k[:, None] * stride_wn
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k in range(0, tl.cdiv(N, BLOCK_K)):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            b = tl.load(b_ptrs, mask=n_ok[None, :], other=0.0)
+        else:
+            k_ok = offs_k < N - k * BLOCK_K
+            a = tl.load(a_ptrs, mask=k_ok[None, :], other=0.0)
+            b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+        acc = tl.dot(a, b, acc)
+        a_ptrs += BLOCK_K
+        b_ptrs += BLOCK_K * stride_wn
+    tok = pair // top_k
+    slot = pair % top_k
+    w = tl.load(tw_ptr + tok * stride_twm + slot * stride_twk, mask=valid, other=0.0).to(tl.float32)
+    acc = acc * w[:, None]
+    y_ptrs = y_ptr + pair[:, None].to(tl.int64) * stride_ym + offs_n[None, :]
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=valid[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _topk_sum_kernel(
+    y_ptr, out_ptr, ids_ptr, map_ptr,
+    K, top_k, num_experts, stride_ym, stride_om, stride_ok, stride_im, stride_ik,
+    HAS_MAP: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """out[m, :] = sum_j y[m * top_k + j, :] in fp32, in a fixed order; skipped pairs add 0."""
+    m = tl.program_id(0)
+    offs = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    k_ok = offs < K
+    acc = tl.zeros([BLOCK_K], dtype=tl.float32)
+    for j in range(0, top_k):
+        g = tl.load(ids_ptr + m * stride_im + j * stride_ik).to(tl.int32)
+        if HAS_MAP:
+            e = tl.load(map_ptr + g).to(tl.int32)
+        else:
+            e = g
+        # A pair of another rank's expert was never computed: its y row is garbage, never read.
+        use = (e >= 0) & (e < num_experts)
+        row = (m * top_k + j).to(tl.int64)
+        acc += tl.load(y_ptr + row * stride_ym + offs, mask=k_ok & use, other=0.0).to(tl.float32)
+    o_ptrs = out_ptr + m.to(tl.int64) * stride_om + offs * stride_ok
+    tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=k_ok)
