@@ -1,0 +1,266 @@
+"""Copy budgets: parse ``copyhunt.toml`` / ``[tool.copyhunt]`` into frozen, validated objects.
+
+A budget file::
+
+    headroom = 10                  # % added to every limit: L allows floor(L * (1 + 10/100))
+
+    [[rules]]
+    name = "MoE layers make no output copies"   # optional; shown in violations
+    kind = "d2d"                   # optional: one of d2d, h2d, d2h, p2p, or a list of them
+    region = "moe"                 # optional glob: copies inside a region of that name, any nesting
+    site = "copyhunt/moe/*.py"     # optional glob on the site's file, or "file:line"
+    max_copies = 0                 # at least one limit per rule
+    max_bytes = "1 MiB"            # int bytes, or a string with a unit (B, KB, KiB, MB, MiB, GB, GiB)
+    max_eliminable = 0             # checked only when the trace carries verdicts
+    headroom = 0                   # optional: overrides the file's headroom for this rule
+
+    [[allow]]                      # copies every rule ignores; a reason is required
+    site = "*/tokenizer.py"
+    kind = "h2d"
+    reason = "token ids go to the GPU once per step"
+
+In ``pyproject.toml`` the same keys live under ``[tool.copyhunt]``. Every mistake raises
+:class:`copyhunt.errors.BudgetError` with one line naming the key and what would be valid.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Mapping
+
+from copyhunt.errors import BudgetError
+from copyhunt.records import COPY_KINDS
+
+TOP_KEYS = ("headroom", "rules", "allow")
+SELECTOR_KEYS = ("kind", "region", "site", "op")
+LIMIT_KEYS = ("max_copies", "max_bytes", "max_eliminable")
+RULE_KEYS = ("name", *SELECTOR_KEYS, *LIMIT_KEYS, "headroom")
+ALLOW_KEYS = (*SELECTOR_KEYS, "reason")
+
+_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which copies a rule or an allowlist entry is about (every field optional: None = any)."""
+
+    kinds: tuple[str, ...] | None = None
+    region: str | None = None
+    site: str | None = None
+    op: str | None = None
+
+    def describe(self) -> str:
+        """``kind=d2d region=moe``; ``all copies`` when nothing is selected."""
+        parts = []
+        if self.kinds is not None:
+            parts.append("kind=" + ",".join(self.kinds))
+        if self.region is not None:
+            parts.append(f"region={self.region}")
+        if self.site is not None:
+            parts.append(f"site={self.site}")
+        if self.op is not None:
+            parts.append(f"op={self.op}")
+        return " ".join(parts) or "all copies"
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One number not to exceed, with the headroom that loosens it."""
+
+    value: int
+    headroom: float = 0.0  # percent
+
+    @property
+    def allowed(self) -> int:
+        """floor(value * (1 + headroom/100)), computed exactly (no float rounding at the boundary)."""
+        # Fraction(str(...)) keeps 10.0 % exact: float 1.1 * 10 would be 11.000000000000002.
+        return math.floor(Fraction(self.value) * (1 + Fraction(str(self.headroom)) / 100))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A budget: copies matching ``selector`` must stay within the limits that are set."""
+
+    name: str
+    selector: Selector
+    max_copies: Limit | None = None
+    max_bytes: Limit | None = None
+    max_eliminable: Limit | None = None
+
+
+@dataclass(frozen=True)
+class Allow:
+    """An allowlisted group of copies: no rule counts them; the reason is shown in reports."""
+
+    selector: Selector
+    reason: str
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A whole budget file: rules, allowlist, default headroom and where it came from."""
+
+    rules: tuple[Rule, ...] = ()
+    allow: tuple[Allow, ...] = ()
+    headroom: float = 0.0
+    source: str = "<budget>"
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+
+def _toml_loads(text: str, source: str) -> dict[str, Any]:
+    """Parse TOML with tomllib (Python >= 3.11) or the tomli backport (3.10)."""
+    if sys.version_info >= (3, 11):
+        import tomllib as toml
+    else:  # pragma: no cover - exercised only on Python 3.10
+        try:
+            import tomli as toml
+        except ImportError:
+            raise BudgetError(f"{source}: reading TOML on Python 3.10 needs tomli (pip install tomli)") from None
+    try:
+        return toml.loads(text)
+    except toml.TOMLDecodeError as exc:
+        raise BudgetError(f"{source}: not valid TOML ({exc})") from None
+
+
+def load_budget(path: str | Path) -> Budget:
+    """Read a budget from ``copyhunt.toml`` or ``pyproject.toml`` (``[tool.copyhunt]``)."""
+    path = Path(path)
+    if not path.exists():
+        raise BudgetError(f"{path}: no such budget file")
+    if path.is_dir():
+        raise BudgetError(f"{path}: is a directory, not a budget file (copyhunt.toml or pyproject.toml)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BudgetError(f"{path}: cannot read ({exc})") from None
+    doc = _toml_loads(text, str(path))
+    if path.name == "pyproject.toml":
+        table = doc.get("tool", {}).get("copyhunt")
+        if table is None:
+            raise BudgetError(f"{path}: no [tool.copyhunt] table")
+        return parse_budget(table, source=f"{path}", prefix="tool.copyhunt.")
+    return parse_budget(doc, source=str(path))
+
+
+def parse_budget(doc: Mapping[str, Any], source: str = "<budget>", prefix: str = "") -> Budget:
+    """Validate a parsed TOML table and build the Budget; BudgetError names the first bad key."""
+    if not isinstance(doc, Mapping):
+        raise BudgetError(f"{source}: {prefix.rstrip('.') or 'budget'} must be a table")
+    _check_keys(doc, TOP_KEYS, source, prefix.rstrip(".") or "the top level")
+    headroom = _headroom(doc.get("headroom", 0), source, f"{prefix}headroom")
+    rules_raw = doc.get("rules", [])
+    allow_raw = doc.get("allow", [])
+    if not isinstance(rules_raw, list):
+        raise BudgetError(f"{source}: {prefix}rules must be an array of tables ([[rules]])")
+    if not isinstance(allow_raw, list):
+        raise BudgetError(f"{source}: {prefix}allow must be an array of tables ([[allow]])")
+    rules = tuple(_rule(r, i, headroom, source, prefix) for i, r in enumerate(rules_raw))
+    allow = tuple(_allow(a, i, source, prefix) for i, a in enumerate(allow_raw))
+    if not rules:
+        raise BudgetError(f"{source}: no rules: add at least one [[{prefix}rules]] table with a max_copies, max_bytes or max_eliminable")
+    return Budget(rules=rules, allow=allow, headroom=headroom, source=source)
+
+
+def _check_keys(table: Mapping[str, Any], valid: tuple[str, ...], source: str, where: str) -> None:
+    for key in table:
+        if key not in valid:
+            raise BudgetError(f"{source}: unknown key {key!r} in {where} (valid: {', '.join(valid)})")
+
+
+def _headroom(raw: Any, source: str, key: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw) or raw < 0:
+        raise BudgetError(f"{source}: {key} must be a percentage >= 0 (e.g. 10 for 10%), got {raw!r}")
+    return float(raw)
+
+
+def _selector(table: Mapping[str, Any], source: str, where: str) -> Selector:
+    kinds: tuple[str, ...] | None = None
+    if "kind" in table:
+        raw = table["kind"]
+        items = [raw] if isinstance(raw, str) else raw
+        if not isinstance(items, list) or not items or not all(isinstance(k, str) for k in items):
+            raise BudgetError(f"{source}: {where}.kind must be one of {', '.join(COPY_KINDS)} or a list of them, got {raw!r}")
+        for k in items:
+            if k not in COPY_KINDS:
+                raise BudgetError(f"{source}: {where}.kind {k!r} is not a copy kind (valid: {', '.join(COPY_KINDS)})")
+        kinds = tuple(dict.fromkeys(items))
+    glob = {}
+    for key in ("region", "site", "op"):
+        if key in table:
+            value = table[key]
+            if not isinstance(value, str) or not value.strip():
+                raise BudgetError(f"{source}: {where}.{key} must be a non-empty string (a glob), got {value!r}")
+            glob[key] = value
+    return Selector(kinds=kinds, **glob)
+
+
+def _limit(raw: Any, key: str, headroom: float, source: str, where: str) -> Limit:
+    if key == "max_bytes":
+        return Limit(parse_size(raw, f"{source}: {where}.{key}"), headroom)
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        raise BudgetError(f"{source}: {where}.{key} must be an integer >= 0, got {raw!r}")
+    return Limit(raw, headroom)
+
+
+def parse_size(raw: Any, what: str = "size") -> int:
+    """Bytes from an int or a string like ``"1.5 MiB"``; BudgetError on anything else."""
+    if isinstance(raw, bool):
+        raise BudgetError(f"{what} must be bytes (an integer >= 0 or a string like '4 MiB'), got {raw!r}")
+    if isinstance(raw, int):
+        if raw < 0:
+            raise BudgetError(f"{what} must be >= 0, got {raw!r}")
+        return raw
+    if isinstance(raw, str):
+        m = _SIZE.match(raw)
+        unit = (m.group(2) or "b").lower() if m else ""
+        if m and unit in _UNITS:
+            return math.floor(Fraction(m.group(1)) * _UNITS[unit])
+    raise BudgetError(
+        f"{what} must be bytes (an integer >= 0 or a string like '4 MiB'; units: B, KB, MB, GB, KiB, MiB, GiB), got {raw!r}"
+    )
+
+
+def _rule(raw: Any, i: int, headroom: float, source: str, prefix: str) -> Rule:
+    where = f"{prefix}rules[{i}]"
+    if not isinstance(raw, Mapping):
+        raise BudgetError(f"{source}: {where} must be a table ([[rules]])")
+    _check_keys(raw, RULE_KEYS, source, where)
+    rule_headroom = _headroom(raw["headroom"], source, f"{where}.headroom") if "headroom" in raw else headroom
+    limits = {k: _limit(raw[k], k, rule_headroom, source, where) for k in LIMIT_KEYS if k in raw}
+    if not limits:
+        raise BudgetError(f"{source}: {where} sets no limit (set at least one of {', '.join(LIMIT_KEYS)})")
+    selector = _selector(raw, source, where)
+    name = raw.get("name", selector.describe())
+    if not isinstance(name, str) or not name.strip():
+        raise BudgetError(f"{source}: {where}.name must be a non-empty string, got {name!r}")
+    return Rule(name=name, selector=selector, **limits)
+
+
+def _allow(raw: Any, i: int, source: str, prefix: str) -> Allow:
+    where = f"{prefix}allow[{i}]"
+    if not isinstance(raw, Mapping):
+        raise BudgetError(f"{source}: {where} must be a table ([[allow]])")
+    _check_keys(raw, ALLOW_KEYS, source, where)
+    reason = raw.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise BudgetError(f"{source}: {where} needs a reason (a non-empty string saying why these copies are fine)")
+    selector = _selector(raw, source, where)
+    if selector == Selector():
+        raise BudgetError(f"{source}: {where} selects every copy; give at least one of {', '.join(SELECTOR_KEYS)}")
+    return Allow(selector=selector, reason=reason)

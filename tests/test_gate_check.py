@@ -1,0 +1,138 @@
+"""check(): budgets applied to hand-built traces; limits exactly at the boundary; allowlist; baseline."""
+
+from __future__ import annotations
+
+import pytest
+
+from copyhunt.gate.budget import Allow, Budget, Limit, Rule, Selector
+from copyhunt.gate.check import check, check_increase, region_matches, selects, site_matches
+from copyhunt.records import CopyRecord, DeviceTiming, Frame, Trace, TraceMeta
+
+ROOT = "/repo"
+
+
+def _copy(line: int, nbytes: int = 100, kind: str = "d2d", file: str = "/repo/pkg/model.py", region: str | None = None,
+          op: str = "aten.copy_.default", verdict: str | None = None, noop: bool = False, seq: int = 0) -> CopyRecord:
+    return CopyRecord(
+        seq=seq, op=op, kind=kind, bytes=nbytes, noop=noop, src_device="cpu", dst_device="cpu", shape=(nbytes // 4,),
+        dtype="torch.float32", site=Frame(file, line, "forward"), region=region, verdict=verdict,
+    )
+
+
+def _trace(*copies: CopyRecord, complete: bool = True) -> Trace:
+    return Trace(meta=TraceMeta(complete=complete, error=None if complete else "target raised ValueError"), copies=copies)
+
+
+def _budget(*rules: Rule, allow: tuple[Allow, ...] = ()) -> Budget:
+    return Budget(rules=rules, allow=allow)
+
+
+@pytest.mark.parametrize(("region", "pattern", "expected"), [
+    ("moe", "moe", True),
+    ("decode/moe", "moe", True),
+    ("decode/moe/experts", "moe", True),
+    ("decode/moe", "decode/*", True),
+    ("decode/moemoe", "moe", False),
+    ("attention", "moe", False),
+    (None, "moe", False),
+    ("decode/moe", "mo?", True),
+])
+def test_region_matches_any_nesting(region, pattern, expected):
+    assert region_matches(region, pattern) is expected
+
+
+def test_site_glob_on_relative_path_and_line():
+    c = _copy(12)
+    assert site_matches(c, "pkg/*.py", ROOT)
+    assert site_matches(c, "*/model.py", ROOT)
+    assert site_matches(c, "pkg/model.py:12", ROOT)
+    assert site_matches(c, "/repo/pkg/model.py", ROOT)  # the absolute path matches too
+    assert not site_matches(c, "pkg/model.py:13", ROOT)
+    assert not site_matches(c, "other/*.py", ROOT)
+    assert not site_matches(CopyRecord(0, "aten.clone.default", "d2d", 4, False, "cpu", "cpu", (1,), "f", None), "*", ROOT)
+
+
+def test_selects_combines_every_field():
+    c = _copy(12, kind="h2d", region="decode/moe", op="aten._to_copy.default")
+    assert selects(Selector(), c, ROOT)
+    assert selects(Selector(kinds=("h2d", "d2h"), region="moe", site="pkg/*", op="aten._to_copy*"), c, ROOT)
+    assert not selects(Selector(kinds=("d2d",)), c, ROOT)
+    assert not selects(Selector(op="aten.copy_*"), c, ROOT)
+
+
+def test_max_copies_at_the_boundary():
+    trace = _trace(_copy(10), _copy(10), _copy(20))  # 3 d2d copies
+    assert check(trace, _budget(Rule("r", Selector(kinds=("d2d",)), max_copies=Limit(3))), ROOT).ok  # 3 <= 3
+    result = check(trace, _budget(Rule("r", Selector(kinds=("d2d",)), max_copies=Limit(2))), ROOT)  # 3 > 2
+    assert not result.ok
+    (v,) = result.violations
+    assert (v.rule, v.measure, v.actual, v.allowed) == ("r", "copies", 3, 2)
+    assert v.message == "r (kind=d2d): 3 copies, over the limit of 2"
+    # Worst site first: line 10 made 2 copies, line 20 made 1.
+    assert [(t.key.file, t.key.line, t.stats.count, t.stats.bytes) for t in v.sites] == [("pkg/model.py", 10, 2, 200), ("pkg/model.py", 20, 1, 100)]
+
+
+def test_headroom_loosens_the_limit():
+    trace = _trace(*[_copy(i) for i in range(11)])  # 11 copies
+    # floor(10 * 1.10) = 11 allowed: passes; floor(10 * 1.05) = 10: fails.
+    assert check(trace, _budget(Rule("r", Selector(), max_copies=Limit(10, 10.0))), ROOT).ok
+    result = check(trace, _budget(Rule("r", Selector(), max_copies=Limit(10, 5.0))), ROOT)
+    assert result.violations[0].message == "r (all copies): 11 copies, over the limit of 10 = 10 + 5% headroom"
+
+
+def test_max_bytes_counts_noop_copies_as_zero_bytes():
+    trace = _trace(_copy(1, 300), _copy(2, 200), _copy(3, 1000, noop=True))  # 300 + 200 + 0 = 500 bytes, 3 copies
+    assert check(trace, _budget(Rule("r", Selector(), max_bytes=Limit(500))), ROOT).ok
+    result = check(trace, _budget(Rule("r", Selector(), max_bytes=Limit(499), max_copies=Limit(2))), ROOT)
+    assert [(v.measure, v.actual, v.allowed) for v in result.violations] == [("copies", 3, 2), ("bytes", 500, 499)]
+    assert result.rules[0].bytes == 500
+
+
+def test_max_eliminable_needs_verdicts():
+    judged = _trace(_copy(1, verdict="fresh-temporary"), _copy(2, verdict="needed"), _copy(3, verdict="noop"))  # 2 eliminable
+    assert check(judged, _budget(Rule("r", Selector(), max_eliminable=Limit(2))), ROOT).ok
+    result = check(judged, _budget(Rule("r", Selector(), max_eliminable=Limit(1))), ROOT)
+    (v,) = result.violations
+    assert (v.measure, v.actual) == ("eliminable", 2)
+    assert [t.key.line for t in v.sites] == [1, 3]  # only the eliminable sites are blamed
+    unjudged = _trace(_copy(1), _copy(2))
+    result = check(unjudged, _budget(Rule("r", Selector(), max_eliminable=Limit(0))), ROOT)
+    assert result.ok
+    assert result.rules[0].eliminable is None
+    assert result.notes == ("max_eliminable not checked: the trace carries no verdicts (trace it with a copyhunt that judges copies)",)
+
+
+def test_allowlist_takes_copies_out_of_every_rule():
+    trace = _trace(_copy(1, 64, kind="h2d", file="/repo/pkg/tokenizer.py"), _copy(2, 64, kind="h2d"), _copy(3, 8, kind="d2d"))
+    allow = (Allow(Selector(site="*/tokenizer.py"), "ids go up once per step"),)
+    budget = _budget(Rule("h2d", Selector(kinds=("h2d",)), max_copies=Limit(1)), Rule("all", Selector(), max_copies=Limit(2)), allow=allow)
+    result = check(trace, budget, ROOT)
+    assert result.ok  # 1 h2d copy counted (<= 1), 2 in all (<= 2)
+    assert [(a.copies, a.bytes) for a in result.allowed] == [(1, 64)]
+    assert [(r.copies, r.bytes) for r in result.rules] == [(1, 64), (2, 72)]
+    assert not check(trace, _budget(*budget.rules), ROOT).ok  # without the allowlist: 2 h2d > 1
+
+
+def test_incomplete_trace_is_noted():
+    result = check(_trace(complete=False), _budget(Rule("r", Selector(), max_copies=Limit(0))), ROOT)
+    assert result.ok
+    assert result.notes == ("the trace is incomplete (target raised ValueError): counts are a lower bound",)
+
+
+def test_check_increase_per_site():
+    base = _trace(_copy(10), _copy(20, 400))
+    same = _trace(_copy(10), _copy(20, 400))
+    assert check_increase(same, base, ROOT) == ()
+    fewer = _trace(_copy(20, 400))
+    assert check_increase(fewer, base, ROOT) == ()  # removing copies never fails
+    grown = _trace(_copy(10), _copy(10), _copy(20, 400), _copy(30, 8))
+    vs = check_increase(grown, base, ROOT)
+    assert [v.message for v in vs] == [  # new sites first, as the diff lists them
+        "pkg/model.py:30 forward aten.copy_.default d2d: 0 -> 1 copies, 0 -> 8 bytes (new site)",
+        "pkg/model.py:10 forward aten.copy_.default d2d: 1 -> 2 copies, 100 -> 200 bytes",
+    ]
+    bigger = _trace(_copy(10), _copy(20, 800))  # same count, more bytes: grew
+    assert [v.sites[0].key.line for v in check_increase(bigger, base, ROOT)] == [20]
+    # Device time alone never counts as growth (too noisy to gate on).
+    timed = _trace(_copy(10), CopyRecord(**{**_copy(20, 400).__dict__, "device": DeviceTiming("Memcpy DtoD", 99.0, 400)}))
+    assert check_increase(timed, base, ROOT) == ()

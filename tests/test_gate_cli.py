@@ -1,0 +1,160 @@
+"""`copyhunt gate` and `copyhunt diff` through the CLI's main(): every exit code and every output format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from copyhunt.cli import main
+from copyhunt.records import CopyRecord, Frame, Trace, TraceMeta, save
+
+BUDGET = """
+[[rules]]
+name = "model copies"
+kind = "d2d"
+max_copies = {limit}
+"""
+
+
+def _copy(file: str, line: int, nbytes: int = 64, verdict: str | None = None) -> CopyRecord:
+    return CopyRecord(
+        seq=0, op="aten.copy_.default", kind="d2d", bytes=nbytes, noop=False, src_device="cpu", dst_device="cpu",
+        shape=(nbytes // 4,), dtype="torch.float32", site=Frame(file, line, "forward"), verdict=verdict,
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project dir (the cwd) with model.py whose lines 2 and 3 make copies, and a 3-copy trace of it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.py").write_text("def forward(x, y):\n    y.copy_(x)\n    x.copy_(y)\n")
+    model = str(tmp_path / "model.py")
+    save(Trace(meta=TraceMeta(target="t"), copies=(_copy(model, 2), _copy(model, 2), _copy(model, 3))), tmp_path / "t.json")
+    return tmp_path
+
+
+def _budget(project: Path, limit: int, name: str = "copyhunt.toml") -> Path:
+    path = project / name
+    path.write_text(BUDGET.format(limit=limit))
+    return path
+
+
+def test_gate_exit_0_at_the_limit_and_1_one_below(project, capsys):
+    _budget(project, 3)  # 3 copies, limit 3: passes
+    assert main(["gate", "t.json", "--budget", "copyhunt.toml"]) == 0
+    assert capsys.readouterr().out.startswith("copyhunt gate: PASS - within budget\n")
+    _budget(project, 2)  # limit 2: fails
+    assert main(["gate", "t.json", "--budget", "copyhunt.toml"]) == 1
+    out = capsys.readouterr().out
+    # The violation, its sites worst first, and the offending source lines.
+    assert "x model copies (kind=d2d): 3 copies, over the limit of 2\n" in out
+    assert "    model.py:2 forward  aten.copy_.default d2d  2 copies, 128 B\n          2 | y.copy_(x)\n" in out
+    assert "    model.py:3 forward  aten.copy_.default d2d  1 copy, 64 B\n          3 | x.copy_(y)\n" in out
+
+
+def test_gate_finds_the_budget_in_the_cwd(project):
+    _budget(project, 2)
+    assert main(["gate", "t.json"]) == 1  # ./copyhunt.toml found without --budget
+
+
+def test_gate_json(project, capsys):
+    _budget(project, 2)
+    assert main(["gate", "t.json", "--format", "json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema"] == "copyhunt.gate/1" and doc["ok"] is False
+    (v,) = doc["violations"]
+    assert (v["rule"], v["measure"], v["actual"], v["allowed"], v["limit"], v["headroom"]) == ("model copies", "copies", 3, 2, 2, 0.0)
+    assert [(s["file"], s["line"], s["count"], s["bytes"]) for s in v["sites"]] == [("model.py", 2, 2, 128), ("model.py", 3, 1, 64)]
+    assert doc["rules"] == [{"name": "model copies", "selector": "kind=d2d", "copies": 3, "bytes": 192, "eliminable": None,
+                             "max_copies": 2, "max_bytes": None, "max_eliminable": None, "ok": False}]
+
+
+def test_gate_github_annotations(project, capsys):
+    _budget(project, 2)
+    assert main(["gate", "t.json", "--format", "github"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    # ':' and ',' in property values are escaped as %3A / %2C (GitHub workflow-command rules).
+    assert lines == [
+        "::error file=model.py,line=2,title=copyhunt gate%3A model copies::model copies (kind=d2d): 3 copies, over the limit of 2"
+        " [this line: aten.copy_.default d2d, 2 copies, 128 B]",
+        "::error file=model.py,line=3,title=copyhunt gate%3A model copies::model copies (kind=d2d): 3 copies, over the limit of 2"
+        " [this line: aten.copy_.default d2d, 1 copy, 64 B]",
+        "copyhunt gate: FAIL - 1 violation",
+    ]
+    _budget(project, 3)
+    assert main(["gate", "t.json", "--format", "github"]) == 0
+    assert capsys.readouterr().out == "copyhunt gate: PASS - within budget\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["gate", "missing.json", "--budget", "copyhunt.toml"], "missing.json: no such file"),
+        (["gate", "t.json", "--budget", "nope.toml"], "nope.toml: no such budget file"),
+        (["gate", "t.json", "--budget", "bad.toml"], "unknown key 'max_copy' in rules[0]"),
+        (["gate", "t.json", "--budget", "copyhunt.toml", "--format", "xml"], "'xml' is not one of text, json, github"),
+        (["gate", "t.json", "--fail-on-increase"], "needs --baseline TRACE"),
+        (["gate", "--budget", "copyhunt.toml"], "give exactly one TRACE file"),
+        (["gate", "t.json", "t.json", "--budget", "copyhunt.toml"], "one TRACE file expected, got 2"),
+        (["gate", "foreign.json", "--budget", "copyhunt.toml"], "not a copyhunt trace"),
+    ],
+)
+def test_gate_bad_input_exits_2_with_one_line(project, capsys, argv, message):
+    _budget(project, 3)
+    (project / "bad.toml").write_text("[[rules]]\nmax_copy = 1\n")
+    (project / "foreign.json").write_text('{"traceEvents": []}')
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_gate_without_any_budget_exits_2(project, capsys):
+    assert main(["gate", "t.json"]) == 2
+    assert "copyhunt: error: no budget: pass --budget FILE" in capsys.readouterr().err
+
+
+def test_gate_baseline_fail_on_increase(project, capsys):
+    model = str(project / "model.py")
+    save(Trace(copies=(_copy(model, 2), _copy(model, 3))), project / "base.json")  # 2 copies before, 3 now
+    # Growth alone is only a note without --fail-on-increase (no budget needed with a baseline).
+    assert main(["gate", "t.json", "--baseline", "base.json"]) == 0
+    assert "note: 1 site(s) grew against the baseline (not failing: no --fail-on-increase)" in capsys.readouterr().out
+    assert main(["gate", "t.json", "--baseline", "base.json", "--fail-on-increase"]) == 1
+    out = capsys.readouterr().out
+    assert "x model.py:2 forward aten.copy_.default d2d: 1 -> 2 copies, 64 -> 128 bytes\n" in out
+    assert "          2 | y.copy_(x)\n" in out
+    assert main(["gate", "base.json", "--baseline", "t.json", "--fail-on-increase"]) == 0  # fewer copies: fine
+
+
+def test_diff_text_json_github_and_exit_codes(project, capsys):
+    model = str(project / "model.py")
+    save(Trace(copies=(_copy(model, 2), _copy(model, 3, 256))), project / "base.json")
+    # base: line 2 once (64 B), line 3 once (256 B); t: line 2 twice (128 B), line 3 once (64 B).
+    assert main(["diff", "base.json", "t.json"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[:3] == [
+        "copyhunt diff: base.json -> t.json",
+        "  copies 2 -> 3 (+1), bytes 320 B -> 192 B (-128 B)",
+        "  sites: 0 added, 0 removed, 2 changed",
+    ]
+    assert main(["diff", "base.json", "t.json", "--fail-on-increase"]) == 1
+    capsys.readouterr()
+    assert main(["diff", "t.json", "t.json", "--fail-on-increase"]) == 0
+    assert "no site changed" in capsys.readouterr().out
+    assert main(["diff", "base.json", "t.json", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["grew"] is True
+    assert [(s["status"], s["line"], s["grew"], s["a"]["count"], s["b"]["count"]) for s in doc["sites"]] == [
+        ("changed", 3, False, 1, 1),  # -192 B: the biggest byte change first
+        ("changed", 2, True, 1, 2),
+    ]
+    assert main(["diff", "base.json", "t.json", "--format", "github", "--fail-on-increase"]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "::error file=model.py,line=2,title=copyhunt diff::copies grew: aten.copy_.default d2d, 1 -> 2 copies, 64 B -> 128 B",
+        "copyhunt diff: 0 added, 0 removed, 2 changed, 1 grew",
+    ]
+    assert main(["diff", "base.json", "nope.json"]) == 2
+    assert "nope.json: no such file" in capsys.readouterr().err
