@@ -1,0 +1,289 @@
+"""Device-level capture: run the traced block under torch.profiler (Kineto) and join GPU copies to records.
+
+``DeviceCapture`` is the context manager ``copyhunt.hunt(device_trace=True)`` wraps around the block;
+``DeviceCapture.join(trace)`` returns the trace with:
+
+- ``CopyRecord.device`` (event name, device time, bytes, stream, start) on every dispatch copy that
+  made GPU work;
+- ``TraceMeta.gpu_time_us``: the summed duration of every GPU event in the region (the denominator
+  of the "GPU share" column);
+- records of origin ``"device"``: GPU copies (memcpys, copy kernels) that no dispatch copy explains
+  (made inside C++ or a library op), attributed to the dispatched op that launched them (its site);
+- records of origin ``"graph-replay"``: copies executed by CUDA-graph replays, one per replay,
+  attributed to the capture-time record (see ``capture/graphs.py``); a captured copy that was
+  replayed is represented by its replays (the capture itself moved no data).
+
+The bridge between a dispatch record (``seq``) and Kineto's events: while a capture is active the
+dispatch mode opens a ``copyhunt#<seq>`` profiler range around each op it runs (``op_range``), with
+torch's C++ ``_RecordFunctionFast`` (about 2 us per op, against 13 us for the Python
+``record_function``). A GPU event belongs to the innermost such range enclosing the runtime call
+that launched it (same thread). No ``with_stack``: the dispatch records already carry stacks.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ContextManager
+
+from copyhunt.capture import kineto
+from copyhunt.capture.graphs import account_replays
+from copyhunt.capture.kineto import KEvent, KinetoTrace, copy_kind
+from copyhunt.errors import NoDeviceError
+from copyhunt.records import CopyRecord, DeviceTiming, OpRecord, Trace
+
+_ACTIVE_LOCK = threading.Lock()
+_ACTIVE: "DeviceCapture | None" = None
+
+
+def bridge_active() -> bool:
+    """True while a DeviceCapture is recording: the dispatch mode then wraps each op in ``op_range``."""
+    return _ACTIVE is not None
+
+
+def op_range(seq: int) -> ContextManager[Any]:
+    """The ``copyhunt#<seq>`` profiler range the dispatch mode opens around op ``seq``."""
+    return _fast_range(f"{kineto.BRIDGE_PREFIX}{seq}")
+
+
+def _fast_range(name: str) -> ContextManager[Any]:
+    import torch
+
+    fast = getattr(torch._C._profiler, "_RecordFunctionFast", None)
+    if fast is not None:
+        return fast(name)  # type: ignore[no-any-return]
+    return torch.profiler.record_function(name)  # older torch: the Python range (slower)
+
+
+def gpu_available() -> bool:
+    """True when torch sees a CUDA or ROCm GPU (ROCm builds answer through torch.cuda too)."""
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # a broken driver install must read as "no GPU", not crash the CLI
+        return False
+
+
+class DeviceCapture:
+    """Context manager: Kineto capture of the block (CPU ops + GPU activity), then ``join`` a trace.
+
+    ``trace_path``: where the Kineto Chrome trace is kept (``.json.gz`` is compressed); by default a
+    fresh file in the temp folder. Its path goes into ``meta.extra["kineto_trace"]`` so reports can
+    lay copies beside the original GPU timeline.
+    """
+
+    def __init__(self, *, trace_path: str | os.PathLike[str] | None = None, with_stack: bool = False) -> None:
+        self.trace_path = Path(trace_path) if trace_path is not None else None
+        self.with_stack = with_stack
+        self.kineto: KinetoTrace | None = None
+        self._prof: Any = None
+
+    def __enter__(self) -> "DeviceCapture":
+        global _ACTIVE
+        if not gpu_available():
+            raise NoDeviceError("device capture needs a CUDA or ROCm GPU and none is visible; run without --device-trace")
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+
+        with _ACTIVE_LOCK:
+            if _ACTIVE is not None:
+                raise NoDeviceError("a device capture is already running in this process; nest hunts without device_trace")
+            torch.cuda.synchronize()  # work queued before the region stays out of it
+            self._prof = profile(
+                activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
+                with_stack=self.with_stack,
+            )
+            self._prof.__enter__()
+            _ACTIVE = self
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        global _ACTIVE
+        import torch
+
+        try:
+            try:
+                torch.cuda.synchronize()  # the GPU events of the region must be complete before stopping
+            except Exception:
+                if exc is None:
+                    raise
+            self._prof.__exit__(exc_type, exc, tb)
+        finally:
+            with _ACTIVE_LOCK:
+                _ACTIVE = None
+        path = self.trace_path
+        if path is None:
+            fd, name = tempfile.mkstemp(prefix="copyhunt-kineto-", suffix=".json.gz")
+            os.close(fd)
+            path = Path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._prof.export_chrome_trace(str(path))
+        self.trace_path = path
+        self.kineto = kineto.load(path)
+        # Never swallow the block's exception: returning None lets it propagate.
+
+    def join(self, trace: Trace) -> Trace:
+        """``trace`` with device timings, GPU time, unexplained device copies and graph replays."""
+        if self.kineto is None:
+            raise RuntimeError("DeviceCapture.join() called before the capture finished")
+        return join_kineto(trace, self.kineto, kineto_trace=str(self.trace_path))
+
+
+# --- the join (pure: Trace x KinetoTrace -> Trace) --------------------------------------------
+
+
+def _timing(events: list[KEvent], fallback_bytes: int | None) -> DeviceTiming:
+    """One DeviceTiming for the GPU events of one copy (a cat may run several kernels)."""
+    first = min(events, key=lambda e: e.ts)
+    name = _short_kernel(first.name) + (f" (+{len(events) - 1})" if len(events) > 1 else "")
+    memcpy_bytes = [e.nbytes for e in events if e.nbytes is not None]
+    nbytes = sum(memcpy_bytes) if len(memcpy_bytes) == len(events) else fallback_bytes  # type: ignore[arg-type]
+    return DeviceTiming(
+        name=name,
+        time_us=round(sum(e.dur for e in events), 3),
+        bytes=nbytes,
+        stream=first.stream,
+        start_us=first.ts,
+    )
+
+
+def _short_kernel(name: str) -> str:
+    """A readable kernel name: C++ templates and argument lists dropped, the copy functor kept."""
+    if name.startswith("Memcpy") or name.startswith("Memset"):
+        return name
+    for key in ("direct_copy_kernel_cuda", "bfloat16_copy_kernel_cuda", "float16_copy_kernel_cuda", "CatArrayBatchedCopy", "index_put_kernel"):
+        if key in name:
+            return key
+    head = name.split("(")[0].split("<")[0]
+    head = head.replace("void ", "").strip()
+    return head.rsplit("::", 1)[-1] or name[:60]
+
+
+def _device_of(kind: str, device: Any) -> tuple[str, str]:
+    gpu = f"cuda:{device}" if device is not None else "cuda"
+    return {"h2d": ("cpu", gpu), "d2h": (gpu, "cpu")}.get(kind, (gpu, gpu))
+
+
+def _device_record(
+    ev: KEvent, seq: int, op: OpRecord | None, launcher_op: str | None, *, origin: str, replay: int | None = None
+) -> CopyRecord:
+    """A record for a GPU copy no dispatch copy explains, attributed to its launching op."""
+    kind = copy_kind(ev) or "d2d"
+    src, dst = _device_of(kind, ev.args.get("device"))
+    return CopyRecord(
+        seq=seq,
+        op=op.op if op is not None else (launcher_op or _short_kernel(ev.name)),
+        kind=kind,
+        bytes=ev.nbytes or 0,
+        noop=False,
+        src_device=src,
+        dst_device=dst,
+        shape=(),
+        dtype="",
+        site=op.site if op is not None else None,
+        module=op.module if op is not None else None,
+        region=op.region if op is not None else None,
+        captured_in_graph=origin == "graph-replay",
+        thread=op.thread if op is not None else None,
+        origin=origin,
+        graph_replay=replay,
+        device=_timing([ev], ev.nbytes),
+        extra={"bytes_known": ev.nbytes is not None},
+    )
+
+
+def _on_gpu(c: CopyRecord) -> bool:
+    return not c.noop and (c.src_device.startswith("cuda") or c.dst_device.startswith("cuda"))
+
+
+def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = None) -> Trace:
+    """Join a Kineto trace of the same region to the dispatch records of ``trace`` (see module doc)."""
+    copies = {c.seq: c for c in trace.copies if c.origin == "dispatch"}
+    ops = {o.seq: o for o in trace.ops}
+    account = account_replays(kt)
+    replayed_ids = {id(n.event) for n in account.nodes}
+
+    def seq_of(ev: KEvent) -> tuple[int | None, str | None]:
+        """Bridge seq and innermost cpu_op name of the call that launched GPU event ``ev``."""
+        src = kt.launcher(ev)
+        if src is None:
+            return None, None
+        inner = kt.cpu_ops_at(src.tid, src.ts)
+        return kt.bridge_seq_at(src.tid, src.ts), (inner[-1].name if inner else None)
+
+    eager: dict[int, list[KEvent]] = {}
+    unexplained: list[CopyRecord] = []
+    for ev in kt.gpu:
+        if id(ev) in replayed_ids:
+            continue
+        seq, launcher_op = seq_of(ev)
+        if seq is not None and seq in copies:
+            eager.setdefault(seq, []).append(ev)
+        elif copy_kind(ev) is not None:
+            op = ops.get(seq) if seq is not None else None
+            unexplained.append(_device_record(ev, seq if seq is not None else -1, op, launcher_op, origin="device"))
+
+    # Graph replays: all nodes a captured copy launched, per replay; copy nodes of other ops as device copies.
+    replays: dict[tuple[int, int, int], list[KEvent]] = {}
+    replay_extra: list[CopyRecord] = []
+    for node in account.nodes:
+        seq, launcher_op = (None, None)
+        if node.launch is not None:
+            seq = kt.bridge_seq_at(node.launch.tid, node.launch.ts)
+            inner = kt.cpu_ops_at(node.launch.tid, node.launch.ts)
+            launcher_op = inner[-1].name if inner else None
+        if seq is not None and seq in copies:
+            replays.setdefault((seq, node.graph if node.graph is not None else -1, node.replay), []).append(node.event)
+        elif copy_kind(node.event) is not None:
+            op = ops.get(seq) if seq is not None else None
+            replay_extra.append(
+                _device_record(node.event, seq if seq is not None else -1, op, launcher_op, origin="graph-replay", replay=node.replay)
+            )
+
+    out: list[CopyRecord] = []
+    replaced = {seq for seq, _, _ in replays}
+    unjoined = 0
+    for c in trace.copies:
+        if c.origin == "dispatch" and c.seq in replaced:
+            for (seq, graph, r), evs in sorted(replays.items()):
+                if seq == c.seq:
+                    extra = dict(c.extra)
+                    extra["graph"] = graph
+                    out.append(
+                        replace(c, origin="graph-replay", graph_replay=r, captured_in_graph=True, device=_timing(evs, c.bytes), extra=extra)
+                    )
+            continue
+        if c.origin == "dispatch" and c.seq in eager:
+            out.append(replace(c, device=_timing(eager[c.seq], c.bytes)))
+            continue
+        if c.origin == "dispatch" and _on_gpu(c) and not c.captured_in_graph:
+            unjoined += 1
+        out.append(c)
+    out.extend(sorted(replay_extra, key=lambda r: (r.device.start_us or 0.0) if r.device else 0.0))
+    out.extend(sorted(unexplained, key=lambda r: (r.device.start_us or 0.0) if r.device else 0.0))
+
+    notes = list(trace.meta.notes) + list(account.notes)
+    if not kt.bridge and copies:
+        notes.append("the device trace holds no copyhunt#<seq> ranges: GPU copies could not be joined to source lines")
+    if unjoined:
+        notes.append(f"{unjoined} GPU copy record(s) found no device event in the profiler trace (dropped events or a join miss)")
+    if unexplained:
+        notes.append(f"{len(unexplained)} device copy(ies) made inside library or C++ code (origin 'device'), attributed to the op that launched them")
+    extra = dict(trace.meta.extra)
+    extra["device_join"] = {
+        "bridge": "record_function copyhunt#<seq>",
+        "joined": len(eager),
+        "graph_replays": len(replays),
+        "unexplained": len(unexplained) + len(replay_extra),
+        "gpu_events": len(kt.gpu),
+        "rocm": kt.is_rocm,
+    }
+    if kineto_trace is not None:
+        extra["kineto_trace"] = kineto_trace
+    meta = replace(trace.meta, gpu_time_us=round(kt.gpu_time_us(), 3), notes=tuple(dict.fromkeys(notes)), extra=extra)
+    return replace(trace, meta=meta, copies=tuple(out))

@@ -1,0 +1,315 @@
+"""Read a Kineto Chrome trace (what torch.profiler exports) into a small indexed event model.
+
+Shared by the device capture (``capture/device.py``), the CUDA-graph replay matcher
+(``capture/graphs.py``) and the Chrome-trace importer. Standard library only, so the CPU test
+suite parses real GPU traces (``traces/``) without a GPU. Event names and args were checked on
+real traces from torch 2.11 + CUDA 13.0 (H200); see ``docs/device.md``.
+
+Facts this relies on (torch 2.11, ROCm builds use the same names):
+- GPU work: ``cat`` ``kernel`` / ``gpu_memcpy`` / ``gpu_memset`` with args ``External id`` (the
+  launching ``cpu_op``), ``correlation`` (the runtime call), ``stream``, ``device``; memcpys add
+  ``bytes``. Graph-replayed nodes carry ``correlation`` (the ``cudaGraphLaunch``) and no External id.
+- Runtime calls: ``cuda_runtime`` / ``cuda_driver`` on the launching thread.
+- ``user_annotation`` = ``record_function`` ranges (CPU side); ``python_function`` = with_stack frames,
+  named ``file.py(LINE): func``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from copyhunt.errors import TraceFormatError
+
+GPU_CATS = frozenset({"kernel", "gpu_memcpy", "gpu_memset", "Kernel", "Memcpy", "Memset"})
+RUNTIME_CATS = frozenset({"cuda_runtime", "cuda_driver", "Runtime", "hip_runtime", "runtime"})
+CPU_OP_CATS = frozenset({"cpu_op", "Operator", "operator"})
+
+#: Copy kernels: a CUDA d2d copy_ is a memcpy only for contiguous same-dtype tensors; otherwise one
+#: of these kernels runs. ``memcpy128`` is how a graph's memcpy node may replay; ROCm blit kernels
+#: are named ``__amd_rocclr_copyBuffer*``.
+COPY_KERNEL_RE = re.compile(
+    r"direct_copy_kernel|_copy_kernel_cuda|copy_kernel_impl|CatArrayBatchedCopy|index_put_kernel"
+    r"|\bmemcpy\d+\b|__amd_rocclr_copy|rocclr_copyBuffer|copyBuffer"
+)
+_MEMCPY_KIND = {"DtoD": "d2d", "HtoD": "h2d", "DtoH": "d2h", "PtoP": "p2p", "HtoH": "d2d"}
+_MEMCPY_RE = re.compile(r"^Memcpy\s+(\w+)")
+_LAUNCH_RE = re.compile(r"(?i)(launchkernel|launchcooperativekernel|memcpy|memset)")
+_PYFRAME_RE = re.compile(r"^(?P<file>.+)\((?P<line>\d+)\): (?P<func>.+)$")
+
+#: Name prefix of the ranges the device capture opens around each dispatched op (``copyhunt#<seq>``).
+#: torch's fast record_function exports them as ``cpu_op``, the Python one as ``user_annotation``.
+BRIDGE_PREFIX = "copyhunt#"
+
+
+@dataclass(frozen=True)
+class KEvent:
+    """One complete ('X') event of a Chrome trace; times in microseconds."""
+
+    cat: str
+    name: str
+    ts: float
+    dur: float
+    pid: Any
+    tid: Any
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def end(self) -> float:
+        """End time (us)."""
+        return self.ts + self.dur
+
+    @property
+    def external_id(self) -> int | None:
+        """The ``External id`` arg: links GPU work and runtime calls to their cpu_op."""
+        v = self.args.get("External id")
+        return None if v is None else int(v)
+
+    @property
+    def correlation(self) -> int | None:
+        """The ``correlation`` arg: links a GPU event to the runtime call that issued it."""
+        v = self.args.get("correlation")
+        return None if v is None else int(v)
+
+    @property
+    def stream(self) -> int | None:
+        """The GPU stream (GPU events only)."""
+        v = self.args.get("stream")
+        return None if v is None else int(v)
+
+    @property
+    def nbytes(self) -> int | None:
+        """Bytes moved (memcpy/memset events only)."""
+        v = self.args.get("bytes")
+        return None if v is None else int(v)
+
+
+def copy_kind(ev: KEvent) -> str | None:
+    """The copy kind of a GPU event (``d2d``/``h2d``/``d2h``/``p2p``), or None if it copies nothing."""
+    m = _MEMCPY_RE.match(ev.name)
+    if m is not None or ev.cat in ("gpu_memcpy", "Memcpy"):
+        direction = m.group(1) if m else ""
+        return _MEMCPY_KIND.get(direction, "d2d")
+    if ev.cat in ("kernel", "Kernel") and COPY_KERNEL_RE.search(ev.name):
+        return "d2d"
+    return None
+
+
+def node_type(ev: KEvent) -> str:
+    """Node type of a GPU event as a graph node: memcpy, memset or kernel (``memcpy128`` is a memcpy node)."""
+    if ev.cat in ("gpu_memcpy", "Memcpy") or re.search(r"\bmemcpy\d+\b", ev.name):
+        return "memcpy"
+    if ev.cat in ("gpu_memset", "Memset"):
+        return "memset"
+    return "kernel"
+
+
+def launch_type(ev: KEvent) -> str | None:
+    """Node type a runtime call would add to a graph under capture (None: not a launch)."""
+    n = ev.name.lower()
+    if "graphlaunch" in n or not _LAUNCH_RE.search(ev.name):
+        return None
+    if "memcpy" in n:
+        return "memcpy"
+    if "memset" in n:
+        return "memset"
+    return "kernel"
+
+
+def parse_python_frame(name: str) -> tuple[str, int, str] | None:
+    """``file.py(12): func`` -> (file, 12, func); None for builtins like ``<built-in method ...>``."""
+    m = _PYFRAME_RE.match(name)
+    if m is None:
+        return None
+    return m.group("file"), int(m.group("line")), m.group("func")
+
+
+class _Intervals:
+    """Events of one thread sorted by start, to find the ones enclosing an instant."""
+
+    def __init__(self, events: Iterable[KEvent]) -> None:
+        self.events = sorted(events, key=lambda e: (e.ts, -e.dur))
+        self.starts = [e.ts for e in self.events]
+        # A running max of end times lets enclosing() stop scanning early on long traces.
+        self.max_end: list[float] = []
+        m = float("-inf")
+        for e in self.events:
+            m = max(m, e.end)
+            self.max_end.append(m)
+
+    def enclosing(self, t: float) -> list[KEvent]:
+        """Events with ts <= t <= end, outermost first (by start time)."""
+        i = bisect.bisect_right(self.starts, t)
+        out: list[KEvent] = []
+        j = i - 1
+        while j >= 0 and self.max_end[j] >= t:
+            e = self.events[j]
+            if e.end >= t:
+                out.append(e)
+            j -= 1
+        out.reverse()
+        return out
+
+
+@dataclass
+class KinetoTrace:
+    """A parsed Kineto trace: events by category and the indexes every join needs."""
+
+    gpu: list[KEvent]
+    runtime: list[KEvent]
+    cpu_ops: list[KEvent]
+    annotations: list[KEvent]
+    python: list[KEvent]
+    meta: dict[str, Any]
+    source: str = "trace"
+    bridge: list[KEvent] = field(default_factory=list)  # copyhunt#<seq> ranges
+
+    def __post_init__(self) -> None:
+        self.gpu.sort(key=lambda e: e.ts)
+        self.runtime.sort(key=lambda e: e.ts)
+        self.op_by_ext: dict[int, KEvent] = {}
+        for e in (*self.cpu_ops, *self.annotations):
+            x = e.external_id
+            if x is not None:
+                self.op_by_ext.setdefault(x, e)
+        self.runtime_by_corr: dict[int, KEvent] = {}
+        for e in self.runtime:
+            c = e.correlation
+            if c is not None:
+                self.runtime_by_corr.setdefault(c, e)
+        self._annot: dict[Any, _Intervals] = {}
+        self._ops: dict[Any, _Intervals] = {}
+        self._py: dict[Any, _Intervals] = {}
+        self._bridge: dict[Any, _Intervals] = {}
+
+    # --- queries -------------------------------------------------------------------------
+
+    @property
+    def is_rocm(self) -> bool:
+        """True when the trace came from a ROCm build (HIP runtime names or a ROCm meta key)."""
+        if any(k.lower().startswith(("roctracer", "rocprof", "hip")) for k in self.meta):
+            return True
+        return any(e.name.startswith("hip") for e in self.runtime[:200])
+
+    def gpu_time_us(self) -> float:
+        """Sum of the durations of all GPU events (kernels, memcpys, memsets) in the trace."""
+        return sum(e.dur for e in self.gpu)
+
+    def launcher(self, ev: KEvent) -> KEvent | None:
+        """The CPU-side event that launched GPU event ``ev``: its runtime call, else its cpu_op."""
+        c = ev.correlation
+        if c is not None and c in self.runtime_by_corr:
+            return self.runtime_by_corr[c]
+        x = ev.external_id
+        return self.op_by_ext.get(x) if x is not None else None
+
+    def _index(self, cache: dict[Any, _Intervals], events: list[KEvent], tid: Any) -> _Intervals:
+        if not cache:
+            by_tid: dict[Any, list[KEvent]] = {}
+            for e in events:
+                by_tid.setdefault(e.tid, []).append(e)
+            for k, v in by_tid.items():
+                cache[k] = _Intervals(v)
+            cache.setdefault(object(), _Intervals(()))  # non-empty marker: indexed
+        return cache.get(tid) or _Intervals(())
+
+    def annotations_at(self, tid: Any, t: float) -> list[KEvent]:
+        """record_function ranges on thread ``tid`` enclosing instant ``t``, outermost first."""
+        return self._index(self._annot, self.annotations, tid).enclosing(t)
+
+    def bridge_seq_at(self, tid: Any, t: float) -> int | None:
+        """Sequence number of the innermost ``copyhunt#<seq>`` range on ``tid`` enclosing ``t``."""
+        for e in reversed(self._index(self._bridge, self.bridge, tid).enclosing(t)):
+            tail = e.name[len(BRIDGE_PREFIX) :]
+            if tail.isdigit():
+                return int(tail)
+        return None
+
+    def cpu_ops_at(self, tid: Any, t: float) -> list[KEvent]:
+        """cpu_ops on thread ``tid`` enclosing instant ``t``, outermost first."""
+        return self._index(self._ops, self.cpu_ops, tid).enclosing(t)
+
+    def python_stack_at(self, tid: Any, t: float) -> list[tuple[str, int, str]]:
+        """Python frames (with_stack) on ``tid`` enclosing ``t``, innermost first; [] without stacks."""
+        frames = []
+        for e in self._index(self._py, self.python, tid).enclosing(t):
+            f = parse_python_frame(e.name)
+            if f is not None:
+                frames.append(f)
+        frames.reverse()
+        return frames
+
+
+def parse(doc: Any, source: str = "trace") -> KinetoTrace:
+    """Parse a Chrome trace document (dict with ``traceEvents``, or a bare event list)."""
+    if isinstance(doc, dict):
+        events = doc.get("traceEvents")
+        meta = {k: v for k, v in doc.items() if k != "traceEvents"}
+    else:
+        events, meta = doc, {}
+    if not isinstance(events, list):
+        raise TraceFormatError(f"{source}: not a Chrome trace (no 'traceEvents' list)")
+    gpu: list[KEvent] = []
+    runtime: list[KEvent] = []
+    cpu_ops: list[KEvent] = []
+    annotations: list[KEvent] = []
+    python: list[KEvent] = []
+    bridge: list[KEvent] = []
+    for raw in events:
+        if not isinstance(raw, dict) or raw.get("ph") != "X":
+            continue
+        cat = str(raw.get("cat", ""))
+        try:
+            ev = KEvent(
+                cat=cat,
+                name=str(raw.get("name", "")),
+                ts=float(raw["ts"]),
+                dur=float(raw.get("dur", 0.0)),
+                pid=raw.get("pid"),
+                tid=raw.get("tid"),
+                args=raw.get("args") or {},
+            )
+        except (KeyError, TypeError, ValueError):
+            continue  # a malformed event is skipped, not fatal: profilers emit odd spans
+        if ev.name.startswith(BRIDGE_PREFIX) and cat in (*CPU_OP_CATS, "user_annotation"):
+            bridge.append(ev)
+        elif cat in GPU_CATS:
+            gpu.append(ev)
+        elif cat in RUNTIME_CATS:
+            runtime.append(ev)
+        elif cat in CPU_OP_CATS:
+            cpu_ops.append(ev)
+        elif cat == "user_annotation":
+            annotations.append(ev)
+        elif cat == "python_function":
+            python.append(ev)
+    return KinetoTrace(
+        gpu=gpu, runtime=runtime, cpu_ops=cpu_ops, annotations=annotations, python=python, meta=meta, source=source, bridge=bridge
+    )
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file, gzip-compressed or not; TraceFormatError (one line) on failure."""
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            head = f.read(2)
+        opener = gzip.open if head == b"\x1f\x8b" else open
+        with opener(p, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+            return json.load(f)
+    except FileNotFoundError:
+        raise TraceFormatError(f"{p}: no such file") from None
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise TraceFormatError(f"{p}: cannot read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise TraceFormatError(f"{p}: not valid JSON, truncated or corrupt (line {exc.lineno}: {exc.msg})") from None
+
+
+def load(path: str | Path) -> KinetoTrace:
+    """Read and parse a Chrome trace file (``.json`` or ``.json.gz``)."""
+    return parse(read_json(path), source=str(path))
