@@ -57,6 +57,7 @@ def render_table(
     console.print(_header(trace, totals, kinds, region, cwd))
     groups = group_copies(copies, by=by)
     if not groups:
+        console.print()
         console.print("No copies recorded." if not trace.copies else "No copies match the filters.")
     else:
         shown = groups if top <= 0 else groups[:top]
@@ -245,7 +246,9 @@ def _findings(console: Console, groups: Sequence[CopyGroup], by: str, cwd: str |
 
 
 def _footer(console: Console, trace: Trace, trace_path: str | None, cwd: str | None) -> None:
-    """Notes from the trace, then where the trace file is."""
+    """Notes from the trace, then where the trace file is (after a blank line)."""
+    if trace.meta.notes or trace_path is not None:
+        console.print()
     for note in trace.meta.notes:
         console.print(Text(f"note: {note}", style="dim"))
     if trace_path is not None:

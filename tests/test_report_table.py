@@ -1,0 +1,233 @@
+"""The rich table: exact text at fixed widths (golden), device/verdict columns, plain output off a TTY."""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from typing import Any
+
+from rich.console import Console
+
+from copyhunt.records import CopyRecord, DeviceTiming, Frame, Trace, TraceMeta
+from copyhunt.report.table import render_table
+from copyhunt.report.units import human_bytes, percent, short_op, short_path
+
+CWD = "/home/u/proj"
+MOE = Frame(f"{CWD}/model/moe.py", 120, "forward")
+FIN = Frame(f"{CWD}/model/finalize.py", 48, "finalize_output_buffer")
+LIB = Frame("/opt/lib/x.py", 9, "f")
+MIB = 1024 * 1024
+
+
+def cp(seq: int, nbytes: int, site: Frame | None, **kw: Any) -> CopyRecord:
+    base: dict[str, Any] = dict(
+        seq=seq, op="aten.copy_.default", kind="d2d", bytes=nbytes, noop=False, src_device="cpu",
+        dst_device="cpu", shape=(nbytes // 2,), dtype="torch.bfloat16", site=site,
+    )
+    base.update(kw)
+    return CopyRecord(**base)
+
+
+def judged_trace() -> Trace:
+    """5 copies: 2 x 6 MiB at two sites, a 3000-byte h2d without a site, a clone and a noop copy at LIB."""
+    copies = (
+        cp(1, 6 * MIB, MOE, verdict="fresh-temporary", reason="result made by aten.mm at model/moe.py:118 is only read by this copy",
+           suggestion="let the experts backend write into the destination (output=)"),
+        cp(2, 6 * MIB, FIN, verdict="needed", reason="none of the rules applied"),
+        cp(3, 512, LIB, op="aten.clone.default", verdict="needed"),
+        cp(4, 512, LIB, noop=True, verdict="noop", reason="same storage and layout", suggestion="drop the call"),
+        cp(5, 3000, None, op="aten._to_copy.default", kind="h2d", src_device="cpu", dst_device="cuda:0", verdict="needed"),
+    )
+    meta = TraceMeta(device="cpu", torch_version="2.13.0", target="demo.py", argv=("demo.py", "--layers", "2"),
+                     complete=False, error="ValueError: boom", notes=("a note for the reader",))
+    return Trace(meta=meta, copies=copies)
+
+
+def timed_trace() -> Trace:
+    """Two sites with device time (GPU total 200 us), no verdicts."""
+    copies = (
+        cp(1, 2 * MIB, MOE, device=DeviceTiming("Memcpy DtoD (Device -> Device)", 10.0, 2 * MIB)),
+        cp(2, 2 * MIB, MOE, device=DeviceTiming("Memcpy DtoD (Device -> Device)", 12.0, 2 * MIB)),
+        cp(3, 1 * MIB, FIN, device=None),
+    )
+    meta = TraceMeta(device="cuda:0 NVIDIA H100 80GB HBM3", torch_version="2.11.0", target="-m app.serve",
+                     gpu_time_us=200.0, filters={"kinds": ["d2d"]})
+    return Trace(meta=meta, copies=copies)
+
+
+CASES = {
+    "judged": (judged_trace(), dict(trace_path=f"{CWD}/copyhunt-demo.7.json")),
+    "timed": (timed_trace(), dict(trace_path="/tmp/t.json")),
+}
+
+
+def render(trace: Trace, width: int, **kw: Any) -> str:
+    console = Console(width=width, no_color=True, force_terminal=False, file=io.StringIO())
+    render_table(trace, console, cwd=CWD, **kw)
+    # rich pads table cells to the column width; trailing blanks are not part of the contract.
+    return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines()) + "\n"
+
+
+def test_golden_judged_width_100():
+    # Totals: 6 MiB + 6 MiB + 512 B (clone) + 3000 B (h2d) = 12 MiB + 3512 B -> "12.0 MiB"; the noop
+    # copy's 512 bytes do not count. Eliminable: fresh-temporary (6 MiB) + noop (0 B) = 2 of 5, 6.0 MiB.
+    # Shares: 6 MiB / (12 MiB + 3512 B) = 49.99% -> "50.0%"; 3000 B = 2.9 KiB -> "0.0%".
+    expected = textwrap.dedent(
+        """\
+        target      demo.py --layers 2
+        device      cpu (torch 2.13.0)
+        copies      5 copies, 12.0 MiB written (1 noop copy moves 0 bytes)
+        eliminable  2 of 5 copies, 6.0 MiB look eliminable
+        status      INCOMPLETE: ValueError: boom
+
+        Source site                          Op            Kind       Count    Bytes  Share  Verdict
+        ────────────────────────────────────────────────────────────────────────────────────────────────────
+        model/finalize.py:48                 copy_         d2d            1  6.0 MiB  50.0%  needed
+        finalize_output_buffer
+        model/moe.py:120 forward             copy_         d2d            1  6.0 MiB  50.0%  fresh-temporary
+        (no source site)                     _to_copy      h2d            1  2.9 KiB   0.0%  needed
+        /opt/lib/x.py:9 f                    clone, copy_  d2d   2 (1 noop)    512 B   0.0%  noop (1/2)
+
+        Why they look eliminable:
+        model/moe.py:120 forward: fresh-temporary: result made by aten.mm at model/moe.py:118 is only read
+        by this copy
+          -> let the experts backend write into the destination (output=)
+        /opt/lib/x.py:9 f: noop: same storage and layout
+          -> drop the call
+
+        note: a note for the reader
+        trace file: copyhunt-demo.7.json
+        """
+    )
+    assert render_case("judged", 100) == expected
+
+
+def test_golden_judged_width_60_stacks_rows():
+    # At 60 columns the site column would get fewer than 20 characters: one block per row instead.
+    expected = textwrap.dedent(
+        """\
+        target      demo.py --layers 2
+        device      cpu (torch 2.13.0)
+        copies      5 copies, 12.0 MiB written (1 noop copy moves 0
+                    bytes)
+        eliminable  2 of 5 copies, 6.0 MiB look eliminable
+        status      INCOMPLETE: ValueError: boom
+
+        1. model/finalize.py:48 finalize_output_buffer
+           op copy_  kind d2d  count 1  bytes 6.0 MiB  share 50.0%
+           verdict needed
+        2. model/moe.py:120 forward
+           op copy_  kind d2d  count 1  bytes 6.0 MiB  share 50.0%
+           verdict fresh-temporary
+        3. (no source site)
+           op _to_copy  kind h2d  count 1  bytes 2.9 KiB  share 0.0%
+           verdict needed
+        4. /opt/lib/x.py:9 f
+           op clone, copy_  kind d2d  count 2 (1 noop)  bytes 512 B
+           share 0.0%  verdict noop (1/2)
+
+        Why they look eliminable:
+        model/moe.py:120 forward: fresh-temporary: result made by
+        aten.mm at model/moe.py:118 is only read by this copy
+          -> let the experts backend write into the destination
+          (output=)
+        /opt/lib/x.py:9 f: noop: same storage and layout
+          -> drop the call
+
+        note: a note for the reader
+        trace file: copyhunt-demo.7.json
+        """
+    )
+    assert render_case("judged", 60) == expected
+
+
+def test_golden_device_time_columns():
+    # moe.py: 10 + 12 = 22 us of 200 us GPU time = 11.0%; 4 MiB of 5 MiB = 80.0%. finalize has no timing.
+    expected = textwrap.dedent(
+        """\
+        target       -m app.serve
+        device       cuda:0 NVIDIA H100 80GB HBM3 (torch 2.11.0)
+        copies       3 copies, 5.0 MiB written
+        device time  22.0 us in copies, 11.0% of 200.0 us GPU time
+        filters      kinds=d2d
+        status       complete
+
+        Source site                                        Op     Kind  Count    Bytes  Share  Dev us  GPU %
+        ────────────────────────────────────────────────────────────────────────────────────────────────────
+        model/moe.py:120 forward                           copy_  d2d       2  4.0 MiB  80.0%    22.0  11.0%
+        model/finalize.py:48 finalize_output_buffer        copy_  d2d       1  1.0 MiB  20.0%       -      -
+
+        trace file: /tmp/t.json
+        """
+    )
+    assert render_case("timed", 100) == expected
+
+
+def render_case(name: str, width: int) -> str:
+    trace, kw = CASES[name]
+    return render(trace, width, **kw)
+
+
+def test_top_hides_the_rest_and_says_so():
+    copies = tuple(cp(i, (10 - i) * 1024, Frame(f"{CWD}/m.py", i, "f")) for i in range(1, 6))
+    out = render(Trace(meta=TraceMeta(target="t.py"), copies=copies), 100, top=2)
+    # Rows for lines 1 (9 KiB) and 2 (8 KiB) shown; lines 3..5 hidden: 7 + 6 + 5 = 18 KiB in 3 copies.
+    assert "m.py:1 f" in out and "m.py:2 f" in out and "m.py:3 f" not in out
+    assert "... 3 more source sites: 3 copies, 18.0 KiB (--top 0 shows all)\n" in out
+    assert "m.py:5 f" in render(Trace(meta=TraceMeta(target="t.py"), copies=copies), 100, top=0)
+
+
+def test_group_by_module_and_display_filters():
+    copies = (
+        cp(1, 4096, MOE, module="layers.0.moe", region="decode/moe"),
+        cp(2, 2048, FIN, module="layers.0.moe", region="decode"),
+        cp(3, 1024, FIN, module="layers.1.moe", kind="h2d", region="prefill"),
+    )
+    trace = Trace(meta=TraceMeta(target="t.py"), copies=copies)
+    out = render(trace, 100, by="module")
+    assert "Module " in out
+    # layers.0.moe: 4096 + 2048 = 6.0 KiB of 7.0 KiB = 85.7%.
+    assert "layers.0.moe" in out and "6.0 KiB  85.7%" in out
+    shown = render(trace, 100, kinds=("d2d",), region="decode")
+    # Only seq 1 and 2 match; totals are over what is shown: 6.0 KiB.
+    assert "copies   2 copies, 6.0 KiB written" in shown
+    assert "filters  showing kind=d2d, region=decode" in shown
+    assert "No copies match the filters." in render(trace, 100, region="nowhere")
+
+
+def test_empty_trace():
+    out = render(Trace(meta=TraceMeta(target="t.py")), 80, trace_path="x.json")
+    assert "copies  0 copies, 0 B written" in out
+    assert "status  complete\n\nNo copies recorded.\n" in out
+    assert out.endswith("\ntrace file: x.json\n")
+
+
+def test_no_ansi_when_piped_or_no_color():
+    trace = judged_trace()
+    piped = Console(width=80, file=io.StringIO())  # a StringIO is not a terminal
+    render_table(trace, piped, cwd=CWD)
+    assert "\x1b[" not in piped.file.getvalue()
+    no_color = Console(width=80, file=io.StringIO(), force_terminal=True, no_color=True)
+    render_table(trace, no_color, cwd=CWD)
+    assert "\x1b[3" not in no_color.file.getvalue()  # no colour codes (bold may remain, as NO_COLOR allows)
+    colour = Console(width=80, file=io.StringIO(), force_terminal=True, color_system="standard")
+    render_table(trace, colour, cwd=CWD)
+    assert "\x1b[" in colour.file.getvalue()  # the check above can fail: a terminal does get colour
+
+
+def test_units():
+    assert human_bytes(0) == "0 B"
+    assert human_bytes(1023) == "1023 B"
+    assert human_bytes(1024) == "1.0 KiB"
+    assert human_bytes(1536) == "1.5 KiB"
+    assert human_bytes(6 * 1024 * 1024) == "6.0 MiB"
+    assert human_bytes(3 * 1024**3) == "3.0 GiB"
+    assert human_bytes(2 * 1024**5) == "2048.0 TiB"
+    assert percent(1, 3) == "33.3%"
+    assert percent(1, 0) == percent(1, None) == "-"
+    assert short_op("aten.copy_.default") == "copy_"
+    assert short_op("aten.cat.out") == "cat.out"
+    assert short_op("Memcpy DtoD") == "Memcpy DtoD"
+    assert short_path("/home/u/proj/a/b.py", "/home/u/proj") == "a/b.py"
+    assert short_path("/elsewhere/b.py", "/home/u/proj") == "/elsewhere/b.py"
+    assert short_path("rel/b.py", "/home/u/proj") == "rel/b.py"
