@@ -109,11 +109,12 @@ class Target:
             raise TargetExit(exc.code) from None
 
     def _run_script(self) -> None:
+        # Like `python script.py` (3.9+): the script's absolute path in tracebacks and __file__, its
+        # folder first on sys.path. runpy sets sys.argv[0] to that absolute path too.
         script = os.path.abspath(self.spec)
-        # Like `python script.py`: the script's folder first on sys.path, argv[0] the script.
         folder = script if os.path.isdir(script) else os.path.dirname(script)
-        with _sys_state(argv=[self.spec, *self.args], path_head=folder):
-            runpy.run_path(self.spec, run_name="__main__")
+        with _sys_state(argv=[script, *self.args], path_head=folder):
+            runpy.run_path(script, run_name="__main__")
 
     def _run_module(self) -> None:
         # Like `python -m`: the current directory first on sys.path; runpy sets argv[0] to the file.

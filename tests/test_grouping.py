@@ -72,11 +72,11 @@ def test_ties_sort_by_count_then_key():
         ("z.py:1 f", 1, 15),
         ("model.py:20 finalize", 1, 10),
     ]
-    # Equal bytes and count: ordered by key, whatever the input order.
+    # Equal bytes and count: program order (first seq), whatever the order of the input list.
     same = [cp(1, 8, B), cp(2, 8, A)]
     assert [g.key for g in group_copies(same)] == [g.key for g in group_copies(list(reversed(same)))] == [
-        "model.py:10 forward",
         "model.py:20 finalize",
+        "model.py:10 forward",
     ]
 
 

@@ -71,6 +71,7 @@ def render(trace: Trace, width: int, **kw: Any) -> str:
 def test_golden_judged_width_100():
     # Totals: 6 MiB + 6 MiB + 512 B (clone) + 3000 B (h2d) = 12 MiB + 3512 B -> "12.0 MiB"; the noop
     # copy's 512 bytes do not count. Eliminable: fresh-temporary (6 MiB) + noop (0 B) = 2 of 5, 6.0 MiB.
+    # Equal bytes and count: program order (seq 1 before seq 2).
     # Shares: 6 MiB / (12 MiB + 3512 B) = 49.99% -> "50.0%"; 3000 B = 2.9 KiB -> "0.0%".
     expected = textwrap.dedent(
         """\
@@ -82,9 +83,9 @@ def test_golden_judged_width_100():
 
         Source site                          Op            Kind       Count    Bytes  Share  Verdict
         ────────────────────────────────────────────────────────────────────────────────────────────────────
+        model/moe.py:120 forward             copy_         d2d            1  6.0 MiB  50.0%  fresh-temporary
         model/finalize.py:48                 copy_         d2d            1  6.0 MiB  50.0%  needed
         finalize_output_buffer
-        model/moe.py:120 forward             copy_         d2d            1  6.0 MiB  50.0%  fresh-temporary
         (no source site)                     _to_copy      h2d            1  2.9 KiB   0.0%  needed
         /opt/lib/x.py:9 f                    clone, copy_  d2d   2 (1 noop)    512 B   0.0%  noop (1/2)
 
@@ -113,12 +114,12 @@ def test_golden_judged_width_60_stacks_rows():
         eliminable  2 of 5 copies, 6.0 MiB look eliminable
         status      INCOMPLETE: ValueError: boom
 
-        1. model/finalize.py:48 finalize_output_buffer
-           op copy_  kind d2d  count 1  bytes 6.0 MiB  share 50.0%
-           verdict needed
-        2. model/moe.py:120 forward
+        1. model/moe.py:120 forward
            op copy_  kind d2d  count 1  bytes 6.0 MiB  share 50.0%
            verdict fresh-temporary
+        2. model/finalize.py:48 finalize_output_buffer
+           op copy_  kind d2d  count 1  bytes 6.0 MiB  share 50.0%
+           verdict needed
         3. (no source site)
            op _to_copy  kind h2d  count 1  bytes 2.9 KiB  share 0.0%
            verdict needed

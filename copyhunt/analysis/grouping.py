@@ -49,14 +49,15 @@ def group_key(copy: CopyRecord, by: str) -> str:
 
 
 def group_copies(copies: Iterable[CopyRecord], by: str = "site") -> list[CopyGroup]:
-    """One group per distinct key, sorted by bytes (desc), then count (desc), then key."""
+    """One group per distinct key, sorted by bytes (desc), count (desc), then first appearance in the trace."""
     if by not in GROUP_BY:
         raise ValueError(f"cannot group by {by!r}; expected one of {', '.join(GROUP_BY)}")
     members: dict[str, list[CopyRecord]] = {}
     for copy in copies:
         members.setdefault(group_key(copy, by), []).append(copy)
     groups = [_fold(key, records) for key, records in members.items()]
-    groups.sort(key=lambda g: (-g.bytes, -g.count, g.key))
+    # Ties keep program order (the first copy's seq), which reads better than "m.py:10" < "m.py:9".
+    groups.sort(key=lambda g: (-g.bytes, -g.count, min(c.seq for c in g.copies), g.key))
     return groups
 
 
