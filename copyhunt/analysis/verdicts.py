@@ -1,10 +1,51 @@
-"""Copy verdicts (issue "Copy verdicts"): placeholder that leaves the trace unjudged until it lands."""
+"""Copy verdicts: run the rule registry over every copy of a trace (issue 5).
+
+``judge(trace)`` returns a new trace whose every copy carries ``findings`` (strongest first,
+``records.VERDICTS`` order), ``verdict`` / ``reason`` / ``suggestion`` of the strongest, and
+"needed" when no rule could prove the copy eliminable. Pure and deterministic: the same trace
+always gives the same verdicts, and judging a judged trace changes nothing.
+"""
 
 from __future__ import annotations
 
-from copyhunt.records import Trace
+from dataclasses import replace
+
+from copyhunt.analysis import copy_rules as _builtin_rules  # noqa: F401  (registers the rules)
+from copyhunt.analysis.index import TraceIndex
+from copyhunt.analysis.rules import run_rules
+from copyhunt.records import CopyRecord, Finding, Trace
+
+NO_RULE = Finding("needed", "none of the rules applied", "keep it")
+NO_OPS = Finding(
+    "needed",
+    "no op records for this copy",
+    "trace it with copyhunt's dispatch capture (copyhunt trace / copyhunt.hunt) to judge it",
+)
 
 
 def judge(trace: Trace) -> Trace:
-    """Return ``trace`` with a verdict on every copy (placeholder: unchanged)."""
-    return trace
+    """Return ``trace`` with a verdict, a one-line reason and a suggestion on every copy."""
+    ctx = TraceIndex(trace)
+    judged: dict[int, tuple[Finding, ...]] = {}  # dispatch copies by seq, for their graph replays
+    out: list[CopyRecord] = []
+    for copy in trace.copies:
+        if copy.origin == "dispatch":
+            findings = run_rules(copy, ctx) or ((NO_RULE,) if ctx.op(copy.seq) is not None else (NO_OPS,))
+            judged.setdefault(copy.seq, findings)
+        else:
+            # "device", "imported" (and replays, until matched below) have no op records of their
+            # own: judging them from the ops around them would be guessing.
+            findings = (NO_OPS,)
+        out.append(_with(copy, findings))
+    # A graph replay re-runs the very copy recorded at capture time: it shares that copy's verdict.
+    for i, copy in enumerate(out):
+        if copy.origin == "graph-replay" and copy.seq in judged:
+            capture = judged[copy.seq]
+            out[i] = _with(copy, tuple(replace(f, reason=f"{f.reason} (as at capture, #{copy.seq})") for f in capture))
+    return trace.with_copies(out)
+
+
+def _with(copy: CopyRecord, findings: tuple[Finding, ...]) -> CopyRecord:
+    """The copy record with its findings and the strongest one spelled out."""
+    top = findings[0]
+    return replace(copy, findings=findings, verdict=top.verdict, reason=top.reason, suggestion=top.suggestion)

@@ -1,0 +1,74 @@
+"""The eliminable-copies summary: counts, bytes and device time of the copies that look avoidable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from copyhunt.analysis.wording import human_bytes
+from copyhunt.records import VERDICTS, CopyRecord, Trace, is_eliminable
+
+
+@dataclass(frozen=True)
+class VerdictTotal:
+    """Copies, bytes and device time that share one verdict."""
+
+    verdict: str
+    copies: int
+    bytes: int
+    device_us: float | None  # None when none of these copies has device timing
+
+
+@dataclass(frozen=True)
+class EliminableSummary:
+    """How much of a trace's copying looks eliminable (verdict other than "needed")."""
+
+    copies: int  # eliminable copies
+    total_copies: int
+    bytes: int  # bytes those copies move (noop copies move none)
+    total_bytes: int
+    device_us: float | None  # device time of the eliminable copies; None without device timing
+    total_device_us: float | None
+    judged: bool  # False when no copy carries a verdict (judge() was not run)
+    by_verdict: tuple[VerdictTotal, ...]  # every verdict present, records.VERDICTS order
+
+    def line(self) -> str:
+        """``3 of 8 copies, 1.5 MiB, 12.0 us look eliminable`` (no ``us`` part without device timing)."""
+        if not self.judged:
+            return f"{self.total_copies} copies, not judged"
+        parts = [f"{self.copies} of {self.total_copies} copies", human_bytes(self.bytes)]
+        if self.device_us is not None:
+            parts.append(f"{self.device_us:.1f} us")
+        return ", ".join(parts) + " look eliminable"
+
+
+def _moved(c: CopyRecord) -> int:
+    # A noop copy is counted but moves nothing (PyTorch returns early).
+    return 0 if c.noop else c.bytes
+
+
+def _device_us(copies: list[CopyRecord]) -> float | None:
+    timed = [c.device.time_us for c in copies if c.device is not None]
+    return sum(timed) if timed else None
+
+
+def eliminable_summary(trace: Trace) -> EliminableSummary:
+    """Totals of the eliminable copies of a judged trace (pure; verdicts as judge() set them)."""
+    copies = list(trace.copies)
+    elim = [c for c in copies if is_eliminable(c.verdict)]
+    any_timed = any(c.device is not None for c in copies)
+    groups: list[VerdictTotal] = []
+    for verdict in VERDICTS:
+        members = [c for c in copies if c.verdict == verdict]
+        if members:
+            groups.append(VerdictTotal(verdict, len(members), sum(_moved(c) for c in members), _device_us(members)))
+    elim_us = _device_us(elim)
+    return EliminableSummary(
+        copies=len(elim),
+        total_copies=len(copies),
+        bytes=sum(_moved(c) for c in elim),
+        total_bytes=sum(_moved(c) for c in copies),
+        device_us=(elim_us if elim_us is not None else 0.0) if any_timed else None,
+        total_device_us=_device_us(copies),
+        judged=any(c.verdict is not None for c in copies),
+        by_verdict=tuple(groups),
+    )

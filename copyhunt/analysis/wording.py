@@ -1,0 +1,77 @@
+"""Small pure helpers the verdict rules share: naming ops and sites, sizes, dtype facts."""
+
+from __future__ import annotations
+
+from copyhunt.analysis.index import TraceIndex
+
+_UNITS = ("KiB", "MiB", "GiB", "TiB")
+
+#: Bytes per element, keyed by the dtype strings the capture writes (``str(torch.float32)``).
+ITEMSIZE = {
+    "torch.float64": 8, "torch.float32": 4, "torch.float16": 2, "torch.bfloat16": 2,
+    "torch.float8_e4m3fn": 1, "torch.float8_e5m2": 1, "torch.float8_e4m3fnuz": 1, "torch.float8_e5m2fnuz": 1,
+    "torch.int64": 8, "torch.int32": 4, "torch.int16": 2, "torch.int8": 1, "torch.uint8": 1,
+    "torch.bool": 1, "torch.complex64": 8, "torch.complex128": 16,
+}
+
+# dtype -> dtypes that hold every one of its values exactly (a cast there and back is lossless).
+_EXACT_IN = {
+    "torch.bool": ("torch.uint8", "torch.int8", "torch.int16", "torch.int32", "torch.int64",
+                   "torch.float16", "torch.bfloat16", "torch.float32", "torch.float64"),
+    "torch.uint8": ("torch.int16", "torch.int32", "torch.int64", "torch.float16", "torch.float32", "torch.float64"),
+    "torch.int8": ("torch.int16", "torch.int32", "torch.int64", "torch.float16", "torch.float32", "torch.float64"),
+    "torch.int16": ("torch.int32", "torch.int64", "torch.float32", "torch.float64"),
+    "torch.int32": ("torch.int64", "torch.float64"),
+    "torch.float16": ("torch.float32", "torch.float64"),
+    "torch.bfloat16": ("torch.float32", "torch.float64"),
+    "torch.float32": ("torch.float64",),
+    "torch.float8_e4m3fn": ("torch.float16", "torch.bfloat16", "torch.float32", "torch.float64"),
+    "torch.float8_e5m2": ("torch.float16", "torch.bfloat16", "torch.float32", "torch.float64"),
+}
+
+
+def lossless(src_dtype: str, dst_dtype: str) -> bool:
+    """True when casting ``src_dtype`` to ``dst_dtype`` keeps every value exactly."""
+    return src_dtype == dst_dtype or dst_dtype in _EXACT_IN.get(src_dtype, ())
+
+
+def human_bytes(n: int) -> str:
+    """Binary units, as the tables print them: ``512 B``, ``1.5 KiB``, ``6.0 MiB``."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in _UNITS:
+        value /= 1024.0
+        if value < 1024.0 or unit == _UNITS[-1]:
+            break
+    return f"{value:.1f} {unit}"
+
+
+def short_op(op: str) -> str:
+    """``aten.copy_.default`` -> ``aten.copy_``; other overloads keep their name (``aten.cat.out``)."""
+    return op[: -len(".default")] if op.endswith(".default") else op
+
+
+def op_name(op: str) -> str:
+    """The bare op name: ``aten._to_copy.default`` -> ``_to_copy``."""
+    name = op[len("aten.") :] if op.startswith("aten.") else op
+    return name.split(".", 1)[0]
+
+
+def op_at(ctx: TraceIndex, seq: int) -> str:
+    """``aten.mm at model.py:12`` (file name only: reasons stay one short line), or ``aten.mm (#seq)``."""
+    op = ctx.op(seq)
+    if op is None:
+        return f"op #{seq}"
+    if op.site is None:
+        return f"{short_op(op.op)} (#{seq})"
+    file = op.site.file.replace("\\", "/").rsplit("/", 1)[-1]
+    return f"{short_op(op.op)} at {file}:{op.site.line}"
+
+
+def buffer(ctx: TraceIndex, storage: int, nbytes: int) -> str:
+    """``buffer #3 of 16 B``, or ``1.5 KiB of the 6.0 KiB buffer #3`` when the range is a part of it."""
+    info = ctx.storage(storage)
+    if info is None or info.nbytes <= nbytes:
+        return f"buffer #{storage} of {human_bytes(nbytes)}"
+    return f"{human_bytes(nbytes)} of the {human_bytes(info.nbytes)} buffer #{storage}"

@@ -1,0 +1,579 @@
+"""Verdict rules on hand-built traces: every verdict, its reason, and the needed cases it must leave alone.
+
+Traces are built op by op (seq 0, 1, 2...); storages are small and sizes are float32 bytes
+(4 elements = 16 bytes) unless a test says otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Union
+
+import pytest
+
+from copyhunt.analysis import index as index_mod
+from copyhunt.analysis import judge
+from copyhunt.analysis.rules import registered, rule, run_rules
+from copyhunt.analysis.index import TraceIndex
+from copyhunt.records import VERDICTS, Access, CopyRecord, Finding, Frame, OpRecord, StorageInfo, Trace, load, save
+
+# An access spec: a storage id (its whole range, dense) or (storage, offset, nbytes[, dense]).
+Spec = Union[int, tuple]
+
+
+@dataclass
+class TraceBuilder:
+    """Appends ops (and copy records) in order; seq numbers are 0, 1, 2..."""
+
+    storages: dict[int, StorageInfo] = field(default_factory=dict)
+    ops: list[OpRecord] = field(default_factory=list)
+    copies: list[CopyRecord] = field(default_factory=list)
+
+    def storage(self, sid: int, nbytes: int = 16, device: str = "cpu", alive: bool = True) -> int:
+        """Declare storage ``sid`` of ``nbytes`` bytes."""
+        self.storages[sid] = StorageInfo(sid, device, nbytes, alive)
+        return sid
+
+    def _access(self, spec: Spec) -> Access:
+        if isinstance(spec, int):
+            if spec not in self.storages:  # an undeclared storage: 16 B, alive at the end
+                self.storage(spec)
+            return Access(spec, 0, self.storages[spec].nbytes, True)
+        storage, offset, nbytes, *rest = spec
+        return Access(storage, offset, nbytes, rest[0] if rest else True)
+
+    def op(self, name: str, reads: tuple = (), writes: tuple = (), allocs: tuple = (), frees: tuple = (),
+           line: int | None = None, is_copy: bool = False) -> int:
+        """Append an op; returns its seq. ``line`` gives it the site ``/src/t.py:<line>``."""
+        seq = len(self.ops)
+        self.ops.append(OpRecord(
+            seq=seq, op=f"aten.{name}.default",
+            reads=tuple(self._access(r) for r in reads), writes=tuple(self._access(w) for w in writes),
+            allocs=tuple(allocs), frees=tuple(frees),
+            site=None if line is None else Frame("/src/t.py", line, "f"), is_copy=is_copy,
+        ))
+        return seq
+
+    def copy(self, name: str, src: int | None, dst: int | None, reads: tuple = (), writes: tuple = (),
+             allocs: tuple = (), frees: tuple = (), line: int | None = None, *, dtype: str = "torch.float32",
+             src_dtype: str | None = None, shape: tuple = (4,), src_contiguous: bool | None = True,
+             dst_contiguous: bool | None = True, noop: bool = False, src_device: str = "cpu",
+             dst_device: str = "cpu", origin: str = "dispatch", record_op: bool = True) -> int:
+        """Append a copy op and its record (default accesses: whole source read, whole destination written)."""
+        reads = reads or ((src,) if src is not None else ())
+        writes = writes or ((dst,) if dst is not None else ())
+        seq = self.op(name, reads, writes, allocs, frees, line, is_copy=True) if record_op else len(self.ops)
+        nbytes = sum(self._access(w).nbytes for w in writes)
+        kind = "d2d" if src_device == dst_device else "h2d" if src_device == "cpu" else "d2h" if dst_device == "cpu" else "p2p"
+        self.copies.append(CopyRecord(
+            seq=seq, op=f"aten.{name}.default", kind=kind, bytes=nbytes, noop=noop,
+            src_device=src_device, dst_device=dst_device, shape=shape, dtype=dtype,
+            site=None if line is None else Frame("/src/t.py", line, "f"),
+            src_dtype=src_dtype, src_contiguous=src_contiguous, dst_contiguous=dst_contiguous,
+            src_storage=src, dst_storage=dst, origin=origin,
+        ))
+        return seq
+
+    def trace(self) -> Trace:
+        """The built trace."""
+        return Trace(copies=tuple(self.copies), ops=tuple(self.ops), storages=tuple(self.storages.values()))
+
+
+def verdicts(trace: Trace) -> list[str | None]:
+    """Verdict of every copy, in trace order."""
+    return [c.verdict for c in judge(trace).copies]
+
+
+def only(trace: Trace) -> CopyRecord:
+    """The single judged copy of a trace."""
+    (c,) = judge(trace).copies
+    return c
+
+
+# --- noop --------------------------------------------------------------------------------------
+
+
+def test_noop_self_copy():
+    b = TraceBuilder()
+    b.storage(1)
+    b.copy("copy_", 1, 1, line=5, noop=True)
+    c = only(b.trace())
+    assert (c.verdict, c.reason, c.suggestion) == (
+        "noop", "source and destination are the same storage and layout: PyTorch does no work", "drop the call: it copies nothing",
+    )
+    assert [f.verdict for f in c.findings] == ["noop"]
+
+
+# --- dead-store --------------------------------------------------------------------------------
+
+
+def _into_buffer(b: TraceBuilder, buf_alive: bool = True) -> int:
+    """x (#1) copied into buf (#2), both 16 B; returns the copy's seq."""
+    b.storage(1)
+    b.storage(2, alive=buf_alive)
+    return b.copy("copy_", 1, 2, line=10)
+
+
+def test_dead_store_overwritten_before_read():
+    b = TraceBuilder()
+    _into_buffer(b)
+    b.op("fill_", writes=(2,), line=11)  # all 16 B replaced
+    b.op("sum", reads=(2,), writes=(3,), allocs=(3,), line=12)
+    c = only(b.trace())
+    assert c.verdict == "dead-store"
+    assert c.reason == "the destination (buffer #2 of 16 B) is overwritten by aten.fill_ at t.py:11 before anything reads it"
+    assert c.suggestion == "drop the copy: its bytes are replaced before any use"
+
+
+def test_dead_store_overwritten_piecewise_by_two_dense_halves():
+    b = TraceBuilder()
+    _into_buffer(b)
+    b.op("fill_", writes=((2, 0, 8),), line=11)  # bytes 0..8
+    b.op("sum", reads=((2, 0, 8),), line=12)  # reads only the already-replaced half: not our bytes
+    b.op("fill_", writes=((2, 8, 8),), line=13)  # bytes 8..16: now all 16 copied bytes are gone
+    b.op("sum", reads=(2,), line=14)
+    assert only(b.trace()).reason == (
+        "the destination (buffer #2 of 16 B) is overwritten by aten.fill_ at t.py:13 before anything reads it"
+    )
+
+
+def test_needed_when_half_overwritten_and_other_half_read():
+    b = TraceBuilder()
+    _into_buffer(b)
+    b.op("fill_", writes=((2, 0, 8),), line=11)
+    b.op("sum", reads=((2, 8, 8),), line=12)  # bytes 8..16 still hold the copied values
+    c = only(b.trace())
+    assert (c.verdict, c.reason, c.suggestion) == ("needed", "none of the rules applied", "keep it")
+
+
+def test_strided_write_does_not_count_as_overwrite():
+    b = TraceBuilder()
+    _into_buffer(b)
+    b.op("index_put_", writes=((2, 0, 16, False),), line=11)  # touches only some bytes of the range
+    b.op("sum", reads=(2,), line=12)
+    assert verdicts(b.trace()) == ["needed"]
+
+
+def test_dead_store_freed_before_read():
+    b = TraceBuilder()
+    _into_buffer(b, buf_alive=False)
+    b.op("relu", reads=(1,), writes=(3,), allocs=(3,), frees=(2,), line=11)
+    c = only(b.trace())
+    assert c.verdict == "dead-store"
+    assert c.reason == "the destination (buffer #2 of 16 B) is freed (before #1) before anything reads it"
+    assert c.suggestion == "drop the copy: nothing reads what it writes"
+
+
+def test_dead_store_when_destination_dies_unread_at_the_end():
+    b = TraceBuilder()
+    _into_buffer(b, buf_alive=False)
+    assert only(b.trace()).reason == "the destination (buffer #2 of 16 B) is dead when the hunt ended before anything reads it"
+
+
+def test_needed_when_destination_outlives_the_hunt_unread():
+    # Still referenced at the end and never read inside the trace: the caller may read it later.
+    b = TraceBuilder()
+    _into_buffer(b, buf_alive=True)
+    assert verdicts(b.trace()) == ["needed"]
+
+
+def test_needed_copy_into_a_buffer_read_later():
+    b = TraceBuilder()
+    _into_buffer(b)
+    b.op("sum", reads=(2,), writes=(3,), allocs=(3,), line=11)
+    b.op("fill_", writes=(2,), line=12)
+    assert verdicts(b.trace()) == ["needed"]
+
+
+# --- fresh-temporary ---------------------------------------------------------------------------
+
+
+def _fresh(b: TraceBuilder, *, tmp_device: str = "cpu", out_device: str = "cpu") -> int:
+    """tmp (#3) = mm(a #1, w #2); out (#4, alive) .copy_(tmp); returns the copy's seq."""
+    b.storage(1, device=tmp_device)
+    b.storage(2, device=tmp_device)
+    b.storage(3, device=tmp_device, alive=False)
+    b.storage(4, device=out_device)
+    b.op("mm", reads=(1, 2), writes=(3,), allocs=(3,), line=20)
+    return b.copy("copy_", 3, 4, line=21, src_device=tmp_device, dst_device=out_device)
+
+
+def test_fresh_temporary_names_producer_and_line():
+    b = TraceBuilder()
+    _fresh(b)
+    b.op("relu", reads=(4,), writes=(5,), allocs=(5,), frees=(3,), line=22)
+    c = only(b.trace())
+    assert c.verdict == "fresh-temporary"
+    assert c.reason == (
+        "source (a fresh 16 B buffer #3 made by aten.mm at t.py:20) is read only by this copy, then freed (before #2)"
+    )
+    assert c.suggestion == (
+        "let aten.mm at t.py:20 write straight into this copy's destination "
+        "(destination passing: out=/output= or an in-place variant), then drop this copy"
+    )
+
+
+def test_needed_when_source_is_read_again_later():
+    b = TraceBuilder()
+    _fresh(b)
+    b.op("relu", reads=(3,), writes=(5,), allocs=(5,), line=22)  # tmp used again after the copy
+    b.op("add", reads=(4, 5), writes=(6,), allocs=(6,), frees=(3,), line=23)
+    assert verdicts(b.trace()) == ["needed"]
+
+
+def test_needed_when_source_has_another_reader_before_the_copy():
+    b = TraceBuilder()
+    b.storage(1)
+    b.storage(3, alive=False)
+    b.storage(4)
+    b.op("mm", reads=(1,), writes=(3,), allocs=(3,), line=20)
+    b.op("sum", reads=(3,), writes=(5,), allocs=(5,), line=21)
+    b.copy("copy_", 3, 4, line=22)
+    b.op("relu", reads=(4,), frees=(3,), line=23)
+    assert verdicts(b.trace()) == ["needed"]
+
+
+def test_needed_when_destination_is_read_between_producer_and_copy():
+    b = TraceBuilder()
+    b.storage(1)
+    b.storage(3, alive=False)
+    b.storage(4)
+    b.op("mm", reads=(1,), writes=(3,), allocs=(3,), line=20)
+    b.op("sum", reads=(4,), writes=(5,), allocs=(5,), line=21)  # reads out's old value
+    b.copy("copy_", 3, 4, line=22)
+    b.op("relu", reads=(4,), frees=(3,), line=23)
+    assert verdicts(b.trace()) == ["needed"]
+
+
+def test_needed_when_source_outlives_the_hunt():
+    b = TraceBuilder()
+    _fresh(b)
+    b.storages[3] = replace(b.storages[3], alive_at_end=True)  # returned to the caller, say
+    b.op("relu", reads=(4,), line=22)
+    assert verdicts(b.trace()) == ["needed"]
+
+
+@pytest.mark.parametrize(("tmp_device", "out_device"), [("cuda:0", "cpu"), ("cpu", "cuda:0")])
+def test_needed_cross_device_copy_of_a_fresh_temporary(tmp_device, out_device):
+    # d2h of a fresh device result / h2d of a fresh host tensor: the producer cannot write there.
+    b = TraceBuilder()
+    _fresh(b, tmp_device=tmp_device, out_device=out_device)
+    b.op("relu", reads=(4,), frees=(3,), line=22)
+    c = only(b.trace())
+    assert c.kind in ("d2h", "h2d")
+    assert c.verdict == "needed"
+
+
+def test_fresh_temporary_accumulated_in_place_names_first_and_last_writer():
+    b = TraceBuilder()
+    b.storage(1, alive=False)
+    b.storage(2)
+    b.op("zeros", writes=(1,), allocs=(1,), line=40)
+    b.op("index_add_", reads=(1,), writes=((1, 0, 16, False),), line=41)  # read-modify-write
+    b.op("index_add_", reads=(1,), writes=((1, 0, 16, False),), line=41)
+    b.copy("copy_", 1, 2, line=42)
+    b.op("relu", reads=(2,), frees=(1,), line=43)
+    c = only(b.trace())
+    assert c.reason == (
+        "source (a fresh 16 B buffer #1 made by aten.zeros at t.py:40, last written by aten.index_add_ at t.py:41) "
+        "is read only by this copy, then freed (before #4)"
+    )
+    assert c.suggestion.startswith("let aten.index_add_ at t.py:41 write straight into this copy's destination")
+
+
+def test_moe_like_pair_result_copy_then_workspace_copy():
+    # Layer 1: result (#1) -> 16 B view of the 64 B workspace (#2) -> output (#3).
+    # Layer 2 overwrites the same workspace bytes (#4 -> #2), so layer 1's workspace value dies.
+    b = TraceBuilder()
+    b.storage(1, alive=False)
+    b.storage(2, nbytes=64)
+    b.storage(3)
+    b.storage(4, alive=False)
+    b.storage(5)
+    b.op("experts", reads=(3,), writes=(1,), allocs=(1,), line=30)
+    first = b.copy("copy_", 1, 2, writes=((2, 0, 16),), line=31)
+    second = b.copy("copy_", 2, 3, reads=((2, 0, 16),), frees=(1,), line=32)
+    b.op("experts", reads=(3,), writes=(4,), allocs=(4,), line=30)
+    b.copy("copy_", 4, 2, writes=((2, 0, 16),), line=31)
+    b.copy("copy_", 2, 5, reads=((2, 0, 16),), frees=(4,), line=32)
+    b.op("add", reads=(3, 5), frees=(2,), line=33)
+    judged = judge(b.trace()).copies
+    assert [c.verdict for c in judged] == ["fresh-temporary"] * 4
+    one, two = judged[0], judged[1]
+    assert (one.seq, two.seq) == (first, second)
+    assert one.reason == "source (a fresh 16 B buffer #1 made by aten.experts at t.py:30) is read only by this copy, then freed (before #2)"
+    assert two.reason == (
+        "source (16 B of the 64 B buffer #2) was just written by aten.copy_ at t.py:31, "
+        "is read only by this copy, then overwritten by aten.copy_ at t.py:31"
+    )
+    assert two.suggestion == (
+        "pass this copy's destination to aten.copy_ at t.py:31 as its output instead of buffer #2 (output alias), "
+        "so this copy can be skipped; that producer is itself a copy, so one op would do"
+    )
+    # The workspace copy is also a copy of a copy: both findings, strongest first.
+    assert [f.verdict for f in two.findings] == ["fresh-temporary", "chained"]
+    # Layer 2's workspace value dies with the workspace (freed before #7).
+    assert judged[3].reason.endswith("is read only by this copy, then freed (before #6)")
+
+
+# --- round-trip --------------------------------------------------------------------------------
+
+
+def _there_and_back(b: TraceBuilder, a_dtype: str, b_dtype: str, a_bytes: int, b_bytes: int) -> int:
+    """A (#1) -> B (#2, new) by _to_copy, then B copied back into A; returns the copy-back seq."""
+    b.storage(1, nbytes=a_bytes)
+    b.storage(2, nbytes=b_bytes, alive=False)
+    b.copy("_to_copy", 1, 2, allocs=(2,), line=50, dtype=b_dtype, src_dtype=a_dtype)
+    b.op("relu", reads=(2,), writes=(3,), allocs=(3,), line=51)  # B is also used for something else
+    return b.copy("copy_", 2, 1, line=52, dtype=a_dtype, src_dtype=b_dtype)
+
+
+def test_round_trip_back_into_the_original():
+    # 4 elements: fp16 A is 8 B, fp32 B is 16 B; fp16 -> fp32 -> fp16 is exact.
+    b = TraceBuilder()
+    _there_and_back(b, "torch.float16", "torch.float32", 8, 16)
+    b.op("sum", reads=(1,), frees=(2,), line=53)
+    first, back = judge(b.trace()).copies
+    assert first.verdict == "needed"
+    assert back.verdict == "round-trip"
+    assert back.reason == "writes back into buffer #1 the values aten._to_copy at t.py:50 copied out of it; neither side changed since"
+    assert back.suggestion == "drop this copy: the destination already holds these values"
+
+
+def test_needed_lossy_cast_and_back():
+    # fp32 -> bf16 -> fp32 rounds: writing it back changes A.
+    b = TraceBuilder()
+    _there_and_back(b, "torch.float32", "torch.bfloat16", 16, 8)
+    b.op("sum", reads=(1,), frees=(2,), line=53)
+    assert verdicts(b.trace()) == ["needed", "needed"]
+
+
+def test_needed_when_original_changed_in_between():
+    b = TraceBuilder()
+    b.storage(1, nbytes=8)
+    b.storage(2, nbytes=16, alive=False)
+    b.copy("_to_copy", 1, 2, allocs=(2,), line=50, dtype="torch.float32", src_dtype="torch.float16")
+    b.op("relu", reads=(2,), writes=(3,), allocs=(3,), line=51)
+    b.op("add_", reads=(1,), writes=(1,), line=52)  # A updated: copying B back undoes the update
+    b.copy("copy_", 2, 1, line=53, dtype="torch.float16", src_dtype="torch.float32")
+    b.op("sum", reads=(1,), frees=(2,), line=54)
+    assert verdicts(b.trace()) == ["needed", "needed"]
+
+
+def test_round_trip_into_a_new_buffer():
+    b = TraceBuilder()
+    b.storage(1, nbytes=8)
+    b.storage(2, nbytes=16, alive=False)
+    b.storage(4, nbytes=8, alive=False)
+    b.copy("_to_copy", 1, 2, allocs=(2,), line=50, dtype="torch.float32", src_dtype="torch.float16")
+    b.op("relu", reads=(2,), writes=(3,), allocs=(3,), line=51)
+    b.copy("_to_copy", 2, 4, allocs=(4,), line=52, dtype="torch.float16", src_dtype="torch.float32")
+    b.op("add", reads=(4, 1), frees=(2,), line=53)
+    first, back = judge(b.trace()).copies
+    assert back.verdict == "round-trip"
+    assert back.reason == "recreates buffer #1 (which aten._to_copy at t.py:50 copied out) unchanged; neither is written while this copy lives"
+    assert back.suggestion == "use the original (buffer #1) instead of copying it back"
+
+
+# --- chained -----------------------------------------------------------------------------------
+
+
+def test_chained_copy_of_part_of_a_clone():
+    # full = x.clone() (16 B); part = full[:2].to(float64) reads bytes 0..8 only; full then dies.
+    b = TraceBuilder()
+    b.storage(1)
+    b.storage(2, alive=False)
+    b.storage(3)
+    b.copy("clone", 1, 2, allocs=(2,), line=60)
+    b.copy("_to_copy", 2, 3, reads=((2, 0, 8),), allocs=(3,), line=61, dtype="torch.float64",
+           src_dtype="torch.float32", shape=(2,))
+    b.op("sum", reads=(3,), frees=(2,), line=62)
+    clone, part = judge(b.trace()).copies
+    assert part.verdict == "chained"
+    assert part.reason == "copies 8 B of the 16 B buffer #2, which aten.clone at t.py:60 had just copied from buffer #1; nothing else reads it"
+    assert part.suggestion == "copy from buffer #1 straight into the destination in one op (e.g. one .to(dtype, memory_format=...) or one copy_)"
+    assert [f.verdict for f in part.findings] == ["chained"]  # clone wrote more than was copied: not fresh-temporary
+    assert clone.verdict == "defensive-clone"
+
+
+def test_needed_chain_whose_intermediate_is_read_later():
+    b = TraceBuilder()
+    b.storage(1)
+    b.storage(2, alive=False)
+    b.storage(3)
+    b.copy("clone", 1, 2, allocs=(2,), line=60)
+    b.copy("_to_copy", 2, 3, reads=((2, 0, 8),), allocs=(3,), line=61, dtype="torch.float64", src_dtype="torch.float32")
+    b.op("sum", reads=(2, 3), line=62)  # the intermediate is used again
+    b.op("relu", reads=(3,), frees=(2,), line=63)
+    assert verdicts(b.trace())[1] == "needed"
+
+
+# --- defensive-clone ---------------------------------------------------------------------------
+
+
+def _clone(b: TraceBuilder, alive: bool = False, src_contiguous: bool = True) -> int:
+    b.storage(1)
+    b.storage(2, alive=alive)
+    return b.copy("clone", 1, 2, allocs=(2,), line=70, src_contiguous=src_contiguous)
+
+
+def test_defensive_clone():
+    b = TraceBuilder()
+    _clone(b)
+    b.op("add", reads=(2, 1), writes=(3,), allocs=(3,), line=71)
+    b.op("relu", reads=(3,), frees=(2,), line=72)
+    c = only(b.trace())
+    assert c.verdict == "defensive-clone"
+    assert c.reason == "neither the source (buffer #1) nor this copy is written until it is freed (before #2): an alias would do"
+    assert c.suggestion == "use the source (or a view of it) instead of the copy"
+
+
+def test_defensive_clone_of_a_strided_source_says_layout_may_matter():
+    b = TraceBuilder()
+    _clone(b, src_contiguous=False)
+    b.op("mm", reads=(2,), frees=(), line=71)
+    c = only(b.trace())  # storage #2 is dead at the end (alive=False)
+    assert c.verdict == "defensive-clone"
+    assert c.reason.endswith("is written until it dies: an alias would do")
+    assert c.suggestion == "use the source (or a view of it) instead of the copy; this copy makes a contiguous layout: keep it only if the consumer needs one"
+
+
+def test_needed_copy_that_preserves_a_value_before_the_source_is_mutated():
+    # saved = x.clone(); x.add_(1); use(saved, x)
+    b = TraceBuilder()
+    _clone(b)
+    b.op("add_", reads=(1,), writes=(1,), line=71)
+    b.op("sub", reads=(1, 2), writes=(3,), allocs=(3,), frees=(), line=72)
+    b.op("relu", reads=(3,), frees=(2,), line=73)
+    assert verdicts(b.trace()) == ["needed"]
+
+
+def test_needed_clone_that_is_written_itself():
+    b = TraceBuilder()
+    _clone(b)
+    b.op("mul_", reads=(2,), writes=(2,), line=71)
+    b.op("relu", reads=(2,), line=72)
+    b.op("relu", reads=(1,), frees=(2,), line=73)
+    assert verdicts(b.trace()) == ["needed"]
+
+
+def test_needed_clone_that_outlives_the_hunt():
+    b = TraceBuilder()
+    _clone(b, alive=True)
+    b.op("relu", reads=(2,), line=71)
+    assert verdicts(b.trace()) == ["needed"]
+
+
+def test_repeat_suggests_expand():
+    b = TraceBuilder()
+    b.storage(1)
+    b.storage(2, nbytes=64, alive=False)
+    b.copy("repeat", 1, 2, allocs=(2,), line=80, shape=(4, 4))
+    b.op("sum", reads=(2,), line=81)
+    c = only(b.trace())
+    assert c.verdict == "defensive-clone"
+    assert c.suggestion == "use an expanded view (expand) instead of repeating the data, if the consumer only reads it"
+
+
+# --- records without op facts ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("origin", ["device", "imported"])
+def test_copies_without_op_records_are_needed(origin):
+    b = TraceBuilder()
+    b.storage(1)
+    b.storage(2, alive=False)
+    b.copy("copy_", 1, 2, line=90, origin=origin)  # even a dead store: no guessing from foreign ops
+    c = only(b.trace())
+    assert (c.verdict, c.reason) == ("needed", "no op records for this copy")
+
+
+def test_dispatch_copy_missing_its_op_record_is_needed():
+    b = TraceBuilder()
+    b.storage(1)
+    b.storage(2, alive=False)
+    b.copy("copy_", 1, 2, line=90, record_op=False)
+    assert only(b.trace()).reason == "no op records for this copy"
+
+
+def test_graph_replay_shares_its_capture_time_verdict():
+    b = TraceBuilder()
+    _clone(b)
+    b.op("relu", reads=(2,), line=71)
+    b.op("relu", reads=(1,), frees=(2,), line=72)
+    base = b.trace()
+    replayed = replace(base.copies[0], origin="graph-replay", graph_replay=0)
+    captured, replay = judge(base.with_copies([base.copies[0], replayed])).copies
+    assert replay.verdict == captured.verdict == "defensive-clone"
+    assert replay.reason == captured.reason + " (as at capture, #0)"
+    assert captured.reason == "neither the source (buffer #1) nor this copy is written until it is freed (before #2): an alias would do"
+
+
+# --- engine properties -------------------------------------------------------------------------
+
+
+def test_registry_order_is_verdict_strength():
+    assert [v for v, _ in registered()] == [v for v in VERDICTS if v != "needed"]
+
+
+def test_rule_decorator_rejects_unknown_needed_and_duplicate_verdicts():
+    with pytest.raises(ValueError, match="unknown verdict 'bogus'"):
+        rule("bogus")
+    with pytest.raises(ValueError, match="unknown verdict 'needed'"):
+        rule("needed")
+    with pytest.raises(ValueError, match="already registered"):
+        rule("noop")(lambda copy, ctx: None)
+
+
+def test_a_rule_answering_for_another_verdict_is_an_error(monkeypatch):
+    from copyhunt.analysis import rules as rules_mod
+
+    monkeypatch.setitem(rules_mod._RULES, "noop", lambda copy, ctx: Finding("dead-store", "r", "s"))
+    b = TraceBuilder()
+    b.storage(1)
+    b.copy("copy_", 1, 1, noop=True)
+    with pytest.raises(ValueError, match="returned 'dead-store'"):
+        run_rules(b.copies[0], TraceIndex(b.trace()))
+
+
+def test_scan_limit_makes_rules_conservative(monkeypatch):
+    # 5 writes to other bytes of the buffer come before the overwrite: past a limit of 3, "unknown".
+    b = TraceBuilder()
+    b.storage(1)
+    b.storage(2, nbytes=64)
+    b.copy("copy_", 1, 2, writes=((2, 0, 16),), line=10)
+    for i in range(5):
+        b.op("fill_", writes=((2, 16 + 8 * i, 8),), line=11)
+    b.op("fill_", writes=((2, 0, 16),), line=12)
+    b.op("sum", reads=(2,), line=13)
+    assert verdicts(b.trace()) == ["dead-store"]
+    monkeypatch.setattr(index_mod, "SCAN_LIMIT", 3)
+    assert verdicts(b.trace()) == ["needed"]
+
+
+def test_judge_is_deterministic_idempotent_and_ignores_op_order():
+    b = TraceBuilder()
+    _fresh(b)
+    b.op("relu", reads=(4,), writes=(5,), allocs=(5,), frees=(3,), line=22)
+    trace = b.trace()
+    once = judge(trace)
+    assert judge(trace) == once
+    assert judge(once) == once
+    shuffled = replace(trace, ops=tuple(reversed(trace.ops)))
+    assert judge(shuffled).copies == once.copies
+
+
+def test_judged_trace_round_trips_through_the_file(tmp_path):
+    b = TraceBuilder()
+    _fresh(b)
+    b.op("relu", reads=(4,), frees=(3,), line=22)
+    judged = judge(b.trace())
+    path = save(judged, tmp_path / "t.json")
+    assert load(path) == judged
+    import json
+
+    doc = json.loads(path.read_text())["copies"][0]
+    assert doc["verdict"] == "fresh-temporary"
+    assert doc["reason"].startswith("source (a fresh 16 B buffer #3")
+    assert doc["suggestion"].startswith("let aten.mm at t.py:20")
+    assert [f["verdict"] for f in doc["findings"]] == ["fresh-temporary"]
