@@ -127,6 +127,10 @@ class DeviceCapture:
         self.kineto = kineto.load(path)
         # Never swallow the block's exception: returning None lets it propagate.
 
+    def copy_range(self, seq: int, op: str) -> ContextManager[Any]:
+        """The bridge hook ``copyhunt.hunt`` hands to the dispatch mode: a range around copy ``seq``."""
+        return op_range(seq)
+
     def join(self, trace: Trace) -> Trace:
         """``trace`` with device timings, GPU time, unexplained device copies and graph replays."""
         if self.kineto is None:
