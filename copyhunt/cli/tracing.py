@@ -196,7 +196,8 @@ def _describe(
         changes["argv"] = target.argv
     if error is not None and meta.complete:
         changes["complete"] = False
-    if error is not None and not meta.error:
+    if error is not None and (not meta.error or isinstance(error, TargetExit)):
+        # The hunt saw an exception class; "target exited with status 5" says what happened.
         changes["error"] = _one_line(error)
     if not meta.filters:
         filters = {"kinds": list(kinds) if kinds is not None else None, "region": region}

@@ -1,0 +1,39 @@
+"""The real entry points, in subprocesses: `python -m copyhunt` and the `copyhunt` console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, COLUMNS="100", CUDA_VISIBLE_DEVICES="")  # CPU only: no device capture here
+    env.pop("NO_COLOR", None)
+    return env
+
+
+def test_python_m_copyhunt_help():
+    proc = subprocess.run([sys.executable, "-m", "copyhunt", "--help"], capture_output=True, text=True, env=_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for command in ("trace", "report"):
+        assert command in proc.stdout
+
+
+def test_console_script_trace_json(tmp_path):
+    # The console script installed next to this interpreter (pip install -e . puts it there).
+    script = Path(sys.executable).parent / ("copyhunt.exe" if os.name == "nt" else "copyhunt")
+    assert script.exists(), f"console script not installed at {script}"
+    (tmp_path / "s.py").write_text("import torch\nx = torch.ones(4, 8)\ny = x.clone()\nprint('hi')\n")
+    proc = subprocess.run(
+        [str(script), "trace", "s.py", "--json", "-o", "t.json"],
+        cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)  # stdout is only the document; the target's "hi" went to stderr
+    assert doc == json.loads((tmp_path / "t.json").read_text())
+    # One clone of 4 x 8 float32 = 128 bytes at line 3.
+    assert [(c["op"], c["bytes"], c["site"]["line"]) for c in doc["copies"]] == [("aten.clone.default", 128, 3)]
+    assert proc.stderr.startswith("hi\n") and proc.stderr.endswith("copyhunt: trace saved to t.json\n")
