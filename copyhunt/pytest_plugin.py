@@ -183,9 +183,10 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 
 def _cache(config: pytest.Config) -> dict[str, Any]:
-    if config.cache is None:  # -p no:cacheprovider
+    cache = getattr(config, "cache", None)  # absent with -p no:cacheprovider
+    if cache is None:
         return {}
-    value = config.cache.get(CACHE_KEY, {})
+    value = cache.get(CACHE_KEY, {})
     return value if isinstance(value, dict) else {}
 
 
@@ -193,10 +194,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """Store the counts of the tests that passed, as the baseline of the next run."""
     config = session.config
     counts = config.stash.get(_COUNTS, {})
-    if counts and config.cache is not None:
+    cache = getattr(config, "cache", None)  # absent with -p no:cacheprovider
+    if counts and cache is not None:
         merged = _cache(config)
         merged.update(counts)
-        config.cache.set(CACHE_KEY, merged)
+        cache.set(CACHE_KEY, merged)
 
 
 class CopyhuntFixture:
