@@ -98,13 +98,15 @@ def test_gate_github_annotations(project, capsys):
         (["gate", "t.json", "--fail-on-increase"], "needs --baseline TRACE"),
         (["gate", "--budget", "copyhunt.toml"], "give exactly one TRACE file"),
         (["gate", "t.json", "t.json", "--budget", "copyhunt.toml"], "one TRACE file expected, got 2"),
-        (["gate", "foreign.json", "--budget", "copyhunt.toml"], "not a copyhunt trace"),
+        (["gate", "foreign.json", "--budget", "copyhunt.toml"], "foreign.json: not a copyhunt trace"),
+        (["gate", "trunc.json", "--budget", "copyhunt.toml"], "trunc.json: not valid JSON, truncated or corrupt"),
     ],
 )
 def test_gate_bad_input_exits_2_with_one_line(project, capsys, argv, message):
     _budget(project, 3)
     (project / "bad.toml").write_text("[[rules]]\nmax_copy = 1\n")
-    (project / "foreign.json").write_text('{"traceEvents": []}')
+    (project / "foreign.json").write_text('{"hello": 1}')
+    (project / "trunc.json").write_text('{"schema": "copyhunt.trace/1", "cop')
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err
@@ -158,3 +160,59 @@ def test_diff_text_json_github_and_exit_codes(project, capsys):
     ]
     assert main(["diff", "base.json", "nope.json"]) == 2
     assert "nope.json: no such file" in capsys.readouterr().err
+
+
+@pytest.fixture
+def script(project: Path) -> Path:
+    """A target script making `copies` d2d copies (its first argument), raising when asked to."""
+    path = project / "prog.py"
+    path.write_text(
+        "import sys\nimport torch\n\n"
+        "x, y = torch.ones(4), torch.zeros(4)\n"
+        "for _ in range(int(sys.argv[1])):\n"
+        "    y.copy_(x)\n"
+        "if len(sys.argv) > 2:\n"
+        "    raise RuntimeError('target failed')\n"
+        "print('program output')\n"
+    )
+    return path
+
+
+def test_gate_run_traces_then_gates(script, project, capsys):
+    _budget(project, 2)
+    # 2 copies, limit 2: exit 0; the trace is saved where -o says.
+    assert main(["gate", "--run", "prog.py", "-o", "run.json", "--", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "copyhunt gate: PASS" in captured.out
+    assert "copyhunt: trace saved to run.json" in captured.err
+    assert (project / "run.json").exists()
+    # 3 copies: exit 1, the offending line of the program shown.
+    assert main(["gate", "--run", "prog.py", "-o", "run.json", "--force", "--", "3"]) == 1
+    out = capsys.readouterr().out
+    assert "x model copies (kind=d2d): 3 copies, over the limit of 2" in out
+    assert "prog.py:6 <module>  aten.copy_.default d2d  3 copies, 48 B" in out
+    assert "          6 | y.copy_(x)" in out
+
+
+def test_gate_run_json_keeps_stdout_clean(script, project, capsys):
+    _budget(project, 2)
+    assert main(["gate", "--run", "prog.py", "-o", "run.json", "-f", "json", "--", "1"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["ok"] is True  # the program's print went to stderr
+    assert "program output" in captured.err
+
+
+def test_gate_run_exit_codes_for_bad_and_failing_targets(script, project, capsys):
+    _budget(project, 2)
+    assert main(["gate", "--run", "missing.py"]) == 2
+    assert "no such script: missing.py" in capsys.readouterr().err
+    # The target raises: exit 3 with its traceback, no verdict, the partial trace still saved.
+    assert main(["gate", "--run", "prog.py", "-o", "run.json", "--", "1", "raise"]) == 3
+    captured = capsys.readouterr()
+    assert "RuntimeError: target failed" in captured.err
+    assert "copyhunt gate:" not in captured.out
+    assert (project / "run.json").exists()
+    # A bad budget fails before the target runs: no trace written.
+    (project / "copyhunt.toml").write_text("[[rules]]\nmax_copies = 'x'\n")
+    assert main(["gate", "--run", "prog.py", "-o", "never.json", "--", "1"]) == 2
+    assert not (project / "never.json").exists()
