@@ -224,3 +224,35 @@ def test_kind_and_region_filters_apply_while_tracing(tmp_path, capsys):
     assert main(["trace", "f.py", "-o", "k.json", "--kind", "h2d"]) == 0
     assert copies_of("k.json") == []
     assert "No copies recorded." in capsys.readouterr().out
+
+
+def test_failing_op_traceback_hides_the_tracer(tmp_path, capsys):
+    # An op that fails under the dispatch mode: Python without copyhunt would show only the user's
+    # frames and the RuntimeError; the tracer's own frames (torch mode plumbing, copyhunt.capture) are cut.
+    write(tmp_path / "v.py", "import torch\ndef f():\n    torch.ones(3).view(2, 2)\nf()\n")
+    assert main(["trace", "v.py", "-o", "v.json"]) == 3
+    err = capsys.readouterr().err
+    frames = [line for line in err.splitlines() if line.startswith("  File ")]
+    assert [f.rsplit(",", 1)[0].split("line ")[-1] for f in frames] == ["4", "3"]
+    assert all("v.py" in f for f in frames)
+    assert err.endswith("RuntimeError: shape '[2, 2]' is invalid for input of size 3\n")
+
+
+def test_error_raised_inside_the_capture_keeps_its_frames():
+    import io
+
+    import copyhunt.capture
+    from copyhunt.cli.tracing import print_user_traceback
+
+    # A function whose code claims to live in copyhunt/capture: an error raised there is copyhunt's
+    # own bug, so its frame must stay visible.
+    fake = os.path.join(os.path.dirname(copyhunt.capture.__file__), "fake_dispatch.py")
+    namespace: dict = {}
+    exec(compile("def boom():\n    raise RuntimeError('ours')\n", fake, "exec"), namespace)
+    try:
+        namespace["boom"]()
+    except RuntimeError as exc:
+        out = io.StringIO()
+        print_user_traceback(exc, out)
+    text = out.getvalue()
+    assert f'File "{fake}", line 2, in boom' in text and text.endswith("RuntimeError: ours\n")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import os
+import runpy
 import sys
 import traceback
 from pathlib import Path
@@ -149,25 +151,58 @@ def trace_target(
 
 
 def print_user_traceback(exc: BaseException, file: TextIO) -> None:
-    """The exception's traceback from the first frame of the user's program on (runner frames cut)."""
-    tb = exc.__traceback__
-    first = tb
-    while first is not None and _is_runner_frame(first.tb_frame.f_code.co_filename):
-        first = first.tb_next
-    traceback.print_exception(type(exc), exc, first if first is not None else tb, file=file)
+    """The exception's traceback as Python would show it without copyhunt in the way.
+
+    Cut: the runner's frames before the user's first frame (CLI, runpy, importlib) and, when an op
+    failed under the dispatch mode, the frames the tracer inserted between the user's call and the
+    op (torch's mode plumbing and copyhunt.capture). A failure raised inside copyhunt.capture itself
+    keeps every frame: that is our bug and must show where it is.
+    """
+    te = traceback.TracebackException(type(exc), exc, exc.__traceback__)
+    frames = list(te.stack)
+    start = 0
+    while start < len(frames) and _is_runner_frame(frames[start].filename):
+        start += 1
+    if start == len(frames):
+        start = 0
+    stop = len(frames)
+    capture = next((i for i in range(start, len(frames)) if _in_capture(frames[i].filename)), None)
+    if capture is not None and capture < len(frames) - 1:
+        stop = capture
+        while stop > start and _in_torch(frames[stop - 1].filename):
+            stop -= 1
+        if stop == start:
+            stop = len(frames)
+    te.stack = traceback.StackSummary.from_list(frames[start:stop])
+    file.write("".join(te.format()))
+
+
+def _in_capture(filename: str) -> bool:
+    """A frame of copyhunt's dispatch capture."""
+    return os.path.abspath(filename).startswith(_CAPTURE_DIR)
+
+
+def _in_torch(filename: str) -> bool:
+    """A frame of torch itself (the mode plumbing between the user's call and the op)."""
+    torch = sys.modules.get("torch")  # imported by then: the target ran under a hunt
+    torch_file = getattr(torch, "__file__", None)
+    if not torch_file:
+        return False
+    return os.path.abspath(filename).startswith(os.path.dirname(os.path.abspath(torch_file)) + os.sep)
 
 
 def _is_runner_frame(filename: str) -> bool:
     """Frames of copyhunt's own runner (CLI, targets, hunt facade), runpy and the import system."""
     if filename.startswith("<frozen importlib") or filename.startswith("<frozen runpy"):
         return True
-    if os.path.basename(filename) == "runpy.py" and filename.startswith(os.path.dirname(os.__file__)):
+    if os.path.abspath(filename) in _STDLIB_RUNNERS:
         return True
-    return os.path.abspath(filename) in _RUNNER_FILES or os.path.abspath(filename).startswith(_CAPTURE_DIR)
+    return os.path.abspath(filename) in _RUNNER_FILES
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CAPTURE_DIR = os.path.join(_PACKAGE_DIR, "capture") + os.sep
+_STDLIB_RUNNERS = frozenset(os.path.abspath(m.__file__ or "") for m in (runpy, importlib))
 _RUNNER_FILES = frozenset(
     os.path.join(_PACKAGE_DIR, *parts)
     for parts in (("targets.py",), ("hunt.py",), ("cli", "tracing.py"), ("cli", "trace_cmd.py"), ("cli", "gate_cmd.py"))
