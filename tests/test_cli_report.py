@@ -50,6 +50,8 @@ def test_report_renders_the_table(tmp_path, monkeypatch, capsys):
     assert "\x1b[" not in out  # piped: plain text
     # 4 KiB + 1 KiB = 5 KiB; device 3 + 1 = 4 us of 40 us GPU time = 10.0%.
     assert "2 copies, 5.0 KiB written" in out and "4.0 us in copies, 10.0% of 40.0 us GPU time" in out
+    # Only seq 1 (fresh-temporary, 4 KiB, 3 us) looks eliminable.
+    assert "eliminable   1 of 2 copies, 4.0 KiB, 3.0 us look eliminable" in out
     assert out.endswith("trace file: t.json\n")
 
 

@@ -16,6 +16,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from copyhunt.analysis import eliminable_summary
 from copyhunt.analysis.grouping import CopyGroup, group_copies, select_copies
 from copyhunt.records import CopyRecord, Trace, is_eliminable
 from copyhunt.report.units import human_bytes, percent, short_op, short_path, short_site
@@ -34,9 +35,6 @@ class _Totals:
     noop: int
     bytes: int
     device_us: float | None
-    eliminable: int
-    eliminable_bytes: int
-    eliminable_us: float | None
     judged: bool
 
 
@@ -54,7 +52,7 @@ def render_table(
     """Print header, table and footer for ``trace``; ``kinds`` / ``region`` narrow what is shown."""
     copies = select_copies(trace.copies, kinds=kinds, region=region)
     totals = _totals(copies)
-    console.print(_header(trace, totals, kinds, region, cwd))
+    console.print(_header(trace, copies, totals, kinds, region, cwd))
     groups = group_copies(copies, by=by)
     if not groups:
         console.print()
@@ -78,22 +76,22 @@ def render_table(
 def _totals(copies: Sequence[CopyRecord]) -> _Totals:
     """Totals over the selected copies."""
     timed = [c.device.time_us for c in copies if c.device is not None]
-    elim = [c for c in copies if is_eliminable(c.verdict)]
-    elim_timed = [c.device.time_us for c in elim if c.device is not None]
     return _Totals(
         copies=len(copies),
         noop=sum(1 for c in copies if c.noop),
         bytes=sum(c.bytes for c in copies if not c.noop),
         device_us=sum(timed) if timed else None,
-        eliminable=len(elim),
-        eliminable_bytes=sum(c.bytes for c in elim if not c.noop),
-        eliminable_us=sum(elim_timed) if elim_timed else None,
         judged=any(c.verdict is not None for c in copies),
     )
 
 
 def _header(
-    trace: Trace, totals: _Totals, kinds: Sequence[str] | None, region: str | None, cwd: str | None
+    trace: Trace,
+    selected: Sequence[CopyRecord],
+    totals: _Totals,
+    kinds: Sequence[str] | None,
+    region: str | None,
+    cwd: str | None,
 ) -> Table:
     """Key/value lines: target, device, copies and bytes, eliminable summary, status."""
     meta = trace.meta
@@ -118,10 +116,8 @@ def _header(
             gpu += f", {percent(totals.device_us, meta.gpu_time_us)} of {meta.gpu_time_us:,.1f} us GPU time"
         grid.add_row("device time", gpu)
     if totals.judged:
-        line = f"{totals.eliminable} of {totals.copies} copies, {human_bytes(totals.eliminable_bytes)}"
-        if totals.eliminable_us is not None:
-            line += f", {totals.eliminable_us:,.1f} us"
-        grid.add_row("eliminable", line + " look eliminable")
+        # One definition of "eliminable" for every output: the analysis' summary line.
+        grid.add_row("eliminable", eliminable_summary(trace.with_copies(selected)).line())
     filters = _filters_line(meta.filters, kinds, region)
     if filters:
         grid.add_row("filters", filters)
