@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from copyhunt.report.units import human_bytes  # one formatting of sizes across every report
+
 if TYPE_CHECKING:  # report sits beside gate: it renders gate's records, never calls it
     from copyhunt.analysis.diff import SiteKey, SiteStats
     from copyhunt.gate.check import GateResult, SiteTally, Violation
@@ -21,18 +23,6 @@ GATE_SCHEMA = "copyhunt.gate/1"
 FORMATS = ("text", "json", "github")
 #: GitHub shows at most 10 error annotations per step: list the worst sites only.
 MAX_ANNOTATED_SITES = 10
-
-
-def human_bytes(n: int) -> str:
-    """Binary units: 512 B, 1.5 KiB, 3.0 MiB."""
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024
-        if value < 1024 or unit == "TiB":
-            return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def source_line(file: str, line: int) -> str | None:
