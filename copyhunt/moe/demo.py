@@ -118,6 +118,10 @@ def run(mode: str, **overrides: object) -> torch.Tensor:
     x = make_input(config)
     with torch.no_grad():
         out = stack(x)
+    # The step is over: the scratch holds nothing anyone may read (the next step overwrites it
+    # first), so drop it. A trace of the step then records the workspace dying with the step,
+    # which is what lets the verdict analysis judge the last layer's finalize copy.
+    stack.workspace.release()
     if out.is_cuda:
         torch.cuda.synchronize()  # so a profiler sees the whole step inside the traced call
     return out

@@ -67,6 +67,11 @@ class WorkspaceManager:
         """One view of ``shape``/``dtype`` at offset 0 of the shared buffer (``flat[:M*K].view(M, K)``)."""
         return self.get_simultaneous((tuple(shape), dtype), device=device)[0]
 
+    def release(self) -> None:
+        """Drop the shared buffer (views still held keep it alive); the next request allocates anew."""
+        with self._lock:
+            self._buffer = None
+
     def _ensure(self, nbytes: int, device: torch.device) -> torch.Tensor:
         with self._lock:
             buf = self._buffer
