@@ -303,11 +303,11 @@ def test_moe_like_pair_result_copy_then_workspace_copy():
     assert (one.seq, two.seq) == (first, second)
     assert one.reason == "source (a fresh 16 B buffer #1 made by aten.experts at t.py:30) is read only by this copy, then freed (before #2)"
     assert two.reason == (
-        "source (16 B of the 64 B buffer #2) was just written by aten.copy_ at t.py:31, "
+        "source (16 B of the 64 B reused buffer #2) was just written by aten.copy_ at t.py:31, "
         "is read only by this copy, then overwritten by aten.copy_ at t.py:31"
     )
     assert two.suggestion == (
-        "pass this copy's destination to aten.copy_ at t.py:31 as its output instead of buffer #2 (output alias), "
+        "pass this copy's destination to aten.copy_ at t.py:31 as its output instead of the reused buffer #2 (output alias), "
         "so this copy can be skipped; that producer is itself a copy, so one op would do"
     )
     # The workspace copy is also a copy of a copy: both findings, strongest first.
@@ -577,3 +577,18 @@ def test_judged_trace_round_trips_through_the_file(tmp_path):
     assert doc["reason"].startswith("source (a fresh 16 B buffer #3")
     assert doc["suggestion"].startswith("let aten.mm at t.py:20")
     assert [f["verdict"] for f in doc["findings"]] == ["fresh-temporary"]
+
+
+def test_fresh_temporary_in_an_empty_buffer_filled_by_an_out_op():
+    # result = torch.empty(...); torch.sum(w, dim=0, out=result); dst.copy_(result): the buffer was
+    # allocated for this value (its allocation's bytes were never read), so it is a fresh buffer.
+    b = TraceBuilder()
+    b.storage(1, alive=False)
+    b.storage(2)
+    b.op("empty", writes=(1,), allocs=(1,), line=45)
+    b.op("sum", reads=(3,), writes=(1,), line=46)  # sum.IntList_out: a pure full overwrite
+    b.copy("copy_", 1, 2, line=47)
+    b.op("relu", reads=(2,), frees=(1,), line=48)
+    c = only(b.trace())
+    assert c.reason == "source (a fresh 16 B buffer #1 made by aten.sum at t.py:46) is read only by this copy, then freed (before #3)"
+    assert c.suggestion.startswith("let aten.sum at t.py:46 write straight into this copy's destination")

@@ -111,7 +111,7 @@ def fresh_temporary(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     if ctx.touched(dst, dst_rng, h.start - 1, copy.seq, ignore=ctx.allocated_by(dst)):
         return None
     producer = op_at(ctx, h.producer)
-    if h.allocated:
+    if h.allocated and ctx.writer_count(src) <= 1:
         made = f"a fresh {human_bytes(src_rng.nbytes)} buffer #{src} made by {op_at(ctx, h.start)}"
         if h.producer != h.start:
             made += f", last written by {producer}"
@@ -119,8 +119,11 @@ def fresh_temporary(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
         suggestion = f"let {producer} write straight into this copy's destination (destination passing: out=/output= or an in-place variant), then drop this copy"
     else:
         made = buffer(ctx, src, src_rng.nbytes)
+        name = f"buffer #{src}"
+        if ctx.writer_count(src) > 1:  # written again and again: a workspace, not a result buffer
+            made, name = made.replace("buffer #", "reused buffer #"), f"the reused buffer #{src}"
         reason = f"source ({made}) was just written by {producer}, is read only by this copy, then {_after(fate, ctx)}"
-        suggestion = f"pass this copy's destination to {producer} as its output instead of buffer #{src} (output alias), so this copy can be skipped"
+        suggestion = f"pass this copy's destination to {producer} as its output instead of {name} (output alias), so this copy can be skipped"
     if _src_dtype(copy) != copy.dtype:
         suggestion += f" (producing {copy.dtype.replace('torch.', '')} directly)"
     prod_op = ctx.op(h.producer)

@@ -78,7 +78,7 @@ class History(NamedTuple):
 
     producer: int | None  # last op that wrote the range before the copy
     start: int | None  # op that began the value: pure full overwrite or the allocation
-    allocated: bool  # the value began with the storage's allocation
+    allocated: bool  # the value began in a buffer allocated for it (nobody read the buffer before)
     writers: tuple[int, ...]  # every op that wrote the range in [start, producer], newest first
     contained: bool  # every such write stayed inside the range
     covering: bool  # the producer's dense writes cover the whole range
@@ -126,6 +126,7 @@ class TraceIndex:
             {k: tuple(e.seq for e in v) for k, v in self._timelines.items()}
         )
         self._ops: Mapping[int, OpRecord] = MappingProxyType(by_seq)
+        self._writers: Mapping[int, int] = MappingProxyType({k: _overwriters(v) for k, v in self._timelines.items()})
         copies: dict[int, CopyRecord] = {}
         for c in trace.copies:
             if c.origin == "dispatch":
@@ -146,6 +147,13 @@ class TraceIndex:
     def storage(self, storage: int) -> StorageInfo | None:
         """What the trace says about a storage (size, device, alive at the end)."""
         return self._storages.get(storage)
+
+    def writer_count(self, storage: int) -> int:
+        """How many ops (re)filled ``storage`` in the trace: wrote it without reading or allocating it.
+
+        2 or more marks a reused buffer (a workspace); an accumulator updated in place counts 0.
+        """
+        return self._writers.get(storage, 0)
 
     def alive_at_end(self, storage: int) -> bool:
         """True unless the trace says the storage was dead when the hunt ended (unknown = alive)."""
@@ -273,7 +281,10 @@ class TraceIndex:
                 contained = contained and all(Range(e.start, e.end).within(rng.start, rng.end) for e in writes)
                 full = _covers(writes, rng)
                 if alloc or (full and not reads):
-                    return History(producer, seq, alloc, tuple(writers), contained, covering, shared, False)
+                    # A full overwrite of a buffer nobody read since its allocation (``torch.empty``
+                    # then ``sum(out=)``) still makes a fresh buffer for this value.
+                    fresh = alloc or _unread_since_alloc(timeline, i, lowest, rng)
+                    return History(producer, seq, fresh, tuple(writers), contained, covering, shared, False)
             elif reads:
                 shared = True  # someone besides the copy reads this value (before or after its last write)
             elif alloc:
@@ -282,6 +293,26 @@ class TraceIndex:
                     return History(None, seq, True, (), True, False, False, False)
                 return History(producer, seq, True, tuple(writers), contained, covering, shared, False)
         return History(producer, None, False, tuple(writers), contained, covering, shared, True)
+
+
+def _overwriters(timeline: tuple[Event, ...]) -> int:
+    """Ops that write a storage without reading or allocating it in the same op."""
+    kinds: dict[int, set[int]] = {}
+    for ev in timeline:
+        kinds.setdefault(ev.seq, set()).add(ev.kind)
+    return sum(1 for k in kinds.values() if WRITE in k and READ not in k and ALLOC not in k)
+
+
+def _unread_since_alloc(timeline: tuple[Event, ...], i: int, lowest: int, rng: Range) -> bool:
+    """True when walking back from ``timeline[i]`` reaches the storage's allocation before any read of ``rng``."""
+    while i > lowest:
+        ev = timeline[i]
+        if ev.kind == ALLOC:
+            return True
+        if ev.kind in (READ, FREE) and rng.overlaps(ev.start, ev.end):
+            return False
+        i -= 1
+    return False
 
 
 def _subtract(live: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
