@@ -247,6 +247,14 @@ def test_bad_output_shape_is_a_config_error() -> None:
         TorchExperts().apply(*p.args(), output=torch.empty(4, K, dtype=p.x.dtype))
 
 
+def test_mismatched_dtypes_are_config_errors() -> None:
+    p = make_problem(37)
+    with pytest.raises(MoEConfigError, match="must share a dtype"):
+        TorchExperts().apply(p.x.float(), p.w13, p.w2, p.weights, p.ids)
+    with pytest.raises(MoEConfigError, match="topk_ids must be int32 or int64"):
+        TorchExperts().apply(p.x, p.w13, p.w2, p.weights, p.ids.float())
+
+
 def test_last_call_stats_are_per_thread() -> None:
     moe = ModularMoE(TorchExperts(), WorkspaceManager(), mode="fixed")
     p = make_problem(36)

@@ -39,6 +39,10 @@ def check_experts_inputs(
     N = two_n // 2
     if tuple(w2.shape) != (E, K, N):
         raise MoEConfigError(f"w2 must be [{E}, {K}, {N}] to match w13, got shape {tuple(w2.shape)}")
+    if w13.dtype != x.dtype or w2.dtype != x.dtype:
+        raise MoEConfigError(f"x, w13 and w2 must share a dtype; got {x.dtype}, {w13.dtype}, {w2.dtype}")
+    if topk_ids.dtype not in (torch.int32, torch.int64):
+        raise MoEConfigError(f"topk_ids must be int32 or int64, got {topk_ids.dtype}")
     if topk_ids.dim() != 2 or topk_ids.shape[0] != M:
         raise MoEConfigError(f"topk_ids must be [{M}, top_k], got shape {tuple(topk_ids.shape)}")
     if tuple(topk_weights.shape) != tuple(topk_ids.shape):
