@@ -43,6 +43,8 @@ CASES: dict[str, dict[str, Any]] = {
     "int64_ids": dict(M=9, E=4, N=32, K=64, top_k=2, dtype="float32", cfg=_SMALL, ids64=True),
     "strided_output": dict(M=11, E=4, N=32, K=64, top_k=2, dtype="float32", cfg=_SMALL, out_t=True),
     "block_m_32": dict(M=50, E=5, N=32, K=64, top_k=2, dtype="float32", cfg=(32, (32, 32, 1), (16, 32, 8))),
+    # 300 x 8 = 2400 pairs > one 2048-pair chunk: the two-launch align path (count table + scatter).
+    "multi_chunk": dict(M=300, E=8, N=32, K=64, top_k=8, dtype="float32", cfg=(32, (32, 64, 4), (64, 64, 4))),
 }
 
 
@@ -101,6 +103,38 @@ def _align_exact() -> dict[str, Any]:
     }
 
 
+def _align_invariants(seed: int) -> dict[str, Any]:
+    """Random routing over 3 chunks (6000 pairs) with an expert map: check the layout's invariants."""
+    import torch
+
+    from copyhunt.moe.align import align_block_size
+
+    g = torch.Generator().manual_seed(seed)
+    M, top_k, e_global, e_local, bm = 750, 8, 24, 16, 16
+    ids = torch.stack([torch.randperm(e_global, generator=g)[:top_k] for _ in range(M)]).to(torch.int32)
+    emap = torch.full((e_global,), -1, dtype=torch.int32)
+    emap[torch.randperm(e_global, generator=g)[:e_local]] = torch.arange(e_local, dtype=torch.int32)
+    al = align_block_size(ids, e_local, bm, emap)
+    local = emap.long()[ids.long()].reshape(-1)
+    numel = M * top_k
+    counts = torch.bincount(local[local >= 0], minlength=e_local)
+    expect_padded = int(((counts + bm - 1) // bm * bm).sum())
+    npp = int(al.num_padded[0])
+    s = al.sorted_ids[:npp].long()
+    real = s[s < numel]
+    homogeneous = all(
+        bool((local[s[b * bm:(b + 1) * bm][s[b * bm:(b + 1) * bm] < numel]] == int(al.expert_ids[b])).all())
+        for b in range(npp // bm)
+    )
+    return {
+        "num_padded": npp,
+        "expect_padded": expect_padded,
+        "each_local_pair_once": sorted(real.tolist()) == torch.nonzero(local >= 0).reshape(-1).tolist(),
+        "blocks_homogeneous": homogeneous,
+        "tail_is_sentinel": bool((al.sorted_ids[npp:] == numel).all()),
+    }
+
+
 def _worker() -> None:
     """Child process entry: run every case, print one JSON line."""
     results: dict[str, Any] = {}
@@ -113,6 +147,10 @@ def _worker() -> None:
         results["align_exact"] = _align_exact()
     except Exception as exc:
         results["align_exact"] = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        results["align_invariants"] = _align_invariants(seed=7)
+    except Exception as exc:
+        results["align_invariants"] = {"error": f"{type(exc).__name__}: {exc}"}
     print("RESULTS " + json.dumps(results))
 
 
@@ -154,6 +192,16 @@ def test_align_exact_layout(results: dict[str, Any]) -> None:
     assert r["blocks"][0] == [0, 4] + [6] * 14
     assert r["blocks"][1] == [1, 2, 5] + [6] * 13
     assert r["blocks"][2] == [3] + [6] * 15
+
+
+@pytest.mark.triton_interpret
+def test_align_invariants_multi_chunk_with_expert_map(results: dict[str, Any]) -> None:
+    r = results["align_invariants"]
+    assert "error" not in r, r.get("error")
+    assert r["num_padded"] == r["expect_padded"]  # sum over local experts of ceil(count / 16) * 16
+    assert r["each_local_pair_once"]
+    assert r["blocks_homogeneous"]
+    assert r["tail_is_sentinel"]
 
 
 if __name__ == "__main__":

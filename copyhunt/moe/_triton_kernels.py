@@ -38,7 +38,7 @@ def _local_expert(
     return tl.where(ok, e, 0), ok
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["numel"])
 def _align_count_kernel(
     ids_ptr, map_ptr, table_ptr,
     numel, top_k, stride_im, stride_ik, num_experts,
@@ -52,23 +52,33 @@ def _align_count_kernel(
     tl.store(table_ptr + p * E_PAD + tl.arange(0, E_PAD), hist)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["numel", "num_chunks", "max_blocks"])
 def _align_scatter_kernel(
     ids_ptr, map_ptr, table_ptr, cursor_ptr, sorted_ptr, expert_ids_ptr, npp_ptr,
     numel, top_k, stride_im, stride_ik, num_experts, num_chunks, max_blocks,
     HAS_MAP: tl.constexpr, CHUNK: tl.constexpr, E_PAD: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCKS_PER_ITER: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCKS_PER_ITER: tl.constexpr, SINGLE: tl.constexpr,
 ):
-    """Positions of chunk p's pairs, plus a share of the per-block expert ids and padding slots."""
+    """Positions of chunk p's pairs, plus a share of the per-block expert ids and padding slots.
+
+    ``SINGLE`` (one chunk holds every pair, the decode case): the histogram is taken here and the
+    count kernel is not launched, saving a launch where launches dominate.
+    """
     p = tl.program_id(0)
     ev = tl.arange(0, E_PAD)
-    total = tl.zeros([E_PAD], dtype=tl.int32)
-    before = tl.zeros([E_PAD], dtype=tl.int32)
-    # Every program re-derives the totals from the small count table: no inter-program dependency.
-    for q in range(0, num_chunks):
-        h = tl.load(table_ptr + q * E_PAD + ev)
-        total += h
-        before += tl.where(q < p, h, 0)
+    offs = p * CHUNK + tl.arange(0, CHUNK)
+    e, ok = _local_expert(ids_ptr, map_ptr, offs, numel, top_k, stride_im, stride_ik, num_experts, HAS_MAP)
+    if SINGLE:
+        total = tl.histogram(e, E_PAD, mask=ok)
+        before = tl.zeros([E_PAD], dtype=tl.int32)
+    else:
+        total = tl.zeros([E_PAD], dtype=tl.int32)
+        before = tl.zeros([E_PAD], dtype=tl.int32)
+        # Every program re-derives the totals from the small count table: no inter-program dependency.
+        for q in range(0, num_chunks):
+            h = tl.load(table_ptr + q * E_PAD + ev)
+            total += h
+            before += tl.where(q < p, h, 0)
     padded = (total + BLOCK_M - 1) // BLOCK_M * BLOCK_M
     end = tl.cumsum(padded, axis=0)
     start = end - padded
@@ -77,8 +87,6 @@ def _align_scatter_kernel(
     cur = cursor_ptr + p * E_PAD
     tl.store(cur + ev, start + before)
     tl.debug_barrier()
-    offs = p * CHUNK + tl.arange(0, CHUNK)
-    e, ok = _local_expert(ids_ptr, map_ptr, offs, numel, top_k, stride_im, stride_ik, num_experts, HAS_MAP)
     pos = tl.atomic_add(cur + e, 1, mask=ok)
     tl.store(sorted_ptr + pos, offs, mask=ok)
 
@@ -114,7 +122,7 @@ def _swizzle(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
     return pid_m, pid_n
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["numel", "num_pid_m"])
 def _gemm1_silu_kernel(
     x_ptr, w13_ptr, act_ptr, sorted_ptr, expert_ids_ptr, npp_ptr,
     numel, N, K, top_k, num_pid_m,
@@ -163,7 +171,7 @@ def _gemm1_silu_kernel(
     tl.store(out_ptrs, act.to(act_ptr.dtype.element_ty), mask=n_ok[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["numel", "num_pid_m"])
 def _gemm2_kernel(
     act_ptr, w2_ptr, y_ptr, sorted_ptr, expert_ids_ptr, npp_ptr, tw_ptr,
     numel, N, K, top_k, num_pid_m,

@@ -14,7 +14,7 @@ import torch
 # Pairs per program of the two align kernels. 256 keeps every lane of a 4-warp program busy in the
 # histogram; 2048 caps the per-program cursor-table scan at 64 chunks for 16384 tokens x top-8.
 _MIN_CHUNK = 256
-_MAX_CHUNK = 2048
+_MAX_CHUNK = 2048  # numel <= 2048 (M <= 256 at top-8): one chunk, one launch
 _BLOCKS_PER_ITER = 16
 
 
@@ -39,6 +39,7 @@ class Alignment:
     max_blocks: int
     block_m: int
     numel: int
+    top_k: int
 
 
 def max_padded_blocks(numel: int, num_experts: int, block_m: int) -> int:
@@ -56,6 +57,7 @@ def align_block_size(
     """Sort the pairs of ``topk_ids`` [M, top_k] by local expert, padded per expert to ``block_m``.
 
     Pairs whose expert maps to -1 in ``expert_map`` (another rank's) are left out entirely.
+    One launch when every pair fits one chunk (decode), two otherwise.
     """
     from copyhunt.moe import _triton_kernels as kern
 
@@ -74,13 +76,15 @@ def align_block_size(
     has_map = expert_map is not None
     map_arg = expert_map if has_map else topk_ids  # never read when HAS_MAP is False
     common = (numel, top_k, topk_ids.stride(0), topk_ids.stride(1), num_experts)
-    kern._align_count_kernel[(num_chunks,)](
-        topk_ids, map_arg, table, *common, HAS_MAP=has_map, CHUNK=chunk, E_PAD=e_pad, num_warps=4
-    )
+    single = num_chunks == 1
+    if not single:
+        kern._align_count_kernel[(num_chunks,)](
+            topk_ids, map_arg, table, *common, HAS_MAP=has_map, CHUNK=chunk, E_PAD=e_pad, num_warps=4
+        )
     kern._align_scatter_kernel[(num_chunks,)](
         topk_ids, map_arg, table, cursor, sorted_ids, expert_ids, num_padded,
         *common, num_chunks, max_blocks,
         HAS_MAP=has_map, CHUNK=chunk, E_PAD=e_pad, BLOCK_M=block_m,
-        BLOCKS_PER_ITER=_BLOCKS_PER_ITER, num_warps=4,
+        BLOCKS_PER_ITER=_BLOCKS_PER_ITER, SINGLE=single, num_warps=4,
     )
-    return Alignment(sorted_ids, expert_ids, num_padded, max_blocks, block_m, numel)
+    return Alignment(sorted_ids, expert_ids, num_padded, max_blocks, block_m, numel, top_k)

@@ -20,6 +20,9 @@ from typing import Any
 
 import torch
 
+from copyhunt.moe.align import Alignment, align_block_size
+from copyhunt.moe.errors import MoEConfigError
+
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
@@ -41,11 +44,11 @@ class GemmConfig:
         for name in ("block_n", "block_k", "num_warps"):
             value = getattr(self, name)
             if not _is_pow2(value):
-                raise ValueError(f"GemmConfig.{name}={value}: must be a power of two")
+                raise MoEConfigError(f"GemmConfig.{name}={value}: must be a power of two")
         if self.block_n < 16 or self.block_k < 16:
-            raise ValueError(f"GemmConfig block_n={self.block_n}, block_k={self.block_k}: tl.dot needs >= 16")
+            raise MoEConfigError(f"GemmConfig block_n={self.block_n}, block_k={self.block_k}: tl.dot needs >= 16")
         if self.group_m < 1 or self.num_stages < 1:
-            raise ValueError(f"GemmConfig group_m={self.group_m}, num_stages={self.num_stages}: must be >= 1")
+            raise MoEConfigError(f"GemmConfig group_m={self.group_m}, num_stages={self.num_stages}: must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,9 @@ class MoEConfig:
 
     def __post_init__(self) -> None:
         if not _is_pow2(self.block_m) or self.block_m < 16:
-            raise ValueError(f"MoEConfig.block_m={self.block_m}: must be a power of two >= 16")
+            raise MoEConfigError(f"MoEConfig.block_m={self.block_m}: must be a power of two >= 16")
         if not _is_pow2(self.reduce_block):
-            raise ValueError(f"MoEConfig.reduce_block={self.reduce_block}: must be a power of two")
+            raise MoEConfigError(f"MoEConfig.reduce_block={self.reduce_block}: must be a power of two")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form, as stored in the config tables."""
@@ -122,39 +125,95 @@ def _check_inputs(
     expert_map: torch.Tensor | None,
     output: torch.Tensor | None,
 ) -> None:
-    """Raise ValueError naming the first bad argument (shapes, dtypes, devices, unit inner strides)."""
+    """Raise MoEConfigError naming the first bad argument (shapes, dtypes, devices, unit inner strides)."""
     if x.dim() != 2 or w13.dim() != 3 or w2.dim() != 3:
-        raise ValueError(f"x must be [M, K], w13 [E, 2N, K], w2 [E, K, N]; got {tuple(x.shape)}, "
+        raise MoEConfigError(f"x must be [M, K], w13 [E, 2N, K], w2 [E, K, N]; got {tuple(x.shape)}, "
                          f"{tuple(w13.shape)}, {tuple(w2.shape)}")
     M, K = x.shape
     E, two_n, k13 = w13.shape
     if two_n % 2 or k13 != K or tuple(w2.shape) != (E, K, two_n // 2):
-        raise ValueError(f"w13 {tuple(w13.shape)} / w2 {tuple(w2.shape)} do not match x [M={M}, K={K}]")
+        raise MoEConfigError(f"w13 {tuple(w13.shape)} / w2 {tuple(w2.shape)} do not match x [M={M}, K={K}]")
     if x.dtype not in _FLOAT_DTYPES or w13.dtype != x.dtype or w2.dtype != x.dtype:
-        raise ValueError(f"x, w13, w2 must share one of {_FLOAT_DTYPES}; got {x.dtype}, {w13.dtype}, {w2.dtype}")
+        raise MoEConfigError(f"x, w13, w2 must share one of {_FLOAT_DTYPES}; got {x.dtype}, {w13.dtype}, {w2.dtype}")
     if topk_ids.dim() != 2 or topk_ids.shape[0] != M or tuple(topk_weights.shape) != tuple(topk_ids.shape):
-        raise ValueError(f"topk_ids {tuple(topk_ids.shape)} and topk_weights {tuple(topk_weights.shape)} "
+        raise MoEConfigError(f"topk_ids {tuple(topk_ids.shape)} and topk_weights {tuple(topk_weights.shape)} "
                          f"must both be [M={M}, top_k]")
     if topk_ids.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"topk_ids must be int32 or int64, got {topk_ids.dtype}")
+        raise MoEConfigError(f"topk_ids must be int32 or int64, got {topk_ids.dtype}")
     # The kernels step along K and N with unit stride; gather/scatter strides are passed explicitly.
     if w13.stride(2) != 1 or w2.stride(2) != 1:
-        raise ValueError("w13 and w2 must have a contiguous last dimension")
+        raise MoEConfigError("w13 and w2 must have a contiguous last dimension")
     tensors = [x, w13, w2, topk_weights, topk_ids]
     if expert_map is not None:
         if expert_map.dim() != 1 or expert_map.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"expert_map must be a 1-D int32/int64 tensor, got {expert_map.dtype} "
+            raise MoEConfigError(f"expert_map must be a 1-D int32/int64 tensor, got {expert_map.dtype} "
                              f"{tuple(expert_map.shape)}")
         if not expert_map.is_contiguous():
-            raise ValueError("expert_map must be contiguous")
+            raise MoEConfigError("expert_map must be contiguous")
         tensors.append(expert_map)
     if output is not None:
         if tuple(output.shape) != (M, K) or output.dtype != x.dtype:
-            raise ValueError(f"output must be [{M}, {K}] {x.dtype}; got {tuple(output.shape)} {output.dtype}")
+            raise MoEConfigError(f"output must be [{M}, {K}] {x.dtype}; got {tuple(output.shape)} {output.dtype}")
         tensors.append(output)
     devices = {t.device for t in tensors}
     if len(devices) != 1:
-        raise ValueError(f"all tensors must be on one device; got {sorted(str(d) for d in devices)}")
+        raise MoEConfigError(f"all tensors must be on one device; got {sorted(str(d) for d in devices)}")
+
+
+def run_gemm1(x: torch.Tensor, w13: torch.Tensor, al: Alignment, g: GemmConfig) -> torch.Tensor:
+    """act [max_blocks * BLOCK_M, N] = silu(x @ gate.T) * (x @ up.T), rows in aligned order."""
+    from copyhunt.moe import _triton_kernels as kern
+
+    K = x.shape[1]
+    N = w13.shape[1] // 2
+    bm = al.block_m
+    act = torch.empty(al.max_blocks * bm, N, dtype=x.dtype, device=x.device)
+    grid = (al.max_blocks * -(-N // g.block_n),)
+    kern._gemm1_silu_kernel[grid](
+        x, w13, act, al.sorted_ids, al.expert_ids, al.num_padded,
+        al.numel, N, K, al.top_k, al.max_blocks,
+        x.stride(0), x.stride(1), w13.stride(0), w13.stride(1), w13.stride(2), act.stride(0),
+        BLOCK_M=bm, BLOCK_N=g.block_n, BLOCK_K=g.block_k, GROUP_M=g.group_m,
+        EVEN_K=K % g.block_k == 0, num_warps=g.num_warps, num_stages=g.num_stages,
+    )
+    return act
+
+
+def run_gemm2(act: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor, al: Alignment, g: GemmConfig) -> torch.Tensor:
+    """y [M * top_k, K] = routing weight x act @ w2[e].T, rows by pair index (other ranks' rows unwritten)."""
+    from copyhunt.moe import _triton_kernels as kern
+
+    _, K, N = w2.shape
+    y = torch.empty(al.numel, K, dtype=act.dtype, device=act.device)
+    grid = (al.max_blocks * -(-K // g.block_n),)
+    kern._gemm2_kernel[grid](
+        act, w2, y, al.sorted_ids, al.expert_ids, al.num_padded, topk_weights,
+        al.numel, N, K, al.top_k, al.max_blocks,
+        act.stride(0), w2.stride(0), w2.stride(1), w2.stride(2), y.stride(0),
+        topk_weights.stride(0), topk_weights.stride(1),
+        BLOCK_M=al.block_m, BLOCK_N=g.block_n, BLOCK_K=g.block_k, GROUP_M=g.group_m,
+        EVEN_K=N % g.block_k == 0, num_warps=g.num_warps, num_stages=g.num_stages,
+    )
+    return y
+
+
+def run_topk_sum(
+    y: torch.Tensor, out: torch.Tensor, topk_ids: torch.Tensor, expert_map: torch.Tensor | None,
+    num_experts: int, block: int = 1024,
+) -> torch.Tensor:
+    """out[m] = sum_j y[m * top_k + j] (fp32, fixed order; other ranks' pairs add 0); fully overwrites ``out``."""
+    from copyhunt.moe import _triton_kernels as kern
+
+    M, K = out.shape
+    top_k = topk_ids.shape[1]
+    has_map = expert_map is not None
+    rb = min(block, max(16, 1 << (K - 1).bit_length()))
+    kern._topk_sum_kernel[(M, -(-K // rb))](
+        y, out, topk_ids, expert_map if has_map else topk_ids,
+        K, top_k, num_experts, y.stride(0), out.stride(0), out.stride(1), topk_ids.stride(0), topk_ids.stride(1),
+        HAS_MAP=has_map, BLOCK_K=rb, num_warps=4,
+    )
+    return out
 
 
 def triton_moe_experts(
@@ -171,48 +230,18 @@ def triton_moe_experts(
     """``sum_j topk_weights[:, j] * expert_{topk_ids[:, j]}(x)`` by the Triton kernels; written into
     ``output`` (fully overwritten, returned) when given, else into a new tensor."""
     _check_inputs(x, w13, w2, topk_weights, topk_ids, expert_map, output)
-    from copyhunt.moe import _triton_kernels as kern
-    from copyhunt.moe.align import align_block_size
 
     M, K = x.shape
     E, two_n, _ = w13.shape
-    N = two_n // 2
     top_k = topk_ids.shape[1]
     out = output if output is not None else torch.empty(M, K, dtype=x.dtype, device=x.device)
     if M == 0:
         return out
-    cfg = config or pick_config(M, E, N, K, top_k)
-    bm, g1, g2 = cfg.block_m, cfg.gemm1, cfg.gemm2
-    al = align_block_size(topk_ids, E, bm, expert_map)
-    numel = al.numel
-    act = torch.empty(al.max_blocks * bm, N, dtype=x.dtype, device=x.device)
-    y = torch.empty(numel, K, dtype=x.dtype, device=x.device)
-
-    grid1 = (al.max_blocks * -(-N // g1.block_n),)
-    kern._gemm1_silu_kernel[grid1](
-        x, w13, act, al.sorted_ids, al.expert_ids, al.num_padded,
-        numel, N, K, top_k, al.max_blocks,
-        x.stride(0), x.stride(1), w13.stride(0), w13.stride(1), w13.stride(2), act.stride(0),
-        BLOCK_M=bm, BLOCK_N=g1.block_n, BLOCK_K=g1.block_k, GROUP_M=g1.group_m,
-        EVEN_K=K % g1.block_k == 0, num_warps=g1.num_warps, num_stages=g1.num_stages,
-    )
-    grid2 = (al.max_blocks * -(-K // g2.block_n),)
-    kern._gemm2_kernel[grid2](
-        act, w2, y, al.sorted_ids, al.expert_ids, al.num_padded, topk_weights,
-        numel, N, K, top_k, al.max_blocks,
-        act.stride(0), w2.stride(0), w2.stride(1), w2.stride(2), y.stride(0),
-        topk_weights.stride(0), topk_weights.stride(1),
-        BLOCK_M=bm, BLOCK_N=g2.block_n, BLOCK_K=g2.block_k, GROUP_M=g2.group_m,
-        EVEN_K=N % g2.block_k == 0, num_warps=g2.num_warps, num_stages=g2.num_stages,
-    )
-    has_map = expert_map is not None
-    rb = min(cfg.reduce_block, max(16, 1 << (K - 1).bit_length()))
-    kern._topk_sum_kernel[(M, -(-K // rb))](
-        y, out, topk_ids, expert_map if has_map else topk_ids,
-        K, top_k, E, y.stride(0), out.stride(0), out.stride(1), topk_ids.stride(0), topk_ids.stride(1),
-        HAS_MAP=has_map, BLOCK_K=rb, num_warps=4,
-    )
-    return out
+    cfg = config or pick_config(M, E, two_n // 2, K, top_k)
+    al = align_block_size(topk_ids, E, cfg.block_m, expert_map)
+    act = run_gemm1(x, w13, al, cfg.gemm1)
+    y = run_gemm2(act, w2, topk_weights, al, cfg.gemm2)
+    return run_topk_sum(y, out, topk_ids, expert_map, E, cfg.reduce_block)
 
 
 class TritonExperts:
