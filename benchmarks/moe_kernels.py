@@ -37,15 +37,15 @@ TUNE_PRESET = "minimax-m2.5-tp4"
 # Small M is weight-bandwidth bound: narrow N tiles give enough programs to cover 132 SMs, long K
 # tiles keep many bytes in flight. Large M is matmul bound: big tiles, 8 warps.
 G1: dict[int, list[tuple[int, ...]]] = {
-    16: [(16, 256, 1, 4, 3), (32, 128, 1, 4, 4), (32, 256, 1, 4, 3), (64, 128, 1, 4, 3)],
+    16: [(16, 256, 1, 4, 3), (32, 128, 1, 4, 4), (32, 256, 1, 4, 3), (64, 128, 1, 4, 3), (16, 128, 1, 2, 5)],
     32: [(64, 64, 4, 4, 4), (64, 128, 4, 4, 3)],
     64: [(64, 64, 8, 4, 4), (128, 64, 8, 8, 3), (64, 128, 8, 4, 3)],
-    128: [(64, 64, 8, 8, 4), (128, 64, 8, 8, 3), (64, 64, 8, 4, 4)],
+    128: [(64, 64, 8, 8, 4), (128, 64, 8, 8, 3), (64, 64, 8, 4, 4), (128, 64, 8, 8, 4)],
 }
 G2: dict[int, list[tuple[int, ...]]] = {
     16: [(32, 128, 1, 4, 3), (64, 128, 1, 4, 3), (128, 64, 1, 4, 4)],
     32: [(64, 128, 4, 4, 3), (128, 64, 4, 4, 4)],
-    64: [(128, 64, 8, 4, 4), (128, 64, 8, 8, 3), (64, 128, 8, 4, 3)],
+    64: [(128, 64, 8, 4, 4), (128, 64, 8, 8, 3), (64, 128, 8, 4, 3), (256, 64, 8, 8, 3)],
     128: [(128, 64, 8, 8, 3), (256, 64, 8, 8, 3), (128, 128, 8, 8, 3)],
 }
 BM_FOR_M = {1: [16], 8: [16], 64: [16, 32], 256: [16, 32], 1024: [32, 64], 4096: [64, 128], 16384: [64, 128]}
@@ -311,6 +311,17 @@ def bench_m(W: dict[str, Any], M: int, cfg: MoEConfig | None, ceilings: dict[str
         except Exception as exc:
             row[impl] = {"error": f"{type(exc).__name__}: {exc}"[:400]}
         torch.cuda.empty_cache()
+    if cfg is not None:  # where the Triton time goes: align and the top-k sum alone
+        from copyhunt.moe.align import align_block_size
+        from copyhunt.moe.triton_experts import run_topk_sum
+
+        E = p.local_experts
+        row["triton_align"] = time_graph([lambda s=s: align_block_size(s.topk_ids, E, cfg.block_m, W["expert_map"])
+                                          for s in sets])
+        ys = [torch.randn(M * p.top_k, p.hidden, device="cuda").to(torch.bfloat16) for _ in sets]
+        row["triton_topk_sum"] = time_graph([lambda s=s, y=y, o=o: run_topk_sum(y, o, s.topk_ids, W["expert_map"], E)
+                                             for s, y, o in zip(sets, ys, outs)])
+        del ys
     if with_reference:
         row["reference_eager"] = time_eager(lambda: run_reference(W, sets[0]), reps=3 if M >= 4096 else 5)
     log(f"bench M={M}: " + json.dumps({k: v for k, v in row.items()}, default=str)[:600])
@@ -428,7 +439,7 @@ def precompile(workers: int, log: Callable[[str], None]) -> None:
 def summary_table(rows: list[dict[str, Any]], ceilings: dict[str, float]) -> str:
     """Fixed-width table: per M the three timings and the Triton kernel's share of each floor."""
     hdr = (f"{'M':>6} {'triton us':>10} {'grouped us':>10} {'loop(eager) us':>14} {'bw floor':>9} "
-           f"{'mm floor':>9} {'%bw':>6} {'%mm':>6} {'tri/grp':>7} {'err':>8}")
+           f"{'mm floor':>9} {'%bw':>6} {'%mm':>6} {'tri/grp':>7} {'err':>8} {'align':>6} {'sum':>6}")
     lines = [hdr]
     for r in rows:
         tri = r.get("triton", {}).get("median_us", float("nan"))
@@ -437,7 +448,9 @@ def summary_table(rows: list[dict[str, Any]], ceilings: dict[str, float]) -> str
         lines.append(
             f"{r['M']:>6} {tri:>10.1f} {grp:>10.1f} {ref:>14.1f} {r['bw_floor_us']:>9.1f} {r['mm_floor_us']:>9.1f} "
             f"{100 * r['bw_floor_us'] / tri:>5.0f}% {100 * r['mm_floor_us'] / tri:>5.0f}% {tri / grp:>7.2f} "
-            f"{r.get('triton', {}).get('rel_err', float('nan')):>8.1e}")
+            f"{r.get('triton', {}).get('rel_err', float('nan')):>8.1e} "
+            f"{r.get('triton_align', {}).get('median_us', float('nan')):>6.1f} "
+            f"{r.get('triton_topk_sum', {}).get('median_us', float('nan')):>6.1f}")
     lines.append(f"ceilings: copy {ceilings['copy_bytes_per_s'] / 1e12:.2f} TB/s (read+write), "
                  f"bf16 matmul {ceilings['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s")
     return "\n".join(lines)
