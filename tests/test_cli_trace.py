@@ -256,3 +256,15 @@ def test_error_raised_inside_the_capture_keeps_its_frames():
         print_user_traceback(exc, out)
     text = out.getvalue()
     assert f'File "{fake}", line 2, in boom' in text and text.endswith("RuntimeError: ours\n")
+
+
+def test_bundled_demo_is_attributed_to_its_own_files():
+    # Attribution skips copyhunt's files by default; the bundled MoE demo is the user's code here.
+    # (Running the demo itself is left to the MoE and gate tests: this suite keeps to tiny targets.)
+    from copyhunt.cli.tracing import bundled_focus
+    from copyhunt.targets import parse_target
+
+    assert bundled_focus(parse_target(None)) == ("*/copyhunt/moe/*",)
+    assert bundled_focus(parse_target(None, "copyhunt.moe.demo")) == ("*/copyhunt/moe/*",)
+    assert bundled_focus(parse_target("copyhunt.moebius:f")) == ()
+    assert bundled_focus(parse_target("chtrace.work:run")) == ()
