@@ -247,6 +247,15 @@ def test_bad_output_shape_is_a_config_error() -> None:
         TorchExperts().apply(*p.args(), output=torch.empty(4, K, dtype=p.x.dtype))
 
 
+def test_modular_kernel_checks_shapes() -> None:
+    p = make_problem(38)
+    moe = ModularMoE(TorchExperts(), WorkspaceManager(), mode="baseline")
+    with pytest.raises(MoEConfigError, match="x must be \\[tokens, hidden\\]"):
+        moe.apply(p.x.unsqueeze(0), p.w13, p.w2, p.weights, p.ids)
+    with pytest.raises(MoEConfigError, match=r"output must have the input's shape \(5, 64\)"):
+        moe.apply(*p.args(), output=torch.empty(5, 32, dtype=p.x.dtype))
+
+
 def test_mismatched_dtypes_are_config_errors() -> None:
     p = make_problem(37)
     with pytest.raises(MoEConfigError, match="must share a dtype"):

@@ -71,7 +71,10 @@ def import_aiter_fused_moe() -> ModuleType:
         raise BackendUnavailableError(
             f"MoE backend 'aiter' needs a ROCm build of torch; this torch {torch.__version__} is not one"
         )
-    module = importlib.import_module("aiter.fused_moe")
+    try:
+        module = importlib.import_module("aiter.fused_moe")
+    except ImportError as exc:  # AMD's package, but broken here (missing JIT build, wrong ROCm...)
+        raise BackendUnavailableError(f"MoE backend 'aiter': importing aiter.fused_moe failed: {exc}") from exc
     if not callable(getattr(module, "fused_moe", None)):
         raise AiterImpostorError(f"aiter.fused_moe ({module.__file__}) has no fused_moe function. {_NOT_AMD}")
     return module

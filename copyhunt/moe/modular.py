@@ -133,6 +133,10 @@ class ModularMoE:
         output: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Return the MoE result in ``output`` (allocated with ``empty_like(x)`` when not given)."""
+        if x.dim() != 2:
+            raise MoEConfigError(f"x must be [tokens, hidden], got shape {tuple(x.shape)}")
+        if output is not None and tuple(output.shape) != tuple(x.shape):
+            raise MoEConfigError(f"output must have the input's shape {tuple(x.shape)}, got {tuple(output.shape)}")
         with record_function(f"moe.modular.{self.mode}"):
             if output is None:
                 output = torch.empty_like(x)  # the persistent result, fresh every layer (vLLM 0.19)
