@@ -3,7 +3,7 @@
 Run on the device machine: ``python -m pytest -q tests/test_moe_gpu.py`` (torch 2.11 + triton 3.6).
 - both paths x the GPU backends against the float32-accumulating reference (bf16 tolerance of METHOD.md),
   fresh random inputs, output poisoned before each run;
-- CUDA-graph capture then replay with NEW inputs equals eager, for both paths;
+- CUDA-graph capture then replay with NEW inputs equals eager (to 1e-3), for both paths;
 - baseline and fixed agree bit for bit; the demo's copies on the GPU are exactly 2 per layer / 0.
 """
 
@@ -89,13 +89,19 @@ def test_cuda_graph_replay_with_new_inputs_equals_eager(mode: str) -> None:
         with torch.cuda.graph(graph):
             static_out = stack(static_x)
         assert stack.workspace.grow_count == grows  # no allocation of the shared buffer under capture
+        previous = static_out.clone()
         for seed in (8, 9, 10):
             new_x = _x(8, 3072, seed)
             static_x.copy_(new_x)
             graph.replay()
             eager = stack(new_x)
             torch.cuda.synchronize()
-            assert torch.equal(static_out, eager), f"replay differs from eager: {rel_error(static_out, eager):.2e}"
+            # Same kernels on new data: a stale input or an unwritten output gives an error ~1. The bound
+            # is not 0 because cuBLAS may pick another algorithm for the router GEMM under capture.
+            err = rel_error(static_out, eager)
+            assert err < 1e-3, f"replay differs from eager: {err:.2e}"
+            assert not torch.equal(static_out, previous)  # the replay really saw the new input
+            previous = static_out.clone()
 
 
 def test_demo_copies_on_gpu() -> None:
