@@ -592,3 +592,56 @@ def test_fresh_temporary_in_an_empty_buffer_filled_by_an_out_op():
     c = only(b.trace())
     assert c.reason == "source (a fresh 16 B buffer #1 made by aten.sum at t.py:46) is read only by this copy, then freed (before #3)"
     assert c.suggestion.startswith("let aten.sum at t.py:46 write straight into this copy's destination")
+
+
+def test_fresh_temporary_filled_outside_the_dispatcher():
+    # result = torch.empty(...); a raw Triton kernel fills it (invisible); dst.copy_(result)
+    b = TraceBuilder()
+    b.storage(1, alive=False)
+    b.storage(2)
+    b.op("empty", writes=(1,), allocs=(1,), line=44)
+    b.copy("copy_", 1, 2, line=47)
+    b.op("relu", reads=(2,), frees=(1,), line=48)
+    c = only(b.trace())
+    assert c.verdict == "fresh-temporary"
+    assert c.reason == (
+        "source (a 16 B buffer #1 allocated by aten.empty at t.py:44 and filled outside PyTorch's dispatcher) "
+        "is read only by this copy, then freed (before #2)"
+    )
+    assert c.suggestion == (
+        "hand this copy's destination to the code that allocates the source (aten.empty at t.py:44) and fills it "
+        "(destination passing: out=/output=), then drop this copy"
+    )
+
+
+def test_needed_broadcast_copy_of_a_fresh_temporary():
+    # out (16 B = 4 floats).copy_(t) with t a 1-element (4 B) fresh tensor: out holds t four times.
+    b = TraceBuilder()
+    b.storage(1, nbytes=4, alive=False)
+    b.storage(2)
+    b.op("sum", reads=(3,), writes=(1,), allocs=(1,), line=20)
+    b.copy("copy_", 1, 2, line=21)
+    b.op("relu", reads=(2,), frees=(1,), line=22)
+    assert verdicts(b.trace()) == ["needed"]
+
+
+def test_needed_indexed_write_of_a_fresh_temporary():
+    # x[idx] = a * 2: the product cannot be written straight into scattered rows.
+    b = TraceBuilder()
+    b.storage(1, alive=False)
+    b.storage(2, nbytes=64)
+    b.op("mul", reads=(3,), writes=(1,), allocs=(1,), line=20)
+    b.copy("index_put_", 1, 2, reads=(1, 4), writes=((2, 0, 64, False),), line=21)
+    b.op("relu", reads=(2,), frees=(1,), line=22)
+    assert verdicts(b.trace()) == ["needed"]
+
+
+def test_repeat_of_a_fresh_temporary_is_not_destination_passing():
+    b = TraceBuilder()
+    b.storage(1, alive=False)
+    b.storage(2, nbytes=64, alive=False)
+    b.op("mul", reads=(3,), writes=(1,), allocs=(1,), line=20)
+    b.copy("repeat", 1, 2, allocs=(2,), line=21, shape=(4, 4))
+    b.op("sum", reads=(2,), frees=(1,), line=22)
+    c = only(b.trace())
+    assert [f.verdict for f in c.findings] == ["defensive-clone"]

@@ -22,6 +22,18 @@ ALIASABLE_OPS = frozenset({
 })
 
 
+#: Copies the producer of a fresh source cannot replace by writing into the destination: the
+#: destination holds the source several times (repeat, broadcast) or at scattered indices.
+NOT_DESTINATION_PASSABLE = frozenset({
+    "repeat", "expand_copy", "index_put_", "index_put", "_index_put_impl_", "_unsafe_index_put",
+    "index_copy_", "index_copy",
+})
+
+#: Ops that only allocate: a value "produced" by one was filled by code the dispatcher cannot see
+#: (a raw Triton launch, a C++ extension writing through data_ptr).
+ALLOC_ONLY_OPS = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "empty_permuted"})
+
+
 def _storages(copy: CopyRecord, ctx: TraceIndex) -> tuple[int, int] | None:
     """(source, destination) storages of a real (not noop) copy between two different known
     storages whose op record the trace holds; None otherwise."""
@@ -29,6 +41,11 @@ def _storages(copy: CopyRecord, ctx: TraceIndex) -> tuple[int, int] | None:
     if copy.noop or src is None or dst is None or src == dst or ctx.op(copy.seq) is None:
         return None
     return src, dst
+
+
+def _numel(nbytes: int, dtype: str) -> int:
+    """Elements in ``nbytes`` of ``dtype`` (1-byte elements for an unknown dtype)."""
+    return nbytes // ITEMSIZE.get(dtype, 1)
 
 
 def _src_dtype(copy: CopyRecord) -> str:
@@ -92,11 +109,15 @@ def fresh_temporary(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     pair = _storages(copy, ctx)
     if pair is None or copy.src_device != copy.dst_device:
         return None  # across devices the producer cannot write into the destination
+    if op_name(copy.op) in NOT_DESTINATION_PASSABLE:
+        return None
     src, dst = pair
     src_rng, _ = ctx.read_range(copy)
     dst_rng, _ = ctx.write_range(copy)
     if src_rng is None or dst_rng is None:
         return None
+    if op_name(copy.op) in ("copy_", "copy") and _numel(copy.bytes, copy.dtype) > _numel(src_rng.nbytes, _src_dtype(copy)):
+        return None  # a broadcast: the destination holds the source several times
     h = ctx.history(src, src_rng, copy.seq)
     if h.producer is None or h.start is None or h.shared or h.limited or not h.contained:
         return None
@@ -111,6 +132,14 @@ def fresh_temporary(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     if ctx.touched(dst, dst_rng, h.start - 1, copy.seq, ignore=ctx.allocated_by(dst)):
         return None
     producer = op_at(ctx, h.producer)
+    prod_op = ctx.op(h.producer)
+    if prod_op is not None and op_name(prod_op.op) in ALLOC_ONLY_OPS:
+        # Only allocated in sight: whatever filled it ran outside the dispatcher. The fix is the
+        # same: hand the destination to that code instead of the buffer it allocates.
+        made = f"a {human_bytes(src_rng.nbytes)} buffer #{src} allocated by {producer} and filled outside PyTorch's dispatcher"
+        reason = f"source ({made}) is read only by this copy, then {_after(fate, ctx)}"
+        suggestion = f"hand this copy's destination to the code that allocates the source ({producer}) and fills it (destination passing: out=/output=), then drop this copy"
+        return Finding("fresh-temporary", reason, suggestion)
     if h.allocated and ctx.writer_count(src) <= 1:
         made = f"a fresh {human_bytes(src_rng.nbytes)} buffer #{src} made by {op_at(ctx, h.start)}"
         if h.producer != h.start:
@@ -126,7 +155,6 @@ def fresh_temporary(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
         suggestion = f"pass this copy's destination to {producer} as its output instead of {name} (output alias), so this copy can be skipped"
     if _src_dtype(copy) != copy.dtype:
         suggestion += f" (producing {copy.dtype.replace('torch.', '')} directly)"
-    prod_op = ctx.op(h.producer)
     if prod_op is not None and prod_op.is_copy:
         suggestion += "; that producer is itself a copy, so one op would do"
     return Finding("fresh-temporary", reason, suggestion)
@@ -161,7 +189,7 @@ def round_trip(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     a_dtype = _src_dtype(first)
     if copy.dtype != a_dtype or not lossless(a_dtype, first.dtype) or copy.dst_device != first.src_device:
         return None
-    if a_rng.nbytes // ITEMSIZE.get(a_dtype, 1) != dst_rng.nbytes // ITEMSIZE.get(copy.dtype, 1):
+    if _numel(a_rng.nbytes, a_dtype) != _numel(dst_rng.nbytes, copy.dtype):
         return None
     a = first.src_storage
     if ctx.first_write(a, a_rng, h.producer, copy.seq) is not None:
