@@ -49,6 +49,12 @@ def test_site_glob_on_relative_path_and_line():
     assert site_matches(c, "/repo/pkg/model.py", ROOT)  # the absolute path matches too
     assert not site_matches(c, "pkg/model.py:13", ROOT)
     assert not site_matches(c, "other/*.py", ROOT)
+    # Outside the root the path stays absolute; a relative pattern matches its trailing part.
+    elsewhere = _copy(12, file="/elsewhere/pkg/model.py")
+    assert site_matches(elsewhere, "pkg/*.py", ROOT)
+    assert site_matches(elsewhere, "pkg/model.py:12", ROOT)
+    assert not site_matches(elsewhere, "kg/*.py", ROOT)  # whole path components only
+    assert not site_matches(c, "kg/*.py", ROOT)
     assert not site_matches(CopyRecord(0, "aten.clone.default", "d2d", 4, False, "cpu", "cpu", (1,), "f", None), "*", ROOT)
 
 

@@ -216,3 +216,15 @@ def test_gate_run_exit_codes_for_bad_and_failing_targets(script, project, capsys
     (project / "copyhunt.toml").write_text("[[rules]]\nmax_copies = 'x'\n")
     assert main(["gate", "--run", "prog.py", "-o", "never.json", "--", "1"]) == 2
     assert not (project / "never.json").exists()
+
+
+def test_gate_run_passes_focus_and_hide_to_attribution(project, capsys):
+    _budget(project, 0)
+    (project / "helper.py").write_text("def copy(x, y):\n    y.copy_(x)\n")
+    (project / "main.py").write_text("import torch\nimport helper\n\nhelper.copy(torch.ones(2), torch.zeros(2))\n")
+    assert main(["gate", "--run", "main.py", "-o", "a.json"]) == 1
+    assert "helper.py:2 copy  aten.copy_.default d2d  1 copy, 8 B" in capsys.readouterr().out  # innermost user frame
+    assert main(["gate", "--run", "main.py", "-o", "b.json", "--hide", "*helper.py"]) == 1
+    assert "main.py:4 <module>  aten.copy_.default d2d  1 copy, 8 B" in capsys.readouterr().out  # the caller instead
+    assert main(["gate", "t.json", "--hide", "*helper.py"]) == 2  # attribution options need --run
+    assert "only with --run" in capsys.readouterr().err

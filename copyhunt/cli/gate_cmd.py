@@ -45,6 +45,12 @@ def gate(
     fail_on_increase: bool = typer.Option(False, "--fail-on-increase", help="With --baseline: fail when any site has more copies or bytes."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="With --run: where to save the trace."),
     force: bool = typer.Option(False, "--force", help="With --run: overwrite --output if it exists."),
+    focus: Optional[List[str]] = typer.Option(
+        None, "--focus", metavar="GLOB", help="With --run: attribute copies to the first frame matching GLOB (repeatable)."
+    ),
+    hide: Optional[List[str]] = typer.Option(
+        None, "--hide", metavar="GLOB", help="With --run: never attribute copies to frames matching GLOB (repeatable)."
+    ),
 ) -> int:
     """Check copies against a budget: exit 0 within it, 1 over it (or grown), 2 on bad input."""
     from copyhunt.gate import check, check_increase, find_budget, load_budget, merge
@@ -61,8 +67,8 @@ def gate(
                 "give exactly one TRACE file, or --run TARGET [-- ARGS...]" if not args else f"one TRACE file expected, got {len(args)}: {' '.join(args)}",
                 param_hint="TRACE",
             )
-        if output is not None or force:
-            raise typer.BadParameter("only with --run", param_hint="--output/--force")
+        if output is not None or force or focus or hide:
+            raise typer.BadParameter("only with --run", param_hint="--output/--force/--focus/--hide")
     # Resolve and parse the budget BEFORE running anything: a typo must not cost a whole run.
     budget_path = budget if budget is not None else find_budget()
     rules = load_budget(budget_path) if budget_path is not None else None
@@ -82,7 +88,7 @@ def gate(
         target = parse_target(None if module else run, module, args)
         path = resolve_output(output, target, force)
         # JSON / GitHub output own stdout: the program's prints go to stderr.
-        traced = trace_target(target, path, force=force, stdout_to_stderr=fmt != "text")
+        traced = trace_target(target, path, force=force, focus=focus or (), hide=hide or (), stdout_to_stderr=fmt != "text")
         print(f"copyhunt: trace saved to {traced.path}", file=sys.stderr)
         if traced.exit_code != EXIT_OK:
             return traced.exit_code  # the target raised (3) or was interrupted (130): no verdict on half a run

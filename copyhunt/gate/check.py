@@ -33,12 +33,21 @@ def region_matches(region: str | None, pattern: str) -> bool:
 
 
 def site_matches(copy: CopyRecord, pattern: str, root: str | os.PathLike[str] | None = None) -> bool:
-    """True when the site's file (shown relative to root, or absolute) or ``file:line`` matches the glob."""
+    """True when the site's file (shown relative to root, or absolute) or ``file:line`` matches the glob.
+
+    A file outside ``root`` keeps its absolute path; a relative pattern then matches its trailing part
+    (``copyhunt/moe/*`` matches ``/elsewhere/copyhunt/moe/modular.py``), so a budget written for the
+    repository still applies when the gate runs from another directory.
+    """
     if copy.site is None:
         return False
     shown = display_path(copy.site.file, root)
     candidates = (shown, copy.site.file, f"{shown}:{copy.site.line}", f"{copy.site.file}:{copy.site.line}")
-    return any(fnmatchcase(c, pattern) for c in candidates)
+    if any(fnmatchcase(c, pattern) for c in candidates):
+        return True
+    if shown.startswith("/") and not pattern.startswith(("/", "*")):
+        return fnmatchcase(shown, f"*/{pattern}") or fnmatchcase(f"{shown}:{copy.site.line}", f"*/{pattern}")
+    return False
 
 
 def selects(selector: Selector, copy: CopyRecord, root: str | os.PathLike[str] | None = None) -> bool:
