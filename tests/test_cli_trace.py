@@ -268,3 +268,13 @@ def test_bundled_demo_is_attributed_to_its_own_files():
     assert bundled_focus(parse_target(None, "copyhunt.moe.demo")) == ("*/copyhunt/moe/*",)
     assert bundled_focus(parse_target("copyhunt.moebius:f")) == ()
     assert bundled_focus(parse_target("chtrace.work:run")) == ()
+
+
+def test_json_with_a_raising_target_still_prints_the_partial_document(tmp_path, capsys):
+    write(tmp_path / "r.py", RAISES)
+    assert main(["trace", "r.py", "--json", "-o", "r.json"]) == 3
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert doc == json.loads((tmp_path / "r.json").read_text())
+    assert (doc["meta"]["complete"], doc["meta"]["error"]) == (False, "ValueError: boom in step")
+    assert "ValueError: boom in step" in err and err.endswith("copyhunt: trace saved to r.json\n")
