@@ -62,8 +62,9 @@ def test_paths_match_reference_on_gpu(backend_name: str, mode: str, preset_name:
 @pytest.mark.parametrize("backend_name", ["triton", "grouped_mm"])
 def test_baseline_and_fixed_agree_bit_for_bit(backend_name: str) -> None:
     backend = _backend(backend_name)
-    stack = MoEStack(get_preset("minimax-m2.5-tp4"), backend, layers=2, device=DEV, seed=4)
-    x = _x(8, 3072, 5)
+    preset = get_preset("minimax-m2.5-tp4")
+    stack = MoEStack(preset, backend, layers=2, device=DEV, seed=4)
+    x = _x(8, preset.hidden, 5)
     with torch.no_grad():
         stack.set_mode("baseline")
         base = stack(x)
@@ -75,8 +76,9 @@ def test_baseline_and_fixed_agree_bit_for_bit(backend_name: str) -> None:
 @pytest.mark.parametrize("mode", ["baseline", "fixed"])
 def test_cuda_graph_replay_with_new_inputs_equals_eager(mode: str) -> None:
     backend = _backend("triton")
-    stack = MoEStack(get_preset("minimax-m2.5-tp4"), backend, layers=2, mode=mode, device=DEV, seed=6)
-    static_x = _x(8, 3072, 7)
+    preset = get_preset("minimax-m2.5-tp4")
+    stack = MoEStack(preset, backend, layers=2, mode=mode, device=DEV, seed=6)
+    static_x = _x(8, preset.hidden, 7)
     with torch.no_grad():
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -91,7 +93,7 @@ def test_cuda_graph_replay_with_new_inputs_equals_eager(mode: str) -> None:
         assert stack.workspace.grow_count == grows  # no allocation of the shared buffer under capture
         previous = static_out.clone()
         for seed in (8, 9, 10):
-            new_x = _x(8, 3072, seed)
+            new_x = _x(8, preset.hidden, seed)
             static_x.copy_(new_x)
             graph.replay()
             eager = stack(new_x)
@@ -118,7 +120,7 @@ def test_demo_copies_on_gpu() -> None:
 def test_fixed_kernel_writes_into_the_callers_buffer_on_gpu() -> None:
     backend = _backend("triton")
     layer = MoELayer(get_preset("minimax-m2.5-tp8"), backend, WorkspaceManager(), mode="fixed", device=DEV)
-    x = _x(16, 3072, 11)
+    x = _x(16, layer.preset.hidden, 11)
     out = poison_(torch.empty_like(x))
     result = layer(x, output=out)
     assert result is out and layer.kernel.last_call.path == "output-alias"
