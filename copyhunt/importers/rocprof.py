@@ -44,7 +44,7 @@ _DIRECTIONS = {
 _OP_ENUM = {1: "HOST_TO_HOST", 2: "HOST_TO_DEVICE", 3: "DEVICE_TO_HOST", 4: "DEVICE_TO_DEVICE"}
 _COPY_KERNELS = ("__amd_rocclr_copyBuffer", "__amd_rocclr_copyBufferAligned", "__amd_rocclr_copyBufferRect")
 _CSV_COLUMNS = ("Direction", "Start_Timestamp", "End_Timestamp")
-_NOTE_NO_STACKS = "rocprofv3 records no Python stacks: sites are unknown; copies are grouped by ROCTx region and direction"
+_NOTE_NO_STACKS = "rocprofv3 records no Python stacks: sites are unknown; `--by region` groups the copies by ROCTx region"
 _NOTE_NO_VERDICTS = "imported from a profiler file: no op or storage records, so verdicts cannot be judged; run `copyhunt trace` for them"
 
 

@@ -1,0 +1,90 @@
+"""Device capture on a real GPU (run on the device machine; skipped cleanly without a GPU)."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from copyhunt.hunt import hunt
+
+pytestmark = pytest.mark.gpu
+M, K = 64, 3072
+
+
+def _line() -> int:
+    return inspect.currentframe().f_back.f_lineno  # type: ignore[union-attr]
+
+
+def test_eager_copies_get_device_events_and_gpu_time() -> None:
+    a = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+    b = torch.empty_like(a)
+    c32 = torch.empty(M, K, device="cuda", dtype=torch.float32)
+    torch.cuda.synchronize()
+    with hunt(device_trace=True) as h:
+        line_memcpy = _line() + 1
+        b.copy_(a)  # contiguous, same dtype: a memcpy
+        line_cast = _line() + 1
+        c32.copy_(a)  # dtype cast: a copy kernel
+        line_t = _line() + 1
+        d = a.t().contiguous()  # noqa: F841 - non-contiguous source: clone -> copy kernel
+    by_line = {c.site.line: c for c in h.copies if c.site is not None}
+    mc, cast, tr = by_line[line_memcpy], by_line[line_cast], by_line[line_t]
+    assert mc.device is not None and mc.device.name == "Memcpy DtoD (Device -> Device)"
+    assert mc.device.bytes == M * K * 2  # 393216, from the memcpy event
+    assert cast.device is not None and "copy_kernel" in cast.device.name and cast.device.bytes == M * K * 4
+    assert tr.device is not None and "copy_kernel" in tr.device.name
+    gpu = h.trace.meta.gpu_time_us
+    assert gpu is not None and gpu >= mc.device.time_us + cast.device.time_us + tr.device.time_us > 0
+    assert h.trace.meta.extra["device_join"]["joined"] == 3
+
+
+def test_graph_with_two_copies_replayed_three_times_gives_six_copies_at_two_lines() -> None:
+    x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(K, K, device="cuda", dtype=torch.bfloat16)
+    out = torch.empty(M, K, device="cuda", dtype=torch.bfloat16)
+    out32 = torch.empty(M, K, device="cuda", dtype=torch.float32)
+    lines: dict[str, int] = {}
+
+    def body() -> None:
+        y = torch.relu(x @ w)
+        lines["a"] = _line() + 1
+        out.copy_(y)  # memcpy node
+        z = out * 2
+        lines["b"] = _line() + 1
+        out32.copy_(z)  # copy-kernel node
+        torch.sigmoid(out32)
+
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        body()
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with hunt(device_trace=True) as h:
+        with torch.cuda.graph(g):
+            body()
+        for _ in range(3):
+            g.replay()
+    replays = [c for c in h.copies if c.origin == "graph-replay"]
+    assert sorted((c.site.line, c.graph_replay) for c in replays if c.site is not None) == [
+        (lines["a"], 0), (lines["a"], 1), (lines["a"], 2), (lines["b"], 0), (lines["b"], 1), (lines["b"], 2)
+    ]
+    assert all(c.device is not None and c.device.time_us > 0 for c in replays)
+
+
+def test_moe_demo_baseline_copies_have_device_time_and_fixed_has_none() -> None:
+    from copyhunt.moe import copy_sites, demo
+
+    sites = {(s.file, s.line) for s in copy_sites().values()}
+    counts = {}
+    for path in ("baseline", "fixed"):
+        getattr(demo, path)(layers=2, tokens=8)  # warm-up: Triton compiles outside the hunt
+        with hunt(device_trace=True, focus=("*/copyhunt/moe/*",)) as h:
+            getattr(demo, path)(layers=2, tokens=8)
+        at = [c for c in h.copies if c.site is not None and (c.site.file, c.site.line) in sites]
+        assert all(c.device is not None and c.device.time_us > 0 for c in at)
+        counts[path] = len(at)
+    assert counts == {"baseline": 4, "fixed": 0}  # 2 layers x 2 output copies -> none
