@@ -61,7 +61,7 @@ def test_report_display_options(tmp_path, monkeypatch, capsys):
     assert main(["report", "t.json", "--kind", "h2d", "--by", "region", "--top", "1"]) == 0
     out = capsys.readouterr().out
     assert out == expected_table(sample_trace(), "t.json", kinds=("h2d",), by="region", top=1)
-    assert "1 copies, 1.0 KiB written" in out and "(no region)" in out and "decode/moe" not in out
+    assert "1 copy, 1.0 KiB written" in out and "(no region)" in out and "decode/moe" not in out
 
 
 def test_report_json_is_the_document(tmp_path, monkeypatch, capsys):

@@ -82,7 +82,7 @@ def test_script_target(tmp_path, capsys):
     assert copies_of("t.json") == [("aten.clone.default", "d2d", 128, "s.py", 4)]
     trace = load("t.json")
     assert (trace.meta.target, trace.meta.argv, trace.meta.complete) == ("s.py", ("s.py", "--flag", "7"), True)
-    assert "s.py:4 <module>" in out and "1 copies, 128 B written" in out
+    assert "s.py:4 <module>" in out and "1 copy, 128 B written" in out
     assert out.endswith("\ntrace file: t.json\n")
     assert err == ""
 

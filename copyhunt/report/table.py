@@ -67,7 +67,11 @@ def render_table(
             b = sum(g.bytes for g in hidden)
             what = _BY_TITLE[by] + ("s" if len(hidden) > 1 else "")
             console.print(
-                Text(f"... {len(hidden)} more {what}: {n} copies, {human_bytes(b)} (--top 0 shows all)", style="dim")
+                Text(
+                    f"... {len(hidden)} more {what}: {n} {'copy' if n == 1 else 'copies'}, {human_bytes(b)}"
+                    " (--top 0 shows all)",
+                    style="dim",
+                )
             )
         _findings(console, shown, by, cwd)
     _footer(console, trace, trace_path, cwd)
@@ -106,7 +110,7 @@ def _header(
     if meta.torch_version:
         device += f" (torch {meta.torch_version})"
     grid.add_row("device", device)
-    copies = f"{totals.copies} copies, {human_bytes(totals.bytes)} written"
+    copies = f"{totals.copies} {'copy' if totals.copies == 1 else 'copies'}, {human_bytes(totals.bytes)} written"
     if totals.noop:
         copies += f" ({totals.noop} noop {'copy moves' if totals.noop == 1 else 'copies move'} 0 bytes)"
     grid.add_row("copies", copies)
