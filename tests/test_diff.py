@@ -60,3 +60,9 @@ def test_identical_traces_show_no_change():
     d = diff_traces(a, a, ROOT)
     assert not d.changed_any and d.grown == ()
     assert [c.status for c in d.changes] == ["same", "same"]
+
+
+def test_unknown_site_reads_plainly():
+    # Imported GPU traces may carry copies no Python frame explains.
+    assert SiteKey("<unknown>", 0, "", "aten::copy_", "h2d").short() == "(no source site)"
+    assert SiteKey("pkg/a.py", 3, "f", "aten.copy_.default", "d2d").short() == "pkg/a.py:3 f"

@@ -50,7 +50,9 @@ class SiteKey:
     kind: str
 
     def short(self) -> str:
-        """``path:line function``, as the tables show a site."""
+        """``path:line function``, as the tables show a site (``(no source site)`` when unknown)."""
+        if self.file == UNKNOWN_FILE:
+            return "(no source site)"
         return f"{self.file}:{self.line} {self.function}"
 
 

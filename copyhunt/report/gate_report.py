@@ -199,7 +199,8 @@ def site_annotations(level: str, title: str, message: str, sites: "tuple[SiteTal
     for t in sites[:MAX_ANNOTATED_SITES]:
         k: SiteKey = t.key
         s: SiteStats = t.stats
-        here = f"{message} [this line: {k.op} {k.kind}, {s.count} {'copy' if s.count == 1 else 'copies'}, {human_bytes(s.bytes)}]"
+        where = "this site" if k.file.startswith("<") else "this line"
+        here = f"{message} [{where}: {k.op} {k.kind}, {s.count} {'copy' if s.count == 1 else 'copies'}, {human_bytes(s.bytes)}]"
         if k.file.startswith("<"):
             lines.append(annotation(level, f"{k.short()}: {here}", title=title))
         else:
