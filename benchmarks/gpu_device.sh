@@ -36,5 +36,9 @@ r = BenchResult(config=BenchConfig(**cfg), device=d["device"], backend=d["backen
 from copyhunt.bench.table import render_bench
 render_bench(r, Console(width=110, no_color=True, force_terminal=False))
 PY
+echo "== 5. the CLI end to end on the GPU: copyhunt trace (MoE demo, device capture on by default) + report"
+( cd "$R" && timeout 120 python3 -m copyhunt trace -o cli-demo.json --top 10 > cli_trace.txt 2>&1; echo "trace rc=$?" >> cli_trace.txt
+  COLUMNS=80 timeout 60 python3 -m copyhunt report cli-demo.json > cli_report.txt 2>&1; echo "report rc=$?" >> cli_report.txt )
+tail -20 "$R/cli_trace.txt"
 tar czf "$OUT/device_results.tgz" -C "$OUT" r
 ls -la "$OUT"
