@@ -228,3 +228,17 @@ def test_gate_run_passes_focus_and_hide_to_attribution(project, capsys):
     assert "main.py:4 <module>  aten.copy_.default d2d  1 copy, 8 B" in capsys.readouterr().out  # the caller instead
     assert main(["gate", "t.json", "--hide", "*helper.py"]) == 2  # attribution options need --run
     assert "only with --run" in capsys.readouterr().err
+
+
+def test_gate_on_a_recorded_h200_profiler_trace(tmp_path, capsys):
+    # A torch.profiler trace recorded on an H200 (traces/kineto-h200, the device capture's fixtures),
+    # imported by load_any: 2 h2d copies and 1 d2h copy of 384 KiB each, no Python sites.
+    recorded = Path(__file__).resolve().parent.parent / "traces" / "kineto-h200" / "host_device.json.gz"
+    budget = tmp_path / "gpu.toml"
+    budget.write_text('[[rules]]\nname = "host<->device"\nkind = ["h2d", "d2h"]\nmax_copies = 3\n')
+    assert main(["gate", str(recorded), "--budget", str(budget)]) == 0  # 3 copies, limit 3
+    capsys.readouterr()
+    budget.write_text('[[rules]]\nname = "host<->device"\nkind = ["h2d", "d2h"]\nmax_copies = 2\n')
+    assert main(["gate", str(recorded), "--budget", str(budget), "-f", "json"]) == 1
+    (v,) = json.loads(capsys.readouterr().out)["violations"]
+    assert [(s["kind"], s["count"], s["bytes"]) for s in v["sites"]] == [("h2d", 2, 2 * 384 * 1024), ("d2h", 1, 384 * 1024)]
