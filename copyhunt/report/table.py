@@ -52,7 +52,7 @@ def render_table(
     """Print header, table and footer for ``trace``; ``kinds`` / ``region`` narrow what is shown."""
     copies = select_copies(trace.copies, kinds=kinds, region=region)
     totals = _totals(copies)
-    console.print(_header(trace, copies, totals, kinds, region, cwd))
+    console.print(_header(trace, copies, totals, kinds, region))
     groups = group_copies(copies, by=by)
     if not groups:
         console.print()
@@ -95,7 +95,6 @@ def _header(
     totals: _Totals,
     kinds: Sequence[str] | None,
     region: str | None,
-    cwd: str | None,
 ) -> Table:
     """Key/value lines: target, device, copies and bytes, eliminable summary, status."""
     meta = trace.meta
