@@ -93,9 +93,10 @@ class DeviceCapture:
         with _ACTIVE_LOCK:
             if _ACTIVE is not None:
                 raise NoDeviceError("a device capture is already running in this process; nest hunts without device_trace")
-            torch.cuda.synchronize()  # work queued before the region stays out of it
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # work queued before the region stays out of it
             self._prof = profile(
-                activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
+                activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA] if torch.cuda.is_available() else [ProfilerActivity.CPU],
                 with_stack=self.with_stack,
             )
             self._prof.__enter__()
@@ -108,7 +109,8 @@ class DeviceCapture:
 
         try:
             try:
-                torch.cuda.synchronize()  # the GPU events of the region must be complete before stopping
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()  # the GPU events of the region must be complete before stopping
             except Exception:
                 if exc is None:
                     raise
