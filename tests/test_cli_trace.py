@@ -278,3 +278,29 @@ def test_json_with_a_raising_target_still_prints_the_partial_document(tmp_path, 
     assert doc == json.loads((tmp_path / "r.json").read_text())
     assert (doc["meta"]["complete"], doc["meta"]["error"]) == (False, "ValueError: boom in step")
     assert "ValueError: boom in step" in err and err.endswith("copyhunt: trace saved to r.json\n")
+
+
+def test_a_failed_run_keeps_no_tensor_alive(tmp_path):
+    import gc
+    import io
+    import weakref
+
+    from copyhunt.cli.tracing import trace_target
+    from copyhunt.targets import Target
+
+    write(
+        tmp_path / "leak.py",
+        "import torch, leak_probe\ndef f():\n    t = torch.ones(8)\n    leak_probe.ref.append(t)\n    raise ValueError('x')\nf()\n",
+    )
+    probe = type(sys)("leak_probe")
+    probe.ref = []
+    sys.modules["leak_probe"] = probe
+    try:
+        run = trace_target(Target("script", "leak.py"), tmp_path / "l.json", stderr=io.StringIO())
+        # After the pop, the only strong reference left would be f's frame, via the error's traceback.
+        ref = weakref.ref(probe.ref.pop())
+        gc.collect()
+        assert run.exit_code == 3 and isinstance(run.error, ValueError)
+        assert ref() is None
+    finally:
+        del sys.modules["leak_probe"]

@@ -147,7 +147,7 @@ def trace_target(
             print_user_traceback(exc, err)
         else:  # GeneratorExit and other oddities: not ours to interpret
             raise
-        error = exc
+        error = _without_frames(exc)
     trace = _describe(h.trace, target, error, kinds, region)
     trace = _judge(trace, err)
     return TraceRun(trace, _save(trace, output, force), error)
@@ -205,6 +205,17 @@ def _in_torch(filename: str) -> bool:
     if not torch_file:
         return False
     return os.path.abspath(filename).startswith(os.path.dirname(os.path.abspath(torch_file)) + os.sep)
+
+
+def _without_frames(exc: BaseException) -> BaseException:
+    """Drop the tracebacks (already printed) so the returned error keeps no frame, hence no tensor, alive."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        e.__traceback__ = None
+        e = e.__cause__ or e.__context__
+    return exc
 
 
 def _is_runner_frame(filename: str) -> bool:
