@@ -69,10 +69,10 @@ def test_diff_text_with_device_time_exact():
         "  copies 2 -> 3 (+1), bytes 2.1 KiB -> 4.1 KiB (+2.0 KiB)\n"
         "  device time 2.0 us -> 5.0 us\n"
         "  sites: 1 added, 1 removed, 1 changed\n"
-        "           site      op                  kind  copies               bytes   device us\n"
-        "added ^    m.py:5 f  aten.copy_.default  d2d   0 -> 1         0 B -> 64 B           -\n"
-        "removed    m.py:9 f  aten.copy_.default  d2d   1 -> 0         64 B -> 0 B           -\n"
-        "changed ^  m.py:3 f  aten.copy_.default  d2d   1 -> 2  2.0 KiB -> 4.0 KiB  2.0 -> 5.0\n"
+        "           site      op     kind  copies               bytes   device us\n"
+        "added ^    m.py:5 f  copy_  d2d   0 -> 1         0 B -> 64 B           -\n"
+        "removed    m.py:9 f  copy_  d2d   1 -> 0         64 B -> 0 B           -\n"
+        "changed ^  m.py:3 f  copy_  d2d   1 -> 2  2.0 KiB -> 4.0 KiB  2.0 -> 5.0\n"
         "2 site(s) grew (^: more copies or bytes)\n"
     )
 

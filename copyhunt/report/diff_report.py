@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from copyhunt.report.gate_report import annotation, human_bytes
+from copyhunt.report.gate_report import annotation
+from copyhunt.report.units import human_bytes, short_op
 
 if TYPE_CHECKING:
     from copyhunt.analysis.diff import SiteChange, SiteStats, TraceDiff
@@ -87,15 +88,18 @@ def render_diff_text(console: Console, diff: "TraceDiff", *, a: str | None = Non
         return
     timed = any(c.device_delta_us is not None for c in rows)
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-    for col, justify in (("", "left"), ("site", "left"), ("op", "left"), ("kind", "left"), ("copies", "right"), ("bytes", "right")):
-        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    # The site column gets the room (ratio) and folds last; the op is shown short ("copy_"), as in the tables.
+    table.add_column("", no_wrap=True)
+    table.add_column("site", ratio=1, overflow="fold")
+    for col, justify in (("op", "left"), ("kind", "left"), ("copies", "right"), ("bytes", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     if timed:
-        table.add_column("device us", justify="right")
+        table.add_column("device us", justify="right", no_wrap=True)
     for c in rows:
         row = [
             c.status + (" ^" if c.grew else ""),
             c.key.short(),
-            c.key.op,
+            short_op(c.key.op),
             c.key.kind,
             f"{c.before.count} -> {c.after.count}",
             f"{human_bytes(c.before.bytes)} -> {human_bytes(c.after.bytes)}",
