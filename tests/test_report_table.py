@@ -228,6 +228,7 @@ def test_units():
     assert percent(1, 0) == percent(1, None) == "-"
     assert short_op("aten.copy_.default") == "copy_"
     assert short_op("aten.cat.out") == "cat.out"
+    assert short_op("aten::copy_") == "copy_"  # op names imported from torch.profiler files
     assert short_op("Memcpy DtoD") == "Memcpy DtoD"
     assert short_path("/home/u/proj/a/b.py", "/home/u/proj") == "a/b.py"
     assert short_path("/elsewhere/b.py", "/home/u/proj") == "/elsewhere/b.py"

@@ -41,8 +41,12 @@ def short_site(frame: Frame | None, cwd: str | None = None, missing: str = "(no 
 
 
 def short_op(op: str) -> str:
-    """``aten.copy_.default`` -> ``copy_``; other overloads keep their name (``cat.out``)."""
-    name = op[len("aten.") :] if op.startswith("aten.") else op
+    """``aten.copy_.default`` (or profiler-style ``aten::copy_``) -> ``copy_``; ``aten.cat.out`` -> ``cat.out``."""
+    name = op
+    for prefix in ("aten.", "aten::"):
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+            break
     return name[: -len(".default")] if name.endswith(".default") else name
 
 
