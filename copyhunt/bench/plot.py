@@ -22,16 +22,18 @@ def plot_rows(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> 
     except ImportError:
         raise PlotUnavailableError("--plot needs matplotlib: pip install 'copyhunt[plot]'") from None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for mode, marker in (("graph", "o"), ("eager", "s")):
+    all_m = sorted({r["tokens"] for r in rows})
+    for mode, marker, color in (("graph", "o", "C0"), ("eager", "s", "C1")):
         rs = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["tokens"])
         if not rs:
             continue
         m = [r["tokens"] for r in rs]
-        ax1.errorbar(m, [r["saved_us"] for r in rs], yerr=[r["spread_us"] for r in rs], marker=marker, capsize=3, label=f"{mode}: saved")
-        ax1.plot(m, [r["ideal_us"] for r in rs], linestyle="--", marker=marker, alpha=0.6, label=f"{mode}: ideal (2 copies/layer)")
-        ax2.plot(m, [r["baseline_us"] / r["fixed_us"] if r["fixed_us"] else 1.0 for r in rs], marker=marker, label=mode)
+        ax1.errorbar(m, [r["saved_us"] for r in rs], yerr=[r["spread_us"] for r in rs], marker=marker, capsize=3, color=color, label=f"{mode}: saved")
+        ax1.plot(m, [r["ideal_us"] for r in rs], linestyle="--", marker=marker, color=color, alpha=0.5, label=f"{mode}: ideal (2 copies/layer)")
+        ax2.plot(m, [r["baseline_us"] / r["fixed_us"] if r["fixed_us"] else 1.0 for r in rs], marker=marker, color=color, label=mode)
     for ax in (ax1, ax2):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(all_m, [str(m) for m in all_m])
         ax.set_xlabel("tokens (M)")
         ax.grid(True, alpha=0.3)
         ax.legend()
