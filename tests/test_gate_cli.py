@@ -212,6 +212,11 @@ def test_gate_run_exit_codes_for_bad_and_failing_targets(script, project, capsys
     assert "RuntimeError: target failed" in captured.err
     assert "copyhunt gate:" not in captured.out
     assert (project / "run.json").exists()
+    # Ctrl-C in the target: exit 130, no verdict, the partial trace saved.
+    (project / "interrupted.py").write_text("import torch\ntorch.ones(2).clone()\nraise KeyboardInterrupt\n")
+    assert main(["gate", "--run", "interrupted.py", "-o", "int.json"]) == 130
+    assert "copyhunt gate:" not in capsys.readouterr().out
+    assert (project / "int.json").exists()
     # A bad budget fails before the target runs: no trace written.
     (project / "copyhunt.toml").write_text("[[rules]]\nmax_copies = 'x'\n")
     assert main(["gate", "--run", "prog.py", "-o", "never.json", "--", "1"]) == 2
