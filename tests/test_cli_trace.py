@@ -103,6 +103,9 @@ def test_module_target(tpkg, capsys):
     assert main(["trace", "-m", "chtrace.work", "-o", "m.json"]) == 0
     assert copies_of("m.json") == [("aten.clone.default", "d2d", 128, "work.py", 4)]
     assert load("m.json").meta.target == "-m chtrace.work"
+    # After --, option-like words are the program's arguments (click hands the first one over as TARGET).
+    assert main(["trace", "-m", "chtrace.work", "-o", "m2.json", "--", "--flag", "v"]) == 0
+    assert load("m2.json").meta.argv == ("chtrace.work", "--flag", "v")
 
 
 def test_function_target(tpkg, capsys):
