@@ -20,6 +20,7 @@ Standard library only; pure functions over ``KinetoTrace``.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from copyhunt.capture.kineto import KEvent, KinetoTrace, copy_kind, launch_type, node_type
@@ -78,8 +79,15 @@ def captured_graphs(kt: KinetoTrace) -> list[CapturedGraph]:
             open_at[e.tid] = e.ts
         elif e.name in _END and e.tid in open_at:
             windows.append((e.tid, open_at.pop(e.tid), e.end))
+    by_tid: dict[object, list[KEvent]] = {}
+    for e in kt.runtime:  # already sorted by start time
+        by_tid.setdefault(e.tid, []).append(e)
+    starts = {tid: [e.ts for e in evs] for tid, evs in by_tid.items()}
     for i, (tid, t0, t1) in enumerate(sorted(windows, key=lambda w: w[1])):
-        launches = tuple(e for e in kt.runtime if e.tid == tid and t0 <= e.ts <= t1 and launch_type(e) is not None)
+        evs = by_tid.get(tid, [])
+        # bisect to the window: a trace of a serving engine holds many captures and millions of calls
+        lo, hi = bisect.bisect_left(starts[tid], t0), bisect.bisect_right(starts[tid], t1)
+        launches = tuple(e for e in evs[lo:hi] if launch_type(e) is not None)
         graphs.append(CapturedGraph(index=i, tid=tid, begin_us=t0, end_us=t1, launches=launches))
     return graphs
 

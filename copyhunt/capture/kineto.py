@@ -130,28 +130,33 @@ def parse_python_frame(name: str) -> tuple[str, int, str] | None:
 
 
 class _Intervals:
-    """Events of one thread sorted by start, to find the ones enclosing an instant."""
+    """Events of one thread sorted by start, to find the ones enclosing an instant.
+
+    Ranges on one thread nest (cpu_ops, record_function ranges, Python frames), so each event
+    gets its parent once, by a stack sweep; a query then walks up from the last event that
+    started before the instant: O(depth), not O(events), even under a region spanning the trace.
+    """
 
     def __init__(self, events: Iterable[KEvent]) -> None:
         self.events = sorted(events, key=lambda e: (e.ts, -e.dur))
         self.starts = [e.ts for e in self.events]
-        # A running max of end times lets enclosing() stop scanning early on long traces.
-        self.max_end: list[float] = []
-        m = float("-inf")
-        for e in self.events:
-            m = max(m, e.end)
-            self.max_end.append(m)
+        self.parent: list[int] = []
+        stack: list[int] = []
+        for i, e in enumerate(self.events):
+            while stack and self.events[stack[-1]].end < e.ts:
+                stack.pop()
+            self.parent.append(stack[-1] if stack else -1)
+            stack.append(i)
 
     def enclosing(self, t: float) -> list[KEvent]:
-        """Events with ts <= t <= end, outermost first (by start time)."""
-        i = bisect.bisect_right(self.starts, t)
+        """Events with ts <= t <= end, outermost first."""
+        j = bisect.bisect_right(self.starts, t) - 1
+        while j >= 0 and self.events[j].end < t:
+            j = self.parent[j]
         out: list[KEvent] = []
-        j = i - 1
-        while j >= 0 and self.max_end[j] >= t:
-            e = self.events[j]
-            if e.end >= t:
-                out.append(e)
-            j -= 1
+        while j >= 0:
+            out.append(self.events[j])
+            j = self.parent[j]
         out.reverse()
         return out
 
