@@ -80,3 +80,27 @@ def test_library_frames() -> None:
     assert not is_library_frame("model.py") and not is_library_frame("copyhunt/moe/modular.py")
     site, stack = site_from_stack([("torch/nn/modules/module.py", 1, "_call_impl"), ("model.py", 7, "forward")])
     assert site == Frame("model.py", 7, "forward") and len(stack) == 2
+
+
+def test_rocm_style_chrome_trace_synthetic(tmp_path: Path) -> None:
+    # SYNTHETIC (no AMD GPU here): a ROCm build's Kineto uses the same categories with HIP runtime
+    # names; a d2d copy may run as the blit kernel __amd_rocclr_copyBuffer.
+    ev = [
+        {"ph": "X", "cat": "cpu_op", "name": "aten::copy_", "ts": 10, "dur": 20, "pid": 1, "tid": 1, "args": {"External id": 5}},
+        {"ph": "X", "cat": "cuda_runtime", "name": "hipMemcpyWithStream", "ts": 12, "dur": 3, "pid": 1, "tid": 1,
+         "args": {"External id": 5, "correlation": 50}},
+        {"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy DtoD (Device -> Device)", "ts": 16, "dur": 2, "pid": 2, "tid": 3,
+         "args": {"External id": 5, "correlation": 50, "bytes": 4096, "device": 0, "stream": 3}},
+        {"ph": "X", "cat": "cpu_op", "name": "aten::clone", "ts": 40, "dur": 20, "pid": 1, "tid": 1, "args": {"External id": 6}},
+        {"ph": "X", "cat": "cuda_runtime", "name": "hipExtModuleLaunchKernel", "ts": 42, "dur": 3, "pid": 1, "tid": 1,
+         "args": {"External id": 6, "correlation": 60}},
+        {"ph": "X", "cat": "kernel", "name": "__amd_rocclr_copyBuffer", "ts": 46, "dur": 4, "pid": 2, "tid": 3,
+         "args": {"External id": 6, "correlation": 60, "device": 0, "stream": 3}},
+    ]
+    p = tmp_path / "rocm.json"
+    p.write_text(json.dumps({"traceEvents": ev}))
+    t = load_any(p)
+    assert [(c.op, c.kind, c.bytes, c.device.time_us if c.device else None) for c in t.copies] == [
+        ("aten::copy_", "d2d", 4096, 2.0), ("aten::clone", "d2d", 0, 4.0)
+    ]
+    assert t.meta.device == "rocm" and t.meta.gpu_time_us == 6.0
