@@ -136,3 +136,14 @@ def test_bad_options_exit_2(tmp_path, monkeypatch, capsys):
     assert "Invalid value for '--by'" in capsys.readouterr().err
     assert main(["report", "t.json", "--top", "-1"]) == 2
     assert "Invalid value for '--top'" in capsys.readouterr().err
+
+
+def test_report_on_a_narrow_pipe_stacks_rows(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "60")
+    save(sample_trace(), "t.json")
+    assert main(["report", "t.json"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 60
+    # Device and verdict columns need more than 60 columns: one two-line block per site instead.
+    assert "1. model.py:7 forward\n   op copy_  kind d2d  count 1  bytes 4.0 KiB  share 80.0%" in out
