@@ -13,6 +13,7 @@ matmul rate. Prints a short table last; writes full JSON (and the tuned config t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -48,6 +49,8 @@ G2: dict[int, list[tuple[int, ...]]] = {
     64: [(128, 64, 8, 4, 4), (128, 64, 8, 8, 3), (64, 128, 8, 4, 3), (256, 64, 8, 8, 3)],
     128: [(128, 64, 8, 8, 3), (256, 64, 8, 8, 3), (128, 128, 8, 8, 3)],
 }
+PDL_MAX_BLOCK_M = 64  # PDL variants are compiled and timed for the decode-ish tiles only
+PDL_MAX_M = 1024
 BM_FOR_M = {1: [16], 8: [16], 64: [16, 32], 256: [16, 32], 1024: [32, 64], 4096: [64, 128], 16384: [64, 128]}
 
 
@@ -220,16 +223,25 @@ def check_correctness(device: str, log: Callable[[str], None]) -> list[dict[str,
 def check_graph_replay(device: str, log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Capture once with static buffers, replay with new inputs copied in: bitwise equal to eager."""
     rows = []
-    for name, M in (("minimax-m2.5-tp4", 64), ("minimax-m2.5-tp4", 1), ("minimax-m2.5-ep8", 300)):
+    cases = [("minimax-m2.5-tp4", 64, False), ("minimax-m2.5-tp4", 1, False), ("minimax-m2.5-ep8", 300, False),
+             ("minimax-m2.5-tp4", 1, True), ("minimax-m2.5-tp4", 64, True), ("minimax-m2.5-ep8", 300, True)]
+    for name, M, pdl in cases:
         W = make_weights(name, device, seed=2)
         static = make_inputs(name, M, device, seed=200)
         out = torch.empty(static.x.shape, dtype=torch.bfloat16, device=device)
-        run_triton(W, static, out, None)  # compile outside the capture
-        torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            run_triton(W, static, out, None)
-        row: dict[str, Any] = {"preset": name, "M": M, "replays": []}
+        p = W["preset"]
+        cfg = dataclasses.replace(default_config(M, p.top_k), pdl=pdl)
+        try:
+            run_triton(W, static, out, cfg)  # compile outside the capture
+            torch.cuda.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                run_triton(W, static, out, cfg)
+        except Exception as exc:  # recorded; the run goes on
+            rows.append({"preset": name, "M": M, "pdl": pdl, "error": f"{type(exc).__name__}: {exc}"[:400]})
+            log(f"graph {rows[-1]}")
+            continue
+        row: dict[str, Any] = {"preset": name, "M": M, "pdl": pdl, "replays": []}
         for seed in (201, 202):
             new = make_inputs(name, M, device, seed=seed)
             static.x.copy_(new.x)
@@ -237,7 +249,7 @@ def check_graph_replay(device: str, log: Callable[[str], None]) -> list[dict[str
             static.topk_weights.copy_(new.topk_weights)
             out.fill_(float("nan"))
             graph.replay()
-            eager = run_triton(W, new, None, None)
+            eager = run_triton(W, new, None, dataclasses.replace(cfg, pdl=False))
             torch.cuda.synchronize()
             row["replays"].append({"bitwise_equal": bool(torch.equal(out, eager)),
                                    "max_abs_diff": float((out.float() - eager.float()).abs().max()),
@@ -302,7 +314,12 @@ def bench_m(W: dict[str, Any], M: int, cfg: MoEConfig | None, ceilings: dict[str
     row["mm_floor_us"] = row["flops"] / ceilings["bf16_flops_per_s"] * 1e6
     outs = [torch.empty(s.x.shape, dtype=torch.bfloat16, device="cuda") for s in sets]
     ref = run_reference(W, sets[0])
-    for impl, fn in (("triton", lambda s, o: run_triton(W, s, o, cfg)), ("grouped_mm", run_grouped_fn(W))):
+    impls: list[tuple[str, Callable[[Inputs, torch.Tensor], torch.Tensor]]] = [
+        ("triton", lambda s, o: run_triton(W, s, o, cfg)), ("grouped_mm", run_grouped_fn(W))]
+    if cfg is not None and M <= PDL_MAX_M:
+        pcfg = dataclasses.replace(cfg, pdl=True)
+        impls.insert(1, ("triton_pdl", lambda s, o: run_triton(W, s, o, pcfg)))
+    for impl, fn in impls:
         try:
             o = outs[0].fill_(float("nan"))
             err = rel_err(fn(sets[0], o), ref)
@@ -376,8 +393,11 @@ def compile_check() -> list[dict[str, Any]]:
         print(row, flush=True)
         return None
 
-    real_run = JITFunction.run
+    import copyhunt.moe.triton_experts as te
+
+    real_run, real_capable = JITFunction.run, te._pdl_capable
     JITFunction.run = fake_run  # type: ignore[method-assign]
+    te._pdl_capable = lambda device: True  # type: ignore[assignment]  # compile the PDL variants too
     try:
         for preset, m_list in ((TUNE_PRESET, (64, 300)), ("minimax-m2.5-tp8", (64,)), ("minimax-m2.5-ep8", (64,))):
             p = PRESETS[preset]
@@ -388,10 +408,12 @@ def compile_check() -> list[dict[str, Any]]:
             for M in m_list:
                 inp = Inputs(torch.empty(M, p.hidden, dtype=torch.bfloat16), torch.empty(M, p.top_k),
                              torch.zeros(M, p.top_k, dtype=torch.int32))
-                for cfg in [default_config(M, p.top_k), *cfgs]:
+                base = default_config(M, p.top_k)
+                for cfg in [base, dataclasses.replace(base, pdl=True), *cfgs]:
                     run_triton(W, inp, None, cfg)
     finally:
         JITFunction.run = real_run  # type: ignore[method-assign]
+        te._pdl_capable = real_capable  # type: ignore[assignment]
     return rows
 
 
@@ -402,6 +424,8 @@ def _precompile_worker(job: tuple[str, list[tuple[int, dict[str, Any], dict[str,
     inp = make_inputs(preset, 64, "cuda", seed=0)
     for bm, g1, g2 in cfgs:
         run_triton(W, inp, None, MoEConfig(bm, GemmConfig(**g1), GemmConfig(**g2)))
+        if bm <= PDL_MAX_BLOCK_M:
+            run_triton(W, inp, None, MoEConfig(bm, GemmConfig(**g1), GemmConfig(**g2), pdl=True))
     # The align variants of the other token counts: one-chunk CHUNK=256/2048 and the two-launch path.
     from copyhunt.moe.align import align_block_size
 
@@ -409,6 +433,8 @@ def _precompile_worker(job: tuple[str, list[tuple[int, dict[str, Any], dict[str,
         ids = make_inputs(preset, M, "cuda", seed=1).topk_ids
         for bm in sorted({c[0] for c in cfgs}):
             align_block_size(ids, W["preset"].local_experts, bm, W["expert_map"])
+            if bm <= PDL_MAX_BLOCK_M:
+                align_block_size(ids, W["preset"].local_experts, bm, W["expert_map"], pdl=True)
     torch.cuda.synchronize()
     return len(cfgs)
 
@@ -439,7 +465,7 @@ def precompile(workers: int, log: Callable[[str], None]) -> None:
 def summary_table(rows: list[dict[str, Any]], ceilings: dict[str, float]) -> str:
     """Fixed-width table: per M the three timings and the Triton kernel's share of each floor."""
     hdr = (f"{'M':>6} {'triton us':>10} {'grouped us':>10} {'loop(eager) us':>14} {'bw floor':>9} "
-           f"{'mm floor':>9} {'%bw':>6} {'%mm':>6} {'tri/grp':>7} {'err':>8} {'align':>6} {'sum':>6}")
+           f"{'mm floor':>9} {'%bw':>6} {'%mm':>6} {'tri/grp':>7} {'err':>8} {'align':>6} {'sum':>6} {'pdl us':>7}")
     lines = [hdr]
     for r in rows:
         tri = r.get("triton", {}).get("median_us", float("nan"))
@@ -450,7 +476,8 @@ def summary_table(rows: list[dict[str, Any]], ceilings: dict[str, float]) -> str
             f"{100 * r['bw_floor_us'] / tri:>5.0f}% {100 * r['mm_floor_us'] / tri:>5.0f}% {tri / grp:>7.2f} "
             f"{r.get('triton', {}).get('rel_err', float('nan')):>8.1e} "
             f"{r.get('triton_align', {}).get('median_us', float('nan')):>6.1f} "
-            f"{r.get('triton_topk_sum', {}).get('median_us', float('nan')):>6.1f}")
+            f"{r.get('triton_topk_sum', {}).get('median_us', float('nan')):>6.1f} "
+            f"{r.get('triton_pdl', {}).get('median_us', float('nan')):>7.1f}")
     lines.append(f"ceilings: copy {ceilings['copy_bytes_per_s'] / 1e12:.2f} TB/s (read+write), "
                  f"bf16 matmul {ceilings['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s")
     return "\n".join(lines)
@@ -530,6 +557,11 @@ def main() -> int:
             table[str(M)] = tr["chosen"]
             del sets
         rows.append(bench_m(W, M, cfg, ceilings, log))
+        r = rows[-1]
+        if table and str(M) in table and "median_us" in r.get("triton_pdl", {}) and "median_us" in r.get("triton", {}):
+            # PDL only where it wins clearly (2%) and computes the same result.
+            wins = r["triton_pdl"]["median_us"] < 0.98 * r["triton"]["median_us"]
+            table[str(M)]["pdl"] = bool(wins and r["triton_pdl"]["rel_err"] < 1e-2)
         save()
         torch.cuda.empty_cache()
     if table:

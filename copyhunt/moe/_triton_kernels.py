@@ -18,6 +18,17 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+
+@triton.jit
+def _pdl_prologue(USE_PDL: tl.constexpr):
+    """Programmatic dependent launch (Hopper+): this grid may be launched before the previous one
+    ends, so wait for it (and, transitively, everything before it) before touching ANY memory, then let
+    the next grid launch early too. Only launch latency is hidden; no memory hazard is opened."""
+    if USE_PDL:
+        gdc_wait()
+        gdc_launch_dependents()
 
 
 @triton.jit
@@ -43,8 +54,10 @@ def _align_count_kernel(
     ids_ptr, map_ptr, table_ptr,
     numel, top_k, stride_im, stride_ik, num_experts,
     HAS_MAP: tl.constexpr, CHUNK: tl.constexpr, E_PAD: tl.constexpr,
+    USE_PDL: tl.constexpr = False,
 ):
     """table[p, e] = number of pairs of chunk p routed to local expert e."""
+    _pdl_prologue(USE_PDL)
     p = tl.program_id(0)
     offs = p * CHUNK + tl.arange(0, CHUNK)
     e, ok = _local_expert(ids_ptr, map_ptr, offs, numel, top_k, stride_im, stride_ik, num_experts, HAS_MAP)
@@ -58,12 +71,14 @@ def _align_scatter_kernel(
     numel, top_k, stride_im, stride_ik, num_experts, num_chunks, max_blocks,
     HAS_MAP: tl.constexpr, CHUNK: tl.constexpr, E_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCKS_PER_ITER: tl.constexpr, SINGLE: tl.constexpr,
+    USE_PDL: tl.constexpr = False,
 ):
     """Positions of chunk p's pairs, plus a share of the per-block expert ids and padding slots.
 
     ``SINGLE`` (one chunk holds every pair, the decode case): the histogram is taken here and the
     count kernel is not launched, saving a launch where launches dominate.
     """
+    _pdl_prologue(USE_PDL)
     p = tl.program_id(0)
     ev = tl.arange(0, E_PAD)
     offs = p * CHUNK + tl.arange(0, CHUNK)
@@ -129,8 +144,10 @@ def _gemm1_silu_kernel(
     stride_xm, stride_xk, stride_we, stride_wn, stride_wk, stride_am,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_K: tl.constexpr,
+    USE_PDL: tl.constexpr = False,
 ):
     """act[pos, n] = silu(gate) * up for one BLOCK_M x BLOCK_N tile; rows gathered by sorted pair id."""
+    _pdl_prologue(USE_PDL)
     pid = tl.program_id(0)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     pid_m, pid_n = _swizzle(pid, num_pid_m, num_pid_n, GROUP_M)
@@ -178,8 +195,10 @@ def _gemm2_kernel(
     stride_am, stride_we, stride_wk, stride_wn, stride_ym, stride_twm, stride_twk,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_K: tl.constexpr,
+    USE_PDL: tl.constexpr = False,
 ):
     """y[pair, n] = weight[pair] * act[pos] @ w2[e, n].T for one tile; N is the reduction (intermediate) size."""
+    _pdl_prologue(USE_PDL)
     pid = tl.program_id(0)
     num_pid_n = tl.cdiv(K, BLOCK_N)
     pid_m, pid_n = _swizzle(pid, num_pid_m, num_pid_n, GROUP_M)
@@ -220,8 +239,10 @@ def _topk_sum_kernel(
     y_ptr, out_ptr, ids_ptr, map_ptr,
     K, top_k, num_experts, stride_ym, stride_om, stride_ok, stride_im, stride_ik,
     HAS_MAP: tl.constexpr, BLOCK_K: tl.constexpr,
+    USE_PDL: tl.constexpr = False,
 ):
     """out[m, :] = sum_j y[m * top_k + j, :] in fp32, in a fixed order; skipped pairs add 0."""
+    _pdl_prologue(USE_PDL)
     m = tl.program_id(0)
     offs = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     k_ok = offs < K

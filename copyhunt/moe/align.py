@@ -53,11 +53,14 @@ def align_block_size(
     num_experts: int,
     block_m: int,
     expert_map: torch.Tensor | None = None,
+    *,
+    pdl: bool = False,
 ) -> Alignment:
     """Sort the pairs of ``topk_ids`` [M, top_k] by local expert, padded per expert to ``block_m``.
 
     Pairs whose expert maps to -1 in ``expert_map`` (another rank's) are left out entirely.
-    One launch when every pair fits one chunk (decode), two otherwise.
+    One launch when every pair fits one chunk (decode), two otherwise. ``pdl``: launch with
+    programmatic dependent launch (the caller checked the GPU supports it).
     """
     from copyhunt.moe import _triton_kernels as kern
 
@@ -77,14 +80,15 @@ def align_block_size(
     map_arg = expert_map if has_map else topk_ids  # never read when HAS_MAP is False
     common = (numel, top_k, topk_ids.stride(0), topk_ids.stride(1), num_experts)
     single = num_chunks == 1
+    pdl_kw = {"USE_PDL": True, "launch_pdl": True} if pdl else {}
     if not single:
         kern._align_count_kernel[(num_chunks,)](
-            topk_ids, map_arg, table, *common, HAS_MAP=has_map, CHUNK=chunk, E_PAD=e_pad, num_warps=4
+            topk_ids, map_arg, table, *common, HAS_MAP=has_map, CHUNK=chunk, E_PAD=e_pad, num_warps=4, **pdl_kw
         )
     kern._align_scatter_kernel[(num_chunks,)](
         topk_ids, map_arg, table, cursor, sorted_ids, expert_ids, num_padded,
         *common, num_chunks, max_blocks,
         HAS_MAP=has_map, CHUNK=chunk, E_PAD=e_pad, BLOCK_M=block_m,
-        BLOCKS_PER_ITER=_BLOCKS_PER_ITER, SINGLE=single, num_warps=4,
+        BLOCKS_PER_ITER=_BLOCKS_PER_ITER, SINGLE=single, num_warps=4, **pdl_kw,
     )
     return Alignment(sorted_ids, expert_ids, num_padded, max_blocks, block_m, numel, top_k)
