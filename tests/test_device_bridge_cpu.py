@@ -1,0 +1,29 @@
+"""The copyhunt#<seq> bridge inside a real hunt, on the CPU (the GPU join itself: test_device_gpu.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from copyhunt.capture import device, kineto
+from copyhunt.hunt import hunt
+
+
+def test_hunt_opens_one_bridge_range_per_copy(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    # Pretend a GPU is there: the profiler then records CPU activity only, which is enough to see
+    # the copyhunt#<seq> ranges the dispatch mode opens around copy ops.
+    monkeypatch.setattr(device, "gpu_available", lambda: True)
+    a = torch.randn(16, 16)
+    c = torch.empty(16, 16)
+    with hunt(device_trace=True) as h:
+        b = a.clone()  # noqa: F841
+        c.copy_(a)
+        d = a + 1  # noqa: F841 - not a copy: no range
+    seqs = sorted(x.seq for x in h.copies)
+    assert len(seqs) == 2
+    kt = kineto.load(h.trace.meta.extra["kineto_trace"])
+    assert sorted(int(e.name.split("#")[1]) for e in kt.bridge) == seqs
+    # No GPU events on the CPU: nothing joined, GPU time 0, copies untouched.
+    assert h.trace.meta.gpu_time_us == 0 and all(x.device is None for x in h.copies)
+    assert h.trace.meta.extra["device_join"]["joined"] == 0
+    assert not device.bridge_active()
