@@ -107,20 +107,25 @@ class TraceIndex:
         ops = sorted(trace.ops, key=lambda o: o.seq)  # stable: ties keep the recorded order
         timelines: dict[int, list[Event]] = {}
         by_seq: dict[int, OpRecord] = {}
+        def add(storage: int, ev: Event) -> None:
+            line = timelines.get(storage)
+            if line is None:
+                timelines[storage] = [ev]
+            else:
+                line.append(ev)
+
         for op in ops:
-            by_seq.setdefault(op.seq, op)
-            evs: list[tuple[int, Event]] = []
-            for s in op.frees:
-                evs.append((s, Event(op.seq, FREE, 0, _WHOLE, True)))
-            for s in op.allocs:
-                evs.append((s, Event(op.seq, ALLOC, 0, _WHOLE, True)))
+            seq = op.seq
+            by_seq.setdefault(seq, op)
+            # Appended in kind order (free < alloc < read < write): each timeline stays sorted.
+            for sid in op.frees:
+                add(sid, Event(seq, FREE, 0, _WHOLE, True))
+            for sid in op.allocs:
+                add(sid, Event(seq, ALLOC, 0, _WHOLE, True))
             for a in op.reads:
-                evs.append((a.storage, Event(op.seq, READ, a.offset, a.offset + a.nbytes, a.dense)))
+                add(a.storage, Event(seq, READ, a.offset, a.offset + a.nbytes, a.dense))
             for a in op.writes:
-                evs.append((a.storage, Event(op.seq, WRITE, a.offset, a.offset + a.nbytes, a.dense)))
-            evs.sort(key=lambda se: se[1].kind)  # free < alloc < read < write inside one op
-            for storage, ev in evs:
-                timelines.setdefault(storage, []).append(ev)
+                add(a.storage, Event(seq, WRITE, a.offset, a.offset + a.nbytes, a.dense))
         self._timelines: Mapping[int, tuple[Event, ...]] = MappingProxyType({k: tuple(v) for k, v in timelines.items()})
         self._seqs: Mapping[int, tuple[int, ...]] = MappingProxyType(
             {k: tuple(e.seq for e in v) for k, v in self._timelines.items()}
@@ -193,7 +198,10 @@ class TraceIndex:
         timeline = self._timelines[storage]
         i = bisect_right(seqs, after)
         stop = len(seqs) if before is None else bisect_left(seqs, before)
-        yield from timeline[i : min(stop, i + SCAN_LIMIT + 1)]
+        # Index by index: a slice would copy up to SCAN_LIMIT events per call even when the
+        # caller stops at the first one.
+        for k in range(i, min(stop, i + SCAN_LIMIT + 1)):
+            yield timeline[k]
 
     def fate(self, storage: int, rng: Range, after: int) -> Fate:
         """What happens first to ``rng`` after op ``after``: read, fully overwritten, freed or nothing.

@@ -8,6 +8,7 @@ always gives the same verdicts, and judging a judged trace changes nothing.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import replace
 
 from copyhunt.analysis import copy_rules as _builtin_rules  # noqa: F401  (registers the rules)
@@ -25,6 +26,19 @@ NO_OPS = Finding(
 
 def judge(trace: Trace) -> Trace:
     """Return ``trace`` with a verdict, a one-line reason and a suggestion on every copy."""
+    # The index is hundreds of thousands of small tuples on big traces, none of them cyclic: the
+    # cyclic GC would rescan them again and again while they are made (3x the build time measured
+    # at 100k ops). Pause it for the duration, and restore whatever state the caller had.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _judge(trace)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _judge(trace: Trace) -> Trace:
     ctx = TraceIndex(trace)
     judged: dict[int, tuple[Finding, ...]] = {}  # dispatch copies by seq, for their graph replays
     out: list[CopyRecord] = []
