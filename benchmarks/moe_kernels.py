@@ -275,23 +275,34 @@ def tune(W: dict[str, Any], sets: list[Inputs], M: int, log: Callable[[str], Non
         g1_times = []
         for c in G1[bm]:
             g = GemmConfig(*c)
-            t = time_graph([lambda s=s, al=al: run_gemm1(s.x, W["w13"], al, g) for s, al in zip(sets, als)])
+            try:
+                t = time_graph([lambda s=s, al=al, g=g: run_gemm1(s.x, W["w13"], al, g) for s, al in zip(sets, als)])
+            except Exception as exc:  # a candidate that fails to build or run is skipped, not fatal
+                results["candidates"].append({"block_m": bm, "gemm": 1, "cfg": c, "error": str(exc)[:300]})
+                continue
             g1_times.append((t["median_us"], g))
             results["candidates"].append({"block_m": bm, "gemm": 1, "cfg": c, **t})
         g2_times = []
         for c in G2[bm]:
             g = GemmConfig(*c)
-            t = time_graph([lambda s=s, al=al, a=a: run_gemm2(a, W["w2"], s.topk_weights, al, g)
-                            for s, al, a in zip(sets, als, acts)])
+            try:
+                t = time_graph([lambda s=s, al=al, a=a, g=g: run_gemm2(a, W["w2"], s.topk_weights, al, g)
+                                for s, al, a in zip(sets, als, acts)])
+            except Exception as exc:
+                results["candidates"].append({"block_m": bm, "gemm": 2, "cfg": c, "error": str(exc)[:300]})
+                continue
             g2_times.append((t["median_us"], g))
             results["candidates"].append({"block_m": bm, "gemm": 2, "cfg": c, **t})
+        if not g1_times or not g2_times:
+            continue
         t1, b1 = min(g1_times, key=lambda v: v[0])
         t2, b2 = min(g2_times, key=lambda v: v[0])
         log(f"tune M={M} BM={bm}: gemm1 {t1:.1f} us {b1}, gemm2 {t2:.1f} us {b2}")
         if best is None or t1 + t2 < best[0]:
             best = (t1 + t2, MoEConfig(bm, b1, b2))
         del als, acts
-    assert best is not None
+    if best is None:
+        raise RuntimeError(f"no candidate ran at M={M}")
     results["chosen"] = best[1].to_dict()
     results["gemm_us"] = best[0]
     return results
@@ -333,12 +344,16 @@ def bench_m(W: dict[str, Any], M: int, cfg: MoEConfig | None, ceilings: dict[str
         from copyhunt.moe.triton_experts import run_topk_sum
 
         E = p.local_experts
-        row["triton_align"] = time_graph([lambda s=s: align_block_size(s.topk_ids, E, cfg.block_m, W["expert_map"])
-                                          for s in sets])
-        ys = [torch.randn(M * p.top_k, p.hidden, device="cuda").to(torch.bfloat16) for _ in sets]
-        row["triton_topk_sum"] = time_graph([lambda s=s, y=y, o=o: run_topk_sum(y, o, s.topk_ids, W["expert_map"], E)
-                                             for s, y, o in zip(sets, ys, outs)])
-        del ys
+        try:
+            row["triton_align"] = time_graph(
+                [lambda s=s: align_block_size(s.topk_ids, E, cfg.block_m, W["expert_map"]) for s in sets])
+            ys = [torch.randn(M * p.top_k, p.hidden, device="cuda").to(torch.bfloat16) for _ in sets]
+            row["triton_topk_sum"] = time_graph(
+                [lambda s=s, y=y, o=o: run_topk_sum(y, o, s.topk_ids, W["expert_map"], E)
+                 for s, y, o in zip(sets, ys, outs)])
+            del ys
+        except Exception as exc:
+            row["stage_error"] = f"{type(exc).__name__}: {exc}"[:400]
     if with_reference:
         row["reference_eager"] = time_eager(lambda: run_reference(W, sets[0]), reps=3 if M >= 4096 else 5)
     log(f"bench M={M}: " + json.dumps({k: v for k, v in row.items()}, default=str)[:600])
@@ -551,10 +566,14 @@ def main() -> int:
         cfg = None
         if not args.no_tune:
             sets = [make_inputs(TUNE_PRESET, M, "cuda", seed=7 * M + i) for i in range(8 if M <= 256 else 2)]
-            tr = tune(W, sets, M, log)
-            result["tuning"][str(M)] = tr
-            cfg = MoEConfig.from_dict(tr["chosen"])
-            table[str(M)] = tr["chosen"]
+            try:
+                tr = tune(W, sets, M, log)
+                result["tuning"][str(M)] = tr
+                cfg = MoEConfig.from_dict(tr["chosen"])
+                table[str(M)] = tr["chosen"]
+            except Exception as exc:  # fall back to the heuristic for this M, keep going
+                log(f"tuning failed at M={M}: {type(exc).__name__}: {exc}")
+                result["tuning"][str(M)] = {"error": f"{type(exc).__name__}: {exc}"[:400]}
             del sets
         rows.append(bench_m(W, M, cfg, ceilings, log))
         r = rows[-1]
