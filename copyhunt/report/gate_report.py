@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import linecache
+import os
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -29,8 +30,17 @@ def source_line(file: str, line: int) -> str | None:
     """The text of ``file:line`` (stripped), or None when the file cannot be read here."""
     if line <= 0 or file.startswith("<"):
         return None
-    text = linecache.getline(file, line)
-    return text.strip() or None
+    # A relative path is relative to the cwd (as shown); read it by its absolute name, because linecache
+    # keys on the name and two different "test_x.py" files would share a relative key. Paths shown
+    # after "site-packages/" do not exist under the cwd: linecache then searches sys.path for them.
+    for name in (os.path.abspath(file), file) if not os.path.isabs(file) else (file,):
+        if os.path.isabs(name) and not os.path.exists(name):
+            continue
+        linecache.checkcache(name)  # the file may have changed since it was cached
+        text = linecache.getline(name, line).strip()
+        if text:
+            return text
+    return None
 
 
 def _site_json(t: "SiteTally") -> dict[str, Any]:
