@@ -223,6 +223,12 @@ class CopyhuntFixture:
 
         return hunt(**kwargs)
 
+    def region(self, name: str) -> Any:
+        """``copyhunt.region(name)``: label a block so a ``region=`` limit can select it."""
+        from copyhunt.capture.regions import region
+
+        return region(name)
+
     def count(self, trace: "Trace", kind: Any = "d2d", region: str | None = None, site: str | None = None) -> int:
         """How many copies of a trace match, with the marker's meaning of kind / region / site."""
         limit = parse_limit((0,), {"kind": kind, "region": region, "site": site})

@@ -142,3 +142,15 @@ def test_check_increase_per_site():
     # Device time alone never counts as growth (too noisy to gate on).
     timed = _trace(_copy(10), CopyRecord(**{**_copy(20, 400).__dict__, "device": DeviceTiming("Memcpy DtoD", 99.0, 400)}))
     assert check_increase(timed, base, ROOT) == ()
+
+
+def test_capture_filters_are_noted():
+    # Traced with --kind h2d --region decode: a d2d rule saw nothing; say so rather than pass silently.
+    trace = Trace(meta=TraceMeta(filters={"kinds": ["h2d"], "region": "decode"}))
+    budget = _budget(Rule("d2d", Selector(kinds=("d2d",)), max_copies=Limit(0)), Rule("h2d", Selector(kinds=("h2d",)), max_copies=Limit(0)))
+    result = check(trace, budget, ROOT)
+    assert result.ok
+    assert result.notes == (
+        "d2d: the trace recorded only h2d copies, so d2d copies went uncounted",
+        "the trace holds only copies inside region 'decode'",
+    )

@@ -175,7 +175,10 @@ def test_block_over_limit(copyhunt):
 def test_hunt(copyhunt):
     with copyhunt.hunt() as h:
         make(3)
-    assert [c.bytes for c in h.copies] == [16, 16, 16]
+        with copyhunt.region("moe"):
+            make(1)
+    assert [c.bytes for c in h.copies] == [16, 16, 16, 16]
+    assert copyhunt.count(h.trace, region="moe") == 1
 """)
     result = pytester.runpytest()
     result.assert_outcomes(passed=2, failed=1)

@@ -13,7 +13,7 @@ from typing import Iterable
 
 from copyhunt.analysis.diff import SiteKey, SiteStats, copy_bytes, diff_traces, display_path, site_stats
 from copyhunt.gate.budget import Allow, Budget, Limit, Rule, Selector
-from copyhunt.records import CopyRecord, Trace, is_eliminable
+from copyhunt.records import COPY_KINDS, CopyRecord, Trace, is_eliminable
 
 #: What a violation is about.
 MEASURES = ("copies", "bytes", "eliminable", "increase")
@@ -177,6 +177,7 @@ def check(trace: Trace, budget: Budget, root: str | os.PathLike[str] | None = No
     notes = []
     if not judged and any(r.max_eliminable is not None for r in budget.rules):
         notes.append("max_eliminable not checked: the trace carries no verdicts (trace it with a copyhunt that judges copies)")
+    notes.extend(_filter_notes(trace, budget))
     if not trace.meta.complete:
         notes.append(f"the trace is incomplete ({trace.meta.error or 'the target did not finish'}): counts are a lower bound")
     return GateResult(
@@ -185,6 +186,22 @@ def check(trace: Trace, budget: Budget, root: str | os.PathLike[str] | None = No
         allowed=tuple(AllowedGroup(a, n, b) for a, (n, b) in zip(budget.allow, allowed_counts)),
         notes=tuple(notes),
     )
+
+
+def _filter_notes(trace: Trace, budget: Budget) -> list[str]:
+    """Say when the capture filtered copies out, so a rule could not see what it counts."""
+    filters = trace.meta.filters or {}
+    notes = []
+    recorded = filters.get("kinds")
+    if recorded:
+        for rule in budget.rules:
+            wanted = rule.selector.kinds or COPY_KINDS
+            missing = [k for k in wanted if k not in recorded]
+            if missing:
+                notes.append(f"{rule.name}: the trace recorded only {', '.join(recorded)} copies, so {', '.join(missing)} copies went uncounted")
+    if filters.get("region"):
+        notes.append(f"the trace holds only copies inside region {filters['region']!r}")
+    return notes
 
 
 def check_increase(trace: Trace, baseline: Trace, root: str | os.PathLike[str] | None = None) -> tuple[Violation, ...]:
