@@ -7,6 +7,8 @@ Fixed: none.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,14 @@ def test_stored_traces_match_the_demo(in_repo):
     assert fixed.meta.complete and baseline.meta.complete
     assert len(fixed.copies) == 0
     assert len(baseline.copies) == 8
+
+
+def test_ci_line_exit_codes_as_a_process():
+    # The exact command CI runs, as a real process: its exit status is the gate's verdict.
+    for trace, code in (("traces/moe-fixed-cpu.json", 0), ("traces/moe-baseline-cpu.json", 1)):
+        proc = subprocess.run(
+            [sys.executable, "-m", "copyhunt", "gate", trace, "--budget", "copyhunt.toml", "--format", "github"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )
+        assert proc.returncode == code, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "copyhunt gate: FAIL - 2 violations"
