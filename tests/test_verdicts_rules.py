@@ -43,7 +43,7 @@ class TraceBuilder:
         return Access(storage, offset, nbytes, rest[0] if rest else True)
 
     def op(self, name: str, reads: tuple = (), writes: tuple = (), allocs: tuple = (), frees: tuple = (),
-           line: int | None = None, is_copy: bool = False) -> int:
+           line: int | None = None, is_copy: bool = False, captured: bool = False) -> int:
         """Append an op; returns its seq. ``line`` gives it the site ``/src/t.py:<line>``."""
         seq = len(self.ops)
         self.ops.append(OpRecord(
@@ -51,6 +51,7 @@ class TraceBuilder:
             reads=tuple(self._access(r) for r in reads), writes=tuple(self._access(w) for w in writes),
             allocs=tuple(allocs), frees=tuple(frees),
             site=None if line is None else Frame("/src/t.py", line, "f"), is_copy=is_copy,
+            captured_in_graph=captured,
         ))
         return seq
 
@@ -58,11 +59,11 @@ class TraceBuilder:
              allocs: tuple = (), frees: tuple = (), line: int | None = None, *, dtype: str = "torch.float32",
              src_dtype: str | None = None, shape: tuple = (4,), src_contiguous: bool | None = True,
              dst_contiguous: bool | None = True, noop: bool = False, src_device: str = "cpu",
-             dst_device: str = "cpu", origin: str = "dispatch", record_op: bool = True) -> int:
+             dst_device: str = "cpu", origin: str = "dispatch", record_op: bool = True, captured: bool = False) -> int:
         """Append a copy op and its record (default accesses: whole source read, whole destination written)."""
         reads = reads or ((src,) if src is not None else ())
         writes = writes or ((dst,) if dst is not None else ())
-        seq = self.op(name, reads, writes, allocs, frees, line, is_copy=True) if record_op else len(self.ops)
+        seq = self.op(name, reads, writes, allocs, frees, line, is_copy=True, captured=captured) if record_op else len(self.ops)
         nbytes = sum(self._access(w).nbytes for w in writes)
         kind = "d2d" if src_device == dst_device else "h2d" if src_device == "cpu" else "d2h" if dst_device == "cpu" else "p2p"
         self.copies.append(CopyRecord(
@@ -70,7 +71,7 @@ class TraceBuilder:
             src_device=src_device, dst_device=dst_device, shape=shape, dtype=dtype,
             site=None if line is None else Frame("/src/t.py", line, "f"),
             src_dtype=src_dtype, src_contiguous=src_contiguous, dst_contiguous=dst_contiguous,
-            src_storage=src, dst_storage=dst, origin=origin,
+            src_storage=src, dst_storage=dst, origin=origin, captured_in_graph=captured,
         ))
         return seq
 
@@ -645,3 +646,56 @@ def test_repeat_of_a_fresh_temporary_is_not_destination_passing():
     b.op("sum", reads=(2,), frees=(1,), line=22)
     c = only(b.trace())
     assert [f.verdict for f in c.findings] == ["defensive-clone"]
+
+
+# --- CUDA graphs: replays read and write unseen -------------------------------------------------
+
+
+def _static_input_refill(captured: bool) -> Trace:
+    """A graph reads static input #2 (captured mm); eager code refills #2 every step, then replays."""
+    b = TraceBuilder()
+    b.storage(2, device="cuda:0")
+    b.op("mm", reads=(2,), writes=(3,), line=100, captured=captured)  # the capture (or an eager run)
+    b.copy("copy_", 1, 2, line=101, src_device="cuda:0", dst_device="cuda:0")  # step 1: refill; replay (unseen)
+    b.copy("copy_", 4, 2, line=101, src_device="cuda:0", dst_device="cuda:0")  # step 2: refill; replay (unseen)
+    return b.trace()
+
+
+def test_eager_copy_into_a_graph_input_is_not_a_dead_store():
+    # Without the capture, step 1's refill really is overwritten unread (control)...
+    assert verdicts(_static_input_refill(captured=False))[0] == "dead-store"
+    # ...but a graph reads #2 at every replay, and replays leave no op records: keep it.
+    assert verdicts(_static_input_refill(captured=True)) == ["needed", "needed"]
+
+
+def test_replays_of_a_graph_captured_elsewhere_make_device_storages_unjudgeable():
+    for device, expected in (("cuda:0", "needed"), ("cpu", "dead-store")):
+        b = TraceBuilder()
+        b.storage(1, device=device)
+        b.storage(2, device=device)
+        b.copy("copy_", 1, 2, line=10, src_device=device, dst_device=device)
+        b.op("fill_", writes=(2,), line=11)
+        base = b.trace()
+        replay = CopyRecord(seq=99, op="aten.copy_.default", kind="d2d", bytes=16, noop=False, src_device="cuda:0",
+                            dst_device="cuda:0", shape=(4,), dtype="torch.float32", site=None, origin="graph-replay")
+        judged = judge(base.with_copies([*base.copies, replay])).copies
+        assert [c.verdict for c in judged] == [expected, "needed"]
+
+
+def test_copies_inside_one_capture_are_judged_within_it():
+    # Two captured MoE-like layers: result (#1/#4, freed) -> workspace #2 -> output (#3/#5).
+    b = TraceBuilder()
+    for sid in (1, 4):
+        b.storage(sid, device="cuda:0", alive=False)
+    b.storage(2, nbytes=64, device="cuda:0")
+    kw = dict(src_device="cuda:0", dst_device="cuda:0", captured=True)
+    b.op("experts", reads=(3,), writes=(1,), allocs=(1,), line=30, captured=True)
+    b.copy("copy_", 1, 2, writes=((2, 0, 16),), line=31, **kw)
+    b.copy("copy_", 2, 3, reads=((2, 0, 16),), frees=(1,), line=32, **kw)
+    b.op("experts", reads=(3,), writes=(4,), allocs=(4,), line=30, captured=True)
+    b.copy("copy_", 4, 2, writes=((2, 0, 16),), line=31, **kw)
+    b.copy("copy_", 2, 5, reads=((2, 0, 16),), frees=(4,), line=32, **kw)
+    b.op("add", reads=(5,), line=33)  # eager, after the capture ended
+    # Layer 1's workspace value is overwritten inside the capture: proven at every replay.
+    # Layer 2's survives the capture: what eager code does with it between replays is unseen.
+    assert verdicts(b.trace()) == ["fresh-temporary", "fresh-temporary", "fresh-temporary", "needed"]

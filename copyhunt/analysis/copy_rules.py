@@ -8,7 +8,7 @@ limit, a missing op record) the rule stays silent: an unproven copy is "needed".
 
 from __future__ import annotations
 
-from copyhunt.analysis.index import Fate, Range, TraceIndex
+from copyhunt.analysis.index import Fate, Range, TraceIndex, Window
 from copyhunt.analysis.rules import rule
 from copyhunt.analysis.wording import ITEMSIZE, buffer, human_bytes, lossless, op_at, op_name
 from copyhunt.records import CopyRecord, Finding
@@ -91,7 +91,8 @@ def dead_store(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     rng, _ = ctx.write_range(copy)
     if rng is None or rng.nbytes == 0:
         return None
-    fate = ctx.fate(copy.dst_storage, rng, copy.seq)
+    win = ctx.window(copy)
+    fate = ctx.fate(copy.dst_storage, rng, copy.seq, win=win)
     if not fate.dies_unread:
         return None
     what = buffer(ctx, copy.dst_storage, rng.nbytes)
@@ -107,6 +108,7 @@ def dead_store(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
 def fresh_temporary(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     """The source value was just produced, is read only by this copy, then dies."""
     pair = _storages(copy, ctx)
+    win = ctx.window(copy)
     if pair is None or copy.src_device != copy.dst_device:
         return None  # across devices the producer cannot write into the destination
     if op_name(copy.op) in NOT_DESTINATION_PASSABLE:
@@ -118,10 +120,10 @@ def fresh_temporary(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
         return None
     if op_name(copy.op) in ("copy_", "copy") and _numel(copy.bytes, copy.dtype) > _numel(src_rng.nbytes, _src_dtype(copy)):
         return None  # a broadcast: the destination holds the source several times
-    h = ctx.history(src, src_rng, copy.seq)
+    h = ctx.history(src, src_rng, copy.seq, win=win)
     if h.producer is None or h.start is None or h.shared or h.limited or not h.contained:
         return None
-    fate = ctx.fate(src, src_rng, copy.seq)
+    fate = ctx.fate(src, src_rng, copy.seq, win=win)
     if not fate.dies_unread:
         return None
     prod_copy = ctx.copy_at(h.producer)
@@ -129,7 +131,7 @@ def fresh_temporary(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
         return None  # e.g. x.to(bf16) copied back into fp32: the rounding is the point
     # Destination passing moves the write of the destination back to where the value began:
     # nobody may read or write the destination from there to this copy (its allocation aside).
-    if ctx.touched(dst, dst_rng, h.start - 1, copy.seq, ignore=ctx.allocated_by(dst)):
+    if ctx.touched(dst, dst_rng, h.start - 1, copy.seq, ignore=ctx.allocated_by(dst), win=win):
         return None
     producer = op_at(ctx, h.producer)
     prod_op = ctx.op(h.producer)
@@ -164,6 +166,7 @@ def fresh_temporary(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
 def round_trip(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     """Data copied A -> B and back (or cast and back losslessly) while A kept its value."""
     pair = _storages(copy, ctx)
+    win = ctx.window(copy)
     if pair is None:
         return None
     src, dst = pair
@@ -171,7 +174,7 @@ def round_trip(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     dst_rng, dst_dense = ctx.write_range(copy)
     if src_rng is None or dst_rng is None or not (src_dense and dst_dense):
         return None
-    h = ctx.history(src, src_rng, copy.seq)
+    h = ctx.history(src, src_rng, copy.seq, win=win)
     if h.producer is None or h.start != h.producer or h.limited:
         return None  # B must hold exactly what the earlier copy put there
     first = ctx.copy_at(h.producer)
@@ -192,7 +195,7 @@ def round_trip(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     if _numel(a_rng.nbytes, a_dtype) != _numel(dst_rng.nbytes, copy.dtype):
         return None
     a = first.src_storage
-    if ctx.first_write(a, a_rng, h.producer, copy.seq) is not None:
+    if ctx.first_write(a, a_rng, h.producer, copy.seq, win=win) is not None:
         return None  # A changed since: copying back is an update, not a round trip
     there = op_at(ctx, h.producer)
     if dst == a and dst_rng == a_rng:
@@ -200,7 +203,7 @@ def round_trip(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
         return Finding("round-trip", reason, "drop this copy: the destination already holds these values")
     # Back into a new buffer: equal to A, so A itself would do if neither is written while it lives.
     op = ctx.op(copy.seq)
-    if op is None or dst not in op.allocs or not _alias_safe(ctx, dst, a, a_rng, copy.seq):
+    if op is None or dst not in op.allocs or not _alias_safe(ctx, dst, a, a_rng, copy.seq, win):
         return None
     reason = f"recreates buffer #{a} (which {there} copied out) unchanged; neither is written while this copy lives"
     return Finding("round-trip", reason, f"use the original (buffer #{a}) instead of copying it back")
@@ -210,6 +213,7 @@ def round_trip(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
 def chained(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     """A copy of a copy with nothing in between; the intermediate is read only by this copy."""
     pair = _storages(copy, ctx)
+    win = ctx.window(copy)
     if pair is None:
         return None
     src, dst = pair
@@ -217,7 +221,7 @@ def chained(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     dst_rng, _ = ctx.write_range(copy)
     if src_rng is None or dst_rng is None:
         return None
-    h = ctx.history(src, src_rng, copy.seq)
+    h = ctx.history(src, src_rng, copy.seq, win=win)
     if h.producer is None or h.start != h.producer or not h.covering or h.shared:
         return None  # the intermediate must be wholly written by one earlier copy and read by nobody else
     first = ctx.copy_at(h.producer)
@@ -225,13 +229,13 @@ def chained(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
         return None
     if not _merge_exact(first, copy):
         return None
-    if not ctx.fate(src, src_rng, copy.seq).dies_unread:
+    if not ctx.fate(src, src_rng, copy.seq, win=win).dies_unread:
         return None
     # One op can run at the first copy's time (destination untouched since) or at this one's
     # (the original unchanged since).
     x_rng, _ = ctx.read_range(first)
-    original_kept = x_rng is not None and ctx.first_write(first.src_storage, x_rng, h.producer, copy.seq) is None
-    dst_free = not ctx.touched(dst, dst_rng, h.producer - 1, copy.seq, ignore=ctx.allocated_by(dst))
+    original_kept = x_rng is not None and ctx.first_write(first.src_storage, x_rng, h.producer, copy.seq, win=win) is None
+    dst_free = not ctx.touched(dst, dst_rng, h.producer - 1, copy.seq, ignore=ctx.allocated_by(dst), win=win)
     if not (original_kept or dst_free):
         return None
     reason = (
@@ -246,6 +250,7 @@ def chained(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
 def defensive_clone(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     """A clone-like copy whose source and result are both never written while the result lives."""
     pair = _storages(copy, ctx)
+    win = ctx.window(copy)
     if pair is None or op_name(copy.op) not in ALIASABLE_OPS:
         return None
     src, dst = pair
@@ -255,9 +260,9 @@ def defensive_clone(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     if copy.src_device != copy.dst_device or _src_dtype(copy) != copy.dtype:
         return None  # an alias cannot change device or dtype
     src_rng, _ = ctx.read_range(copy)
-    if src_rng is None or not _alias_safe(ctx, dst, src, src_rng, copy.seq):
+    if src_rng is None or not _alias_safe(ctx, dst, src, src_rng, copy.seq, win):
         return None
-    death, _ = ctx.death(dst, copy.seq)
+    death, _ = ctx.death(dst, copy.seq, win=win)
     until = f"until it is freed (before #{death})" if death is not None else "until it dies"
     reason = f"neither the source (buffer #{src}) nor this copy is written {until}: an alias would do"
     suggestion = "use the source (or a view of it) instead of the copy"
@@ -268,13 +273,13 @@ def defensive_clone(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     return Finding("defensive-clone", reason, suggestion)
 
 
-def _alias_safe(ctx: TraceIndex, copy_storage: int, src: int, src_rng: Range, seq: int) -> bool:
+def _alias_safe(ctx: TraceIndex, copy_storage: int, src: int, src_rng: Range, seq: int, win: Window) -> bool:
     """True when a copy made at ``seq`` dies inside the trace and neither it nor its source is written meanwhile."""
-    death, alive = ctx.death(copy_storage, seq)
+    death, alive = ctx.death(copy_storage, seq, win=win)
     if death is None and alive:
         return False  # it outlives the hunt: someone may still write it or its source
     info = ctx.storage(copy_storage)
     whole = Range(0, info.nbytes if info is not None else 1 << 62)
-    if ctx.first_write(copy_storage, whole, seq, death) is not None:
+    if ctx.first_write(copy_storage, whole, seq, death, win=win) is not None:
         return False
-    return ctx.first_write(src, src_rng, seq, death) is None
+    return ctx.first_write(src, src_rng, seq, death, win=win) is None

@@ -73,6 +73,22 @@ class Fate(NamedTuple):
         return self.what in ("overwritten", "freed") or (self.what == "end" and not self.alive)
 
 
+class Window(NamedTuple):
+    """The part of the trace whose events a walk may trust for one copy.
+
+    An eager copy trusts the whole trace but no storage a CUDA graph touches (replays read and
+    write those unseen). A copy captured into a graph trusts only its run of captured ops: what
+    happens after the capture ends says nothing about what happens after each replay.
+    """
+
+    lo: int | None  # first trusted seq (None: no bound)
+    hi: int | None  # last trusted seq (None: no bound)
+    captured: bool
+
+
+OPEN = Window(None, None, False)
+
+
 class History(NamedTuple):
     """How the value a copy reads was produced (a backward walk from the copy)."""
 
@@ -138,6 +154,8 @@ class TraceIndex:
                 copies.setdefault(c.seq, c)
         self._copies: Mapping[int, CopyRecord] = MappingProxyType(copies)
         self._storages: Mapping[int, StorageInfo] = MappingProxyType({s.id: s for s in trace.storages})
+        self._foreign, self._graph = _opaque_storages(trace, self._copies)
+        self._segments: Mapping[int, tuple[int, int]] = MappingProxyType(_captured_runs(ops))
 
     # --- lookups ----------------------------------------------------------------------------
 
@@ -159,6 +177,18 @@ class TraceIndex:
         2 or more marks a reused buffer (a workspace); an accumulator updated in place counts 0.
         """
         return self._writers.get(storage, 0)
+
+    def window(self, copy: CopyRecord) -> Window:
+        """The events a walk about ``copy`` may trust (see :class:`Window`)."""
+        if not copy.captured_in_graph:
+            return OPEN
+        lo, hi = self._segments.get(copy.seq, (copy.seq, copy.seq))
+        return Window(lo, hi, True)
+
+    def _blocked(self, storage: int, win: Window) -> bool:
+        # Unseen accesses possible: a replayed graph captured elsewhere may touch any device
+        # storage; an eager copy cannot see what replays of graphs captured here do.
+        return storage in self._foreign or (not win.captured and storage in self._graph)
 
     def alive_at_end(self, storage: int) -> bool:
         """True unless the trace says the storage was dead when the hunt ended (unknown = alive)."""
@@ -203,19 +233,24 @@ class TraceIndex:
         for k in range(i, min(stop, i + SCAN_LIMIT + 1)):
             yield timeline[k]
 
-    def fate(self, storage: int, rng: Range, after: int) -> Fate:
+    def fate(self, storage: int, rng: Range, after: int, win: Window = OPEN) -> Fate:
         """What happens first to ``rng`` after op ``after``: read, fully overwritten, freed or nothing.
 
         A later write only overwrites when dense; several dense writes may cover the range
         piecewise. A read of any byte not yet overwritten counts as a read.
         """
+        if self._blocked(storage, win):
+            return Fate("unknown", None, True)
         live = [(rng.start, rng.end)]
         n = 0
         for ev in self.events(storage, after):
             n += 1
-            if n > SCAN_LIMIT:
+            if n > SCAN_LIMIT or (win.hi is not None and ev.seq > win.hi):
                 return Fate("unknown", None, True)
             if ev.kind == FREE:
+                # Trusted inside a capture too: once its tensors are gone no op, replayed or
+                # eager, can reach the storage again (its memory stays in the graph's pool).
+
                 return Fate("freed", ev.seq, False)
             if ev.kind == READ:
                 if any(ev.start < e and s < ev.end for s, e in live):
@@ -224,10 +259,14 @@ class TraceIndex:
                 live = _subtract(live, ev.start, ev.end)
                 if not live:
                     return Fate("overwritten", ev.seq, True)
+        if win.captured:
+            return Fate("unknown", None, True)
         return Fate("end", None, self.alive_at_end(storage))
 
-    def first_write(self, storage: int, rng: Range, after: int, before: int | None) -> int | None | bool:
+    def first_write(self, storage: int, rng: Range, after: int, before: int | None, win: Window = OPEN) -> int | None | bool:
         """Seq of the first write overlapping ``rng`` in ``(after, before)``; None if none; False if unknown."""
+        if self._blocked(storage, win) or not _inside(win, after, before):
+            return False
         n = 0
         for ev in self.events(storage, after, before):
             n += 1
@@ -237,8 +276,11 @@ class TraceIndex:
                 return ev.seq
         return None
 
-    def touched(self, storage: int, rng: Range, after: int, before: int, ignore: int | None = None) -> bool:
+    def touched(self, storage: int, rng: Range, after: int, before: int, ignore: int | None = None,
+                win: Window = OPEN) -> bool:
         """True when some op other than ``ignore`` reads or writes ``rng`` in ``(after, before)`` (or unknown)."""
+        if self._blocked(storage, win) or not _inside(win, after, before):
+            return True
         n = 0
         for ev in self.events(storage, after, before):
             n += 1
@@ -248,23 +290,33 @@ class TraceIndex:
                 return True
         return False
 
-    def death(self, storage: int, after: int) -> tuple[int | None, bool]:
+    def death(self, storage: int, after: int, win: Window = OPEN) -> tuple[int | None, bool]:
         """(seq of the op before which ``storage`` was found dead, alive at end); (None, True) if unknown."""
+        if self._blocked(storage, win):
+            return None, True
         n = 0
         for ev in self.events(storage, after):
             n += 1
-            if n > SCAN_LIMIT:
+            if n > SCAN_LIMIT or (win.hi is not None and ev.seq > win.hi):
                 return None, True
             if ev.kind == FREE:
                 return ev.seq, False
+        if win.captured:
+            return None, True  # still alive when the capture ended: replays and eager code may use it
         return None, self.alive_at_end(storage)
 
-    def history(self, storage: int, rng: Range, before: int) -> History:
+    def history(self, storage: int, rng: Range, before: int, win: Window = OPEN) -> History:
         """Walk back from op ``before`` to find who produced the value in ``rng`` and who else read it."""
+        if self._blocked(storage, win):
+            return History(None, None, False, (), False, False, True, True)
         seqs = self._seqs.get(storage, ())
         timeline = self._timelines.get(storage, ())
         i = bisect_left(seqs, before) - 1
         lowest = max(-1, i - SCAN_LIMIT)
+        if win.lo is not None:
+            # Only the graph's own ops: a value made before the capture is made anew (unseen) by
+            # the eager code between replays. Stopping early reports the walk as limited.
+            lowest = max(lowest, bisect_left(seqs, win.lo) - 1)
         producer: int | None = None
         writers: list[int] = []
         contained, covering, shared = True, False, False
@@ -301,6 +353,48 @@ class TraceIndex:
                     return History(None, seq, True, (), True, False, False, False)
                 return History(producer, seq, True, tuple(writers), contained, covering, shared, False)
         return History(producer, None, False, tuple(writers), contained, covering, shared, True)
+
+
+def _opaque_storages(trace: Trace, dispatch_copies: Mapping[int, CopyRecord]) -> tuple[frozenset[int], frozenset[int]]:
+    """(storages any walk distrusts, storages only walks of eager copies distrust).
+
+    A ``graph.replay()`` emits no dispatch events: every storage an op captured into a graph
+    touches is read and written again at each replay, unseen by the eager ops around it. When the
+    trace holds replays of a graph captured before the hunt, which storages it touches is unknown:
+    every storage on a non-CPU device may be one of them (a static input buffer, say).
+    """
+    graph: set[int] = set()
+    for op in trace.ops:
+        if op.captured_in_graph:
+            graph.update(a.storage for a in op.reads)
+            graph.update(a.storage for a in op.writes)
+    elsewhere = any(
+        c.origin == "graph-replay" and not (c.seq in dispatch_copies and dispatch_copies[c.seq].captured_in_graph)
+        for c in trace.copies
+    )
+    foreign = {s.id for s in trace.storages if not s.device.startswith("cpu")} if elsewhere else set()
+    return frozenset(foreign), frozenset(graph)
+
+
+def _captured_runs(ops: list[OpRecord]) -> dict[int, tuple[int, int]]:
+    """seq -> (first seq, last seq) of the run of consecutive captured ops it belongs to."""
+    runs: dict[int, tuple[int, int]] = {}
+    run: list[int] = []
+    for op in [*ops, None]:
+        if op is not None and op.captured_in_graph:
+            run.append(op.seq)
+            continue
+        for seq in run:
+            runs[seq] = (run[0], run[-1])
+        run = []
+    return runs
+
+
+def _inside(win: Window, after: int, before: int | None) -> bool:
+    """True when the open interval ``(after, before)`` lies inside the window."""
+    if win.lo is not None and after + 1 < win.lo:
+        return False
+    return win.hi is None or (before is not None and before - 1 <= win.hi)
 
 
 def _overwriters(timeline: tuple[Event, ...]) -> int:
