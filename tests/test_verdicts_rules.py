@@ -699,3 +699,18 @@ def test_copies_inside_one_capture_are_judged_within_it():
     # Layer 1's workspace value is overwritten inside the capture: proven at every replay.
     # Layer 2's survives the capture: what eager code does with it between replays is unseen.
     assert verdicts(b.trace()) == ["fresh-temporary", "fresh-temporary", "fresh-temporary", "needed"]
+
+
+def test_producer_copy_filtered_out_of_the_trace_is_not_guessed():
+    # x.to(bf16) (record dropped, e.g. by a kind filter) then copied into fp32: dtypes of the first
+    # cast are unknown, so the rounding might be the point: not fresh-temporary.
+    b = TraceBuilder()
+    b.storage(2, nbytes=8, alive=False)
+    b.copy("_to_copy", 1, 2, allocs=(2,), line=50, dtype="torch.bfloat16", src_dtype="torch.float32")
+    b.copy("copy_", 2, 3, line=51, dtype="torch.float32", src_dtype="torch.bfloat16")
+    b.op("relu", reads=(3,), frees=(2,), line=52)
+    trace = b.trace()
+    full = judge(trace).copies
+    assert [c.verdict for c in full] == ["needed", "needed"]  # lossy then widening: needed either way
+    dropped = judge(trace.with_copies(trace.copies[1:])).copies
+    assert [c.verdict for c in dropped] == ["needed"]

@@ -126,15 +126,18 @@ def fresh_temporary(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     fate = ctx.fate(src, src_rng, copy.seq, win=win)
     if not fate.dies_unread:
         return None
-    prod_copy = ctx.copy_at(h.producer)
-    if prod_copy is not None and not _merge_exact(prod_copy, copy):
-        return None  # e.g. x.to(bf16) copied back into fp32: the rounding is the point
+    prod_op = ctx.op(h.producer)
+    if prod_op is not None and prod_op.is_copy:
+        prod_copy = ctx.copy_at(h.producer)
+        if prod_copy is None or not _merge_exact(prod_copy, copy):
+            # e.g. x.to(bf16) copied back into fp32: the rounding is the point (and a copy record
+            # left out by a --kind filter leaves its dtypes unknown).
+            return None
     # Destination passing moves the write of the destination back to where the value began:
     # nobody may read or write the destination from there to this copy (its allocation aside).
     if ctx.touched(dst, dst_rng, h.start - 1, copy.seq, ignore=ctx.allocated_by(dst), win=win):
         return None
     producer = op_at(ctx, h.producer)
-    prod_op = ctx.op(h.producer)
     if prod_op is not None and op_name(prod_op.op) in ALLOC_ONLY_OPS:
         # Only allocated in sight: whatever filled it ran outside the dispatcher. The fix is the
         # same: hand the destination to that code instead of the buffer it allocates.
