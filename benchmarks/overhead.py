@@ -1,9 +1,10 @@
 """Per-op overhead of copyhunt's dispatch capture on a CPU loop of small ops (10% of them copies).
 
-Three ways to run the same loop: no mode, a bare no-op TorchDispatchMode (the floor any dispatch-level
-tracer pays), and ``copyhunt.hunt()``. The copyhunt figure is the loop time inside the hunt (what the
-traced program feels); building the trace records after the block is reported in its own column.
-Target: copyhunt <= 1.5x the bare mode.
+The same loop runs with no mode, under a bare no-op TorchDispatchMode (the floor any dispatch-level
+tracer pays), under ``copyhunt.hunt()`` (copies + every op's storage accesses: the default), and
+under ``copyhunt.hunt(record_ops=False)`` (copies only). The copyhunt figure is the loop time inside
+the hunt (what the traced program feels); building the trace records after the block is reported on
+its own row. Target: copyhunt <= 1.5x the bare mode.
 
     python benchmarks/overhead.py [--ops 10000] [--repeats 7] [--json benchmarks/overhead.json]
 """
@@ -79,6 +80,7 @@ def measure(n_ops: int, repeats: int) -> dict[str, Any]:
     bare_t: list[float] = []
     hunt_t: list[float] = []
     build_t: list[float] = []
+    lite_t: list[float] = []
     recorded_ops = recorded_copies = 0
     for _ in range(repeats):
         none_t.append(_time(loop))
@@ -92,6 +94,10 @@ def measure(n_ops: int, repeats: int) -> dict[str, Any]:
         build_t.append(time.perf_counter() - t0)
         assert h.trace is not None
         recorded_ops, recorded_copies = len(h.trace.ops), len(h.trace.copies)
+        lite = copyhunt.hunt(record_ops=False)
+        lite.start()
+        lite_t.append(_time(loop))
+        lite.stop()
     # The fastest run is the estimate least disturbed by other load on the machine (shared CI
     # boxes); the median is kept in the JSON too.
     per = lambda ts: min(ts) / ops * 1e6  # noqa: E731
@@ -106,7 +112,9 @@ def measure(n_ops: int, repeats: int) -> dict[str, Any]:
         "bare_mode_us": per(bare_t),
         "copyhunt_us": per(hunt_t),
         "copyhunt_build_us": per(build_t),
+        "copies_only_us": per(lite_t),
         "median": {
+            "copies_only_us": med(lite_t),
             "no_mode_us": med(none_t),
             "bare_mode_us": med(bare_t),
             "copyhunt_us": med(hunt_t),
@@ -115,6 +123,7 @@ def measure(n_ops: int, repeats: int) -> dict[str, Any]:
     }
     res["ratio_vs_bare"] = res["copyhunt_us"] / res["bare_mode_us"]
     res["ratio_incl_build_vs_bare"] = (res["copyhunt_us"] + res["copyhunt_build_us"]) / res["bare_mode_us"]
+    res["copies_only_ratio_vs_bare"] = res["copies_only_us"] / res["bare_mode_us"]
     res["target_ratio"] = TARGET_RATIO
     res["meets_target"] = res["ratio_vs_bare"] <= TARGET_RATIO
     return res
@@ -128,6 +137,7 @@ def table(res: dict[str, Any]) -> str:
         ("copyhunt.hunt (loop)", res["copyhunt_us"], res["ratio_vs_bare"]),
         ("copyhunt build at exit", res["copyhunt_build_us"], res["copyhunt_build_us"] / res["bare_mode_us"]),
         ("copyhunt loop + build", res["copyhunt_us"] + res["copyhunt_build_us"], res["ratio_incl_build_vs_bare"]),
+        ("copyhunt record_ops=False", res["copies_only_us"], res["copies_only_ratio_vs_bare"]),
     ]
     lines = [
         f"{res['ops']} ops ({res['recorded_copies']} copies recorded, {res['recorded_ops']} ops recorded), "

@@ -92,6 +92,7 @@ class Hunt:
         hide: Iterable[str] = (),
         stack_depth: int = 8,
         device_trace: bool = False,
+        record_ops: bool = True,
     ) -> None:
         if region is not None and (not isinstance(region, str) or not region.strip(SEP).strip()):
             raise HuntOptionError(f"region must be a non-empty region name or path, got {region!r}")
@@ -101,6 +102,7 @@ class Hunt:
         self.region = region.strip(SEP) if region is not None else None
         self.stack_depth = stack_depth
         self.device_trace = bool(device_trace)
+        self.record_ops = bool(record_ops)
         self._rule, self._attribute = make_attributor(focus, hide, stack_depth)
         self.focus = self._rule.focus
         self.hide = self._rule.hide
@@ -131,7 +133,9 @@ class Hunt:
             device = self._device_capture()
             device.__enter__()
         copy_range = getattr(device, "copy_range", None)
-        capture = DispatchCapture(rule=self._rule, stack_depth=self.stack_depth, copy_range=copy_range)
+        capture = DispatchCapture(
+            rule=self._rule, stack_depth=self.stack_depth, copy_range=copy_range, record_ops=self.record_ops
+        )
         try:
             capture.start()
         except BaseException:
@@ -179,6 +183,8 @@ class Hunt:
             filters["focus"] = list(self.focus)
         if self.hide:
             filters["hide"] = list(self.hide)
+        if not self.record_ops:
+            notes.append("copies only (record_ops=False): no per-op records, so verdicts that need them cannot be judged")
         meta = TraceMeta(
             copyhunt_version=copyhunt.__version__,
             torch_version=torch.__version__,
@@ -240,9 +246,24 @@ def hunt(
     hide: Iterable[str] = (),
     stack_depth: int = 8,
     device_trace: bool = False,
+    record_ops: bool = True,
 ) -> Hunt:
-    """Record every copy (and every op's storage accesses) made inside the returned context manager."""
-    return Hunt(kinds=kinds, region=region, focus=focus, hide=hide, stack_depth=stack_depth, device_trace=device_trace)
+    """Record every copy (and every op's storage accesses) made inside the returned context manager.
+
+    ``kinds``: keep only these copy kinds (d2d, h2d, d2h, p2p); ``region``: keep only copies inside
+    that region (any depth); ``focus`` / ``hide``: file globs that move the attributed site;
+    ``stack_depth``: frames kept per copy from the site outward; ``device_trace``: also run the
+    device capture (GPU timings); ``record_ops=False``: copies only, no per-op accesses (cheaper).
+    """
+    return Hunt(
+        kinds=kinds,
+        region=region,
+        focus=focus,
+        hide=hide,
+        stack_depth=stack_depth,
+        device_trace=device_trace,
+        record_ops=record_ops,
+    )
 
 
 class _CallableModule(types.ModuleType):

@@ -417,3 +417,22 @@ def test_stack_depth_limits_the_short_stack() -> None:
         f1(x())
     c = h.copies[0]
     assert [f.function for f in c.stack] == ["f2", "f1"]
+
+
+def test_copies_only_hunt_records_the_same_copies() -> None:
+    a = x()
+
+    def work() -> None:
+        b = a + 1
+        b.clone()
+        a.t().contiguous()
+
+    with hunt() as full:
+        work()
+    with hunt(record_ops=False) as lite:
+        work()
+    key = lambda c: (c.op, c.kind, c.bytes, c.site, c.seq)  # noqa: E731
+    assert [key(c) for c in lite.copies] == [key(c) for c in full.copies]
+    assert len(full.trace.ops) == 4  # add, clone, t, clone
+    assert [o.op for o in lite.trace.ops] == ["aten.clone.default", "aten.clone.default"]
+    assert any("record_ops=False" in n for n in lite.trace.meta.notes)

@@ -118,7 +118,11 @@ class _Mode(TorchDispatchMode):
                 return r
             plan = cap._plans[func] = make_plan(func, COPY_OPS.get(func))
         seq = next(cap._seq)
-        if plan.copy_fn is not None and cap.copy_range is not None:
+        if plan.copy_fn is None:
+            out = func(*args, **kwargs)
+            if not cap.record_ops:
+                return out  # copies-only hunt: other ops just take a sequence number
+        elif cap.copy_range is not None:
             with cap.copy_range(seq, plan.name):
                 out = func(*args, **kwargs)
         else:
@@ -139,7 +143,8 @@ class DispatchCapture:
 
     ``rule`` ranks frames for the sites (``rank(filename) -> 0|1|2`` and ``wanted``, see
     ``copyhunt.attribution.SiteRule``); ``copy_range(seq, op)``, when given, wraps each copy op's
-    execution (e.g. a profiler range a device capture joins on).
+    execution (e.g. a profiler range a device capture joins on). ``record_ops=False`` records copy
+    ops only (no OpRecord for other ops: cheaper, but the verdict analysis then has nothing to use).
     """
 
     def __init__(
@@ -149,8 +154,10 @@ class DispatchCapture:
         stack_depth: int = 8,
         track_modules: bool = True,
         copy_range: Callable[[int, str], ContextManager[Any]] | None = None,
+        record_ops: bool = True,
     ) -> None:
         self.rule = rule if rule is not None else SiteRanker()
+        self.record_ops = record_ops
         self.stack_depth = stack_depth
         self.copy_range = copy_range
         self.active = False
@@ -249,8 +256,8 @@ class DispatchCapture:
             e = self._codes[id(code)] = (code, self.rule.rank(code.co_filename))
         return e[1]
 
-    def _site(self, frame: Any) -> int | None:
-        """Interned (code, offset) of the op's site: the first frame of the wanted rank."""
+    def _site(self, frame: Any) -> Any:
+        """The op's site frame: the first frame of the wanted rank (else the first candidate)."""
         codes = self._codes
         wanted = self.rule.wanted
         fallback = None
@@ -261,19 +268,19 @@ class DispatchCapture:
             e = codes.get(id(code))
             r = e[1] if e is not None and e[0] is code else self._rank(code)
             if r >= wanted:
-                fallback = f
-                break
+                return f
             if r and fallback is None:
                 fallback = f
             f = f.f_back
             n += 1
-        if fallback is None:
-            return None
-        key = (id(fallback.f_code), _where(fallback))
+        return fallback
+
+    def _intern_site(self, f: Any) -> int:
+        key = (id(f.f_code), _where(f))
         i = self._site_ids.get(key)
         if i is None:
             i = self._site_ids[key] = len(self._sites)
-            self._sites.append((fallback.f_code, key[1]))
+            self._sites.append((f.f_code, key[1]))
         return i
 
     def _record(
@@ -355,7 +362,8 @@ class DispatchCapture:
         if not seq & 7 and self._watch:
             self._check_watch(frees)
 
-        site = self._site(frame)
+        site_frame = self._site(frame)
+        site = None if site_frame is None else self._intern_site(site_frame)
         tid = get_ident()
         module = self._mod_state.path if self._mod_state is not None else None
         region = _region_state.path
@@ -366,7 +374,7 @@ class DispatchCapture:
             facts = plan.copy_fn(args, kwargs, out)
             if facts is not None:
                 is_copy = True
-                self._record_copy(seq, plan.name, facts, frame, module, region, tid, in_graph)
+                self._record_copy(seq, plan.name, facts, site_frame or frame, module, region, tid, in_graph)
         self._ops.append(
             (
                 seq,
@@ -423,31 +431,28 @@ class DispatchCapture:
             with self._watch_lock:
                 self._watch.append(sid)
 
-    def _raw_stack(self, frame: Any) -> int:
-        """Interned raw stack: the site (first frame of the wanted rank) and stack_depth frames beyond."""
-        wanted = self.rule.wanted
+    def _raw_stack(self, site: Any) -> int:
+        """Interned raw stack: the site frame and up to stack_depth - 1 callers.
+
+        Frames inside the site (torch, copyhunt) are left out: the same rule chose the site, so
+        attribution at build time can only pick it again.
+        """
         depth = self.stack_depth
-        out: list[tuple[Any, int]] = []
         key: list[int] = []
-        limit = 64 + depth
-        found = False
-        codes = self._codes
-        f = frame
-        while f is not None and len(out) < limit:
-            code = f.f_code
-            e = codes.get(id(code))
-            r = e[1] if e is not None and e[0] is code else self._rank(code)
-            if r >= wanted and not found:
-                found = True
-                limit = min(limit, len(out) + depth)
-            w = _where(f)
-            out.append((code, w))
-            key.append(id(code))
-            key.append(w)
+        f = site
+        while f is not None and len(key) < 2 * depth:
+            key.append(id(f.f_code))
+            key.append(_where(f))
             f = f.f_back
         k = tuple(key)
         i = self._stack_ids.get(k)
         if i is None:
+            # New stack: keep its code objects (they keep the ids in ``k`` unique meanwhile).
+            out: list[tuple[Any, int]] = []
+            f = site
+            while f is not None and len(out) < depth:
+                out.append((f.f_code, _where(f)))
+                f = f.f_back
             i = self._stack_ids[k] = len(self._stacks)
             self._stacks.append(tuple(out))
         return i
