@@ -8,7 +8,8 @@ limit, a missing op record) the rule stays silent: an unproven copy is "needed".
 
 from __future__ import annotations
 
-from copyhunt.analysis.index import Fate, Range, TraceIndex, Window
+from copyhunt.analysis.index import Fate, Range, TraceIndex
+from copyhunt.analysis.trust import Window
 from copyhunt.analysis.rules import rule
 from copyhunt.analysis.wording import ITEMSIZE, buffer, human_bytes, lossless, op_at, op_name
 from copyhunt.records import CopyRecord, Finding

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Iterator, Mapping, NamedTuple
 
+from copyhunt.analysis.trust import OPEN, Window, captured_runs, inside, opaque_storages
 from copyhunt.records import Access, CopyRecord, OpRecord, StorageInfo, Trace
 
-FREE, ALLOC, READ, WRITE = 0, 1, 2, 3
-EVENT_NAMES = ("free", "alloc", "read", "write")
+__all__ = ["TraceIndex", "Range", "Event", "Fate", "History", "Window", "OPEN", "SCAN_LIMIT"]
+
+FREE, ALLOC, READ, WRITE = 0, 1, 2, 3  # also the order of one op's events
 
 #: A walk that would visit more events than this on one storage gives up and answers "unknown";
 #: the rules then stay conservative (needed). It bounds judge() on huge traces whose shared
@@ -73,22 +75,6 @@ class Fate(NamedTuple):
         return self.what in ("overwritten", "freed") or (self.what == "end" and not self.alive)
 
 
-class Window(NamedTuple):
-    """The part of the trace whose events a walk may trust for one copy.
-
-    An eager copy trusts the whole trace but no storage a CUDA graph touches (replays read and
-    write those unseen). A copy captured into a graph trusts only its run of captured ops: what
-    happens after the capture ends says nothing about what happens after each replay.
-    """
-
-    lo: int | None  # first trusted seq (None: no bound)
-    hi: int | None  # last trusted seq (None: no bound)
-    captured: bool
-
-
-OPEN = Window(None, None, False)
-
-
 class History(NamedTuple):
     """How the value a copy reads was produced (a backward walk from the copy)."""
 
@@ -123,6 +109,7 @@ class TraceIndex:
         ops = sorted(trace.ops, key=lambda o: o.seq)  # stable: ties keep the recorded order
         timelines: dict[int, list[Event]] = {}
         by_seq: dict[int, OpRecord] = {}
+
         def add(storage: int, ev: Event) -> None:
             line = timelines.get(storage)
             if line is None:
@@ -154,8 +141,8 @@ class TraceIndex:
                 copies.setdefault(c.seq, c)
         self._copies: Mapping[int, CopyRecord] = MappingProxyType(copies)
         self._storages: Mapping[int, StorageInfo] = MappingProxyType({s.id: s for s in trace.storages})
-        self._foreign, self._graph = _opaque_storages(trace, self._copies)
-        self._segments: Mapping[int, tuple[int, int]] = MappingProxyType(_captured_runs(ops))
+        self._foreign, self._graph = opaque_storages(trace, self._copies)
+        self._segments: Mapping[int, tuple[int, int]] = MappingProxyType(captured_runs(ops))
 
     # --- lookups ----------------------------------------------------------------------------
 
@@ -265,7 +252,7 @@ class TraceIndex:
 
     def first_write(self, storage: int, rng: Range, after: int, before: int | None, win: Window = OPEN) -> int | None | bool:
         """Seq of the first write overlapping ``rng`` in ``(after, before)``; None if none; False if unknown."""
-        if self._blocked(storage, win) or not _inside(win, after, before):
+        if self._blocked(storage, win) or not inside(win, after, before):
             return False
         n = 0
         for ev in self.events(storage, after, before):
@@ -279,7 +266,7 @@ class TraceIndex:
     def touched(self, storage: int, rng: Range, after: int, before: int, ignore: int | None = None,
                 win: Window = OPEN) -> bool:
         """True when some op other than ``ignore`` reads or writes ``rng`` in ``(after, before)`` (or unknown)."""
-        if self._blocked(storage, win) or not _inside(win, after, before):
+        if self._blocked(storage, win) or not inside(win, after, before):
             return True
         n = 0
         for ev in self.events(storage, after, before):
@@ -353,48 +340,6 @@ class TraceIndex:
                     return History(None, seq, True, (), True, False, False, False)
                 return History(producer, seq, True, tuple(writers), contained, covering, shared, False)
         return History(producer, None, False, tuple(writers), contained, covering, shared, True)
-
-
-def _opaque_storages(trace: Trace, dispatch_copies: Mapping[int, CopyRecord]) -> tuple[frozenset[int], frozenset[int]]:
-    """(storages any walk distrusts, storages only walks of eager copies distrust).
-
-    A ``graph.replay()`` emits no dispatch events: every storage an op captured into a graph
-    touches is read and written again at each replay, unseen by the eager ops around it. When the
-    trace holds replays of a graph captured before the hunt, which storages it touches is unknown:
-    every storage on a non-CPU device may be one of them (a static input buffer, say).
-    """
-    graph: set[int] = set()
-    for op in trace.ops:
-        if op.captured_in_graph:
-            graph.update(a.storage for a in op.reads)
-            graph.update(a.storage for a in op.writes)
-    elsewhere = any(
-        c.origin == "graph-replay" and not (c.seq in dispatch_copies and dispatch_copies[c.seq].captured_in_graph)
-        for c in trace.copies
-    )
-    foreign = {s.id for s in trace.storages if not s.device.startswith("cpu")} if elsewhere else set()
-    return frozenset(foreign), frozenset(graph)
-
-
-def _captured_runs(ops: list[OpRecord]) -> dict[int, tuple[int, int]]:
-    """seq -> (first seq, last seq) of the run of consecutive captured ops it belongs to."""
-    runs: dict[int, tuple[int, int]] = {}
-    run: list[int] = []
-    for op in [*ops, None]:
-        if op is not None and op.captured_in_graph:
-            run.append(op.seq)
-            continue
-        for seq in run:
-            runs[seq] = (run[0], run[-1])
-        run = []
-    return runs
-
-
-def _inside(win: Window, after: int, before: int | None) -> bool:
-    """True when the open interval ``(after, before)`` lies inside the window."""
-    if win.lo is not None and after + 1 < win.lo:
-        return False
-    return win.hi is None or (before is not None and before - 1 <= win.hi)
 
 
 def _overwriters(timeline: tuple[Event, ...]) -> int:
