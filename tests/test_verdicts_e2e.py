@@ -261,3 +261,17 @@ def test_summary_of_a_real_trace():
     trace, _ = hunt(both)
     assert [c.verdict for c in trace.copies] == ["fresh-temporary", "needed"]
     assert eliminable_summary(trace).line() == "1 of 2 copies, 16 B look eliminable"
+
+
+def doubled_in_place(x):
+    x.copy_(x * 2)  # mark: in-place
+    return x.sum()
+
+
+def test_fresh_temporary_in_place():
+    x = torch.arange(4.0)
+    trace, _ = hunt(doubled_in_place, x)
+    c = only(trace)
+    assert (c.verdict, c.site.line) == ("fresh-temporary", line("in-place"))
+    assert c.suggestion.startswith(f"compute it in place: the in-place variant of aten.mul.Tensor at {at('in-place')} on the destination")
+    assert x.tolist() == [0.0, 2.0, 4.0, 6.0]  # the tracer changed nothing the program computed

@@ -714,3 +714,26 @@ def test_producer_copy_filtered_out_of_the_trace_is_not_guessed():
     assert [c.verdict for c in full] == ["needed", "needed"]  # lossy then widening: needed either way
     dropped = judge(trace.with_copies(trace.copies[1:])).copies
     assert [c.verdict for c in dropped] == ["needed"]
+
+
+def test_fresh_temporary_made_from_the_destination_by_an_elementwise_op_runs_in_place():
+    # x.copy_(x * 2): mul reads x (#1) and makes tmp (#2); the copy writes tmp back into x.
+    b = TraceBuilder()
+    b.storage(2, alive=False)
+    b.op("mul", reads=(1,), writes=(2,), allocs=(2,), line=20)
+    b.copy("copy_", 2, 1, line=20)
+    b.op("sum", reads=(1,), frees=(2,), line=21)
+    c = only(b.trace())
+    assert c.verdict == "fresh-temporary"
+    assert c.reason == "source (a 16 B buffer #2 made by aten.mul at t.py:20 from the destination) is read only by this copy, then freed (before #2)"
+    assert c.suggestion == "compute it in place: the in-place variant of aten.mul at t.py:20 on the destination (e.g. x.mul_(2) for x.copy_(x * 2)), then drop this copy"
+
+
+def test_needed_when_a_matmul_reads_the_destination_it_would_write():
+    # x.copy_(x @ w): mm(x, w, out=x) would overwrite x while reading it.
+    b = TraceBuilder()
+    b.storage(3, alive=False)
+    b.op("mm", reads=(1, 2), writes=(3,), allocs=(3,), line=20)
+    b.copy("copy_", 3, 1, line=20)
+    b.op("sum", reads=(1,), frees=(3,), line=21)
+    assert verdicts(b.trace()) == ["needed"]

@@ -30,6 +30,16 @@ NOT_DESTINATION_PASSABLE = frozenset({
     "index_copy_", "index_copy",
 })
 
+#: Elementwise ops: each output element depends only on the same element of the inputs, so the op
+#: may write over an input it reads (``x.copy_(x * 2)`` -> ``x.mul_(2)``). A matmul may not.
+POINTWISE_OPS = frozenset({
+    "add", "sub", "mul", "div", "neg", "abs", "exp", "log", "sqrt", "rsqrt", "pow", "relu", "gelu", "silu",
+    "sigmoid", "tanh", "clamp", "clamp_min", "clamp_max", "where", "maximum", "minimum", "reciprocal",
+    "sin", "cos", "erf", "floor", "ceil", "round", "sign", "lerp", "addcmul", "addcdiv", "hardtanh",
+    "leaky_relu", "elu", "softplus", "mish", "hardswish", "hardsigmoid", "bitwise_and", "bitwise_or",
+    "bitwise_xor", "bitwise_not", "logical_not", "masked_fill", "fill", "zeros_like", "ones_like",
+})
+
 #: Ops that only allocate: a value "produced" by one was filled by code the dispatcher cannot see
 #: (a raw Triton launch, a C++ extension writing through data_ptr).
 ALLOC_ONLY_OPS = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "empty_permuted"})
@@ -135,10 +145,20 @@ def fresh_temporary(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
             # left out by a --kind filter leaves its dtypes unknown).
             return None
     # Destination passing moves the write of the destination back to where the value began:
-    # nobody may read or write the destination from there to this copy (its allocation aside).
-    if ctx.touched(dst, dst_rng, h.start - 1, copy.seq, ignore=ctx.allocated_by(dst), win=win):
-        return None
+    # nobody may read or write the destination from there to this copy (its allocation aside),
+    # except one elementwise producer reading exactly those bytes: it can run in place.
+    dst_alloc = ctx.allocated_by(dst)
+    in_place = False
+    if ctx.touched(dst, dst_rng, h.start - 1, copy.seq, ignore=dst_alloc, win=win):
+        in_place = _in_place_ok(copy, ctx, h.producer, h.start, dst, dst_rng, dst_alloc, win)
+        if not in_place:
+            return None
     producer = op_at(ctx, h.producer)
+    if in_place:
+        reason = (f"source (a {human_bytes(src_rng.nbytes)} buffer #{src} made by {producer} from the destination) "
+                  f"is read only by this copy, then {_after(fate, ctx)}")
+        suggestion = f"compute it in place: the in-place variant of {producer} on the destination (e.g. x.mul_(2) for x.copy_(x * 2)), then drop this copy"
+        return Finding("fresh-temporary", reason, suggestion)
     if prod_op is not None and op_name(prod_op.op) in ALLOC_ONLY_OPS:
         # Only allocated in sight: whatever filled it ran outside the dispatcher. The fix is the
         # same: hand the destination to that code instead of the buffer it allocates.
@@ -275,6 +295,21 @@ def defensive_clone(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     elif copy.src_contiguous is False and copy.dst_contiguous is not False:
         suggestion += "; this copy makes a contiguous layout: keep it only if the consumer needs one"
     return Finding("defensive-clone", reason, suggestion)
+
+
+def _in_place_ok(copy: CopyRecord, ctx: TraceIndex, producer: int, start: int, dst: int, dst_rng: Range,
+                 dst_alloc: int | None, win: Window) -> bool:
+    """True when the single elementwise producer reads exactly the destination's bytes and nothing
+    else touches them before the copy: ``x.copy_(x * 2)`` is ``x.mul_(2)``."""
+    op = ctx.op(producer)
+    if op is None or producer != start or op_name(op.op) not in POINTWISE_OPS or _src_dtype(copy) != copy.dtype:
+        return False
+    own = [a for a in op.reads if a.storage == dst]
+    if len(own) != 1 or not own[0].dense or (own[0].offset, own[0].offset + own[0].nbytes) != (dst_rng.start, dst_rng.end):
+        return False
+    if any(a.storage == dst for a in op.writes):
+        return False
+    return not ctx.touched(dst, dst_rng, producer, copy.seq, ignore=dst_alloc, win=win)
 
 
 def _alias_safe(ctx: TraceIndex, copy_storage: int, src: int, src_rng: Range, seq: int, win: Window) -> bool:
