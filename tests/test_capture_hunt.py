@@ -295,16 +295,34 @@ def test_frees_and_alive_at_end() -> None:
 
 def test_reused_addresses_get_new_storage_ids() -> None:
     a = x()
-    ptrs = []
+    addrs = []
     with hunt() as h:
         t = a.clone()
-        for _ in range(20):
-            t = a.clone()  # the previous clone is freed: its memory is reused
-            ptrs.append(t.data_ptr())
-    assert len(set(ptrs)) < 20  # the allocator did reuse addresses...
+        for _ in range(50):
+            t = a.clone()  # the previous clone is freed: the allocator may reuse its address
+            addrs.append(t.untyped_storage()._cdata)
     dsts = [c.dst_storage for c in h.copies]
-    assert len(set(dsts)) == 21  # ...yet every clone got its own storage id
+    # every clone got its own storage id, however often the StorageImpl addresses repeated
+    assert len(set(dsts)) == 51 >= len(set(addrs))
     del t
+
+
+def test_storage_table_gives_a_new_id_to_a_new_storage_at_a_dead_address() -> None:
+    from copyhunt.capture.storages import StorageTable
+
+    table = StorageTable()
+    t1 = torch.ones(4)
+    sid1, new1, replaced1 = table.lookup(t1)
+    assert (sid1, new1, replaced1) == (0, True, None)
+    assert table.lookup(t1) == (0, False, None)  # same live storage: same id
+    del t1
+    assert table.expired(0)
+    # Make the next storage's address map to the dead entry, as a reused address would.
+    t2 = torch.ones(4)
+    table.by_cdata[t2.untyped_storage()._cdata] = 0
+    assert table.lookup(t2) == (1, True, 0)  # new id, and the dead one is reported replaced
+    assert table.lookup(t2) == (1, False, None)
+    assert table.close() == [False, True]  # liveness at close, index = id
 
 
 # --- threads and modules -----------------------------------------------------------------------
