@@ -726,7 +726,10 @@ def test_fresh_temporary_made_from_the_destination_by_an_elementwise_op_runs_in_
     c = only(b.trace())
     assert c.verdict == "fresh-temporary"
     assert c.reason == "source (a 16 B buffer #2 made by aten.mul at t.py:20 from the destination) is read only by this copy, then freed (before #2)"
-    assert c.suggestion == "compute it in place: the in-place variant of aten.mul at t.py:20 on the destination (e.g. x.mul_(2) for x.copy_(x * 2)), then drop this copy"
+    assert c.suggestion == (
+        "compute it in place: the in-place variant of aten.mul at t.py:20 on the destination "
+        "(e.g. x.mul_(2) for x.copy_(x * 2); only if it reads the destination in the same layout), then drop this copy"
+    )
 
 
 def test_needed_when_a_matmul_reads_the_destination_it_would_write():

@@ -157,7 +157,10 @@ def fresh_temporary(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     if in_place:
         reason = (f"source (a {human_bytes(src_rng.nbytes)} buffer #{src} made by {producer} from the destination) "
                   f"is read only by this copy, then {_after(fate, ctx)}")
-        suggestion = f"compute it in place: the in-place variant of {producer} on the destination (e.g. x.mul_(2) for x.copy_(x * 2)), then drop this copy"
+        # Accesses carry byte ranges, not strides: a transposed read of the destination looks the
+        # same, so the suggestion states the condition it relies on.
+        suggestion = (f"compute it in place: the in-place variant of {producer} on the destination "
+                      f"(e.g. x.mul_(2) for x.copy_(x * 2); only if it reads the destination in the same layout), then drop this copy")
         return Finding("fresh-temporary", reason, suggestion)
     if prod_op is not None and op_name(prod_op.op) in ALLOC_ONLY_OPS:
         # Only allocated in sight: whatever filled it ran outside the dispatcher. The fix is the
