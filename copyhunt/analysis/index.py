@@ -172,6 +172,11 @@ class TraceIndex:
         lo, hi = self._segments.get(copy.seq, (copy.seq, copy.seq))
         return Window(lo, hi, True)
 
+    def unseen_graph_access(self, copy: CopyRecord) -> bool:
+        """True when a CUDA graph may touch the copy's source or destination without op records."""
+        win = self.window(copy)
+        return any(s is not None and self._blocked(s, win) for s in (copy.src_storage, copy.dst_storage))
+
     def _blocked(self, storage: int, win: Window) -> bool:
         # Unseen accesses possible: a replayed graph captured elsewhere may touch any device
         # storage; an eager copy cannot see what replays of graphs captured here do.

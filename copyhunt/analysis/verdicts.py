@@ -17,6 +17,11 @@ from copyhunt.analysis.rules import run_rules
 from copyhunt.records import CopyRecord, Finding, Trace
 
 NO_RULE = Finding("needed", "none of the rules applied", "keep it")
+IN_GRAPH = Finding(
+    "needed",
+    "a CUDA graph may read or write its buffers unseen (replays leave no op records)",
+    "keep it; trace the same code without graph replays to judge it",
+)
 NO_OPS = Finding(
     "needed",
     "no op records for this copy",
@@ -44,7 +49,7 @@ def _judge(trace: Trace) -> Trace:
     out: list[CopyRecord] = []
     for copy in trace.copies:
         if copy.origin == "dispatch":
-            findings = run_rules(copy, ctx) or ((NO_RULE,) if ctx.op(copy.seq) is not None else (NO_OPS,))
+            findings = run_rules(copy, ctx) or (_needed(copy, ctx),)
             judged.setdefault(copy.seq, findings)
         else:
             # "device", "imported" (and replays, until matched below) have no op records of their
@@ -57,6 +62,13 @@ def _judge(trace: Trace) -> Trace:
             capture = judged[copy.seq]
             out[i] = _with(copy, tuple(replace(f, reason=f"{f.reason} (as at capture, #{copy.seq})") for f in capture))
     return trace.with_copies(out)
+
+
+def _needed(copy: CopyRecord, ctx: TraceIndex) -> Finding:
+    """Why a dispatch copy no rule could judge is needed."""
+    if ctx.op(copy.seq) is None:
+        return NO_OPS
+    return IN_GRAPH if ctx.unseen_graph_access(copy) else NO_RULE
 
 
 def _with(copy: CopyRecord, findings: tuple[Finding, ...]) -> CopyRecord:
