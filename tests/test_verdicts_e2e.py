@@ -275,3 +275,30 @@ def test_fresh_temporary_in_place():
     assert (c.verdict, c.site.line) == ("fresh-temporary", line("in-place"))
     assert c.suggestion.startswith(f"compute it in place: the in-place variant of aten.mul.Tensor at {at('in-place')} on the destination")
     assert x.tolist() == [0.0, 2.0, 4.0, 6.0]  # the tracer changed nothing the program computed
+
+
+SCRIPT = """\
+import torch
+
+def f(a, out):
+    out.copy_(a + a)  # a fresh temporary copied into a buffer that outlives the script's step
+    return out * 2
+
+out = torch.empty(4)
+r = f(torch.arange(4.0), out)
+"""
+
+
+def test_cli_trace_json_carries_verdict_reason_suggestion(tmp_path, monkeypatch, capsys):
+    import json
+
+    from copyhunt.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.py").write_text(SCRIPT)
+    assert main(["trace", "s.py", "--json", "-o", "t.json"]) == 0
+    (copy,) = json.loads(capsys.readouterr().out)["copies"]
+    assert (copy["verdict"], copy["site"]["line"]) == ("fresh-temporary", 4)
+    assert copy["reason"].startswith(f"source (a fresh 16 B buffer #{copy['src_storage']} made by aten.add.Tensor at s.py:4)")
+    assert copy["suggestion"].startswith("let aten.add.Tensor at s.py:4 write straight into this copy's destination")
+    assert [f["verdict"] for f in copy["findings"]] == ["fresh-temporary"]
