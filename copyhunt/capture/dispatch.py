@@ -11,6 +11,7 @@ outlives the hunt keeps a pass-through mode until it ends.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import sys
 import threading
@@ -50,6 +51,9 @@ else:  # pragma: no cover - 3.10
 
     def _where(f: Any) -> int:
         return f.f_lineno
+
+
+_LASTI = sys.version_info >= (3, 11)
 
 
 class _Marker:
@@ -320,8 +324,8 @@ class DispatchCapture:
                     if new:
                         allocs += (sid,)
                         if o.is_contiguous():
-                            es = o.element_size()
-                            writes.append((sid, o.storage_offset() * es, o.numel() * es, True))
+                            off = o.storage_offset()
+                            writes.append((sid, off * o.element_size() if off else 0, o.nbytes, True))
                         else:
                             writes.append(access(o, sid))
 
@@ -348,8 +352,8 @@ class DispatchCapture:
                     if sid in out_sids:
                         continue  # returned as (a view of) the output: an alias, not a read
                     if t.is_contiguous():
-                        es = t.element_size()
-                        reads.append((sid, t.storage_offset() * es, t.numel() * es, True))
+                        off = t.storage_offset()
+                        reads.append((sid, off * t.element_size() if off else 0, t.nbytes, True))
                     else:
                         reads.append(access(t, sid))
                 elif role == WRITE:
@@ -440,9 +444,10 @@ class DispatchCapture:
         depth = self.stack_depth
         key: list[int] = []
         f = site
+        lasti = _LASTI
         while f is not None and len(key) < 2 * depth:
             key.append(id(f.f_code))
-            key.append(_where(f))
+            key.append(-1 - f.f_lasti if lasti else f.f_lineno)  # _where(f), inlined
             f = f.f_back
         k = tuple(key)
         i = self._stack_ids.get(k)
@@ -476,18 +481,24 @@ class DispatchCapture:
         src_sids = tuple(table.lookup(s)[0] for s in srcs)
         for sid in (dst_sid, *src_sids):
             self._watch_storage(sid)
-        dst_dev = dst.device
-        src_dev = src.device if src is not None else dst_dev
         names = self._names
+        if dst.is_cpu and (src is None or src.is_cpu):
+            kind, src_name, dst_name = "d2d", "cpu", "cpu"  # the common CPU case, no torch.device built
+        else:
+            dst_dev = dst.device
+            src_dev = src.device if src is not None else dst_dev
+            kind = copy_kind(src_dev, dst_dev)
+            src_name = names.get(src_dev) or self._name(src_dev)
+            dst_name = names.get(dst_dev) or self._name(dst_dev)
         self._copies.append(
             (
                 seq,
                 name,
-                copy_kind(src_dev, dst_dev),
+                kind,
                 int(facts.nbytes),
                 bool(facts.noop),
-                names.get(src_dev) or self._name(src_dev),
-                names.get(dst_dev) or self._name(dst_dev),
+                src_name,
+                dst_name,
                 tuple(dst.shape),
                 names.get(dst.dtype) or self._name(dst.dtype),
                 (names.get(src.dtype) or self._name(src.dtype)) if src is not None else None,
@@ -514,6 +525,17 @@ class DispatchCapture:
         """Turn the raw facts into records; ``attribute`` maps a raw stack to (site, short stack)."""
         if attribute is None:
             attribute = default_attribute(self.rule, self.stack_depth)
+        # Building creates a few objects per op, all kept: the cyclic GC would rescan the growing
+        # heap again and again for nothing (our records hold no cycles). Paused for this call only.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._build(attribute)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _build(self, attribute: Callable[[Sequence[Frame]], tuple[Frame | None, tuple[Frame, ...]]]) -> CaptureResult:
         return build_records(
             ops=self._ops,
             copies=self._copies,
