@@ -322,7 +322,7 @@ def test_storage_table_gives_a_new_id_to_a_new_storage_at_a_dead_address() -> No
     table.by_cdata[t2.untyped_storage()._cdata] = 0
     assert table.lookup(t2) == (1, True, 0)  # new id, and the dead one is reported replaced
     assert table.lookup(t2) == (1, False, None)
-    assert table.close() == [False, True]  # liveness at close, index = id
+    assert table.close() == {0: False, 1: True}  # liveness at close, by id
 
 
 # --- threads and modules -----------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from copyhunt.records import Access, CopyRecord, Frame, OpRecord, StorageInfo
 
@@ -55,9 +55,9 @@ def build_records(
     copies: Sequence[tuple[Any, ...]],
     sites: Sequence[tuple[Any, int]],
     stacks: Sequence[tuple[tuple[Any, int], ...]],
-    devices: Sequence[str],
-    nbytes: Sequence[int],
-    alive: Sequence[bool],
+    devices: Mapping[int, str],
+    nbytes: Mapping[int, int],
+    alive: Mapping[int, bool],
     attribute: Attribute,
     notes: list[str],
 ) -> CaptureResult:
@@ -139,7 +139,7 @@ def build_records(
             )
         )
     storages = [
-        StorageInfo(id=i, device=devices[i], nbytes=nbytes[i], alive_at_end=bool(alive[i]) if i < len(alive) else False)
-        for i in range(len(devices))
+        StorageInfo(id=i, device=devices[i], nbytes=nbytes[i], alive_at_end=bool(alive.get(i, False)))
+        for i in sorted(devices)
     ]
     return CaptureResult(copy_records, op_records, storages, notes)

@@ -190,7 +190,7 @@ class DispatchCapture:
         self._cuda = False
         self._errors: list[str] = []
         self._names: dict[Any, str] = {}
-        self._alive: list[bool] = []
+        self._alive: dict[int, bool] = {}
         self.started_at = 0.0
         self.duration_s = 0.0
 
@@ -242,6 +242,7 @@ class DispatchCapture:
         # out of the way (a profile hook left on would slow every call in that thread).
         sys.setprofile(self._prev_thread_hook)
         if self.active:
+            self.table.threaded = True
             mode = _Mode(self)
             self._modes.append(mode)
             mode.__enter__()

@@ -12,6 +12,7 @@ otherwise cost more than the recording itself.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import weakref
 
@@ -55,8 +56,8 @@ def access(t: torch.Tensor, sid: int, dense_ok: bool = True) -> tuple[int, int, 
     return (sid, t.storage_offset() * es, nbytes, dense and dense_ok)
 
 
-def _free_all(handles: list[int]) -> None:
-    for h in handles:
+def _free_all(handles: dict[int, int]) -> None:
+    for h in handles.values():
         if h:
             _free_weak_ref(h)
     handles.clear()
@@ -67,10 +68,15 @@ class StorageTable:
 
     def __init__(self) -> None:
         self.by_cdata: dict[int, int] = {}  # StorageImpl address -> id of the storage seen there last
-        self.weak: list[int] = []  # id -> raw weak reference handle (0 once released)
-        self.device: list[str] = []  # id -> device
-        self.nbytes: list[int] = []  # id -> storage size when first seen
+        # Per id (dicts, not lists: an id is taken atomically from _ids and each entry is one atomic
+        # store, so a thread switch between two stores cannot misalign them).
+        self.weak: dict[int, int] = {}  # raw weak reference handle
+        self.device: dict[int, str] = {}
+        self.nbytes: dict[int, int] = {}  # storage size when first seen
+        self._ids = itertools.count()
         self._lock = threading.Lock()
+        # Set (for good) once a second thread records: from then on new ids are taken under the lock.
+        self.threaded = False
         self._device_names: dict[torch.device, str] = {}
         # Release the weak references even if the capture is dropped without close().
         self._finalizer = weakref.finalize(self, _free_all, self.weak)
@@ -96,26 +102,35 @@ class StorageTable:
             name = self._device_names.get(dev)
             if name is None:
                 name = self._device_names[dev] = str(dev)
+        if not self.threaded:
+            # One recording thread: skip the lock (a per-op cost). Were a thread to start right
+            # now, the worst case is one storage registered twice, never two storages sharing an id.
+            sid = next(self._ids)
+            self.weak[sid] = st._weak_ref()
+            self.device[sid] = name
+            self.nbytes[sid] = st.nbytes()
+            self.by_cdata[cd] = sid
+            return sid, True, old
         with self._lock:
             # Re-check under the lock: another thread may have registered it meanwhile.
             cur = self.by_cdata.get(cd)
             if cur is not None and cur != old and not _expired(self.weak[cur]):
                 return cur, False, None
-            sid = len(self.weak)
-            self.weak.append(st._weak_ref())
-            self.device.append(name)
-            self.nbytes.append(st.nbytes())
+            sid = next(self._ids)
+            self.weak[sid] = st._weak_ref()
+            self.device[sid] = name
+            self.nbytes[sid] = st.nbytes()
             self.by_cdata[cd] = sid
         return sid, True, old
 
     def expired(self, sid: int) -> bool:
-        """True when storage ``sid`` has been freed."""
-        h = self.weak[sid]
+        """True when storage ``sid`` has been freed (or the table was closed)."""
+        h = self.weak.get(sid)
         return True if not h else bool(_expired(h))
 
-    def close(self) -> list[bool]:
-        """Liveness of every storage now (index = id), then release all weak references."""
-        alive = [bool(h) and not _expired(h) for h in self.weak]
+    def close(self) -> dict[int, bool]:
+        """Liveness of every storage now (by id), then release all weak references."""
+        alive = {sid: bool(h) and not _expired(h) for sid, h in self.weak.items()}
         with self._lock:
             _free_all(self.weak)
             self.by_cdata.clear()
