@@ -220,7 +220,22 @@ class Hunt:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop(exc)
+        try:
+            self.stop(exc)
+        except Exception as ours:
+            if exc is None:
+                raise
+            # Never let a failure of ours replace the user's exception: keep an empty, marked trace.
+            self.trace = Trace(
+                meta=TraceMeta(
+                    copyhunt_version=copyhunt.__version__,
+                    torch_version=torch.__version__,
+                    python=platform.python_version(),
+                    complete=False,
+                    error=_one_line(exc),
+                    notes=(f"copyhunt could not build the trace: {_one_line(ours)}",),
+                )
+            )
         # Returning None lets the block's exception propagate unchanged.
         return None
 

@@ -454,3 +454,39 @@ def test_copies_only_hunt_records_the_same_copies() -> None:
     assert len(full.trace.ops) == 4  # add, clone, t, clone
     assert [o.op for o in lite.trace.ops] == ["aten.clone.default", "aten.clone.default"]
     assert any("record_ops=False" in n for n in lite.trace.meta.notes)
+
+
+def test_stop_from_another_thread_is_refused() -> None:
+    h = hunt()
+    h.start()
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            h.stop()
+        except HuntActiveError as exc:
+            errors.append(exc)
+
+    th = threading.Thread(target=other)
+    th.start()
+    th.join()
+    trace = h.stop()  # the starting thread can still stop it
+    assert [str(e) for e in errors] == ["a hunt must be stopped from the thread that started it"]
+    assert trace.meta.complete
+
+
+def test_a_failure_of_ours_never_masks_the_users_exception(monkeypatch: pytest.MonkeyPatch) -> None:
+    from copyhunt.capture.dispatch import DispatchCapture
+
+    def broken_build(self: DispatchCapture, attribute: Any = None) -> Any:
+        raise RuntimeError("internal")
+
+    monkeypatch.setattr(DispatchCapture, "build", broken_build)
+    with pytest.raises(ValueError, match="user"):
+        with hunt() as h:
+            raise ValueError("user")
+    assert h.trace.meta.complete is False and h.trace.meta.error == "ValueError: user"
+    assert h.trace.meta.notes == ("copyhunt could not build the trace: RuntimeError: internal",)
+    with pytest.raises(RuntimeError, match="internal"):  # without a user exception, ours shows
+        with hunt():
+            pass

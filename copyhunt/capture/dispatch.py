@@ -188,6 +188,7 @@ class DispatchCapture:
         self._main_mode: _Mode | None = None
         self._prev_thread_hook: Any = None
         self._cuda = False
+        self._start_thread = 0
         self._errors: list[str] = []
         self._names: dict[Any, str] = {}
         self._alive: dict[int, bool] = {}
@@ -213,6 +214,7 @@ class DispatchCapture:
         threading.setprofile(self._thread_hook)
         self._main_mode = _Mode(self)
         self._modes.append(self._main_mode)
+        self._start_thread = get_ident()
         self.started_at = time.perf_counter()
         self._main_mode.__enter__()
 
@@ -221,6 +223,9 @@ class DispatchCapture:
         global _active
         if not self.active:
             return
+        if get_ident() != self._start_thread:
+            # The mode sits on the starting thread's dispatch stack; popping here would pop another.
+            raise HuntActiveError("a hunt must be stopped from the thread that started it")
         self.duration_s = time.perf_counter() - self.started_at
         self.active = False
         try:
