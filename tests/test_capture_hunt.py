@@ -7,6 +7,7 @@ import gc
 import inspect
 import threading
 import types
+import warnings
 import weakref
 from typing import Any
 
@@ -490,3 +491,30 @@ def test_a_failure_of_ours_never_masks_the_users_exception(monkeypatch: pytest.M
     with pytest.raises(RuntimeError, match="internal"):  # without a user exception, ours shows
         with hunt():
             pass
+
+
+def test_unusual_tensors_are_recorded_without_internal_errors() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the nested-tensor prototype warning
+        with hunt() as h:
+            torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last)  # clone: 120 x 4 = 480 B
+            torch.empty(0, 3).clone()  # 0 B
+            torch.tensor(3.0).clone()  # 0-dim: 4 B
+            torch.randn(3, dtype=torch.complex64).clone()  # 3 x 8 = 24 B
+            torch.empty(4, 4, device="meta").clone()  # meta: 16 x 4 = 64 B
+            torch.eye(3).to_sparse().clone()  # sparse: no storage; bytes from the dense numel
+            torch.nested.nested_tensor([torch.randn(2, 3), torch.randn(4, 3)]).clone()  # nested: 18 x 4 B
+    assert h.trace.meta.notes == ()  # nothing failed inside the recorder
+    assert [(c.bytes, c.dst_device) for c in h.copies if c.op == "aten.clone.default"] == [
+        (480, "cpu"),
+        (0, "cpu"),
+        (4, "cpu"),
+        (24, "cpu"),
+        (64, "meta"),
+        (36, "cpu"),
+        (72, "cpu"),
+    ]
+    sparse, nested = [c for c in h.copies if c.op == "aten.clone.default"][-2:]
+    assert sparse.dst_storage is None and sparse.dst_contiguous is False
+    assert nested.shape == ()
+

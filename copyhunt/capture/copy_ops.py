@@ -44,7 +44,10 @@ def register_copy(*ops: Any) -> Callable[[CopyFn], CopyFn]:
 
 
 def _nbytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()
+    try:
+        return t.numel() * t.element_size()
+    except RuntimeError:
+        return 0  # a layout without a numel (some nested tensors): the count is unknown
 
 
 def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], i: int, name: str, default: Any = None) -> Any:

@@ -63,6 +63,20 @@ class SiteRanker:
         return 0 if filename.startswith(_PKG_DIR) else 1
 
 
+def _shape(t: torch.Tensor) -> tuple[int, ...]:
+    try:
+        return tuple(t.shape)
+    except RuntimeError:
+        return ()  # nested tensors have no single shape
+
+
+def _contiguous(t: torch.Tensor) -> bool | None:
+    try:
+        return t.is_contiguous()
+    except (RuntimeError, NotImplementedError):
+        return None  # sparse layouts have no contiguity
+
+
 class Recorder:
     """Per-op recording state and the hot path; :class:`DispatchCapture` adds the lifecycle."""
 
@@ -154,7 +168,10 @@ class Recorder:
         if not plan.skip_outputs:
             for o in out if type(out) is tuple or type(out) is list else (out,):
                 if isinstance(o, Tensor):
-                    st = o.untyped_storage()
+                    try:
+                        st = o.untyped_storage()
+                    except (RuntimeError, NotImplementedError):
+                        continue  # no storage (sparse, nested...): nothing to account
                     cd = st._cdata
                     sid = by_cdata.get(cd)
                     if sid is not None and not _expired(weak[sid]):
@@ -184,7 +201,10 @@ class Recorder:
             for t in (a,) if isinstance(a, Tensor) else a if type(a) is list or type(a) is tuple else ():
                 if not isinstance(t, Tensor):
                     continue
-                st = t.untyped_storage()
+                try:
+                    st = t.untyped_storage()
+                except (RuntimeError, NotImplementedError):
+                    continue  # no storage (sparse, nested...): nothing to account
                 cd = st._cdata
                 sid = by_cdata.get(cd)
                 if sid is None or _expired(weak[sid]):
@@ -267,6 +287,12 @@ class Recorder:
         finally:
             self._watch_lock.release()
 
+    def _sid_or_none(self, t: torch.Tensor) -> int | None:
+        try:
+            return self.table.lookup(t)[0]
+        except (RuntimeError, NotImplementedError):
+            return None  # a tensor without a storage (sparse, nested...)
+
     def _name(self, obj: Any) -> str:
         # str() of devices and dtypes, cached: they repeat on every copy.
         name = self._names[obj] = str(obj)
@@ -319,11 +345,11 @@ class Recorder:
         dst = facts.dst
         srcs = [s for s in facts.srcs if isinstance(s, torch.Tensor)]
         src = srcs[0] if srcs else None
-        table = self.table
-        dst_sid = table.lookup(dst)[0]
-        src_sids = tuple(table.lookup(s)[0] for s in srcs)
+        dst_sid = self._sid_or_none(dst)
+        src_sids = tuple(sid for sid in map(self._sid_or_none, srcs) if sid is not None)
         for sid in (dst_sid, *src_sids):
-            self._watch_storage(sid)
+            if sid is not None:
+                self._watch_storage(sid)
         names = self._names
         if dst.is_cpu and (src is None or src.is_cpu):
             kind, src_name, dst_name = "d2d", "cpu", "cpu"  # the common CPU case, no torch.device built
@@ -342,11 +368,11 @@ class Recorder:
                 bool(facts.noop),
                 src_name,
                 dst_name,
-                tuple(dst.shape),
+                _shape(dst),
                 names.get(dst.dtype) or self._name(dst.dtype),
                 (names.get(src.dtype) or self._name(src.dtype)) if src is not None else None,
-                src.is_contiguous() if src is not None else None,
-                dst.is_contiguous(),
+                _contiguous(src) if src is not None else None,
+                bool(_contiguous(dst)),
                 self._raw_stack(frame),
                 module,
                 region,
