@@ -177,9 +177,18 @@ class Recorder:
                     if sid is not None and not _expired(weak[sid]):
                         out_sids += (sid,)
                         continue
-                    sid, new, replaced = table.new(st, cd, o, sid)
-                    if replaced is not None:
-                        self._note_free(replaced, frees)
+                    if sid is not None:
+                        self._note_free(sid, frees)  # a dead storage's address, reused
+                    if not table.threaded and o.is_cpu:
+                        # StorageTable.new inlined for the common case (one thread, CPU): per op.
+                        sid = next(table.ids)
+                        weak[sid] = st._weak_ref()
+                        table.device[sid] = "cpu"
+                        table.nbytes[sid] = st.nbytes()
+                        by_cdata[cd] = sid
+                        new = True
+                    else:
+                        sid, new, _ = table.new(st, cd, o, sid)
                     out_sids += (sid,)
                     if new:
                         allocs += (sid,)

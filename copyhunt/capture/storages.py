@@ -68,12 +68,12 @@ class StorageTable:
 
     def __init__(self) -> None:
         self.by_cdata: dict[int, int] = {}  # StorageImpl address -> id of the storage seen there last
-        # Per id (dicts, not lists: an id is taken atomically from _ids and each entry is one atomic
+        # Per id (dicts, not lists: an id is taken atomically from ids and each entry is one atomic
         # store, so a thread switch between two stores cannot misalign them).
         self.weak: dict[int, int] = {}  # raw weak reference handle
         self.device: dict[int, str] = {}
         self.nbytes: dict[int, int] = {}  # storage size when first seen
-        self._ids = itertools.count()
+        self.ids = itertools.count()  # next storage id (next() is atomic)
         self._lock = threading.Lock()
         # Set (for good) once a second thread records: from then on new ids are taken under the lock.
         self.threaded = False
@@ -105,7 +105,7 @@ class StorageTable:
         if not self.threaded:
             # One recording thread: skip the lock (a per-op cost). Were a thread to start right
             # now, the worst case is one storage registered twice, never two storages sharing an id.
-            sid = next(self._ids)
+            sid = next(self.ids)
             self.weak[sid] = st._weak_ref()
             self.device[sid] = name
             self.nbytes[sid] = st.nbytes()
@@ -116,7 +116,7 @@ class StorageTable:
             cur = self.by_cdata.get(cd)
             if cur is not None and cur != old and not _expired(self.weak[cur]):
                 return cur, False, None
-            sid = next(self._ids)
+            sid = next(self.ids)
             self.weak[sid] = st._weak_ref()
             self.device[sid] = name
             self.nbytes[sid] = st.nbytes()
