@@ -518,3 +518,46 @@ def test_unusual_tensors_are_recorded_without_internal_errors() -> None:
     assert sparse.dst_storage is None and sparse.dst_contiguous is False
     assert nested.shape == ()
 
+
+
+class FakeDeviceCapture:
+    """Stands in for copyhunt.capture.device.DeviceCapture: records how hunt drives it."""
+
+    calls: list[Any] = []
+
+    def __enter__(self) -> "FakeDeviceCapture":
+        self.calls.append("enter")
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.calls.append(("exit", exc_type))
+
+    def copy_range(self, seq: int, op: str) -> Any:
+        import contextlib
+
+        self.calls.append(("range", seq, op))
+        return contextlib.nullcontext()
+
+    def join(self, trace: Trace) -> Trace:
+        import dataclasses
+
+        self.calls.append("join")
+        return dataclasses.replace(trace, meta=dataclasses.replace(trace.meta, gpu_time_us=1.5))
+
+
+def test_device_trace_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    fake = types.ModuleType("copyhunt.capture.device")
+    fake.DeviceCapture = FakeDeviceCapture  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "copyhunt.capture.device", fake)
+    FakeDeviceCapture.calls = []
+    a = x()
+    with pytest.raises(ValueError):
+        with hunt(device_trace=True) as h:
+            a + 1  # not a copy: no range
+            a.clone()
+            raise ValueError("stop")
+    # one range per copy op, keyed by its seq; exit sees the block's exception; join builds h.trace
+    assert FakeDeviceCapture.calls == ["enter", ("range", 1, "aten.clone.default"), ("exit", ValueError), "join"]
+    assert h.copies[0].seq == 1 and h.trace.meta.gpu_time_us == 1.5 and h.trace.meta.complete is False
