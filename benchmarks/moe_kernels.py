@@ -40,27 +40,31 @@ TUNE_PRESET = "minimax-m2.5-tp4"
 G1: dict[int, list[tuple[int, ...]]] = {
     16: [(16, 256, 1, 4, 3), (32, 128, 1, 4, 4), (32, 256, 1, 4, 3), (64, 128, 1, 4, 3), (16, 128, 1, 2, 5)],
     32: [(64, 64, 4, 4, 4), (64, 128, 4, 4, 3)],
-    64: [(64, 64, 8, 4, 4), (128, 64, 8, 8, 3), (64, 128, 8, 4, 3)],
-    128: [(64, 64, 8, 8, 4), (128, 64, 8, 8, 3), (64, 64, 8, 4, 4), (128, 64, 8, 8, 4)],
+    64: [(64, 64, 8, 4, 4), (128, 64, 8, 8, 3), (64, 128, 8, 4, 3), (64, 64, 8, 4, 4, True), (128, 64, 8, 8, 3, True)],
+    128: [(64, 64, 8, 8, 4), (128, 64, 8, 8, 3), (64, 64, 8, 4, 4), (128, 64, 8, 8, 4),
+          (64, 64, 8, 8, 4, True), (128, 64, 8, 8, 3, True), (64, 64, 8, 4, 4, True)],
 }
+# A 6th element True: GEMM1 as one MMA over interleaved gate/up columns (MoEConfig.gate_up_one_dot).
 G2: dict[int, list[tuple[int, ...]]] = {
     16: [(32, 128, 1, 4, 3), (64, 128, 1, 4, 3), (128, 64, 1, 4, 4)],
     32: [(64, 128, 4, 4, 3), (128, 64, 4, 4, 4)],
     64: [(128, 64, 8, 4, 4), (128, 64, 8, 8, 3), (64, 128, 8, 4, 3), (256, 64, 8, 8, 3)],
-    128: [(128, 64, 8, 8, 3), (256, 64, 8, 8, 3), (128, 128, 8, 8, 3)],
+    128: [(128, 64, 8, 8, 3), (256, 64, 8, 8, 3), (128, 128, 8, 8, 3), (256, 64, 8, 8, 4)],
 }
 PDL_MAX_BLOCK_M = 64  # PDL variants are compiled and timed for the decode-ish tiles only
 PDL_MAX_M = 1024
 BM_FOR_M = {1: [16], 8: [16], 64: [16, 32], 256: [16, 32], 1024: [32, 64], 4096: [64, 128], 16384: [64, 128]}
 
 
-def all_candidate_configs() -> list[tuple[int, GemmConfig, GemmConfig]]:
-    """(block_m, gemm1, gemm2) triples to precompile: every candidate once, paired arbitrarily."""
+def all_candidate_configs() -> list[MoEConfig]:
+    """Configs to precompile: every GEMM1 and GEMM2 candidate at least once, paired arbitrarily."""
     out = []
     for bm in sorted(G1):
         g1s, g2s = G1[bm], G2[bm]
         for i in range(max(len(g1s), len(g2s))):
-            out.append((bm, GemmConfig(*g1s[min(i, len(g1s) - 1)]), GemmConfig(*g2s[min(i, len(g2s) - 1)])))
+            c1 = g1s[min(i, len(g1s) - 1)]
+            out.append(MoEConfig(bm, GemmConfig(*c1[:5]), GemmConfig(*g2s[min(i, len(g2s) - 1)]),
+                                 gate_up_one_dot=len(c1) > 5 and bool(c1[5])))
     return out
 
 
@@ -125,8 +129,14 @@ def run_reference(W: dict[str, Any], inp: Inputs) -> torch.Tensor:
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """||out - ref|| / ||ref|| in float64; NaN anywhere gives NaN (never passes a < bound check)."""
-    return float((out.double() - ref.double()).norm() / ref.double().norm())
+    """||out - ref|| / ||ref|| in float64; NaN anywhere gives NaN (never passes a < bound check).
+
+    An all-zero reference (e.g. EP: every routed expert lives on another rank) gives ||out|| instead,
+    which is 0.0 exactly when the output is exactly zero too.
+    """
+    diff = (out.double() - ref.double()).norm()
+    den = ref.double().norm()
+    return float(diff / den) if den > 0 else float(diff)
 
 
 # ---------------------------------------------------------------- timing
@@ -178,19 +188,27 @@ def time_eager(call: Callable[[], Any], reps: int) -> dict[str, float]:
 
 
 def measure_ceilings() -> dict[str, float]:
-    """Device copy bandwidth (bytes read + written) and bf16 matmul rate, random data, graph-timed."""
+    """Copy bandwidth (bytes read + written) three ways, and the bf16 matmul rate, on random data.
+
+    A graph's memcpy node, an eager ``copy_`` and an SM elementwise kernel (``neg``) can differ (copy
+    engine vs SMs); the floor uses the fastest, the strictest floor.
+    """
     n = 1 << 29  # 1 GiB of bf16
     src = torch.randn(n, device="cuda", dtype=torch.bfloat16)
     dst = torch.empty_like(src)
-    t = time_graph([lambda: dst.copy_(src)], target_s=0.2)
-    bw = 2 * n * 2 / (t["median_us"] * 1e-6)
+    nbytes = 2 * n * 2
+    t_graph = time_graph([lambda: dst.copy_(src)], target_s=0.2)["median_us"]
+    t_eager = time_eager(lambda: dst.copy_(src), reps=50)["median_us"]
+    t_sm = time_graph([lambda: torch.neg(src, out=dst)], target_s=0.2)["median_us"]
     del src, dst
     s = 8192
     a = torch.randn(s, s, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(s, s, device="cuda", dtype=torch.bfloat16)
     t2 = time_graph([lambda: a @ b], target_s=0.3)
     rate = 2 * s**3 / (t2["median_us"] * 1e-6)
-    return {"copy_bytes_per_s": bw, "copy_us_1GiB": t["median_us"], "bf16_flops_per_s": rate,
+    rates = {"graph_memcpy": nbytes / (t_graph * 1e-6), "eager_copy": nbytes / (t_eager * 1e-6),
+             "sm_neg_kernel": nbytes / (t_sm * 1e-6)}
+    return {"copy_bytes_per_s": max(rates.values()), "copy_rates": rates, "bf16_flops_per_s": rate,
             "matmul_us_8192": t2["median_us"]}
 
 
@@ -271,16 +289,18 @@ def tune(W: dict[str, Any], sets: list[Inputs], M: int, log: Callable[[str], Non
     best: tuple[float, MoEConfig] | None = None
     for bm in BM_FOR_M[M]:
         als = [align_block_size(s.topk_ids, p.local_experts, bm, W["expert_map"]) for s in sets]
-        acts = [run_gemm1(s.x, W["w13"], al, GemmConfig(*G1[bm][0])) for s, al in zip(sets, als)]
+        acts = [run_gemm1(s.x, W["w13"], al, GemmConfig(*G1[bm][0][:5])) for s, al in zip(sets, als)]
         g1_times = []
         for c in G1[bm]:
-            g = GemmConfig(*c)
+            g = GemmConfig(*c[:5])
+            od = len(c) > 5 and bool(c[5])
             try:
-                t = time_graph([lambda s=s, al=al, g=g: run_gemm1(s.x, W["w13"], al, g) for s, al in zip(sets, als)])
+                t = time_graph([lambda s=s, al=al, g=g, od=od: run_gemm1(s.x, W["w13"], al, g, one_dot=od)
+                                for s, al in zip(sets, als)])
             except Exception as exc:  # a candidate that fails to build or run is skipped, not fatal
                 results["candidates"].append({"block_m": bm, "gemm": 1, "cfg": c, "error": str(exc)[:300]})
                 continue
-            g1_times.append((t["median_us"], g))
+            g1_times.append((t["median_us"], g, od))
             results["candidates"].append({"block_m": bm, "gemm": 1, "cfg": c, **t})
         g2_times = []
         for c in G2[bm]:
@@ -295,11 +315,11 @@ def tune(W: dict[str, Any], sets: list[Inputs], M: int, log: Callable[[str], Non
             results["candidates"].append({"block_m": bm, "gemm": 2, "cfg": c, **t})
         if not g1_times or not g2_times:
             continue
-        t1, b1 = min(g1_times, key=lambda v: v[0])
+        t1, b1, od1 = min(g1_times, key=lambda v: v[0])
         t2, b2 = min(g2_times, key=lambda v: v[0])
-        log(f"tune M={M} BM={bm}: gemm1 {t1:.1f} us {b1}, gemm2 {t2:.1f} us {b2}")
+        log(f"tune M={M} BM={bm}: gemm1 {t1:.1f} us {b1} one_dot={od1}, gemm2 {t2:.1f} us {b2}")
         if best is None or t1 + t2 < best[0]:
-            best = (t1 + t2, MoEConfig(bm, b1, b2))
+            best = (t1 + t2, MoEConfig(bm, b1, b2, gate_up_one_dot=od1))
         del als, acts
     if best is None:
         raise RuntimeError(f"no candidate ran at M={M}")
@@ -419,7 +439,7 @@ def compile_check() -> list[dict[str, Any]]:
             W = {"preset": p, "w13": torch.empty(p.local_experts, 2 * p.intermediate, p.hidden, dtype=torch.bfloat16),
                  "w2": torch.empty(p.local_experts, p.hidden, p.intermediate, dtype=torch.bfloat16),
                  "expert_map": torch.zeros(p.num_experts, dtype=torch.int32) if p.ep_size > 1 else None}
-            cfgs = [MoEConfig(bm, g1, g2) for bm, g1, g2 in all_candidate_configs()] if preset == TUNE_PRESET else []
+            cfgs = all_candidate_configs() if preset == TUNE_PRESET else []
             for M in m_list:
                 inp = Inputs(torch.empty(M, p.hidden, dtype=torch.bfloat16), torch.empty(M, p.top_k),
                              torch.zeros(M, p.top_k, dtype=torch.int32))
@@ -432,21 +452,22 @@ def compile_check() -> list[dict[str, Any]]:
     return rows
 
 
-def _precompile_worker(job: tuple[str, list[tuple[int, dict[str, Any], dict[str, Any]]]]) -> int:
+def _precompile_worker(job: tuple[str, list[dict[str, Any]]]) -> int:
     """Child process: launch each config once on small inputs so Triton's disk cache holds its binary."""
-    preset, cfgs = job
+    preset, dicts = job
+    cfgs = [MoEConfig.from_dict(d) for d in dicts]
     W = make_weights(preset, "cuda", seed=0)
     inp = make_inputs(preset, 64, "cuda", seed=0)
-    for bm, g1, g2 in cfgs:
-        run_triton(W, inp, None, MoEConfig(bm, GemmConfig(**g1), GemmConfig(**g2)))
-        if bm <= PDL_MAX_BLOCK_M:
-            run_triton(W, inp, None, MoEConfig(bm, GemmConfig(**g1), GemmConfig(**g2), pdl=True))
+    for cfg in cfgs:
+        run_triton(W, inp, None, cfg)
+        if cfg.block_m <= PDL_MAX_BLOCK_M:
+            run_triton(W, inp, None, dataclasses.replace(cfg, pdl=True))
     # The align variants of the other token counts: one-chunk CHUNK=256/2048 and the two-launch path.
     from copyhunt.moe.align import align_block_size
 
     for M in (1, 256, 300):
         ids = make_inputs(preset, M, "cuda", seed=1).topk_ids
-        for bm in sorted({c[0] for c in cfgs}):
+        for bm in sorted({c.block_m for c in cfgs}):
             align_block_size(ids, W["preset"].local_experts, bm, W["expert_map"])
             if bm <= PDL_MAX_BLOCK_M:
                 align_block_size(ids, W["preset"].local_experts, bm, W["expert_map"], pdl=True)
@@ -458,15 +479,12 @@ def precompile(workers: int, log: Callable[[str], None]) -> None:
     """Compile all candidates in parallel processes (Triton compiles one kernel at a time per process)."""
     import multiprocessing as mp
 
-    jobs: list[tuple[str, list[tuple[int, dict[str, Any], dict[str, Any]]]]] = []
-    cands = [(bm, g1.__dict__, g2.__dict__) for bm, g1, g2 in all_candidate_configs()]
+    jobs: list[tuple[str, list[dict[str, Any]]]] = []
+    cands = [c.to_dict() for c in all_candidate_configs()]
     for i in range(workers):
         jobs.append((TUNE_PRESET, cands[i::workers]))
     # The heuristic configs the correctness section and the other presets use.
-    extra = []
-    for M in (1, 64, 2048):
-        c = default_config(M, 8)
-        extra.append((c.block_m, c.gemm1.__dict__, c.gemm2.__dict__))
+    extra = [default_config(M, 8).to_dict() for M in (1, 64, 2048)]
     for name in ("minimax-m2.5-tp8", "minimax-m2.5-ep8"):
         jobs.append((name, extra))
     jobs.append((TUNE_PRESET, extra))
@@ -493,7 +511,8 @@ def summary_table(rows: list[dict[str, Any]], ceilings: dict[str, float]) -> str
             f"{r.get('triton_align', {}).get('median_us', float('nan')):>6.1f} "
             f"{r.get('triton_topk_sum', {}).get('median_us', float('nan')):>6.1f} "
             f"{r.get('triton_pdl', {}).get('median_us', float('nan')):>7.1f}")
-    lines.append(f"ceilings: copy {ceilings['copy_bytes_per_s'] / 1e12:.2f} TB/s (read+write), "
+    rates = ", ".join(f"{k} {v / 1e12:.2f}" for k, v in ceilings.get("copy_rates", {}).items())
+    lines.append(f"ceilings: copy {ceilings['copy_bytes_per_s'] / 1e12:.2f} TB/s (read+write; {rates}), "
                  f"bf16 matmul {ceilings['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s")
     return "\n".join(lines)
 

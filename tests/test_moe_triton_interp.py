@@ -45,6 +45,11 @@ CASES: dict[str, dict[str, Any]] = {
     "block_m_32": dict(M=50, E=5, N=32, K=64, top_k=2, dtype="float32", cfg=(32, (32, 32, 1), (16, 32, 8))),
     # 300 x 8 = 2400 pairs > one 2048-pair chunk: the two-launch align path (count table + scatter).
     "multi_chunk": dict(M=300, E=8, N=32, K=64, top_k=8, dtype="float32", cfg=(32, (32, 64, 4), (64, 64, 4))),
+    # GEMM1 as one MMA over interleaved gate/up columns; ragged N (48 = 1.5 x 32) and K (80).
+    "one_dot": dict(M=37, E=6, N=48, K=80, top_k=3, dtype="float32", cfg=(16, (32, 32, 2), (32, 16, 2)),
+                    one_dot=True),
+    "one_dot_fp16": dict(M=33, E=4, N=32, K=64, top_k=2, dtype="float16", cfg=(32, (16, 64, 4), (64, 32, 4)),
+                         one_dot=True),
 }
 
 
@@ -70,7 +75,8 @@ def _run_case(spec: dict[str, Any], seed: int) -> dict[str, Any]:
     tw = torch.rand(M, top_k, generator=g)
     emap = torch.tensor(spec["emap"], dtype=torch.int32) if "emap" in spec else None
     bm, c1, c2 = spec["cfg"]
-    cfg = MoEConfig(bm, GemmConfig(c1[0], c1[1], c1[2], 4, 2), GemmConfig(c2[0], c2[1], c2[2], 4, 2))
+    cfg = MoEConfig(bm, GemmConfig(c1[0], c1[1], c1[2], 4, 2), GemmConfig(c2[0], c2[1], c2[2], 4, 2),
+                    gate_up_one_dot=spec.get("one_dot", False))
     out = torch.empty(K, M, dtype=dtype).t() if spec.get("out_t") else torch.empty(M, K, dtype=dtype)
     out.fill_(float("nan"))  # poisoned: every element must be written
     res = triton_moe_experts(x, w13, w2, tw, ids, expert_map=emap, output=out, config=cfg)
@@ -85,14 +91,14 @@ def _run_case(spec: dict[str, Any], seed: int) -> dict[str, Any]:
     }
 
 
-def _align_exact() -> dict[str, Any]:
+def _align_exact(blocks_per_iter: int) -> dict[str, Any]:
     """align_block_size on a hand-made routing: ids [[0,2],[2,3],[0,2]], E=4, BLOCK_M=16."""
     import torch
 
     from copyhunt.moe.align import align_block_size
 
     ids = torch.tensor([[0, 2], [2, 3], [0, 2]], dtype=torch.int32)
-    al = align_block_size(ids, num_experts=4, block_m=16)
+    al = align_block_size(ids, num_experts=4, block_m=16, blocks_per_iter=blocks_per_iter)
     s = al.sorted_ids.tolist()
     blocks = [sorted(s[b * 16:(b + 1) * 16]) for b in range(al.max_blocks)]
     return {
@@ -103,18 +109,18 @@ def _align_exact() -> dict[str, Any]:
     }
 
 
-def _align_invariants(seed: int) -> dict[str, Any]:
-    """Random routing over 3 chunks (6000 pairs) with an expert map: check the layout's invariants."""
+def _align_invariants(seed: int, M: int, blocks_per_iter: int) -> dict[str, Any]:
+    """Random top-8 routing with an expert map: check the layout's invariants."""
     import torch
 
     from copyhunt.moe.align import align_block_size
 
     g = torch.Generator().manual_seed(seed)
-    M, top_k, e_global, e_local, bm = 750, 8, 24, 16, 16
+    top_k, e_global, e_local, bm = 8, 24, 16, 16
     ids = torch.stack([torch.randperm(e_global, generator=g)[:top_k] for _ in range(M)]).to(torch.int32)
     emap = torch.full((e_global,), -1, dtype=torch.int32)
     emap[torch.randperm(e_global, generator=g)[:e_local]] = torch.arange(e_local, dtype=torch.int32)
-    al = align_block_size(ids, e_local, bm, emap)
+    al = align_block_size(ids, e_local, bm, emap, blocks_per_iter=blocks_per_iter)
     local = emap.long()[ids.long()].reshape(-1)
     numel = M * top_k
     counts = torch.bincount(local[local >= 0], minlength=e_local)
@@ -143,14 +149,19 @@ def _worker() -> None:
             results[name] = _run_case(spec, seed=1000 + i)
         except Exception as exc:  # reported per case by the parent, with its message
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
-    try:
-        results["align_exact"] = _align_exact()
-    except Exception as exc:
-        results["align_exact"] = {"error": f"{type(exc).__name__}: {exc}"}
-    try:
-        results["align_invariants"] = _align_invariants(seed=7)
-    except Exception as exc:
-        results["align_invariants"] = {"error": f"{type(exc).__name__}: {exc}"}
+    # 1 block per iteration: 5 blocks -> 5 programs, each scattering cdiv(6, 5) = 2 pairs.
+    for name, bpi in (("align_exact", 16), ("align_exact_5_programs", 1)):
+        try:
+            results[name] = _align_exact(bpi)
+        except Exception as exc:
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    # 750 x 8 = 6000 pairs: 3 chunks, two launches. 200 x 8 = 1600 pairs: one chunk, and with 2 blocks
+    # per iteration (16 * 15 + 1600) / 16 = 115 blocks -> 58 programs splitting the scatter.
+    for name, M, bpi in (("align_invariants", 750, 16), ("align_invariants_single_many_programs", 200, 2)):
+        try:
+            results[name] = _align_invariants(seed=7, M=M, blocks_per_iter=bpi)
+        except Exception as exc:
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
     print("RESULTS " + json.dumps(results))
 
 
@@ -181,8 +192,9 @@ def test_token_routed_only_to_remote_experts_is_exactly_zero(results: dict[str, 
 
 
 @pytest.mark.triton_interpret
-def test_align_exact_layout(results: dict[str, Any]) -> None:
-    r = results["align_exact"]
+@pytest.mark.parametrize("name", ["align_exact", "align_exact_5_programs"])
+def test_align_exact_layout(results: dict[str, Any], name: str) -> None:
+    r = results[name]
     assert "error" not in r, r.get("error")
     # 6 pairs (sentinel 6). Counts: e0 {0, 4}, e1 none, e2 {1, 2, 5}, e3 {3}; each padded to 16.
     # Worst case: min(6, 4) = 4 busy experts -> (6 + 4 * 15) / 16 = 66 / 16 -> 5 blocks.
@@ -195,8 +207,9 @@ def test_align_exact_layout(results: dict[str, Any]) -> None:
 
 
 @pytest.mark.triton_interpret
-def test_align_invariants_multi_chunk_with_expert_map(results: dict[str, Any]) -> None:
-    r = results["align_invariants"]
+@pytest.mark.parametrize("name", ["align_invariants", "align_invariants_single_many_programs"])
+def test_align_invariants_with_expert_map(results: dict[str, Any], name: str) -> None:
+    r = results[name]
     assert "error" not in r, r.get("error")
     assert r["num_padded"] == r["expect_padded"]  # sum over local experts of ceil(count / 16) * 16
     assert r["each_local_pair_once"]

@@ -65,28 +65,35 @@ def _align_count_kernel(
     tl.store(table_ptr + p * E_PAD + tl.arange(0, E_PAD), hist)
 
 
-@triton.jit(do_not_specialize=["numel", "num_chunks", "max_blocks"])
+@triton.jit(do_not_specialize=["numel", "num_chunks", "max_blocks", "sub"])
 def _align_scatter_kernel(
     ids_ptr, map_ptr, table_ptr, cursor_ptr, sorted_ptr, expert_ids_ptr, npp_ptr,
-    numel, top_k, stride_im, stride_ik, num_experts, num_chunks, max_blocks,
+    numel, top_k, stride_im, stride_ik, num_experts, num_chunks, max_blocks, sub,
     HAS_MAP: tl.constexpr, CHUNK: tl.constexpr, E_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCKS_PER_ITER: tl.constexpr, SINGLE: tl.constexpr,
     USE_PDL: tl.constexpr = False,
 ):
-    """Positions of chunk p's pairs, plus a share of the per-block expert ids and padding slots.
+    """Slots of this program's share of the pairs, plus a share of the block expert ids and padding.
 
-    ``SINGLE`` (one chunk holds every pair, the decode case): the histogram is taken here and the
-    count kernel is not launched, saving a launch where launches dominate.
+    ``SINGLE`` (every pair fits one chunk; decode): each program histograms all pairs itself, so no
+    count launch is needed, and scatters pairs [p * sub, (p + 1) * sub). Otherwise program p scatters
+    chunk p and reads the totals from the count table. Programs past the pairs only fill blocks:
+    the grid is sized so that the per-block work is spread too.
     """
     _pdl_prologue(USE_PDL)
     p = tl.program_id(0)
     ev = tl.arange(0, E_PAD)
-    offs = p * CHUNK + tl.arange(0, CHUNK)
-    e, ok = _local_expert(ids_ptr, map_ptr, offs, numel, top_k, stride_im, stride_ik, num_experts, HAS_MAP)
     if SINGLE:
+        offs = tl.arange(0, CHUNK)
+        e, ok = _local_expert(ids_ptr, map_ptr, offs, numel, top_k, stride_im, stride_ik, num_experts, HAS_MAP)
+        lo = p * sub
         total = tl.histogram(e, E_PAD, mask=ok)
-        before = tl.zeros([E_PAD], dtype=tl.int32)
+        before = tl.histogram(e, E_PAD, mask=ok & (offs < lo))
+        mine = ok & (offs >= lo) & (offs < lo + sub)
     else:
+        offs = p * CHUNK + tl.arange(0, CHUNK)
+        e, ok = _local_expert(ids_ptr, map_ptr, offs, numel, top_k, stride_im, stride_ik, num_experts, HAS_MAP)
+        mine = ok  # offs >= numel for programs past the last chunk: nothing to scatter
         total = tl.zeros([E_PAD], dtype=tl.int32)
         before = tl.zeros([E_PAD], dtype=tl.int32)
         # Every program re-derives the totals from the small count table: no inter-program dependency.
@@ -102,8 +109,8 @@ def _align_scatter_kernel(
     cur = cursor_ptr + p * E_PAD
     tl.store(cur + ev, start + before)
     tl.debug_barrier()
-    pos = tl.atomic_add(cur + e, 1, mask=ok)
-    tl.store(sorted_ptr + pos, offs, mask=ok)
+    pos = tl.atomic_add(cur + e, 1, mask=mine)
+    tl.store(sorted_ptr + pos, offs, mask=mine)
 
     if p == 0:
         tl.store(npp_ptr, tl.sum(padded, axis=0))
@@ -111,7 +118,7 @@ def _align_scatter_kernel(
     # b * BLOCK_M. Blocks past the padded total get expert E_PAD (never read: GEMMs exit early).
     valid_end = start + total
     bm = tl.arange(0, BLOCK_M)
-    for b0 in range(p * BLOCKS_PER_ITER, max_blocks, num_chunks * BLOCKS_PER_ITER):
+    for b0 in range(p * BLOCKS_PER_ITER, max_blocks, tl.num_programs(0) * BLOCKS_PER_ITER):
         blocks = b0 + tl.arange(0, BLOCKS_PER_ITER)
         bmask = blocks < max_blocks
         row = blocks * BLOCK_M
@@ -145,8 +152,13 @@ def _gemm1_silu_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_K: tl.constexpr,
     USE_PDL: tl.constexpr = False,
+    ONE_DOT: tl.constexpr = False,
 ):
-    """act[pos, n] = silu(gate) * up for one BLOCK_M x BLOCK_N tile; rows gathered by sorted pair id."""
+    """act[pos, n] = silu(gate) * up for one BLOCK_M x BLOCK_N tile; rows gathered by sorted pair id.
+
+    ``ONE_DOT``: gate and up columns interleaved into one [BLOCK_K, 2 * BLOCK_N] weight tile, so each
+    step is one MMA twice as wide (the A tile is read from shared memory once, not twice).
+    """
     _pdl_prologue(USE_PDL)
     pid = tl.program_id(0)
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -163,25 +175,45 @@ def _gemm1_silu_kernel(
     n_ok = offs_n < N
     offs_k = tl.arange(0, BLOCK_K)
     a_ptrs = x_ptr + tok[:, None] * stride_xm + offs_k[None, :] * stride_xk
-    g_ptrs = w13_ptr + e * stride_we + offs_n[None, :] * stride_wn + offs_k[:, None] * stride_wk
-    u_ptrs = g_ptrs + N * stride_wn
-    acc_g = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    acc_u = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for k in range(0, tl.cdiv(K, BLOCK_K)):
-        if EVEN_K:
-            a = tl.load(a_ptrs, mask=valid[:, None], other=0.0)
-            bg = tl.load(g_ptrs, mask=n_ok[None, :], other=0.0)
-            bu = tl.load(u_ptrs, mask=n_ok[None, :], other=0.0)
-        else:
-            k_ok = offs_k < K - k * BLOCK_K
-            a = tl.load(a_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
-            bg = tl.load(g_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-            bu = tl.load(u_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        acc_g = tl.dot(a, bg, acc_g)
-        acc_u = tl.dot(a, bu, acc_u)
-        a_ptrs += BLOCK_K * stride_xk
-        g_ptrs += BLOCK_K * stride_wk
-        u_ptrs += BLOCK_K * stride_wk
+    if ONE_DOT:
+        j = tl.arange(0, 2 * BLOCK_N)
+        col = pid_n * BLOCK_N + j // 2  # even columns: gate row col; odd: up row N + col
+        c_ok = col < N
+        b_ptrs = w13_ptr + e * stride_we + (col + (j % 2) * N)[None, :] * stride_wn + offs_k[:, None] * stride_wk
+        acc = tl.zeros([BLOCK_M, 2 * BLOCK_N], dtype=tl.float32)
+        for k in range(0, tl.cdiv(K, BLOCK_K)):
+            if EVEN_K:
+                a = tl.load(a_ptrs, mask=valid[:, None], other=0.0)
+                b = tl.load(b_ptrs, mask=c_ok[None, :], other=0.0)
+            else:
+                k_ok = offs_k < K - k * BLOCK_K
+                a = tl.load(a_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
+                b = tl.load(b_ptrs, mask=k_ok[:, None] & c_ok[None, :], other=0.0)
+            acc = tl.dot(a, b, acc)
+            a_ptrs += BLOCK_K * stride_xk
+            b_ptrs += BLOCK_K * stride_wk
+        # [m, 2c + t] -> [m, c, t]: t = 0 gate, t = 1 up.
+        acc_g, acc_u = tl.split(tl.reshape(acc, [BLOCK_M, BLOCK_N, 2]))
+    else:
+        g_ptrs = w13_ptr + e * stride_we + offs_n[None, :] * stride_wn + offs_k[:, None] * stride_wk
+        u_ptrs = g_ptrs + N * stride_wn
+        acc_g = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        acc_u = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for k in range(0, tl.cdiv(K, BLOCK_K)):
+            if EVEN_K:
+                a = tl.load(a_ptrs, mask=valid[:, None], other=0.0)
+                bg = tl.load(g_ptrs, mask=n_ok[None, :], other=0.0)
+                bu = tl.load(u_ptrs, mask=n_ok[None, :], other=0.0)
+            else:
+                k_ok = offs_k < K - k * BLOCK_K
+                a = tl.load(a_ptrs, mask=valid[:, None] & k_ok[None, :], other=0.0)
+                bg = tl.load(g_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+                bu = tl.load(u_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+            acc_g = tl.dot(a, bg, acc_g)
+            acc_u = tl.dot(a, bu, acc_u)
+            a_ptrs += BLOCK_K * stride_xk
+            g_ptrs += BLOCK_K * stride_wk
+            u_ptrs += BLOCK_K * stride_wk
     # SiLU in fp32; padding rows read zeros, so they hold silu(0) * 0 = 0 (never read anyway).
     act = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
     out_ptrs = act_ptr + offs_m[:, None].to(tl.int64) * stride_am + offs_n[None, :]

@@ -16,6 +16,9 @@ import torch
 _MIN_CHUNK = 256
 _MAX_CHUNK = 2048  # numel <= 2048 (M <= 256 at top-8): one chunk, one launch
 _BLOCKS_PER_ITER = 16
+# Enough programs that each fills at most ~one iteration of blocks (the per-block work was the
+# single-program bottleneck: 21-37 us at M=64-256 on an H200 with one program).
+_MAX_PROGRAMS = 128
 
 
 def _next_pow2(n: int) -> int:
@@ -55,6 +58,7 @@ def align_block_size(
     expert_map: torch.Tensor | None = None,
     *,
     pdl: bool = False,
+    blocks_per_iter: int = _BLOCKS_PER_ITER,
 ) -> Alignment:
     """Sort the pairs of ``topk_ids`` [M, top_k] by local expert, padded per expert to ``block_m``.
 
@@ -71,24 +75,26 @@ def align_block_size(
     chunk = min(_MAX_CHUNK, max(_MIN_CHUNK, _next_pow2(numel)))
     num_chunks = max(1, -(-numel // chunk))
     e_pad = max(32, _next_pow2(num_experts))  # the histogram owns >= one bin per lane of a warp
+    single = num_chunks == 1
+    programs = max(num_chunks, min(_MAX_PROGRAMS, -(-max_blocks // blocks_per_iter)))
+    sub = -(-numel // programs)  # SINGLE: pairs each program scatters
     table = torch.empty(num_chunks, e_pad, dtype=torch.int32, device=device)
-    cursor = torch.empty(num_chunks, e_pad, dtype=torch.int32, device=device)
+    cursor = torch.empty(programs, e_pad, dtype=torch.int32, device=device)
     sorted_ids = torch.empty(max_blocks * block_m, dtype=torch.int32, device=device)
     expert_ids = torch.empty(max_blocks, dtype=torch.int32, device=device)
     num_padded = torch.empty(1, dtype=torch.int32, device=device)
     has_map = expert_map is not None
     map_arg = expert_map if has_map else topk_ids  # never read when HAS_MAP is False
     common = (numel, top_k, topk_ids.stride(0), topk_ids.stride(1), num_experts)
-    single = num_chunks == 1
     pdl_kw = {"USE_PDL": True, "launch_pdl": True} if pdl else {}
     if not single:
         kern._align_count_kernel[(num_chunks,)](
             topk_ids, map_arg, table, *common, HAS_MAP=has_map, CHUNK=chunk, E_PAD=e_pad, num_warps=4, **pdl_kw
         )
-    kern._align_scatter_kernel[(num_chunks,)](
+    kern._align_scatter_kernel[(programs,)](
         topk_ids, map_arg, table, cursor, sorted_ids, expert_ids, num_padded,
-        *common, num_chunks, max_blocks,
+        *common, num_chunks, max_blocks, sub,
         HAS_MAP=has_map, CHUNK=chunk, E_PAD=e_pad, BLOCK_M=block_m,
-        BLOCKS_PER_ITER=_BLOCKS_PER_ITER, SINGLE=single, num_warps=4, **pdl_kw,
+        BLOCKS_PER_ITER=blocks_per_iter, SINGLE=single, num_warps=4, **pdl_kw,
     )
     return Alignment(sorted_ids, expert_ids, num_padded, max_blocks, block_m, numel, top_k)

@@ -62,6 +62,8 @@ class MoEConfig:
     # Programmatic dependent launch between the 4-5 launches (Hopper+, CUDA only): hides launch gaps
     # where they dominate (decode); ignored where unsupported.
     pdl: bool = False
+    # GEMM1 as one MMA over interleaved gate/up columns (2 x block_n wide) instead of two.
+    gate_up_one_dot: bool = False
 
     def __post_init__(self) -> None:
         if not _is_pow2(self.block_m) or self.block_m < 16:
@@ -82,6 +84,7 @@ class MoEConfig:
             gemm2=GemmConfig(**d["gemm2"]),
             reduce_block=int(d.get("reduce_block", 1024)),
             pdl=bool(d.get("pdl", False)),
+            gate_up_one_dot=bool(d.get("gate_up_one_dot", False)),
         )
 
 
@@ -177,7 +180,9 @@ def pdl_options(pdl: bool) -> dict[str, bool]:
     return {"USE_PDL": True, "launch_pdl": True} if pdl else {}
 
 
-def run_gemm1(x: torch.Tensor, w13: torch.Tensor, al: Alignment, g: GemmConfig, pdl: bool = False) -> torch.Tensor:
+def run_gemm1(
+    x: torch.Tensor, w13: torch.Tensor, al: Alignment, g: GemmConfig, pdl: bool = False, one_dot: bool = False
+) -> torch.Tensor:
     """act [max_blocks * BLOCK_M, N] = silu(x @ gate.T) * (x @ up.T), rows in aligned order."""
     from copyhunt.moe import _triton_kernels as kern
 
@@ -191,7 +196,8 @@ def run_gemm1(x: torch.Tensor, w13: torch.Tensor, al: Alignment, g: GemmConfig, 
         al.numel, N, K, al.top_k, al.max_blocks,
         x.stride(0), x.stride(1), w13.stride(0), w13.stride(1), w13.stride(2), act.stride(0),
         BLOCK_M=bm, BLOCK_N=g.block_n, BLOCK_K=g.block_k, GROUP_M=g.group_m,
-        EVEN_K=K % g.block_k == 0, num_warps=g.num_warps, num_stages=g.num_stages, **pdl_options(pdl),
+        EVEN_K=K % g.block_k == 0, num_warps=g.num_warps, num_stages=g.num_stages, ONE_DOT=one_dot,
+        **pdl_options(pdl),
     )
     return act
 
@@ -259,7 +265,7 @@ def triton_moe_experts(
     cfg = config or pick_config(M, E, two_n // 2, K, top_k)
     pdl = cfg.pdl and _pdl_capable(x.device)
     al = align_block_size(topk_ids, E, cfg.block_m, expert_map, pdl=pdl)
-    act = run_gemm1(x, w13, al, cfg.gemm1, pdl)
+    act = run_gemm1(x, w13, al, cfg.gemm1, pdl, cfg.gate_up_one_dot)
     y = run_gemm2(act, w2, topk_weights, al, cfg.gemm2, pdl)
     return run_topk_sum(y, out, topk_ids, expert_map, E, cfg.reduce_block, pdl)
 
