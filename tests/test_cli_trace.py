@@ -261,18 +261,6 @@ def test_error_raised_inside_the_capture_keeps_its_frames():
     assert f'File "{fake}", line 2, in boom' in text and text.endswith("RuntimeError: ours\n")
 
 
-def test_bundled_demo_is_attributed_to_its_own_files():
-    # Attribution skips copyhunt's files by default; the bundled MoE demo is the user's code here.
-    # (Running the demo itself is left to the MoE and gate tests: this suite keeps to tiny targets.)
-    from copyhunt.cli.tracing import bundled_focus
-    from copyhunt.targets import parse_target
-
-    assert bundled_focus(parse_target(None)) == ("*/copyhunt/moe/*",)
-    assert bundled_focus(parse_target(None, "copyhunt.moe.demo")) == ("*/copyhunt/moe/*",)
-    assert bundled_focus(parse_target("copyhunt.moebius:f")) == ()
-    assert bundled_focus(parse_target("chtrace.work:run")) == ()
-
-
 def test_json_with_a_raising_target_still_prints_the_partial_document(tmp_path, capsys):
     write(tmp_path / "r.py", RAISES)
     assert main(["trace", "r.py", "--json", "-o", "r.json"]) == 3

@@ -100,15 +100,12 @@ def trace_target(
 ) -> TraceRun:
     """Run ``target`` under a hunt, judge its copies, save the trace to ``output``; see the module doc.
 
-    ``device_trace=None`` turns device capture on when CUDA is available. Without ``focus``, a target
-    in a bundled package (the MoE demo) gets that package as focus (see BUNDLED_PACKAGES). ``stdout_to_stderr`` sends
+    ``device_trace=None`` turns device capture on when CUDA is available. ``stdout_to_stderr`` sends
     the target's own prints to stderr (for ``--json``, whose stdout is only the JSON document).
     Raises CopyhuntError (exit 2) for a missing target or an unusable output path, before running.
     """
     err = stderr if stderr is not None else sys.stderr
     target.check()
-    if not focus:
-        focus = bundled_focus(target)
     from copyhunt.hunt import hunt  # torch is imported here, not at CLI start-up
 
     if device_trace is None:
@@ -151,19 +148,6 @@ def trace_target(
     trace = _describe(h.trace, target, error, kinds, region)
     trace = _judge(trace, err)
     return TraceRun(trace, _save(trace, output, force), error)
-
-
-#: Packages bundled with copyhunt that are traced as the user's code. Attribution skips copyhunt's
-#: own files by default, which would blame the CLI's caller (typer) for the bundled demo's copies.
-BUNDLED_PACKAGES = {"copyhunt.moe": "*/copyhunt/moe/*"}
-
-
-def bundled_focus(target: Target) -> tuple[str, ...]:
-    """``--focus`` for a target inside a bundled package (the MoE demo), else none."""
-    if target.kind == "script":
-        return ()
-    module = target.spec.partition(":")[0]
-    return tuple(glob for pkg, glob in BUNDLED_PACKAGES.items() if module == pkg or module.startswith(pkg + "."))
 
 
 def print_user_traceback(exc: BaseException, file: TextIO) -> None:
