@@ -2,10 +2,9 @@
 
     python traces/make_moe_cpu_traces.py        (from the repository root)
 
-Runs ``copyhunt trace copyhunt.moe.demo:<mode> --focus '*/copyhunt/moe/*'`` (tiny preset, 4 layers,
-4 tokens; the demo's CPU defaults) and stores the trace with paths relative to the repository root,
-so that CI checks it from any checkout (`copyhunt gate traces/moe-fixed-cpu.json --budget copyhunt.toml`).
-``--focus``: the demo lives inside the copyhunt package, whose frames attribution skips by default.
+Runs ``copyhunt trace copyhunt.moe.demo:<mode> --no-device-trace`` (tiny preset, 4 layers, 4 tokens:
+the demo's CPU defaults) and stores the trace with paths relative to the repository root, so that CI
+checks it from any checkout (`copyhunt gate traces/moe-fixed-cpu.json --budget copyhunt.toml`).
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from copyhunt.cli import main
 from copyhunt.records import Frame, Trace, load, save
 
 ROOT = Path(__file__).resolve().parent.parent
-FOCUS = "*/copyhunt/moe/*"
 
 
 def _rel(frame: Frame | None) -> Frame | None:
@@ -45,7 +43,7 @@ def make(mode: str) -> Path:
     """Trace one demo mode and store it as traces/moe-<mode>-cpu.json."""
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "trace.json"
-        code = main(["trace", f"copyhunt.moe.demo:{mode}", "--focus", FOCUS, "--no-device-trace", "-o", str(raw)])
+        code = main(["trace", f"copyhunt.moe.demo:{mode}", "--no-device-trace", "-o", str(raw)])
         if code != 0:
             raise SystemExit(f"copyhunt trace exited {code}")
         trace = relative_paths(load(raw))

@@ -163,8 +163,11 @@ def render_gate_text(
     if result.rules:
         p()
         table = Table(title=None, show_edge=False, pad_edge=False, box=None, header_style="bold")
-        for col in ("", "rule", "copies", "bytes", "eliminable"):
-            table.add_column(col, overflow="fold")
+        # The rule name takes the room and folds; the numbers never wrap.
+        table.add_column("", no_wrap=True)
+        table.add_column("rule", ratio=1, overflow="fold")
+        for col in ("copies", "bytes", "eliminable"):
+            table.add_column(col, no_wrap=True)
         for r in result.rules:
             table.add_row(
                 "ok" if not r.violations else "FAIL",
