@@ -76,19 +76,45 @@ def test_bf16_triton_and_grouped_mm_match_reference(name: str, M: int) -> None:
         assert _rel(res, ref) < BF16_BOUND, backend.name
 
 
-@pytest.mark.parametrize(("name", "M"), [("minimax-m2.5-tp4", 64), ("minimax-m2.5-tp4", 1), ("minimax-m2.5-ep8", 300)])
-def test_graph_replay_with_new_inputs_equals_eager(name: str, M: int) -> None:
+def _direct_config(pdl: bool = True):  # type: ignore[no-untyped-def]
+    """The decode path (no align, GEMM2 sums the top-k) with PDL, as the tuned table picks it for tiny M."""
+    from copyhunt.moe.triton_experts import GemmConfig, MoEConfig
+
+    return MoEConfig(16, GemmConfig(32, 128, 1, 4, 4), GemmConfig(16, 128, 1, 8, 1), pdl=pdl, direct=True)
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+@pytest.mark.parametrize("M", [1, 5])
+def test_bf16_direct_decode_path_matches_reference(name: str, M: int) -> None:
     pytest.importorskip("triton")
     from copyhunt.moe.triton_experts import triton_moe_experts
 
+    w13, w2, emap = _weights(name, seed=20 + M)
+    x, tw, ids = _inputs(name, M, seed=21 + M)
+    out = torch.full_like(x, float("nan"))
+    res = triton_moe_experts(x, w13, w2, tw, ids, expert_map=emap, output=out, config=_direct_config())
+    assert res is out and torch.isfinite(out).all()
+    assert _rel(out, _reference(x, w13, w2, tw, ids, emap)) < BF16_BOUND
+
+
+@pytest.mark.parametrize(
+    ("name", "M", "direct"),
+    [("minimax-m2.5-tp4", 64, False), ("minimax-m2.5-tp4", 1, False), ("minimax-m2.5-ep8", 300, False),
+     ("minimax-m2.5-tp4", 1, True), ("minimax-m2.5-ep8", 6, True)],
+)
+def test_graph_replay_with_new_inputs_equals_eager(name: str, M: int, direct: bool) -> None:
+    pytest.importorskip("triton")
+    from copyhunt.moe.triton_experts import triton_moe_experts
+
+    cfg = _direct_config() if direct else None
     w13, w2, emap = _weights(name, seed=5)
     x, tw, ids = _inputs(name, M, seed=6)
     out = torch.empty_like(x)
-    triton_moe_experts(x, w13, w2, tw, ids, expert_map=emap, output=out)  # compile outside the capture
+    triton_moe_experts(x, w13, w2, tw, ids, expert_map=emap, output=out, config=cfg)  # compile first
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        triton_moe_experts(x, w13, w2, tw, ids, expert_map=emap, output=out)
+        triton_moe_experts(x, w13, w2, tw, ids, expert_map=emap, output=out, config=cfg)
     for seed in (7, 8):
         nx, ntw, nids = _inputs(name, M, seed=seed)
         x.copy_(nx)
@@ -96,7 +122,7 @@ def test_graph_replay_with_new_inputs_equals_eager(name: str, M: int) -> None:
         ids.copy_(nids)
         out.fill_(float("nan"))
         graph.replay()
-        eager = triton_moe_experts(nx, w13, w2, ntw, nids, expert_map=emap)
+        eager = triton_moe_experts(nx, w13, w2, ntw, nids, expert_map=emap, config=cfg)
         torch.cuda.synchronize()
         assert torch.equal(out, eager)
         assert _rel(out, _reference(nx, w13, w2, ntw, nids, emap)) < BF16_BOUND
@@ -110,11 +136,15 @@ def test_token_routed_only_to_other_ranks_gives_exact_zero() -> None:
     w13, w2, emap = _weights("minimax-m2.5-ep8", seed=13)
     x, tw, ids = _inputs("minimax-m2.5-ep8", 3, seed=14)
     ids[1] = torch.arange(100, 108, device="cuda", dtype=ids.dtype)  # global 100..107: not on rank 0
-    for fn in (triton_moe_experts, grouped_mm_experts):
+    runs = [("triton", lambda o: triton_moe_experts(x, w13, w2, tw, ids, expert_map=emap, output=o)),
+            ("triton-direct", lambda o: triton_moe_experts(x, w13, w2, tw, ids, expert_map=emap, output=o,
+                                                           config=_direct_config())),
+            ("grouped_mm", lambda o: grouped_mm_experts(x, w13, w2, tw, ids, expert_map=emap, output=o))]
+    for label, fn in runs:
         out = torch.full_like(x, float("nan"))
-        fn(x, w13, w2, tw, ids, expert_map=emap, output=out)
-        assert torch.count_nonzero(out[1]) == 0, fn.__name__
-        assert torch.isfinite(out).all(), fn.__name__
+        fn(out)
+        assert torch.count_nonzero(out[1]) == 0, label
+        assert torch.isfinite(out).all(), label
 
 
 def test_no_host_synchronisation() -> None:

@@ -48,6 +48,15 @@ CASES: dict[str, dict[str, Any]] = {
     # GEMM1 as one MMA over interleaved gate/up columns; ragged N (48 = 1.5 x 32) and K (80).
     "one_dot": dict(M=37, E=6, N=48, K=80, top_k=3, dtype="float32", cfg=(16, (32, 32, 2), (32, 16, 2)),
                     one_dot=True),
+    # Decode path: no align, GEMM2 sums the top-k itself. With an expert map (token 0 all remote),
+    # top_k = E, a ragged case with one-dot GEMM1, and fp16.
+    "direct_map": dict(M=3, E=4, N=32, K=64, top_k=3, dtype="float32", cfg=_SMALL, e_global=8,
+                       emap=[-1, 0, -1, 1, 2, -1, -1, 3], first_remote=[0, 2, 5], direct=True),
+    "direct_topk_eq_e": dict(M=2, E=4, N=32, K=64, top_k=4, dtype="float32", cfg=_SMALL, direct=True),
+    "direct_ragged_one_dot": dict(M=5, E=6, N=48, K=80, top_k=3, dtype="float32", cfg=_SMALL, direct=True,
+                                  one_dot=True),
+    "direct_fp16_m1": dict(M=1, E=8, N=32, K=64, top_k=8, dtype="float16", cfg=(16, (32, 64, 1), (16, 32, 1)),
+                           direct=True),
     "one_dot_fp16": dict(M=33, E=4, N=32, K=64, top_k=2, dtype="float16", cfg=(32, (16, 64, 4), (64, 32, 4)),
                          one_dot=True),
 }
@@ -76,7 +85,7 @@ def _run_case(spec: dict[str, Any], seed: int) -> dict[str, Any]:
     emap = torch.tensor(spec["emap"], dtype=torch.int32) if "emap" in spec else None
     bm, c1, c2 = spec["cfg"]
     cfg = MoEConfig(bm, GemmConfig(c1[0], c1[1], c1[2], 4, 2), GemmConfig(c2[0], c2[1], c2[2], 4, 2),
-                    gate_up_one_dot=spec.get("one_dot", False))
+                    gate_up_one_dot=spec.get("one_dot", False), direct=spec.get("direct", False))
     out = torch.empty(K, M, dtype=dtype).t() if spec.get("out_t") else torch.empty(M, K, dtype=dtype)
     out.fill_(float("nan"))  # poisoned: every element must be written
     res = triton_moe_experts(x, w13, w2, tw, ids, expert_map=emap, output=out, config=cfg)
@@ -186,9 +195,10 @@ def test_triton_experts_match_reference(results: dict[str, Any], name: str) -> N
 
 
 @pytest.mark.triton_interpret
-def test_token_routed_only_to_remote_experts_is_exactly_zero(results: dict[str, Any]) -> None:
+@pytest.mark.parametrize("name", ["expert_map", "direct_map"])
+def test_token_routed_only_to_remote_experts_is_exactly_zero(results: dict[str, Any], name: str) -> None:
     # Token 0 goes to global experts 0, 2, 5, all -1 in the expert map: nothing computed, sum of nothing.
-    assert results["expert_map"]["row0_absmax"] == 0.0
+    assert results[name]["row0_absmax"] == 0.0
 
 
 @pytest.mark.triton_interpret

@@ -144,33 +144,14 @@ def _swizzle(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
     return pid_m, pid_n
 
 
-@triton.jit(do_not_specialize=["numel", "num_pid_m"])
-def _gemm1_silu_kernel(
-    x_ptr, w13_ptr, act_ptr, sorted_ptr, expert_ids_ptr, npp_ptr,
-    numel, N, K, top_k, num_pid_m,
+@triton.jit
+def _gemm1_tile(
+    x_ptr, w13_ptr, act_ptr, tok, valid, e, out_rows, row_mask, pid_n, N, K,
     stride_xm, stride_xk, stride_we, stride_wn, stride_wk, stride_am,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    EVEN_K: tl.constexpr,
-    USE_PDL: tl.constexpr = False,
-    ONE_DOT: tl.constexpr = False,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
+    ONE_DOT: tl.constexpr,
 ):
-    """act[pos, n] = silu(gate) * up for one BLOCK_M x BLOCK_N tile; rows gathered by sorted pair id.
-
-    ``ONE_DOT``: gate and up columns interleaved into one [BLOCK_K, 2 * BLOCK_N] weight tile, so each
-    step is one MMA twice as wide (the A tile is read from shared memory once, not twice).
-    """
-    _pdl_prologue(USE_PDL)
-    pid = tl.program_id(0)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    pid_m, pid_n = _swizzle(pid, num_pid_m, num_pid_n, GROUP_M)
-    # Launched for the worst-case padded count; the real count lives in device memory.
-    if pid_m * BLOCK_M >= tl.load(npp_ptr):
-        return
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    pair = tl.load(sorted_ptr + offs_m)
-    valid = pair < numel
-    tok = (pair // top_k).to(tl.int64)
-    e = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+    """One BLOCK_M x BLOCK_N tile of silu(x[tok] @ gate.T) * (x[tok] @ up.T) of expert e, into act[out_rows]."""
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N
     offs_k = tl.arange(0, BLOCK_K)
@@ -216,8 +197,78 @@ def _gemm1_silu_kernel(
             u_ptrs += BLOCK_K * stride_wk
     # SiLU in fp32; padding rows read zeros, so they hold silu(0) * 0 = 0 (never read anyway).
     act = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
-    out_ptrs = act_ptr + offs_m[:, None].to(tl.int64) * stride_am + offs_n[None, :]
-    tl.store(out_ptrs, act.to(act_ptr.dtype.element_ty), mask=n_ok[None, :])
+    out_ptrs = act_ptr + out_rows[:, None].to(tl.int64) * stride_am + offs_n[None, :]
+    tl.store(out_ptrs, act.to(act_ptr.dtype.element_ty), mask=row_mask[:, None] & n_ok[None, :])
+
+
+
+
+@triton.jit(do_not_specialize=["numel", "num_pid_m"])
+def _gemm1_silu_kernel(
+    x_ptr, w13_ptr, act_ptr, sorted_ptr, expert_ids_ptr, npp_ptr,
+    numel, N, K, top_k, num_pid_m,
+    stride_xm, stride_xk, stride_we, stride_wn, stride_wk, stride_am,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    EVEN_K: tl.constexpr,
+    USE_PDL: tl.constexpr = False,
+    ONE_DOT: tl.constexpr = False,
+):
+    """act[pos, n] = silu(gate) * up for one BLOCK_M x BLOCK_N tile; rows gathered by sorted pair id.
+
+    ``ONE_DOT``: gate and up columns interleaved into one [BLOCK_K, 2 * BLOCK_N] weight tile, so each
+    step is one MMA twice as wide (the A tile is read from shared memory once, not twice).
+    """
+    _pdl_prologue(USE_PDL)
+    pid = tl.program_id(0)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    pid_m, pid_n = _swizzle(pid, num_pid_m, num_pid_n, GROUP_M)
+    # Launched for the worst-case padded count; the real count lives in device memory.
+    if pid_m * BLOCK_M >= tl.load(npp_ptr):
+        return
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    pair = tl.load(sorted_ptr + offs_m)
+    valid = pair < numel
+    tok = (pair // top_k).to(tl.int64)
+    e = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+    # Padding rows are stored too (zeros: their A rows read as 0) so GEMM2 reads defined values.
+    _gemm1_tile(x_ptr, w13_ptr, act_ptr, tok, valid, e, offs_m, offs_m >= 0, pid_n, N, K,
+                stride_xm, stride_xk, stride_we, stride_wn, stride_wk, stride_am,
+                BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, ONE_DOT)
+
+
+@triton.jit(do_not_specialize=["numel"])
+def _gemm1_direct_kernel(
+    x_ptr, w13_ptr, act_ptr, ids_ptr, map_ptr,
+    numel, N, K, top_k, num_experts,
+    stride_xm, stride_xk, stride_we, stride_wn, stride_wk, stride_am, stride_im, stride_ik,
+    HAS_MAP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr, EVEN_K: tl.constexpr,
+    USE_PDL: tl.constexpr = False,
+    ONE_DOT: tl.constexpr = False,
+):
+    """Decode path, no alignment: program (pair, n tile) computes act[pair] with the pair's own expert.
+
+    Row 0 of the BLOCK_M tile is the pair (tl.dot needs >= 16 rows; the others are masked off and cost
+    no memory traffic). Pairs of other ranks' experts exit at once; their act rows are never read.
+    """
+    _pdl_prologue(USE_PDL)
+    pid = tl.program_id(0)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    pid_m, pid_n = _swizzle(pid, numel, num_pid_n, GROUP_M)
+    g = tl.load(ids_ptr + (pid_m // top_k) * stride_im + (pid_m % top_k) * stride_ik).to(tl.int32)
+    if HAS_MAP:
+        le = tl.load(map_ptr + g).to(tl.int32)
+    else:
+        le = g
+    if (le < 0) | (le >= num_experts):
+        return
+    rows = tl.arange(0, BLOCK_M)
+    valid = rows == 0
+    tok = tl.where(valid, pid_m // top_k, 0).to(tl.int64)
+    out_rows = tl.where(valid, pid_m, 0)
+    _gemm1_tile(x_ptr, w13_ptr, act_ptr, tok, valid, le.to(tl.int64), out_rows, valid, pid_n, N, K,
+                stride_xm, stride_xk, stride_we, stride_wn, stride_wk, stride_am,
+                BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, ONE_DOT)
 
 
 @triton.jit(do_not_specialize=["numel", "num_pid_m"])
@@ -264,6 +315,52 @@ def _gemm2_kernel(
     acc = acc * w[:, None]
     y_ptrs = y_ptr + pair[:, None].to(tl.int64) * stride_ym + offs_n[None, :]
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=valid[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _gemm2_direct_kernel(
+    act_ptr, w2_ptr, out_ptr, ids_ptr, map_ptr, tw_ptr,
+    N, K, num_experts,
+    stride_am, stride_we, stride_wk, stride_wn, stride_om, stride_ok, stride_im, stride_ik,
+    stride_twm, stride_twk,
+    TOP_K: tl.constexpr, TOP_K_PAD: tl.constexpr, HAS_MAP: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    USE_PDL: tl.constexpr = False,
+):
+    """Decode path: out[m, n tile] = sum_j w[m, j] * w2[e_j, n tile] @ act[m * top_k + j], in fp32.
+
+    One program per (token, n tile) loads the tiles of all top_k experts at once (a [TOP_K, BLOCK_N,
+    BLOCK_K] gather, so the loads are in flight together), reduces over the intermediate size and then
+    over j in a fixed order, and writes the destination directly: no y buffer, no top-k sum launch.
+    Pairs of other ranks' experts are masked off (no memory traffic) and add 0.
+    """
+    _pdl_prologue(USE_PDL)
+    m = tl.program_id(0).to(tl.int64)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < K
+    jv = tl.arange(0, TOP_K_PAD)
+    j_ok = jv < TOP_K
+    g = tl.load(ids_ptr + m * stride_im + jv * stride_ik, mask=j_ok, other=0).to(tl.int32)
+    if HAS_MAP:
+        le = tl.load(map_ptr + g, mask=j_ok, other=-1).to(tl.int32)
+    else:
+        le = g
+    use = j_ok & (le >= 0) & (le < num_experts)
+    e = tl.where(use, le, 0).to(tl.int64)
+    w = tl.load(tw_ptr + m * stride_twm + jv * stride_twk, mask=use, other=0.0).to(tl.float32)
+    rows = m * TOP_K + jv
+    acc = tl.zeros([TOP_K_PAD, BLOCK_N], dtype=tl.float32)
+    for k in range(0, tl.cdiv(N, BLOCK_K)):
+        offs_k = k * BLOCK_K + tl.arange(0, BLOCK_K)
+        k_ok = offs_k < N
+        a = tl.load(act_ptr + rows[:, None] * stride_am + offs_k[None, :],
+                    mask=use[:, None] & k_ok[None, :], other=0.0)
+        b = tl.load(w2_ptr + e[:, None, None] * stride_we + offs_n[None, :, None] * stride_wk
+                    + offs_k[None, None, :] * stride_wn,
+                    mask=use[:, None, None] & n_ok[None, :, None] & k_ok[None, None, :], other=0.0)
+        acc += tl.sum(b.to(tl.float32) * a.to(tl.float32)[:, None, :], axis=2)
+    res = tl.sum(acc * w[:, None], axis=0)
+    tl.store(out_ptr + m * stride_om + offs_n * stride_ok, res.to(out_ptr.dtype.element_ty), mask=n_ok)
 
 
 @triton.jit

@@ -64,6 +64,9 @@ class MoEConfig:
     pdl: bool = False
     # GEMM1 as one MMA over interleaved gate/up columns (2 x block_n wide) instead of two.
     gate_up_one_dot: bool = False
+    # Decode path: no alignment and no separate top-k sum (2 launches instead of 3-4); GEMM1 per pair,
+    # GEMM2 per token over all its experts straight into the destination. For a handful of tokens.
+    direct: bool = False
 
     def __post_init__(self) -> None:
         if not _is_pow2(self.block_m) or self.block_m < 16:
@@ -85,6 +88,7 @@ class MoEConfig:
             reduce_block=int(d.get("reduce_block", 1024)),
             pdl=bool(d.get("pdl", False)),
             gate_up_one_dot=bool(d.get("gate_up_one_dot", False)),
+            direct=bool(d.get("direct", False)),
         )
 
 
@@ -241,6 +245,43 @@ def run_topk_sum(
     return out
 
 
+def run_direct(
+    x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor,
+    expert_map: torch.Tensor | None, out: torch.Tensor, cfg: MoEConfig, pdl: bool = False,
+) -> torch.Tensor:
+    """The decode path (``MoEConfig.direct``): GEMM1 per (pair, n tile), GEMM2 + top-k sum per token."""
+    from copyhunt.moe import _triton_kernels as kern
+
+    M, K = x.shape
+    E, two_n, _ = w13.shape
+    N = two_n // 2
+    top_k = topk_ids.shape[1]
+    numel = M * top_k
+    g1, g2 = cfg.gemm1, cfg.gemm2
+    has_map = expert_map is not None
+    map_arg = expert_map if has_map else topk_ids  # never read when HAS_MAP is False
+    act = torch.empty(numel, N, dtype=x.dtype, device=x.device)
+    kern._gemm1_direct_kernel[(numel * -(-N // g1.block_n),)](
+        x, w13, act, topk_ids, map_arg,
+        numel, N, K, top_k, E,
+        x.stride(0), x.stride(1), w13.stride(0), w13.stride(1), w13.stride(2), act.stride(0),
+        topk_ids.stride(0), topk_ids.stride(1),
+        HAS_MAP=has_map, BLOCK_M=cfg.block_m, BLOCK_N=g1.block_n, BLOCK_K=g1.block_k, GROUP_M=g1.group_m,
+        EVEN_K=K % g1.block_k == 0, num_warps=g1.num_warps, num_stages=g1.num_stages, ONE_DOT=cfg.gate_up_one_dot,
+        **pdl_options(pdl),
+    )
+    kern._gemm2_direct_kernel[(M, -(-K // g2.block_n))](
+        act, w2, out, topk_ids, map_arg, topk_weights,
+        N, K, E,
+        act.stride(0), w2.stride(0), w2.stride(1), w2.stride(2), out.stride(0), out.stride(1),
+        topk_ids.stride(0), topk_ids.stride(1), topk_weights.stride(0), topk_weights.stride(1),
+        TOP_K=top_k, TOP_K_PAD=max(2, 1 << (top_k - 1).bit_length()), HAS_MAP=has_map,
+        BLOCK_N=g2.block_n, BLOCK_K=g2.block_k, num_warps=g2.num_warps, num_stages=g2.num_stages,
+        **pdl_options(pdl),
+    )
+    return out
+
+
 def triton_moe_experts(
     x: torch.Tensor,
     w13: torch.Tensor,
@@ -264,6 +305,8 @@ def triton_moe_experts(
         return out
     cfg = config or pick_config(M, E, two_n // 2, K, top_k)
     pdl = cfg.pdl and _pdl_capable(x.device)
+    if cfg.direct:
+        return run_direct(x, w13, w2, topk_weights, topk_ids, expert_map, out, cfg, pdl)
     al = align_block_size(topk_ids, E, cfg.block_m, expert_map, pdl=pdl)
     act = run_gemm1(x, w13, al, cfg.gemm1, pdl, cfg.gate_up_one_dot)
     y = run_gemm2(act, w2, topk_weights, al, cfg.gemm2, pdl)
