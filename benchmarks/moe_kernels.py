@@ -55,14 +55,16 @@ PDL_MAX_BLOCK_M = 64  # PDL variants are compiled and timed for the decode-ish t
 PDL_MAX_M = 1024
 # Decode path (MoEConfig.direct) GEMM2 candidates (block_n, block_k, group_m, num_warps, num_stages),
 # tried with PDL for M <= DIRECT_MAX_M on top of the tuned GEMM1.
-G2_DIRECT = [(16, 128, 1, 8, 1), (32, 64, 1, 8, 1), (16, 64, 1, 4, 1), (32, 128, 1, 8, 1)]
+G2_DIRECT = [(16, 128, 1, 8, 1), (32, 64, 1, 8, 1)]
+SPLITS_DIRECT = [1, 2, 4]  # GEMM1 split-K parts on the direct path
 DIRECT_MAX_M = 8
 BM_FOR_M = {1: [16], 8: [16], 64: [16, 32], 256: [16, 32], 1024: [32, 64], 4096: [64, 128], 16384: [64, 128]}
 
 
 def direct_configs(base: MoEConfig) -> list[MoEConfig]:
     """The decode-path variants of ``base`` (its GEMM1, each direct GEMM2 candidate, PDL on)."""
-    return [dataclasses.replace(base, direct=True, pdl=True, gemm2=GemmConfig(*c)) for c in G2_DIRECT]
+    return [dataclasses.replace(base, direct=True, pdl=True, gemm2=GemmConfig(*c), split_k=sk)
+            for sk in SPLITS_DIRECT for c in G2_DIRECT]
 
 
 def all_candidate_configs() -> list[MoEConfig]:
@@ -254,7 +256,8 @@ def check_graph_replay(device: str, log: Callable[[str], None]) -> list[dict[str
     rows = []
     cases = [("minimax-m2.5-tp4", 64, False), ("minimax-m2.5-tp4", 1, False), ("minimax-m2.5-ep8", 300, False),
              ("minimax-m2.5-tp4", 1, True), ("minimax-m2.5-tp4", 64, True), ("minimax-m2.5-ep8", 300, True),
-             ("minimax-m2.5-tp4", 1, "direct"), ("minimax-m2.5-ep8", 8, "direct")]
+             ("minimax-m2.5-tp4", 1, "direct"), ("minimax-m2.5-ep8", 8, "direct"),
+             ("minimax-m2.5-tp4", 1, "direct-split"), ("minimax-m2.5-ep8", 8, "direct-split")]
     for name, M, pdl in cases:
         W = make_weights(name, device, seed=2)
         static = make_inputs(name, M, device, seed=200)
@@ -262,6 +265,8 @@ def check_graph_replay(device: str, log: Callable[[str], None]) -> list[dict[str
         p = W["preset"]
         if pdl == "direct":
             cfg = direct_configs(default_config(M, p.top_k))[0]
+        elif pdl == "direct-split":
+            cfg = dataclasses.replace(direct_configs(default_config(M, p.top_k))[0], split_k=2)
         else:
             cfg = dataclasses.replace(default_config(M, p.top_k), pdl=pdl)
         try:
@@ -620,7 +625,7 @@ def main() -> int:
             wins = r["triton_pdl"]["median_us"] < 0.98 * r["triton"]["median_us"]
             table[str(M)]["pdl"] = bool(wins and r["triton_pdl"]["rel_err"] < 1e-2)
             best_t = min(r["triton"]["median_us"], r["triton_pdl"]["median_us"])
-            for i in range(len(G2_DIRECT)):
+            for i in range(len(G2_DIRECT) * len(SPLITS_DIRECT)):
                 d = r.get(f"triton_direct{i}", {})
                 if "median_us" in d and d["median_us"] < 0.98 * best_t and d["rel_err"] < 1e-2:
                     best_t = d["median_us"]

@@ -76,23 +76,26 @@ def test_bf16_triton_and_grouped_mm_match_reference(name: str, M: int) -> None:
         assert _rel(res, ref) < BF16_BOUND, backend.name
 
 
-def _direct_config(pdl: bool = True):  # type: ignore[no-untyped-def]
+def _direct_config(pdl: bool = True, split_k: int = 1):  # type: ignore[no-untyped-def]
     """The decode path (no align, GEMM2 sums the top-k) with PDL, as the tuned table picks it for tiny M."""
     from copyhunt.moe.triton_experts import GemmConfig, MoEConfig
 
-    return MoEConfig(16, GemmConfig(32, 128, 1, 4, 4), GemmConfig(16, 128, 1, 8, 1), pdl=pdl, direct=True)
+    return MoEConfig(16, GemmConfig(32, 128, 1, 4, 4), GemmConfig(16, 128, 1, 8, 1), pdl=pdl, direct=True,
+                     split_k=split_k)
 
 
 @pytest.mark.parametrize("name", list(SHAPES))
 @pytest.mark.parametrize("M", [1, 5])
-def test_bf16_direct_decode_path_matches_reference(name: str, M: int) -> None:
+@pytest.mark.parametrize("split_k", [1, 2])
+def test_bf16_direct_decode_path_matches_reference(name: str, M: int, split_k: int) -> None:
     pytest.importorskip("triton")
     from copyhunt.moe.triton_experts import triton_moe_experts
 
     w13, w2, emap = _weights(name, seed=20 + M)
     x, tw, ids = _inputs(name, M, seed=21 + M)
     out = torch.full_like(x, float("nan"))
-    res = triton_moe_experts(x, w13, w2, tw, ids, expert_map=emap, output=out, config=_direct_config())
+    cfg = _direct_config(split_k=split_k)
+    res = triton_moe_experts(x, w13, w2, tw, ids, expert_map=emap, output=out, config=cfg)
     assert res is out and torch.isfinite(out).all()
     assert _rel(out, _reference(x, w13, w2, tw, ids, emap)) < BF16_BOUND
 
@@ -100,13 +103,13 @@ def test_bf16_direct_decode_path_matches_reference(name: str, M: int) -> None:
 @pytest.mark.parametrize(
     ("name", "M", "direct"),
     [("minimax-m2.5-tp4", 64, False), ("minimax-m2.5-tp4", 1, False), ("minimax-m2.5-ep8", 300, False),
-     ("minimax-m2.5-tp4", 1, True), ("minimax-m2.5-ep8", 6, True)],
+     ("minimax-m2.5-tp4", 1, True), ("minimax-m2.5-ep8", 6, True), ("minimax-m2.5-tp4", 2, "split")],
 )
-def test_graph_replay_with_new_inputs_equals_eager(name: str, M: int, direct: bool) -> None:
+def test_graph_replay_with_new_inputs_equals_eager(name: str, M: int, direct: bool | str) -> None:
     pytest.importorskip("triton")
     from copyhunt.moe.triton_experts import triton_moe_experts
 
-    cfg = _direct_config() if direct else None
+    cfg = _direct_config(split_k=2 if direct == "split" else 1) if direct else None
     w13, w2, emap = _weights(name, seed=5)
     x, tw, ids = _inputs(name, M, seed=6)
     out = torch.empty_like(x)

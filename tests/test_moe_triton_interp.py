@@ -57,6 +57,12 @@ CASES: dict[str, dict[str, Any]] = {
                                   one_dot=True),
     "direct_fp16_m1": dict(M=1, E=8, N=32, K=64, top_k=8, dtype="float16", cfg=(16, (32, 64, 1), (16, 32, 1)),
                            direct=True),
+    # Direct path with GEMM1 split over K (fp32 parts added by GEMM2): 2 parts with an expert map,
+    # 4 parts in fp16 with the one-dot GEMM1.
+    "direct_split2_map": dict(M=4, E=4, N=32, K=128, top_k=3, dtype="float32", cfg=_SMALL, e_global=8,
+                              emap=[-1, 0, -1, 1, 2, -1, -1, 3], first_remote=[0, 2, 5], direct=True, split_k=2),
+    "direct_split4_fp16": dict(M=2, E=8, N=48, K=128, top_k=8, dtype="float16", cfg=_SMALL, direct=True,
+                               split_k=4, one_dot=True),
     "one_dot_fp16": dict(M=33, E=4, N=32, K=64, top_k=2, dtype="float16", cfg=(32, (16, 64, 4), (64, 32, 4)),
                          one_dot=True),
 }
@@ -85,7 +91,8 @@ def _run_case(spec: dict[str, Any], seed: int) -> dict[str, Any]:
     emap = torch.tensor(spec["emap"], dtype=torch.int32) if "emap" in spec else None
     bm, c1, c2 = spec["cfg"]
     cfg = MoEConfig(bm, GemmConfig(c1[0], c1[1], c1[2], 4, 2), GemmConfig(c2[0], c2[1], c2[2], 4, 2),
-                    gate_up_one_dot=spec.get("one_dot", False), direct=spec.get("direct", False))
+                    gate_up_one_dot=spec.get("one_dot", False), direct=spec.get("direct", False),
+                    split_k=spec.get("split_k", 1))
     out = torch.empty(K, M, dtype=dtype).t() if spec.get("out_t") else torch.empty(M, K, dtype=dtype)
     out.fill_(float("nan"))  # poisoned: every element must be written
     res = triton_moe_experts(x, w13, w2, tw, ids, expert_map=emap, output=out, config=cfg)
@@ -195,7 +202,7 @@ def test_triton_experts_match_reference(results: dict[str, Any], name: str) -> N
 
 
 @pytest.mark.triton_interpret
-@pytest.mark.parametrize("name", ["expert_map", "direct_map"])
+@pytest.mark.parametrize("name", ["expert_map", "direct_map", "direct_split2_map"])
 def test_token_routed_only_to_remote_experts_is_exactly_zero(results: dict[str, Any], name: str) -> None:
     # Token 0 goes to global experts 0, 2, 5, all -1 in the expert map: nothing computed, sum of nothing.
     assert results[name]["row0_absmax"] == 0.0

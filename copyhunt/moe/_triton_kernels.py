@@ -146,15 +146,22 @@ def _swizzle(pid, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 
 @triton.jit
 def _gemm1_tile(
-    x_ptr, w13_ptr, act_ptr, tok, valid, e, out_rows, row_mask, pid_n, N, K,
+    x_ptr, w13_ptr, act_ptr, tok, valid, e, out_rows, row_mask, pid_n, N, K, k_lo, k_iters,
     stride_xm, stride_xk, stride_we, stride_wn, stride_wk, stride_am,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
-    ONE_DOT: tl.constexpr,
+    ONE_DOT: tl.constexpr, RAW: tl.constexpr,
 ):
-    """One BLOCK_M x BLOCK_N tile of silu(x[tok] @ gate.T) * (x[tok] @ up.T) of expert e, into act[out_rows]."""
+    """One BLOCK_M x BLOCK_N tile of silu(x[tok] @ gate.T) * (x[tok] @ up.T) of expert e, into act[out_rows].
+
+    Over k in [k_lo, k_lo + k_iters * BLOCK_K). ``RAW`` (a split-K part): store the fp32 gate sums at
+    columns [0, N) and the up sums at [N, 2N) of the fp32 rows instead; the reader applies SiLU.
+    """
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N
     offs_k = tl.arange(0, BLOCK_K)
+    K = K - k_lo  # what is left from k_lo on: the masks below count from here
+    x_ptr += k_lo * stride_xk
+    w13_ptr += k_lo * stride_wk
     a_ptrs = x_ptr + tok[:, None] * stride_xm + offs_k[None, :] * stride_xk
     if ONE_DOT:
         j = tl.arange(0, 2 * BLOCK_N)
@@ -162,7 +169,7 @@ def _gemm1_tile(
         c_ok = col < N
         b_ptrs = w13_ptr + e * stride_we + (col + (j % 2) * N)[None, :] * stride_wn + offs_k[:, None] * stride_wk
         acc = tl.zeros([BLOCK_M, 2 * BLOCK_N], dtype=tl.float32)
-        for k in range(0, tl.cdiv(K, BLOCK_K)):
+        for k in range(0, k_iters):
             if EVEN_K:
                 a = tl.load(a_ptrs, mask=valid[:, None], other=0.0)
                 b = tl.load(b_ptrs, mask=c_ok[None, :], other=0.0)
@@ -180,7 +187,7 @@ def _gemm1_tile(
         u_ptrs = g_ptrs + N * stride_wn
         acc_g = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
         acc_u = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for k in range(0, tl.cdiv(K, BLOCK_K)):
+        for k in range(0, k_iters):
             if EVEN_K:
                 a = tl.load(a_ptrs, mask=valid[:, None], other=0.0)
                 bg = tl.load(g_ptrs, mask=n_ok[None, :], other=0.0)
@@ -195,10 +202,14 @@ def _gemm1_tile(
             a_ptrs += BLOCK_K * stride_xk
             g_ptrs += BLOCK_K * stride_wk
             u_ptrs += BLOCK_K * stride_wk
-    # SiLU in fp32; padding rows read zeros, so they hold silu(0) * 0 = 0 (never read anyway).
-    act = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
     out_ptrs = act_ptr + out_rows[:, None].to(tl.int64) * stride_am + offs_n[None, :]
-    tl.store(out_ptrs, act.to(act_ptr.dtype.element_ty), mask=row_mask[:, None] & n_ok[None, :])
+    if RAW:
+        tl.store(out_ptrs, acc_g, mask=row_mask[:, None] & n_ok[None, :])
+        tl.store(out_ptrs + N, acc_u, mask=row_mask[:, None] & n_ok[None, :])
+    else:
+        # SiLU in fp32; padding rows read zeros, so they hold silu(0) * 0 = 0 (never read anyway).
+        act = acc_g / (1.0 + tl.exp(-acc_g)) * acc_u
+        tl.store(out_ptrs, act.to(act_ptr.dtype.element_ty), mask=row_mask[:, None] & n_ok[None, :])
 
 
 
@@ -231,9 +242,9 @@ def _gemm1_silu_kernel(
     tok = (pair // top_k).to(tl.int64)
     e = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
     # Padding rows are stored too (zeros: their A rows read as 0) so GEMM2 reads defined values.
-    _gemm1_tile(x_ptr, w13_ptr, act_ptr, tok, valid, e, offs_m, offs_m >= 0, pid_n, N, K,
+    _gemm1_tile(x_ptr, w13_ptr, act_ptr, tok, valid, e, offs_m, offs_m >= 0, pid_n, N, K, 0, tl.cdiv(K, BLOCK_K),
                 stride_xm, stride_xk, stride_we, stride_wn, stride_wk, stride_am,
-                BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, ONE_DOT)
+                BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, ONE_DOT, False)
 
 
 @triton.jit(do_not_specialize=["numel"])
@@ -245,16 +256,21 @@ def _gemm1_direct_kernel(
     GROUP_M: tl.constexpr, EVEN_K: tl.constexpr,
     USE_PDL: tl.constexpr = False,
     ONE_DOT: tl.constexpr = False,
+    SPLIT_K: tl.constexpr = 1,
 ):
     """Decode path, no alignment: program (pair, n tile) computes act[pair] with the pair's own expert.
 
     Row 0 of the BLOCK_M tile is the pair (tl.dot needs >= 16 rows; the others are masked off and cost
     no memory traffic). Pairs of other ranks' experts exit at once; their act rows are never read.
+    ``SPLIT_K`` > 1: program (pair, n tile, s) sums K / SPLIT_K of the reduction into fp32 part s of
+    ``act`` ([SPLIT_K, numel, 2N]); the direct GEMM2 adds the parts in order and applies SiLU. More
+    programs keep more weight bytes in flight when a few tokens cannot fill the GPU.
     """
     _pdl_prologue(USE_PDL)
     pid = tl.program_id(0)
     num_pid_n = tl.cdiv(N, BLOCK_N)
-    pid_m, pid_n = _swizzle(pid, numel, num_pid_n, GROUP_M)
+    pid_s = pid % SPLIT_K
+    pid_m, pid_n = _swizzle(pid // SPLIT_K, numel, num_pid_n, GROUP_M)
     g = tl.load(ids_ptr + (pid_m // top_k) * stride_im + (pid_m % top_k) * stride_ik).to(tl.int32)
     if HAS_MAP:
         le = tl.load(map_ptr + g).to(tl.int32)
@@ -265,10 +281,12 @@ def _gemm1_direct_kernel(
     rows = tl.arange(0, BLOCK_M)
     valid = rows == 0
     tok = tl.where(valid, pid_m // top_k, 0).to(tl.int64)
-    out_rows = tl.where(valid, pid_m, 0)
+    out_rows = tl.where(valid, pid_s * numel + pid_m, 0)
+    k_part = K // SPLIT_K  # the host checked K % (SPLIT_K * BLOCK_K) == 0
     _gemm1_tile(x_ptr, w13_ptr, act_ptr, tok, valid, le.to(tl.int64), out_rows, valid, pid_n, N, K,
+                pid_s * k_part, tl.cdiv(k_part, BLOCK_K),
                 stride_xm, stride_xk, stride_we, stride_wn, stride_wk, stride_am,
-                BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, ONE_DOT)
+                BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, ONE_DOT, SPLIT_K > 1)
 
 
 @triton.jit(do_not_specialize=["numel", "num_pid_m"])
@@ -326,8 +344,13 @@ def _gemm2_direct_kernel(
     TOP_K: tl.constexpr, TOP_K_PAD: tl.constexpr, HAS_MAP: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     USE_PDL: tl.constexpr = False,
+    SPLIT_K: tl.constexpr = 1,
 ):
     """Decode path: out[m, n tile] = sum_j w[m, j] * w2[e_j, n tile] @ act[m * top_k + j], in fp32.
+
+    ``SPLIT_K`` > 1: ``act`` holds the fp32 split-K parts of GEMM1 ([SPLIT_K, numel, 2N]); they are
+    added in a fixed order, SiLU(gate) * up is applied and rounded to the weights' dtype, exactly as
+    the unsplit GEMM1 stores it.
 
     One program per (token, n tile) loads the tiles of all top_k experts at once (a [TOP_K, BLOCK_N,
     BLOCK_K] gather, so the loads are in flight together), reduces over the intermediate size and then
@@ -353,8 +376,18 @@ def _gemm2_direct_kernel(
     for k in range(0, tl.cdiv(N, BLOCK_K)):
         offs_k = k * BLOCK_K + tl.arange(0, BLOCK_K)
         k_ok = offs_k < N
-        a = tl.load(act_ptr + rows[:, None] * stride_am + offs_k[None, :],
-                    mask=use[:, None] & k_ok[None, :], other=0.0)
+        amask = use[:, None] & k_ok[None, :]
+        if SPLIT_K == 1:
+            a = tl.load(act_ptr + rows[:, None] * stride_am + offs_k[None, :], mask=amask, other=0.0)
+        else:
+            numel = tl.num_programs(0) * TOP_K
+            gs = tl.zeros([TOP_K_PAD, BLOCK_K], dtype=tl.float32)
+            us = tl.zeros([TOP_K_PAD, BLOCK_K], dtype=tl.float32)
+            for sp in tl.static_range(SPLIT_K):
+                base = act_ptr + (sp * numel + rows)[:, None] * stride_am + offs_k[None, :]
+                gs += tl.load(base, mask=amask, other=0.0)
+                us += tl.load(base + N, mask=amask, other=0.0)
+            a = (gs / (1.0 + tl.exp(-gs)) * us).to(w2_ptr.dtype.element_ty)
         b = tl.load(w2_ptr + e[:, None, None] * stride_we + offs_n[None, :, None] * stride_wk
                     + offs_k[None, None, :] * stride_wn,
                     mask=use[:, None, None] & n_ok[None, :, None] & k_ok[None, None, :], other=0.0)

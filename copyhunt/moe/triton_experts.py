@@ -67,10 +67,15 @@ class MoEConfig:
     # Decode path: no alignment and no separate top-k sum (2 launches instead of 3-4); GEMM1 per pair,
     # GEMM2 per token over all its experts straight into the destination. For a handful of tokens.
     direct: bool = False
+    # Direct path only: GEMM1 split over K into this many fp32 parts (GEMM2 adds them); 1 = no split.
+    # Used only when K is a multiple of split_k * gemm1.block_k, else 1.
+    split_k: int = 1
 
     def __post_init__(self) -> None:
         if not _is_pow2(self.block_m) or self.block_m < 16:
             raise MoEConfigError(f"MoEConfig.block_m={self.block_m}: must be a power of two >= 16")
+        if self.split_k < 1:
+            raise MoEConfigError(f"MoEConfig.split_k={self.split_k}: must be >= 1")
         if not _is_pow2(self.reduce_block):
             raise MoEConfigError(f"MoEConfig.reduce_block={self.reduce_block}: must be a power of two")
 
@@ -89,6 +94,7 @@ class MoEConfig:
             pdl=bool(d.get("pdl", False)),
             gate_up_one_dot=bool(d.get("gate_up_one_dot", False)),
             direct=bool(d.get("direct", False)),
+            split_k=int(d.get("split_k", 1)),
         )
 
 
@@ -260,15 +266,19 @@ def run_direct(
     g1, g2 = cfg.gemm1, cfg.gemm2
     has_map = expert_map is not None
     map_arg = expert_map if has_map else topk_ids  # never read when HAS_MAP is False
-    act = torch.empty(numel, N, dtype=x.dtype, device=x.device)
-    kern._gemm1_direct_kernel[(numel * -(-N // g1.block_n),)](
+    split = cfg.split_k if K % (cfg.split_k * g1.block_k) == 0 else 1
+    if split > 1:  # fp32 parts [split, numel, 2N]: gate sums, then up sums
+        act = torch.empty(split * numel, 2 * N, dtype=torch.float32, device=x.device)
+    else:
+        act = torch.empty(numel, N, dtype=x.dtype, device=x.device)
+    kern._gemm1_direct_kernel[(numel * -(-N // g1.block_n) * split,)](
         x, w13, act, topk_ids, map_arg,
         numel, N, K, top_k, E,
         x.stride(0), x.stride(1), w13.stride(0), w13.stride(1), w13.stride(2), act.stride(0),
         topk_ids.stride(0), topk_ids.stride(1),
         HAS_MAP=has_map, BLOCK_M=cfg.block_m, BLOCK_N=g1.block_n, BLOCK_K=g1.block_k, GROUP_M=g1.group_m,
         EVEN_K=K % g1.block_k == 0, num_warps=g1.num_warps, num_stages=g1.num_stages, ONE_DOT=cfg.gate_up_one_dot,
-        **pdl_options(pdl),
+        SPLIT_K=split, **pdl_options(pdl),
     )
     kern._gemm2_direct_kernel[(M, -(-K // g2.block_n))](
         act, w2, out, topk_ids, map_arg, topk_weights,
@@ -277,7 +287,7 @@ def run_direct(
         topk_ids.stride(0), topk_ids.stride(1), topk_weights.stride(0), topk_weights.stride(1),
         TOP_K=top_k, TOP_K_PAD=max(2, 1 << (top_k - 1).bit_length()), HAS_MAP=has_map,
         BLOCK_N=g2.block_n, BLOCK_K=g2.block_k, num_warps=g2.num_warps, num_stages=g2.num_stages,
-        **pdl_options(pdl),
+        SPLIT_K=split, **pdl_options(pdl),
     )
     return out
 
