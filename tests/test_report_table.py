@@ -233,3 +233,17 @@ def test_units():
     assert short_path("/home/u/proj/a/b.py", "/home/u/proj") == "a/b.py"
     assert short_path("/elsewhere/b.py", "/home/u/proj") == "/elsewhere/b.py"
     assert short_path("rel/b.py", "/home/u/proj") == "rel/b.py"
+
+
+def test_paths_outside_cwd_show_their_import_path(tmp_path):
+    # A file of an installed package, seen from an unrelated folder, is named by its import path.
+    import os
+
+    import copyhunt
+    from copyhunt.report.units import short_path
+
+    moe = os.path.join(os.path.dirname(os.path.abspath(copyhunt.__file__)), "moe", "modular.py")
+    assert short_path(moe, str(tmp_path)) == os.path.join("copyhunt", "moe", "modular.py")
+    # Below the current folder, the path stays relative to it; elsewhere an unknown path stays absolute.
+    assert short_path(str(tmp_path / "a" / "b.py"), str(tmp_path)) == os.path.join("a", "b.py")
+    assert short_path("/nowhere/x.py", str(tmp_path)) == "/nowhere/x.py"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from copyhunt.records import Frame
 
@@ -22,15 +23,38 @@ def human_bytes(n: int) -> str:
 
 
 def short_path(path: str, cwd: str | None = None) -> str:
-    """``path`` relative to ``cwd`` (default: the current directory) when it lies below it."""
+    """``path`` relative to ``cwd`` (default: the current directory) when it lies below it.
+
+    Elsewhere, a file under an import root (site-packages, an installed checkout) is shown as its
+    import path (``vllm/model_executor/layer.py``): that names it as well and fits narrow terminals.
+    """
     if not os.path.isabs(path):
         return path
     base = os.path.abspath(cwd if cwd is not None else os.getcwd())
+    rel = _below(path, base)
+    if rel is not None:
+        return rel
+    roots = [r for r in _import_roots() if _below(path, r) is not None]
+    if roots:
+        return _below(path, max(roots, key=len)) or path
+    return path
+
+
+def _below(path: str, base: str) -> str | None:
+    """``path`` relative to ``base`` when it lies below it, else None."""
     try:
         rel = os.path.relpath(path, base)
     except ValueError:  # another drive on Windows
-        return path
-    return path if rel.startswith("..") else rel
+        return None
+    return None if rel.startswith("..") else rel
+
+
+def _import_roots() -> list[str]:
+    # Absolute folders on sys.path (site-packages...), not the filesystem root, plus the folder holding
+    # copyhunt itself: an editable install imports it through a finder, not a sys.path entry.
+    roots = [os.path.abspath(p) for p in sys.path if p and os.path.isabs(p)]
+    roots.append(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # .../copyhunt/report/units.py
+    return [r for r in roots if os.path.dirname(r) != r]
 
 
 def short_site(frame: Frame | None, cwd: str | None = None, missing: str = "(no source site)") -> str:
