@@ -55,16 +55,17 @@ PDL_MAX_BLOCK_M = 64  # PDL variants are compiled and timed for the decode-ish t
 PDL_MAX_M = 1024
 # Decode path (MoEConfig.direct) GEMM2 candidates (block_n, block_k, group_m, num_warps, num_stages),
 # tried with PDL for M <= DIRECT_MAX_M on top of the tuned GEMM1.
-G2_DIRECT = [(16, 128, 1, 8, 1), (32, 64, 1, 8, 1)]
-SPLITS_DIRECT = [1, 2, 4]  # GEMM1 split-K parts on the direct path
+G2_DIRECT = [(16, 128, 1, 8, 1), (32, 64, 1, 8, 1), (16, 256, 1, 8, 1)]
+SPLITS_DIRECT = [1, 2]  # GEMM1 split-K parts on the direct path (4 lost to 1 and 2 on the H200, run 4)
+PREFETCH_DIRECT = [False, True]
 DIRECT_MAX_M = 8
 BM_FOR_M = {1: [16], 8: [16], 64: [16, 32], 256: [16, 32], 1024: [32, 64], 4096: [64, 128], 16384: [64, 128]}
 
 
 def direct_configs(base: MoEConfig) -> list[MoEConfig]:
     """The decode-path variants of ``base`` (its GEMM1, each direct GEMM2 candidate, PDL on)."""
-    return [dataclasses.replace(base, direct=True, pdl=True, gemm2=GemmConfig(*c), split_k=sk)
-            for sk in SPLITS_DIRECT for c in G2_DIRECT]
+    return [dataclasses.replace(base, direct=True, pdl=True, gemm2=GemmConfig(*c), split_k=sk, prefetch=pf)
+            for sk in SPLITS_DIRECT for c in G2_DIRECT for pf in PREFETCH_DIRECT]
 
 
 def all_candidate_configs() -> list[MoEConfig]:
@@ -266,7 +267,7 @@ def check_graph_replay(device: str, log: Callable[[str], None]) -> list[dict[str
         if pdl == "direct":
             cfg = direct_configs(default_config(M, p.top_k))[0]
         elif pdl == "direct-split":
-            cfg = dataclasses.replace(direct_configs(default_config(M, p.top_k))[0], split_k=2)
+            cfg = dataclasses.replace(direct_configs(default_config(M, p.top_k))[0], split_k=2, prefetch=True)
         else:
             cfg = dataclasses.replace(default_config(M, p.top_k), pdl=pdl)
         try:
@@ -625,7 +626,7 @@ def main() -> int:
             wins = r["triton_pdl"]["median_us"] < 0.98 * r["triton"]["median_us"]
             table[str(M)]["pdl"] = bool(wins and r["triton_pdl"]["rel_err"] < 1e-2)
             best_t = min(r["triton"]["median_us"], r["triton_pdl"]["median_us"])
-            for i in range(len(G2_DIRECT) * len(SPLITS_DIRECT)):
+            for i in range(len(G2_DIRECT) * len(SPLITS_DIRECT) * len(PREFETCH_DIRECT)):
                 d = r.get(f"triton_direct{i}", {})
                 if "median_us" in d and d["median_us"] < 0.98 * best_t and d["rel_err"] < 1e-2:
                     best_t = d["median_us"]

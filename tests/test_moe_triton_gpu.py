@@ -77,11 +77,11 @@ def test_bf16_triton_and_grouped_mm_match_reference(name: str, M: int) -> None:
 
 
 def _direct_config(pdl: bool = True, split_k: int = 1):  # type: ignore[no-untyped-def]
-    """The decode path (no align, GEMM2 sums the top-k) with PDL, as the tuned table picks it for tiny M."""
+    """The decode path (no align, GEMM2 sums the top-k) with PDL; split-K runs with the GEMM2 prefetch."""
     from copyhunt.moe.triton_experts import GemmConfig, MoEConfig
 
     return MoEConfig(16, GemmConfig(32, 128, 1, 4, 4), GemmConfig(16, 128, 1, 8, 1), pdl=pdl, direct=True,
-                     split_k=split_k)
+                     split_k=split_k, prefetch=split_k > 1)
 
 
 @pytest.mark.parametrize("name", list(SHAPES))

@@ -92,7 +92,7 @@ def _run_case(spec: dict[str, Any], seed: int) -> dict[str, Any]:
     bm, c1, c2 = spec["cfg"]
     cfg = MoEConfig(bm, GemmConfig(c1[0], c1[1], c1[2], 4, 2), GemmConfig(c2[0], c2[1], c2[2], 4, 2),
                     gate_up_one_dot=spec.get("one_dot", False), direct=spec.get("direct", False),
-                    split_k=spec.get("split_k", 1))
+                    split_k=spec.get("split_k", 1), prefetch=spec.get("prefetch", False))
     out = torch.empty(K, M, dtype=dtype).t() if spec.get("out_t") else torch.empty(M, K, dtype=dtype)
     out.fill_(float("nan"))  # poisoned: every element must be written
     res = triton_moe_experts(x, w13, w2, tw, ids, expert_map=emap, output=out, config=cfg)

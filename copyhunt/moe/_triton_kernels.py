@@ -336,6 +336,24 @@ def _gemm2_kernel(
 
 
 @triton.jit
+def _direct_act_tile(act_ptr, rows, offs_k, amask, N, stride_am, numel,
+                     TOP_K_PAD: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, OUT_TY: tl.constexpr):
+    """[TOP_K_PAD, BLOCK_K] of act for the direct GEMM2: stored bf16 rows, or the sum of the fp32 split-K
+    parts in a fixed order with SiLU(gate) * up applied and rounded like the unsplit GEMM1 stores it."""
+    if SPLIT_K == 1:
+        a = tl.load(act_ptr + rows[:, None] * stride_am + offs_k[None, :], mask=amask, other=0.0)
+    else:
+        gs = tl.zeros([TOP_K_PAD, BLOCK_K], dtype=tl.float32)
+        us = tl.zeros([TOP_K_PAD, BLOCK_K], dtype=tl.float32)
+        for sp in tl.static_range(SPLIT_K):
+            base = act_ptr + (sp * numel + rows)[:, None] * stride_am + offs_k[None, :]
+            gs += tl.load(base, mask=amask, other=0.0)
+            us += tl.load(base + N, mask=amask, other=0.0)
+        a = (gs / (1.0 + tl.exp(-gs)) * us).to(OUT_TY)
+    return a.to(tl.float32)
+
+
+@triton.jit
 def _gemm2_direct_kernel(
     act_ptr, w2_ptr, out_ptr, ids_ptr, map_ptr, tw_ptr,
     N, K, num_experts,
@@ -345,20 +363,24 @@ def _gemm2_direct_kernel(
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     USE_PDL: tl.constexpr = False,
     SPLIT_K: tl.constexpr = 1,
+    PREFETCH: tl.constexpr = False,
 ):
     """Decode path: out[m, n tile] = sum_j w[m, j] * w2[e_j, n tile] @ act[m * top_k + j], in fp32.
-
-    ``SPLIT_K`` > 1: ``act`` holds the fp32 split-K parts of GEMM1 ([SPLIT_K, numel, 2N]); they are
-    added in a fixed order, SiLU(gate) * up is applied and rounded to the weights' dtype, exactly as
-    the unsplit GEMM1 stores it.
 
     One program per (token, n tile) loads the tiles of all top_k experts at once (a [TOP_K, BLOCK_N,
     BLOCK_K] gather, so the loads are in flight together), reduces over the intermediate size and then
     over j in a fixed order, and writes the destination directly: no y buffer, no top-k sum launch.
     Pairs of other ranks' experts are masked off (no memory traffic) and add 0.
+
+    ``SPLIT_K`` > 1: ``act`` holds GEMM1's fp32 split-K parts ([SPLIT_K, numel, 2N]).
+    ``PREFETCH`` (with PDL): the routing and the first w2 tile are loaded BEFORE waiting for GEMM1, so
+    they stream while GEMM1 finishes. Safe: GEMM1 writes only ``act``, and GEMM1 lets this grid launch
+    only after its own wait, when everything before GEMM1 (the router's ids and weights) has completed.
     """
-    _pdl_prologue(USE_PDL)
+    if not PREFETCH:
+        _pdl_prologue(USE_PDL)
     m = tl.program_id(0).to(tl.int64)
+    numel = tl.num_programs(0) * TOP_K
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < K
     jv = tl.arange(0, TOP_K_PAD)
@@ -372,26 +394,24 @@ def _gemm2_direct_kernel(
     e = tl.where(use, le, 0).to(tl.int64)
     w = tl.load(tw_ptr + m * stride_twm + jv * stride_twk, mask=use, other=0.0).to(tl.float32)
     rows = m * TOP_K + jv
-    acc = tl.zeros([TOP_K_PAD, BLOCK_N], dtype=tl.float32)
-    for k in range(0, tl.cdiv(N, BLOCK_K)):
+    b_ptrs = w2_ptr + e[:, None, None] * stride_we + offs_n[None, :, None] * stride_wk
+    offs_k = tl.arange(0, BLOCK_K)
+    k_ok = offs_k < N
+    b = tl.load(b_ptrs + offs_k[None, None, :] * stride_wn,
+                mask=use[:, None, None] & n_ok[None, :, None] & k_ok[None, None, :], other=0.0)
+    if PREFETCH:
+        _pdl_prologue(USE_PDL)
+    a = _direct_act_tile(act_ptr, rows, offs_k, use[:, None] & k_ok[None, :], N, stride_am, numel,
+                         TOP_K_PAD, BLOCK_K, SPLIT_K, w2_ptr.dtype.element_ty)
+    acc = tl.sum(b.to(tl.float32) * a[:, None, :], axis=2)
+    for k in range(1, tl.cdiv(N, BLOCK_K)):
         offs_k = k * BLOCK_K + tl.arange(0, BLOCK_K)
         k_ok = offs_k < N
-        amask = use[:, None] & k_ok[None, :]
-        if SPLIT_K == 1:
-            a = tl.load(act_ptr + rows[:, None] * stride_am + offs_k[None, :], mask=amask, other=0.0)
-        else:
-            numel = tl.num_programs(0) * TOP_K
-            gs = tl.zeros([TOP_K_PAD, BLOCK_K], dtype=tl.float32)
-            us = tl.zeros([TOP_K_PAD, BLOCK_K], dtype=tl.float32)
-            for sp in tl.static_range(SPLIT_K):
-                base = act_ptr + (sp * numel + rows)[:, None] * stride_am + offs_k[None, :]
-                gs += tl.load(base, mask=amask, other=0.0)
-                us += tl.load(base + N, mask=amask, other=0.0)
-            a = (gs / (1.0 + tl.exp(-gs)) * us).to(w2_ptr.dtype.element_ty)
-        b = tl.load(w2_ptr + e[:, None, None] * stride_we + offs_n[None, :, None] * stride_wk
-                    + offs_k[None, None, :] * stride_wn,
+        b = tl.load(b_ptrs + offs_k[None, None, :] * stride_wn,
                     mask=use[:, None, None] & n_ok[None, :, None] & k_ok[None, None, :], other=0.0)
-        acc += tl.sum(b.to(tl.float32) * a.to(tl.float32)[:, None, :], axis=2)
+        a = _direct_act_tile(act_ptr, rows, offs_k, use[:, None] & k_ok[None, :], N, stride_am, numel,
+                             TOP_K_PAD, BLOCK_K, SPLIT_K, w2_ptr.dtype.element_ty)
+        acc += tl.sum(b.to(tl.float32) * a[:, None, :], axis=2)
     res = tl.sum(acc * w[:, None], axis=0)
     tl.store(out_ptr + m * stride_om + offs_n * stride_ok, res.to(out_ptr.dtype.element_ty), mask=n_ok)
 

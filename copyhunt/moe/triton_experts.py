@@ -70,6 +70,8 @@ class MoEConfig:
     # Direct path only: GEMM1 split over K into this many fp32 parts (GEMM2 adds them); 1 = no split.
     # Used only when K is a multiple of split_k * gemm1.block_k, else 1.
     split_k: int = 1
+    # Direct path with PDL: GEMM2 loads the routing and its first weight tile before waiting for GEMM1.
+    prefetch: bool = False
 
     def __post_init__(self) -> None:
         if not _is_pow2(self.block_m) or self.block_m < 16:
@@ -95,6 +97,7 @@ class MoEConfig:
             gate_up_one_dot=bool(d.get("gate_up_one_dot", False)),
             direct=bool(d.get("direct", False)),
             split_k=int(d.get("split_k", 1)),
+            prefetch=bool(d.get("prefetch", False)),
         )
 
 
@@ -287,7 +290,7 @@ def run_direct(
         topk_ids.stride(0), topk_ids.stride(1), topk_weights.stride(0), topk_weights.stride(1),
         TOP_K=top_k, TOP_K_PAD=max(2, 1 << (top_k - 1).bit_length()), HAS_MAP=has_map,
         BLOCK_N=g2.block_n, BLOCK_K=g2.block_k, num_warps=g2.num_warps, num_stages=g2.num_stages,
-        SPLIT_K=split, **pdl_options(pdl),
+        SPLIT_K=split, PREFETCH=cfg.prefetch and pdl, **pdl_options(pdl),
     )
     return out
 
