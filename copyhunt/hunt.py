@@ -98,6 +98,7 @@ class Hunt:
             raise HuntOptionError(f"region must be a non-empty region name or path, got {region!r}")
         if not isinstance(stack_depth, int) or isinstance(stack_depth, bool) or stack_depth < 1:
             raise HuntOptionError(f"stack_depth must be an integer >= 1, got {stack_depth!r}")
+        self._moe_mark = 0
         self.kinds = _parse_kinds(kinds)
         self.region = region.strip(SEP) if region is not None else None
         self.stack_depth = stack_depth
@@ -146,6 +147,7 @@ class Hunt:
         self._capture = capture
         self._started = True
         self._started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self._moe_mark = _bundled_moe_mark()
         self._t0 = time.perf_counter()
         return self
 
@@ -169,6 +171,7 @@ class Hunt:
                 notes.append(f"device capture failed: {_one_line(exc)}")
         result = capture.build(self._attribute)
         notes.extend(result.notes)
+        notes.extend(_bundled_moe_notes(self._moe_mark))
         copies = result.copies
         if self.kinds is not None:
             copies = [c for c in copies if c.kind in self.kinds]
@@ -294,3 +297,16 @@ class _CallableModule(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _CallableModule
+
+
+def _bundled_moe_mark() -> int:
+    # The bundled MoE remembers which experts backends ran (it imports nothing of ours); ask it only
+    # when the program loaded it.
+    backends = sys.modules.get("copyhunt.moe.backends")
+    return backends.usage_mark() if backends is not None else 0
+
+
+def _bundled_moe_notes(since: int) -> list[str]:
+    """Facts about the bundled MoE backends that ran during the hunt (e.g. AITER's destination mode)."""
+    backends = sys.modules.get("copyhunt.moe.backends")
+    return backends.used_backend_notes(since) if backends is not None else []

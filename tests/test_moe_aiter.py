@@ -327,3 +327,22 @@ def test_amd_layout_on_non_rocm_torch_is_unavailable(isolated_aiter: Path) -> No
     assert check_aiter_package() == isolated_aiter / "aiter"
     with pytest.raises(BackendUnavailableError, match="needs a ROCm build of torch"):
         import_aiter_fused_moe()
+
+
+def test_fallback_is_said_in_the_trace_notes() -> None:
+    # Issue 7: when AITER cannot take the caller's buffer, the trace's metadata says so.
+    import copyhunt
+
+    moe = ModularMoE(AiterExperts(module=stand_in_old()), WorkspaceManager(), mode="fixed")
+    args, _, _ = make_problem(53)
+    with copyhunt.hunt() as h:
+        moe.apply(*args)
+    notes = [n for n in h.trace.meta.notes if n.startswith("moe ")]
+    assert notes[0] == "moe backend: aiter (destination passing: no)"
+    assert notes[1].startswith("moe aiter destination mode: copy-fallback (")
+    # A backend that ran before the hunt (and not during it) is not reported.
+    moe2 = ModularMoE(AiterExperts(module=stand_in_output_kwarg()), WorkspaceManager(), mode="fixed")
+    moe2.apply(*args)
+    with copyhunt.hunt() as h2:
+        moe.apply(*args)
+    assert not any("output-kwarg" in n for n in h2.trace.meta.notes)

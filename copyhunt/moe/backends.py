@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Any, Callable
+import itertools
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -93,3 +94,27 @@ def backend_notes(backend: ExpertsBackend) -> list[str]:
         reason = getattr(backend, "destination_reason", "")
         notes.append(f"moe {backend.name} destination mode: {mode}" + (f" ({reason})" if reason else ""))
     return notes
+
+
+# --- which backends ran: read by a profiler (copyhunt's hunt) to put facts into its trace notes ---
+# The MoE package imports nothing from the profiler side, so it only remembers; a profiler that
+# wants to know asks. Plain dict stores and itertools.count are atomic under the GIL.
+_generation = itertools.count(1)
+_used_notes: dict[str, int] = {}  # note -> generation of its last use
+
+
+def mark_used(notes: Sequence[str]) -> None:
+    """Remember that a backend with these ``backend_notes`` just ran."""
+    g = next(_generation)
+    for note in notes:
+        _used_notes[note] = g
+
+
+def usage_mark() -> int:
+    """A point in time for :func:`used_backend_notes`."""
+    return next(_generation)
+
+
+def used_backend_notes(since: int) -> list[str]:
+    """Notes of the backends that ran after ``usage_mark()`` returned ``since``."""
+    return [note for note, g in list(_used_notes.items()) if g > since]

@@ -109,6 +109,11 @@ class ModularMoE:
         self.finalize = FinalizeNoOp()
         self._library = LibraryStyleExperts(backend)
         self._destination = DestinationExperts(backend)
+        # Imported here, not at the top: the copy lines above are cited by stored traces and must not move.
+        from copyhunt.moe.backends import backend_notes, mark_used
+
+        self._notes = tuple(backend_notes(backend))  # for a profiler's trace notes
+        self._mark_used = mark_used
         self._last = threading.local()  # per-thread: a stats object shared across threads would race
 
     @property
@@ -137,6 +142,7 @@ class ModularMoE:
             raise MoEConfigError(f"x must be [tokens, hidden], got shape {tuple(x.shape)}")
         if output is not None and tuple(output.shape) != tuple(x.shape):
             raise MoEConfigError(f"output must have the input's shape {tuple(x.shape)}, got {tuple(output.shape)}")
+        self._mark_used(self._notes)
         with record_function(f"moe.modular.{self.mode}"):
             if output is None:
                 output = torch.empty_like(x)  # the persistent result, fresh every layer (vLLM 0.19)
