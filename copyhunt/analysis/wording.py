@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from copyhunt.analysis.index import TraceIndex
+from copyhunt.units import human_bytes
 
-_UNITS = ("KiB", "MiB", "GiB", "TiB")
+__all__ = ["ITEMSIZE", "human_bytes", "lossless", "short_op", "op_name", "op_at", "buffer"]
 
 #: Bytes per element, keyed by the dtype strings the capture writes (``str(torch.float32)``).
 ITEMSIZE = {
@@ -33,18 +34,6 @@ _EXACT_IN = {
 def lossless(src_dtype: str, dst_dtype: str) -> bool:
     """True when casting ``src_dtype`` to ``dst_dtype`` keeps every value exactly."""
     return src_dtype == dst_dtype or dst_dtype in _EXACT_IN.get(src_dtype, ())
-
-
-def human_bytes(n: int) -> str:
-    """Binary units, as the tables print them: ``512 B``, ``1.5 KiB``, ``6.0 MiB``."""
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in _UNITS:
-        value /= 1024.0
-        if value < 1024.0 or unit == _UNITS[-1]:
-            break
-    return f"{value:.1f} {unit}"
 
 
 def short_op(op: str) -> str:

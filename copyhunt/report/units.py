@@ -6,20 +6,9 @@ import os
 import sys
 
 from copyhunt.records import Frame
+from copyhunt.units import human_bytes
 
-_UNITS = ("KiB", "MiB", "GiB", "TiB")
-
-
-def human_bytes(n: int) -> str:
-    """Binary units: ``512 B``, ``1.5 KiB``, ``6.0 MiB`` (one decimal from KiB up)."""
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in _UNITS:
-        value /= 1024.0
-        if value < 1024.0 or unit == _UNITS[-1]:
-            return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
+__all__ = ["human_bytes", "short_path", "short_site", "short_op", "percent"]
 
 
 def short_path(path: str, cwd: str | None = None) -> str:
