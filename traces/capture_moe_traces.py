@@ -14,6 +14,7 @@ Run on a GPU from the repository root: ``python traces/capture_moe_traces.py OUT
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import sys
 from dataclasses import replace
@@ -31,7 +32,8 @@ def _keep(trace: Trace, out: Path, name: str) -> None:
     src = trace.meta.extra.get("kineto_trace")
     extra = dict(trace.meta.extra)
     if src:
-        shutil.copyfile(src, out / f"{name}.kineto.json.gz")
+        with open(src, "rb") as fin, gzip.open(out / f"{name}.kineto.json.gz", "wb") as fout:
+            shutil.copyfileobj(fin, fout)
         extra["kineto_trace"] = f"{REL}/{name}.kineto.json.gz"
     try:
         from copyhunt.analysis import judge

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -72,8 +73,8 @@ def gpu_available() -> bool:
 class DeviceCapture:
     """Context manager: Kineto capture of the block (CPU ops + GPU activity), then ``join`` a trace.
 
-    ``trace_path``: where the Kineto Chrome trace is kept (``.json.gz`` is compressed); by default a
-    fresh file in the temp folder. Its path goes into ``meta.extra["kineto_trace"]`` so reports can
+    ``trace_path``: where the Kineto Chrome trace is kept (``.json.gz`` is compressed, at a cost); by
+    default a fresh plain ``.json`` file in the temp folder. Its path goes into ``meta.extra["kineto_trace"]`` so reports can
     lay copies beside the original GPU timeline.
     """
 
@@ -82,6 +83,7 @@ class DeviceCapture:
         self.with_stack = with_stack
         self.kineto: KinetoTrace | None = None
         self._prof: Any = None
+        self.timings_ms: dict[str, float] = {}  # post-processing cost: stop, export, parse, join
 
     def __enter__(self) -> "DeviceCapture":
         global _ACTIVE
@@ -107,6 +109,7 @@ class DeviceCapture:
         global _ACTIVE
         import torch
 
+        t0 = time.perf_counter()
         try:
             try:
                 if torch.cuda.is_available():
@@ -118,15 +121,20 @@ class DeviceCapture:
         finally:
             with _ACTIVE_LOCK:
                 _ACTIVE = None
+        t1 = time.perf_counter()
         path = self.trace_path
         if path is None:
-            fd, name = tempfile.mkstemp(prefix="copyhunt-kineto-", suffix=".json.gz")
+            # Plain JSON: torch gzips .gz exports in Python, which cost more than the capture itself.
+            fd, name = tempfile.mkstemp(prefix="copyhunt-kineto-", suffix=".json")
             os.close(fd)
             path = Path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._prof.export_chrome_trace(str(path))
         self.trace_path = path
+        t2 = time.perf_counter()
         self.kineto = kineto.load(path)
+        t3 = time.perf_counter()
+        self.timings_ms = {"stop": (t1 - t0) * 1e3, "export": (t2 - t1) * 1e3, "parse": (t3 - t2) * 1e3}
         # Never swallow the block's exception: returning None lets it propagate.
 
     def copy_range(self, seq: int, op: str) -> ContextManager[Any]:
@@ -137,7 +145,12 @@ class DeviceCapture:
         """``trace`` with device timings, GPU time, unexplained device copies and graph replays."""
         if self.kineto is None:
             raise RuntimeError("DeviceCapture.join() called before the capture finished")
-        return join_kineto(trace, self.kineto, kineto_trace=str(self.trace_path))
+        t0 = time.perf_counter()
+        out = join_kineto(trace, self.kineto, kineto_trace=str(self.trace_path))
+        self.timings_ms["join"] = (time.perf_counter() - t0) * 1e3
+        extra = dict(out.meta.extra)
+        extra["device_join"] = {**extra.get("device_join", {}), "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}
+        return replace(out, meta=replace(out.meta, extra=extra))
 
 
 # --- the join (pure: Trace x KinetoTrace -> Trace) --------------------------------------------
