@@ -47,9 +47,13 @@ _PYFRAME_RE = re.compile(r"^(?P<file>.+)\((?P<line>\d+)\): (?P<func>.+)$")
 BRIDGE_PREFIX = "copyhunt#"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, eq=False)
 class KEvent:
-    """One complete ('X') event of a Chrome trace; times in microseconds."""
+    """One complete ('X') event of a Chrome trace; times in microseconds (treat as read-only).
+
+    Not frozen and slotted: a frozen dataclass's __init__ costs 2-3x more, and a trace holds
+    thousands of these (parsing is part of every device-captured hunt's cost).
+    """
 
     cat: str
     name: str
