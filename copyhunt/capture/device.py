@@ -26,6 +26,7 @@ import os
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -117,7 +118,11 @@ class DeviceCapture:
             except Exception:
                 if exc is None:
                     raise
-            self._prof.__exit__(exc_type, exc, tb)
+            with warnings.catch_warnings():
+                # One capture is one profiler cycle, so torch's "clears events at the end of each cycle"
+                # warning (raised when the profiler stops) tells the user nothing; it printed on every GPU trace.
+                warnings.filterwarnings("ignore", message=".*clears events at the end of each cycle.*")
+                self._prof.__exit__(exc_type, exc, tb)
         finally:
             with _ACTIVE_LOCK:
                 _ACTIVE = None
