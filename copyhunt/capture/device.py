@@ -22,6 +22,7 @@ that launched it (same thread). No ``with_stack``: the dispatch records already 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -30,7 +31,7 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ContextManager
+from typing import Any, ContextManager, Iterator
 
 from copyhunt.capture import kineto
 from copyhunt.capture.graphs import account_replays
@@ -71,6 +72,18 @@ def gpu_available() -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _quiet_profiler() -> Iterator[None]:
+    """Silence torch's "Profiler clears events at the end of each cycle" warning.
+
+    One capture is one profiler cycle, so the warning tells the user nothing, and torch 2.11 printed
+    it on every GPU trace (from the profiler's start or stop, depending on the version).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*clears events at the end of each cycle")
+        yield
+
+
 class DeviceCapture:
     """Context manager: Kineto capture of the block (CPU ops + GPU activity), then ``join`` a trace.
 
@@ -98,11 +111,12 @@ class DeviceCapture:
                 raise NoDeviceError("a device capture is already running in this process; nest hunts without device_trace")
             if torch.cuda.is_available():
                 torch.cuda.synchronize()  # work queued before the region stays out of it
-            self._prof = profile(
-                activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA] if torch.cuda.is_available() else [ProfilerActivity.CPU],
-                with_stack=self.with_stack,
-            )
-            self._prof.__enter__()
+            with _quiet_profiler():
+                self._prof = profile(
+                    activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA] if torch.cuda.is_available() else [ProfilerActivity.CPU],
+                    with_stack=self.with_stack,
+                )
+                self._prof.__enter__()
             _ACTIVE = self
         return self
 
@@ -118,10 +132,7 @@ class DeviceCapture:
             except Exception:
                 if exc is None:
                     raise
-            with warnings.catch_warnings():
-                # One capture is one profiler cycle, so torch's "clears events at the end of each cycle"
-                # warning (raised when the profiler stops) tells the user nothing; it printed on every GPU trace.
-                warnings.filterwarnings("ignore", message=".*clears events at the end of each cycle.*")
+            with _quiet_profiler():
                 self._prof.__exit__(exc_type, exc, tb)
         finally:
             with _ACTIVE_LOCK:
