@@ -79,6 +79,13 @@ def defensive(x):
     return y * 2
 
 
+def empty_like_then_copy(a):
+    y = a + a  # mark: empty-like-producer
+    out = torch.empty_like(y)  # reads only y's shape and dtype, not its data
+    out.copy_(y)  # mark: empty-like-copy
+    return out
+
+
 def contiguous_then_cast(m):
     t = m.t().contiguous()  # mark: contiguous
     return t.to(torch.float64)  # mark: cast
@@ -150,6 +157,17 @@ def test_fresh_temporary():
         f"let aten.add.Tensor at {at('fresh')} write straight into this copy's destination "
         "(destination passing: out=/output= or an in-place variant), then drop this copy"
     )
+
+
+def test_empty_like_is_no_read_of_its_argument():
+    # out = empty_like(y); out.copy_(y): empty_like takes y's metadata only, so y (a fresh 16 B
+    # temporary) is read by the copy alone and the copy is a fresh temporary.
+    trace, _ = hunt(empty_like_then_copy, torch.arange(4.0))
+    c = only(trace)
+    assert (c.verdict, c.bytes, c.site.line) == ("fresh-temporary", 16, line("empty-like-copy"))
+    (empty,) = [o for o in trace.ops if o.op == "aten.empty_like.default"]
+    assert empty.reads == () and [a.storage for a in empty.writes] == [c.dst_storage]
+    assert c.reason.startswith(f"source (a fresh 16 B buffer #{c.src_storage} made by aten.add.Tensor at {at('empty-like-producer')})")
 
 
 def test_defensive_clone():

@@ -63,6 +63,28 @@ META_INPLACE_OPS = {
     aten.set_.source_Tensor,
 }
 
+#: Factory ops that take only the shape, dtype and device of their tensor argument, never its data:
+#: ``out = torch.empty_like(y); out.copy_(y)`` must not count as a read of ``y`` before the copy.
+METADATA_ONLY_OPS = {
+    getattr(getattr(aten, name), overload)
+    for name, overload in (
+        ("empty_like", "default"),
+        ("zeros_like", "default"),
+        ("ones_like", "default"),
+        ("full_like", "default"),
+        ("rand_like", "default"),
+        ("randn_like", "default"),
+        ("randint_like", "default"),
+        ("randint_like", "low_dtype"),
+        ("new_empty", "default"),
+        ("new_empty_strided", "default"),
+        ("new_zeros", "default"),
+        ("new_ones", "default"),
+        ("new_full", "default"),
+    )
+    if hasattr(aten, name) and overload in getattr(aten, name).overloads()
+}
+
 
 class Plan(NamedTuple):
     """Per-op facts computed once from the schema."""
@@ -83,8 +105,8 @@ def make_plan(func: Any, copy_fn: Any = None) -> Plan:
         if "Tensor" not in str(a.type):
             continue
         ai = a.alias_info
-        if func in META_INPLACE_OPS:
-            role = VIEW
+        if func in META_INPLACE_OPS or func in METADATA_ONLY_OPS:
+            role = VIEW  # metadata only: no data read or written
         elif ai is not None and ai.is_write:
             role = WRITE if (func in OVERWRITE_OPS or a.kwarg_only) else RW
         elif ai is not None:
