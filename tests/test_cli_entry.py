@@ -37,3 +37,24 @@ def test_console_script_trace_json(tmp_path):
     # One clone of 4 x 8 float32 = 128 bytes at line 3.
     assert [(c["op"], c["bytes"], c["site"]["line"]) for c in doc["copies"]] == [("aten.clone.default", 128, 3)]
     assert proc.stderr.startswith("hi\n") and proc.stderr.endswith("copyhunt: trace saved to t.json\n")
+
+
+def test_a_closed_pipe_keeps_the_commands_exit_code(tmp_path):
+    # `copyhunt ... | head`: the reader goes away. rich would exit 1 ("over budget"); the command must
+    # instead finish with its own code: report 0, gate over budget 1. The read end is closed before
+    # the command writes anything, so its first write always meets a broken pipe.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    baseline = repo / "traces" / "moe-baseline-cpu.json"
+    for args, expected in (
+        (["report", str(baseline), "--top", "0"], 0),
+        (["gate", str(baseline), "--budget", str(repo / "copyhunt.toml")], 1),
+    ):
+        proc = subprocess.Popen([sys.executable, "-m", "copyhunt", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=repo)
+        assert proc.stdout is not None
+        proc.stdout.close()  # the reader is gone, like `| head` after its lines
+        proc.wait(timeout=60)
+        assert proc.returncode == expected, (args, proc.stderr.read().decode() if proc.stderr else "")

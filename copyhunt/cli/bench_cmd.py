@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from copyhunt.cli.app import app
+from copyhunt.cli.console import stdout_console
 from copyhunt.errors import EXIT_OK
 
 bench_app = typer.Typer(name="bench", help="Benchmarks: `copyhunt bench moe` (A/B of the MoE output-copy fix).", no_args_is_help=True)
@@ -82,5 +83,5 @@ def bench_moe(
     if as_json:
         sys.stdout.write(json.dumps(doc, indent=1) + "\n")
     else:
-        render_bench(result, Console(file=sys.stdout))
+        render_bench(result, stdout_console(file=sys.stdout))
     return EXIT_OK

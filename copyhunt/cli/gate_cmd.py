@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from copyhunt.cli.app import app
+from copyhunt.cli.console import stdout_console
 from copyhunt.errors import EXIT_OK, EXIT_VIOLATION, BudgetError
 
 FORMATS = ("text", "json", "github")
@@ -18,8 +19,8 @@ FORMATS = ("text", "json", "github")
 def console_for(fmt: str) -> Console:
     """stdout console; JSON and GitHub output are plain text that must never wrap or carry colour."""
     if fmt == "text":
-        return Console(file=sys.stdout)
-    return Console(file=sys.stdout, no_color=True, force_terminal=False, width=10_000, soft_wrap=True)
+        return stdout_console(file=sys.stdout)
+    return stdout_console(file=sys.stdout, no_color=True, force_terminal=False, width=10_000, soft_wrap=True)
 
 
 def check_format(fmt: str) -> str:

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
 from copyhunt.analysis.grouping import select_copies
 from copyhunt.cli.app import app
+from copyhunt.cli.console import stdout_console
 from copyhunt.cli.trace_cmd import BY_OPTION, JSON_OPTION, KIND_OPTION, REGION_OPTION, TOP_OPTION, GroupBy
 from copyhunt.cli.tracing import parse_kinds
 from copyhunt.errors import OutputExistsError
@@ -46,7 +46,7 @@ def report_command(
         written = write_perfetto(selected, perfetto)
         print(f"copyhunt: timeline written to {written} (open it in ui.perfetto.dev)", file=sys.stderr)
     if json_output:
-        render_json(selected, Console())
+        render_json(selected, stdout_console())
     else:
-        render_table(trace, Console(), by=by.value, top=top, kinds=kinds, region=region, trace_path=str(file))
+        render_table(trace, stdout_console(), by=by.value, top=top, kinds=kinds, region=region, trace_path=str(file))
     return 0

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 
 from copyhunt.cli.app import app
+from copyhunt.cli.console import stdout_console
 from copyhunt.cli.tracing import parse_kinds, resolve_output, trace_target
 from copyhunt.report.json_out import render_json
 from copyhunt.report.table import DEFAULT_TOP, render_table
@@ -86,10 +86,10 @@ def trace_command(
         stdout_to_stderr=json_output,
     )
     if json_output:
-        render_json(run.trace, Console())
+        render_json(run.trace, stdout_console())
         print(f"copyhunt: trace saved to {run.path}", file=sys.stderr)
     else:
         # The capture already applied --kind / --region; the table shows what the file holds, so
         # `copyhunt report FILE` prints exactly this.
-        render_table(run.trace, Console(), by=by.value, top=top, trace_path=str(run.path))
+        render_table(run.trace, stdout_console(), by=by.value, top=top, trace_path=str(run.path))
     return run.exit_code
