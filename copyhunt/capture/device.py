@@ -77,7 +77,7 @@ def _quiet_profiler() -> Iterator[None]:
     """Silence torch's "Profiler clears events at the end of each cycle" warning.
 
     One capture is one profiler cycle, so the warning tells the user nothing, and torch 2.11 printed
-    it on every GPU trace (from the profiler's start or stop, depending on the version).
+    it on every GPU trace; torch raises it while the profiler starts (``prepare_trace``).
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*clears events at the end of each cycle")
@@ -132,8 +132,7 @@ class DeviceCapture:
             except Exception:
                 if exc is None:
                     raise
-            with _quiet_profiler():
-                self._prof.__exit__(exc_type, exc, tb)
+            self._prof.__exit__(exc_type, exc, tb)
         finally:
             with _ACTIVE_LOCK:
                 _ACTIVE = None

@@ -23,10 +23,9 @@ def short_path(path: str, cwd: str | None = None) -> str:
     rel = _below(path, base)
     if rel is not None:
         return rel
-    roots = [r for r in _import_roots() if _below(path, r) is not None]
-    if roots:
-        return _below(path, max(roots, key=len)) or path
-    return path
+    # The innermost import root holding the file gives the shortest import path.
+    rels = (_below(path, root) for root in _import_roots())
+    return min((rel for rel in rels if rel is not None), key=len, default=path)
 
 
 def _below(path: str, base: str) -> str | None:
