@@ -31,7 +31,11 @@ from copyhunt.capture.regions import SEP
 from copyhunt.errors import CopyhuntError, NoDeviceError
 from copyhunt.records import COPY_KINDS, CopyRecord, Trace, TraceMeta
 
-__all__ = ["hunt", "Hunt", "HuntActiveError", "HuntOptionError", "in_region", "describe_device"]
+__all__ = ["hunt", "Hunt", "HuntActiveError", "HuntOptionError", "in_region", "describe_device", "COMPILED_MODES"]
+
+#: What a hunt does with torch.compile'd code: keep it compiled and record the copies Inductor kept
+#: ("compiled"), or run it op by op as if it were not compiled ("eager", the behaviour before 0.2).
+COMPILED_MODES = ("compiled", "eager")
 
 
 class HuntOptionError(CopyhuntError):
@@ -93,7 +97,10 @@ class Hunt:
         stack_depth: int = 8,
         device_trace: bool = False,
         record_ops: bool = True,
+        compiled: str = "compiled",
     ) -> None:
+        if compiled not in COMPILED_MODES:
+            raise HuntOptionError(f"compiled must be one of {', '.join(map(repr, COMPILED_MODES))}, got {compiled!r}")
         if region is not None and (not isinstance(region, str) or not region.strip(SEP).strip()):
             raise HuntOptionError(f"region must be a non-empty region name or path, got {region!r}")
         if not isinstance(stack_depth, int) or isinstance(stack_depth, bool) or stack_depth < 1:
@@ -104,6 +111,8 @@ class Hunt:
         self.stack_depth = stack_depth
         self.device_trace = bool(device_trace)
         self.record_ops = bool(record_ops)
+        self.compiled = compiled
+        self._compiled: Any = None  # CompiledCapture or EagerCompileNote while running
         self._rule, self._attribute = make_attributor(focus, hide, stack_depth)
         self.focus = self._rule.focus
         self.hide = self._rule.hide
@@ -135,14 +144,25 @@ class Hunt:
             device.__enter__()
         copy_range = getattr(device, "copy_range", None)
         capture = DispatchCapture(
-            rule=self._rule, stack_depth=self.stack_depth, copy_range=copy_range, record_ops=self.record_ops
+            rule=self._rule,
+            stack_depth=self.stack_depth,
+            copy_range=copy_range,
+            record_ops=self.record_ops,
+            eager_compiled=self.compiled == "eager",
         )
+        from copyhunt.capture.compiled import CompiledCapture, EagerCompileNote
+
+        compiled = CompiledCapture(capture) if self.compiled == "compiled" else EagerCompileNote()
         try:
             capture.start()
+            compiled.start()
         except BaseException:
+            if capture.active:
+                capture.stop()
             if device is not None:
                 device.__exit__(None, None, None)
             raise
+        self._compiled = compiled
         self._device = device
         self._capture = capture
         self._started = True
@@ -159,6 +179,8 @@ class Hunt:
         if capture is None:
             raise HuntActiveError("stop() called on a hunt that was never started")
         capture.stop()
+        compiled = self._compiled
+        compiled_out = compiled.stop() if compiled is not None else None
         duration = time.perf_counter() - self._t0
         notes: list[str] = []
         device = self._device
@@ -173,6 +195,18 @@ class Hunt:
         notes.extend(result.notes)
         notes.extend(_bundled_moe_notes(self._moe_mark))
         copies = result.copies
+        extra: dict[str, Any] = {}
+        if self.compiled == "eager":
+            from copyhunt.capture.compiled import eager_notes
+
+            notes.extend(eager_notes(compiled_out or []))
+            extra["compiled"] = {"mode": "eager", "ran_eagerly": list(compiled_out or [])}
+        elif compiled is not None:
+            graph_copies, graph_notes, graph_extra = compiled.build(self._attribute)
+            if graph_copies:
+                copies = sorted([*copies, *graph_copies], key=lambda c: c.seq)
+            notes.extend(graph_notes)
+            extra["compiled"] = graph_extra
         if self.kinds is not None:
             copies = [c for c in copies if c.kind in self.kinds]
         if self.region is not None:
@@ -199,11 +233,16 @@ class Hunt:
             error=None if error is None else _one_line(error),
             filters=filters,
             notes=tuple(notes),
+            extra=extra,
         )
         trace = Trace(meta=meta, copies=tuple(copies), ops=tuple(result.ops), storages=tuple(result.storages))
         if device is not None:
             try:
                 trace = device.join(trace)
+                if self.compiled == "compiled" and getattr(device, "kineto", None) is not None:
+                    from copyhunt.capture.compiled_device import join_compiled
+
+                    trace = join_compiled(trace, device.kineto)
             except Exception as exc:  # noqa: BLE001
                 if error is None:
                     raise
@@ -212,6 +251,7 @@ class Hunt:
         # Drop the raw capture: it holds no tensors, but it is large and no longer needed.
         self._device = None
         self._capture = None
+        self._compiled = None
         return trace
 
     def __enter__(self) -> "Hunt":
@@ -265,13 +305,16 @@ def hunt(
     stack_depth: int = 8,
     device_trace: bool = False,
     record_ops: bool = True,
+    compiled: str = "compiled",
 ) -> Hunt:
     """Record every copy (and every op's storage accesses) made inside the returned context manager.
 
     ``kinds``: keep only these copy kinds (d2d, h2d, d2h, p2p); ``region``: keep only copies inside
     that region (any depth); ``focus`` / ``hide``: file globs that move the attributed site;
     ``stack_depth``: frames kept per copy from the site outward; ``device_trace``: also run the
-    device capture (GPU timings); ``record_ops=False``: copies only, no per-op accesses (cheaper).
+    device capture (GPU timings); ``record_ops=False``: copies only, no per-op accesses (cheaper);
+    ``compiled``: "compiled" keeps torch.compile'd code compiled and records the copies Inductor kept
+    (origin "compiled", one per copy per execution), "eager" runs it op by op as if not compiled.
     """
     return Hunt(
         kinds=kinds,
@@ -281,6 +324,7 @@ def hunt(
         stack_depth=stack_depth,
         device_trace=device_trace,
         record_ops=record_ops,
+        compiled=compiled,
     )
 
 

@@ -54,6 +54,7 @@ ORIGINS = (
     "device",  # a device copy no dispatch record explains (C++/library code)
     "graph-replay",  # executed by a CUDA graph replay, attributed to its capture-time record
     "imported",  # read from a foreign profiler file (Chrome trace, rocprofv3)
+    "compiled",  # kept by torch.compile (Inductor) inside a compiled graph, one per execution
 )
 
 

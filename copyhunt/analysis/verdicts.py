@@ -12,6 +12,7 @@ import gc
 from dataclasses import replace
 
 from copyhunt.analysis import copy_rules as _builtin_rules  # noqa: F401  (registers the rules)
+from copyhunt.analysis.compiled_rules import compiled_finding
 from copyhunt.analysis.index import TraceIndex
 from copyhunt.analysis.rules import run_rules
 from copyhunt.records import CopyRecord, Finding, Trace
@@ -51,6 +52,8 @@ def _judge(trace: Trace) -> Trace:
         if copy.origin == "dispatch":
             findings = run_rules(copy, ctx) or (_needed(copy, ctx),)
             judged.setdefault(copy.seq, findings)
+        elif copy.origin == "compiled":
+            findings = (compiled_finding(copy),)
         else:
             # "device", "imported" (and replays, until matched below) have no op records of their
             # own: judging them from the ops around them would be guessing.

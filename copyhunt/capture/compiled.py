@@ -1,0 +1,485 @@
+"""Compiled-graph capture: the copies that survive ``torch.compile`` (Inductor), per execution, at user lines.
+
+While a hunt runs (``compiled="compiled"``, the default), compiled functions stay compiled: the dispatch
+mode says ``ignore_compile_internals()`` so Dynamo compiles under it (with every mode switched off while
+it compiles: fake-tensor ops never reach the mode) and turns the mode back on for the compiled code's
+run. This module adds what the mode cannot see:
+
+- at compile time, a hook at the end of Inductor's scheduling (``config._post_fusion_custom_pass``,
+  chained after any pass the user set) describes each graph's surviving copies (``compiled_graph.py``);
+  Inductor's FX-graph and AOTAutograd caches are switched off for the hunt (a cache hit would skip the
+  hook) and its provenance map is switched on (kernel names per FX node: comments in the generated
+  code, no change to what it computes);
+- at run time, ``CompiledFxGraph.__call__`` (the object every Inductor graph is called through) is
+  wrapped for the hunt: each execution records one op for the dispatch trace (it reads its inputs,
+  writes the inputs it mutates, allocates its outputs: later eager copies are judged knowing that) and
+  one copy record per surviving copy, so a graph run 10 times gives 10 records per copy. The dispatch
+  mode is paused inside (the ops it would see there are Inductor's own calls, already described by the
+  graph, and its autotuner's scratch clones); with a device capture, the execution is wrapped in the
+  same ``copyhunt#<seq>`` range as an eager copy, which ``compiled_device.py`` joins on.
+
+``compiled="eager"`` keeps the old behaviour (Dynamo skips compiled frames under the mode, the program
+runs op by op) and :class:`EagerCompileNote` names the functions that ran that way.
+Nothing here changes what a compiled program computes; tests compare outputs bit for bit.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from _thread import get_ident
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from copyhunt.capture.compiled_graph import CompiledGraph, analyse_graph, apply_provenance, user_function
+from copyhunt.capture.op_roles import READ, RW, Plan
+from copyhunt.capture.regions import _state as _region_state
+from copyhunt.records import CopyRecord, Frame
+
+Attribute = Callable[[Sequence[Frame]], "tuple[Frame | None, tuple[Frame, ...]]"]
+
+#: Origin of the copy records made here (``records.ORIGINS``).
+ORIGIN = "compiled"
+
+_lock = threading.Lock()
+_active: "CompiledCapture | None" = None
+
+
+@dataclass
+class _Execution:
+    """One run of a compiled graph during the hunt (raw; records are built at the end)."""
+
+    seq: int  # the execution's op seq; its copies take seq + 1 ... seq + n
+    graph_id: int | None
+    nbytes: tuple[tuple[int, bool], ...]  # per graph copy: (bytes, exact) for these inputs
+    module: str | None
+    region: str | None
+    thread: int
+    caller: Frame | None  # the user's line that ran the compiled code (fallback site)
+
+
+class CompiledCapture:
+    """Records compiled graphs and their executions for one hunt (see the module docstring)."""
+
+    def __init__(self, capture: Any) -> None:
+        self.capture = capture  # the hunt's DispatchCapture: seq numbers, op records, the mode to pause
+        self.graphs: dict[int, CompiledGraph] = {}
+        self.executions: list[_Execution] = []
+        self.unknown: dict[str, int] = {}  # graphs compiled before the hunt: executions by cache key
+        self.notes: list[str] = []
+        self._restore: list[Callable[[], None]] = []
+        self._provenance_done: set[int] = set()
+        self._exec_index: dict[int | None, int] = {}
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Install the compile-time hook and the run-time wrapper; a missing hook becomes a note."""
+        global _active
+        with _lock:
+            _active = self
+        try:
+            self._install()
+        except Exception:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Undo every change, in reverse order."""
+        global _active
+        while self._restore:
+            self._restore.pop()()
+        with _lock:
+            if _active is self:
+                _active = None
+
+    def _install(self) -> None:
+        try:
+            import torch._inductor.config as inductor_config
+            from torch._inductor.output_code import CompiledFxGraph
+        except Exception as exc:  # noqa: BLE001 - no Inductor in this torch: compiled code is not described
+            self.notes.append(f"torch.compile graphs are not described: Inductor is not importable ({type(exc).__name__})")
+            return
+        if not hasattr(inductor_config, "_post_fusion_custom_pass"):
+            self.notes.append(
+                "this torch has no Inductor scheduler hook (config._post_fusion_custom_pass): copies inside "
+                "compiled graphs are not recorded (compiled graphs still run compiled)"
+            )
+        else:
+            user_pass = inductor_config._post_fusion_custom_pass
+            hook = _SchedulerHook(user_pass)
+            changes: dict[str, Any] = {"_post_fusion_custom_pass": hook}
+            # A cache hit skips scheduling, hence the hook: compile afresh while the hunt runs.
+            for key, value in (("fx_graph_cache", False), ("fx_graph_remote_cache", False)):
+                if hasattr(inductor_config, key):
+                    changes[key] = value
+            if hasattr(inductor_config, "trace") and hasattr(inductor_config.trace, "provenance_tracking_level"):
+                if not inductor_config.trace.provenance_tracking_level:
+                    changes["trace.provenance_tracking_level"] = 1
+            else:
+                self.notes.append("this torch has no Inductor provenance map: kernel names of compiled copies are unknown")
+            self._enter(inductor_config.patch(changes))
+            try:
+                import torch._functorch.config as functorch_config
+
+                if hasattr(functorch_config, "enable_autograd_cache"):
+                    self._enter(functorch_config.patch(enable_autograd_cache=False))
+            except Exception:  # noqa: BLE001 - older torch: no AOTAutograd cache to switch off
+                pass
+        original = CompiledFxGraph.__call__
+
+        def __call__(graph_self: Any, inputs: Sequence[Any]) -> Any:
+            cc = _active
+            if cc is None:
+                return original(graph_self, inputs)
+            return cc._run(graph_self, inputs, original)
+
+        __call__.__wrapped__ = original  # type: ignore[attr-defined]
+        CompiledFxGraph.__call__ = __call__  # type: ignore[method-assign]
+
+        def restore() -> None:
+            CompiledFxGraph.__call__ = original  # type: ignore[method-assign]
+
+        self._restore.append(restore)
+
+    def _enter(self, cm: Any) -> None:
+        cm.__enter__()
+        self._restore.append(lambda: cm.__exit__(None, None, None))
+
+    # --- compile time ---------------------------------------------------------------------
+
+    def _observe(self, nodes: Sequence[Any]) -> None:
+        """Called by the scheduler hook with Inductor's fused nodes of the graph being compiled."""
+        from torch._inductor.virtualized import V
+
+        g = V.graph
+        gid = getattr(g, "graph_id", None)
+        if gid is None:
+            return
+        size_hint = getattr(getattr(g, "sizevars", None), "size_hint", None)
+        graph = analyse_graph(gid, g.graph, nodes, size_hint)
+        with _lock:
+            self.graphs[gid] = graph
+
+    # --- run time -------------------------------------------------------------------------
+
+    def _run(self, graph_self: Any, inputs: Sequence[Any], original: Callable[..., Any]) -> Any:
+        cap = self.capture
+        fx_kwargs = getattr(graph_self, "fx_kwargs", None) or {}
+        gid = fx_kwargs.get("graph_id") if isinstance(fx_kwargs, dict) else None
+        graph = self.graphs.get(gid) if gid is not None else None
+        if graph is None:
+            key = str(getattr(graph_self, "cache_key", None) or gid)
+            self.unknown[key] = self.unknown.get(key, 0) + 1
+        elif gid not in self._provenance_done:
+            self._provenance_done.add(gid)
+            apply_provenance(graph, getattr(graph_self, "inductor_provenance_mapping_str", None))
+        n = len(graph.copies) if graph is not None else 0
+        seq = next(cap._seq)
+        for _ in range(n):
+            next(cap._seq)
+        # Sizes first: the compiled code empties its (boxed) input list as it frees inputs.
+        nbytes = tuple(graph.bytes_for(c, inputs) for c in graph.copies) if graph is not None else ()
+        args = list(inputs)
+        mutated = [args[i] for i in getattr(graph_self, "mutated_input_idxs", ()) if i < len(args)]
+        frame = sys._getframe(1)
+        mode = _pause(cap)
+        try:
+            if cap.copy_range is not None:
+                with cap.copy_range(seq, "compiled"):
+                    out = original(graph_self, inputs)
+            else:
+                out = original(graph_self, inputs)
+        finally:
+            _resume(mode, cap)
+        site = cap._site(frame)
+        caller = None if site is None else Frame(site.f_code.co_filename, site.f_lineno, user_function(site.f_code.co_name))
+        with _lock:
+            self.executions.append(
+                _Execution(
+                    seq=seq,
+                    graph_id=gid,
+                    nbytes=nbytes,
+                    module=cap._mod_state.path if cap._mod_state is not None else None,
+                    region=_region_state.path,
+                    thread=get_ident(),
+                    caller=caller,
+                )
+            )
+        if cap.record_ops:
+            name = f"compiled {graph.name if graph is not None else 'graph'}"
+            plan = Plan(name, ((0, "inputs", READ), (1, "mutated", RW)), False, False, None, None)
+            try:
+                cap._record(seq, plan, (args, mutated), {}, out, frame)
+            except Exception as exc:  # noqa: BLE001 - bookkeeping must never break the program
+                cap._internal_error(name, exc)
+        del args, mutated
+        return out
+
+    # --- records --------------------------------------------------------------------------
+
+    def build(self, attribute: Attribute) -> tuple[list[CopyRecord], list[str], dict[str, Any]]:
+        """Copy records (one per surviving copy per execution), notes, and ``meta.extra['compiled']``."""
+        records: list[CopyRecord] = []
+        attributed: dict[tuple[int, str], tuple[Frame | None, tuple[Frame, ...]]] = {}
+        runs: dict[int, int] = {}
+        for ex in self.executions:
+            graph = self.graphs.get(ex.graph_id) if ex.graph_id is not None else None
+            if graph is None:
+                continue
+            k = runs.get(graph.graph_id, 0)
+            runs[graph.graph_id] = k + 1
+            for i, c in enumerate(graph.copies):
+                key = (graph.graph_id, c.node)
+                if key not in attributed:
+                    attributed[key] = attribute(c.stack) if c.stack else (None, ())
+                site, stack = attributed[key]
+                if site is None:
+                    site, stack = ex.caller, ((ex.caller,) if ex.caller is not None else ())
+                nb, exact = ex.nbytes[i]
+                extra: dict[str, Any] = {
+                    "compiled": {
+                        "graph": graph.graph_id,
+                        "node": c.node,
+                        "graph_op": c.graph_op,
+                        "how": c.how,
+                        "kernels": list(c.kernels),
+                        "fused_with": list(c.fused_with),
+                        "mutates_input": c.mutates_input,
+                        "src_is_input": c.src_is_input,
+                        "call": ex.seq,
+                        "execution": k,
+                    }
+                }
+                if not exact:
+                    extra["bytes_exact"] = False
+                records.append(
+                    CopyRecord(
+                        seq=ex.seq + 1 + i,
+                        op=c.op,
+                        kind=c.kind,
+                        bytes=nb,
+                        noop=False,
+                        src_device=c.src_device,
+                        dst_device=c.dst_device,
+                        shape=c.shape,
+                        dtype=c.dtype,
+                        site=site,
+                        module=_join_module(ex.module, c.module),
+                        region=ex.region,
+                        src_dtype=c.src_dtype,
+                        stack=stack,
+                        thread=ex.thread,
+                        origin=ORIGIN,
+                        extra=extra,
+                    )
+                )
+        return records, self._notes(runs), self._extra(runs)
+
+    def _notes(self, runs: dict[int, int]) -> list[str]:
+        notes = list(self.notes)
+        ran = [g for gid, g in sorted(self.graphs.items()) if gid in runs]
+        if ran:
+            kept = sum(len(g.copies) for g in ran)
+            fused = sum(1 for g in ran for c in g.copies if c.how == "fused")
+            removed = sum(len(g.removed) for g in ran)
+            execs = sum(runs.values())
+            notes.append(
+                f"torch.compile: {len(ran)} compiled graph(s) ran {execs} time(s) compiled; per execution they keep "
+                f"{kept} copy(ies) ({fused} fused into computing kernels: no separate pass) and Inductor removed "
+                f"{removed} copy op(s) of the traced code (origin 'compiled': one record per copy per execution)"
+            )
+            if any(not g.kernel_names_known for g in ran):
+                notes.append("torch.compile: Inductor gave no provenance map for some graphs: their kernel names are unknown")
+        if self.unknown:
+            n = sum(self.unknown.values())
+            notes.append(
+                f"torch.compile: {len(self.unknown)} graph(s) compiled before the hunt started ran {n} time(s): their copies "
+                "are not known (start the hunt before the first call of the compiled code to see them)"
+            )
+        return notes
+
+    def _extra(self, runs: dict[int, int]) -> dict[str, Any]:
+        return {
+            "mode": "compiled",
+            "graphs": [
+                {
+                    "graph": gid,
+                    "executions": runs.get(gid, 0),
+                    "copies": [c.node for c in g.copies],
+                    "removed": list(g.removed),
+                    "kernel_names": g.kernel_names_known,
+                }
+                for gid, g in sorted(self.graphs.items())
+            ],
+            "before_hunt_executions": sum(self.unknown.values()),
+        }
+
+
+def _join_module(outer: str | None, inner: str | None) -> str | None:
+    """The module path of a compiled copy: where the compiled code was called, then inside it."""
+    if not inner:
+        return outer
+    return f"{outer}.{inner}" if outer else inner
+
+
+class _SchedulerHook:
+    """Inductor's post-fusion scheduler pass for the hunt: runs the user's pass, then observes.
+
+    A plain callable (not a ``CustomSchedulerPass``): Inductor then bypasses its FX-graph cache for
+    the compile, which the hunt wants anyway (a cache hit would skip this hook).
+    """
+
+    def __init__(self, user_pass: Any) -> None:
+        self.user_pass = user_pass
+
+    def __call__(self, nodes: list[Any]) -> list[Any]:
+        if self.user_pass is not None:
+            nodes = self.user_pass(nodes)
+        cc = _active
+        if cc is not None:
+            try:
+                cc._observe(nodes)
+            except Exception as exc:  # noqa: BLE001 - describing a graph must never break its compile
+                cc.notes.append(f"copyhunt could not describe a compiled graph: {type(exc).__name__}: {exc}")
+        return nodes
+
+
+def _pause(cap: Any) -> Any:
+    """Pause this thread's hunt mode for a compiled call; return it (None when it is not on the stack).
+
+    Searched in the whole mode stack: AOTAutograd pushes a mode of its own above ours on a graph's
+    first call (torch 2.13 checks custom ops' aliasing there).
+    """
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+    for mode in _get_current_dispatch_mode_stack():
+        if getattr(mode, "cap", None) is cap:
+            mode.cap = None
+            return mode
+    return None
+
+
+def _resume(mode: Any, cap: Any) -> None:
+    if mode is not None and cap.active:
+        mode.cap = cap
+
+
+# --- compiled="eager": say which compiled functions ran op by op --------------------------------------
+
+
+class EagerCompileNote:
+    """Collects the compiled functions Dynamo ran eagerly because the hunt's dispatch mode was active.
+
+    Dynamo marks the code of a frame it skipped "skip from now on" (torch 2.11 and 2.13 alike): without
+    care, a compiled function called under an eager hunt would never run compiled again in that
+    process. So :meth:`stop` resets those code objects to Dynamo's default (their compiled code, kept
+    in Dynamo's cache, runs again on the next call outside the hunt).
+
+    torch >= 2.13 keeps Dynamo's skip reasons per thread (``eval_frame.reset_skip_reasons``). Older
+    versions (2.11) only log them, at debug level, from ``torch._dynamo.convert_frame``: there a filter
+    on that logger reads them and drops every record the logger would not have emitted before, so the
+    user's logging output stays as it was.
+    """
+
+    _REASON = "dispatch mode"
+
+    def __init__(self) -> None:
+        self._saved: Any = None
+        self._mine: list[str] | None = None
+        self._log: Any = None
+        self._filter: _SkipLogFilter | None = None
+        self._level = 0
+
+    def start(self) -> None:
+        """Begin collecting (the calling thread)."""
+        try:
+            import torch._dynamo.eval_frame as ef
+        except Exception:  # noqa: BLE001 - no Dynamo: nothing can have been compiled
+            return
+        tls = getattr(ef, "dynamo_tls", None)
+        if tls is not None and hasattr(ef, "get_skip_reasons") and hasattr(tls, "skip_reasons"):
+            self._saved = tls.skip_reasons
+            self._mine = []
+            tls.skip_reasons = self._mine
+            return
+        import logging
+
+        self._log = logging.getLogger("torch._dynamo.convert_frame")
+        self._level = self._log.level
+        self._filter = _SkipLogFilter(self._log.getEffectiveLevel(), self._REASON)
+        self._log.addFilter(self._filter)
+        self._log.setLevel(logging.DEBUG)
+
+    def stop(self) -> list[str]:
+        """Stop collecting, un-skip their code; the functions (``name (file:line)``) that ran eagerly."""
+        names = self._collect()
+        if names:
+            _unskip(names)
+        return names
+
+    def _collect(self) -> list[str]:
+        names: list[str] = []
+        if self._mine is not None:
+            import torch._dynamo.eval_frame as ef
+
+            tls = ef.dynamo_tls
+            current = tls.skip_reasons if isinstance(tls.skip_reasons, list) else []
+            # A fullgraph compile resets the list while the hunt runs: read both.
+            for reason in [*self._mine, *(current if current is not self._mine else [])]:
+                if self._REASON in reason:
+                    names.append(reason.split("): ", 1)[0] + ")")
+            tls.skip_reasons = self._saved
+            self._mine = None
+        elif self._filter is not None:
+            self._log.removeFilter(self._filter)
+            self._log.setLevel(self._level)
+            names = self._filter.names
+            self._filter = None
+        return list(dict.fromkeys(names))
+
+
+def _unskip(names: Sequence[str]) -> None:
+    """Give the code objects named ``name (file[:line])`` back to Dynamo's default strategy."""
+    try:
+        import torch._dynamo.convert_frame as cf
+        from torch._C._dynamo.eval_frame import set_code_exec_strategy
+        from torch._dynamo.types import FrameAction, FrameExecStrategy
+    except Exception:  # noqa: BLE001 - an unknown Dynamo: nothing to undo that we know of
+        return
+    wanted = set(names)
+    for ref in list(getattr(cf.input_codes, "seen", ())):
+        code = ref()
+        if code is None:
+            continue
+        keys = (f"{code.co_name} ({code.co_filename}:{code.co_firstlineno})", f"{code.co_name} ({code.co_filename})")
+        if any(k in wanted for k in keys):
+            set_code_exec_strategy(code, FrameExecStrategy(FrameAction.DEFAULT, FrameAction.DEFAULT))
+
+
+class _SkipLogFilter:
+    """A logging filter: keeps Dynamo's "skipping: f (reason: ...)" debug lines, drops what was hidden."""
+
+    def __init__(self, threshold: int, reason: str) -> None:
+        self.threshold = threshold
+        self.reason = reason
+        self.names: list[str] = []
+
+    def filter(self, record: Any) -> bool:
+        if record.levelno >= self.threshold:
+            return True  # the logger emitted these before the hunt: unchanged
+        args = record.args if isinstance(record.args, tuple) else ()
+        if str(record.msg).startswith("skipping:") and len(args) >= 3 and self.reason in str(args[1]):
+            self.names.append(f"{args[0]} ({args[2]})")
+        return False
+
+
+def eager_notes(functions: Sequence[str]) -> list[str]:
+    """The trace notes of an eager (``compiled="eager"``) hunt."""
+    if not functions:
+        return ["compiled='eager': compiled functions would run op by op (torch.compile ignored); none ran"]
+    shown = ", ".join(functions[:5]) + (f" and {len(functions) - 5} more" if len(functions) > 5 else "")
+    return [
+        f"compiled='eager': {len(functions)} torch.compile'd function(s) ran op by op, not compiled, so their copies "
+        f"are those of the uncompiled code: {shown}"
+    ]

@@ -1,0 +1,103 @@
+"""Device time of the copies inside compiled graphs: join Inductor's kernels to ``compiled`` records.
+
+Each execution of a compiled graph runs inside a ``copyhunt#<seq>`` profiler range (``compiled.py``), so
+a GPU event launched from it has that execution's seq. Within the execution, a Triton kernel is matched
+by name to the copies Inductor's provenance map put in it; an extern call (an aten op Inductor calls) by
+its aten op, through the innermost ``cpu_op`` around the launch. A kernel shared by several copies is
+split between them by bytes; a kernel that also computes (``how == "fused"``) is not a copy pass, so its
+time is kept beside the record (``extra.compiled.kernel_us``) rather than counted as copy time.
+
+Kept apart from ``capture/device.py`` on purpose: it runs after that join and only rewrites records of
+origin ``compiled`` (and drops the ``device`` records the eager join made for copy kernels that ran
+inside a compiled execution, which the compiled records already stand for).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from copyhunt.capture.kineto import KEvent, KinetoTrace
+from copyhunt.records import CopyRecord, DeviceTiming, Trace
+
+ORIGIN = "compiled"
+
+
+def _aten(name: str) -> str:
+    """``index_put_`` for ``aten::index_put_``, ``aten.index_put_.default`` or ``extern_kernels.index_put_``."""
+    name = name.replace("::", ".")
+    parts = [p for p in name.split(".") if p not in ("aten", "default", "extern_kernels", "torch", "ops")]
+    return parts[0] if parts else name
+
+
+def join_compiled(trace: Trace, kt: KinetoTrace) -> Trace:
+    """``trace`` with device timings on its ``compiled`` copy records (see the module docstring)."""
+    by_call: dict[int, list[int]] = {}
+    for i, c in enumerate(trace.copies):
+        if c.origin == ORIGIN:
+            by_call.setdefault(int(c.extra["compiled"]["call"]), []).append(i)
+    if not by_call:
+        return trace
+    events: dict[int, list[tuple[KEvent, str | None]]] = {}
+    for ev in kt.gpu:
+        src = kt.launcher(ev)
+        if src is None:
+            continue
+        seq = kt.bridge_seq_at(src.tid, src.ts)
+        if seq is None or seq not in by_call:
+            continue
+        inner = kt.cpu_ops_at(src.tid, src.ts)
+        events.setdefault(seq, []).append((ev, inner[-1].name if inner else None))
+
+    copies = list(trace.copies)
+    joined = 0
+    for seq, idxs in by_call.items():
+        evs = events.get(seq, [])
+        for ev, launcher_op in evs:
+            members = [i for i in idxs if _matches(copies[i], ev, launcher_op)]
+            if not members:
+                continue
+            joined += 1
+            total = sum(copies[i].bytes for i in members) or len(members)
+            for i in members:
+                share = (copies[i].bytes or 1) / total
+                copies[i] = _with_event(copies[i], ev, share)
+    # Copy kernels of extern calls inside a compiled execution: the compiled records stand for them.
+    out = [c for c in copies if not (c.origin == "device" and c.seq in by_call)]
+    extra = dict(trace.meta.extra)
+    compiled = dict(extra.get("compiled", {}))
+    compiled["device_events_joined"] = joined
+    extra["compiled"] = compiled
+    return replace(trace, copies=tuple(out), meta=replace(trace.meta, extra=extra))
+
+
+def _matches(c: CopyRecord, ev: KEvent, launcher_op: str | None) -> bool:
+    info = c.extra["compiled"]
+    kernels = info.get("kernels") or []
+    if info.get("how") == "extern":
+        want = {_aten(k) for k in kernels} or {_aten(info.get("graph_op", ""))}
+        return launcher_op is not None and _aten(launcher_op) in want
+    return ev.name in kernels
+
+
+def _with_event(c: CopyRecord, ev: KEvent, share: float) -> CopyRecord:
+    info = dict(c.extra["compiled"])
+    extra = dict(c.extra)
+    if info.get("how") == "fused":
+        # A computing kernel: the copy costs no pass of its own; keep the kernel's time for reference.
+        info["kernel_us"] = round(info.get("kernel_us", 0.0) + ev.dur, 3)
+        extra["compiled"] = info
+        return replace(c, extra=extra)
+    t = c.device
+    time_us = round(ev.dur * share, 3) + (t.time_us if t is not None else 0.0)
+    name = ev.name if t is None else (t.name if ev.name in t.name else f"{t.name} (+1)")
+    return replace(
+        c,
+        device=DeviceTiming(
+            name=name,
+            time_us=round(time_us, 3),
+            bytes=c.bytes,
+            stream=ev.stream if t is None else t.stream,
+            start_us=ev.ts if t is None else t.start_us,
+        ),
+    )
