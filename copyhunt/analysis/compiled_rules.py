@@ -22,7 +22,7 @@ def compiled_finding(copy: CopyRecord) -> Finding:
     if info.get("mutates_input"):
         return Finding(
             "needed",
-            f"writes graph input {info['mutates_input']!r} in place: the caller reads it after the compiled code ({kernels})",
+            f"writes a graph input in place ({info['mutates_input']}): the caller sees it after the compiled code ({kernels})",
             "keep it, or pass the value out of the compiled function instead of writing into its argument",
         )
     if how == "fused":

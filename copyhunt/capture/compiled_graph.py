@@ -266,11 +266,25 @@ def _bindings(nodes: Iterable[Any]) -> list[tuple[int, int | None, Any]]:
     return out
 
 
+def _extern_op(ir: Any) -> str | None:
+    """Base op name of an extern kernel's IR node (``index_put_``, ``bmm``), when it says."""
+    op = getattr(ir, "op_overload", None)
+    if op is not None:
+        return _base_name(op)
+    name = getattr(ir, "python_kernel_name", None)
+    if isinstance(name, str) and name:
+        parts = [p for p in name.split(".") if p not in ("default", "out")]
+        return parts[-1] if parts else None
+    return None
+
+
 def _scheduler_groups(snodes: Sequence[Any]) -> tuple[dict[str, set[int]], list[tuple[str, set[str]]]]:
     """Which post-fusion scheduler node materialises which FX node, and each node's kind and origins.
 
-    A sub-node materialises its ``origin_node`` (the FX node its buffer holds exactly); a sub-node
-    without one (a mutation written into an input, a slice of a ``cat``) materialises all its origins.
+    A sub-node materialises its ``origin_node`` (the FX node its buffer holds exactly). A generated
+    kernel's sub-node without one (a mutation written into an input, a slice of a ``cat``)
+    materialises all its origins; an extern call without one only the origins of its own op (its
+    other origins are inputs it reads, e.g. the ``.float()`` feeding a ``bmm``).
     """
     materialised: dict[str, set[int]] = {}
     groups: list[tuple[str, set[str]]] = []
@@ -283,11 +297,18 @@ def _scheduler_groups(snodes: Sequence[Any]) -> tuple[dict[str, set[int]], list[
             ir = getattr(sub, "node", None)
             if ir is None:
                 continue
-            names = {o.name for o in getattr(ir, "origins", ())}
-            origins |= names
+            nodes = list(getattr(ir, "origins", ()))
+            origins |= {o.name for o in nodes}
             on = getattr(ir, "origin_node", None)
-            for name in ({on.name} if on is not None else names):
-                materialised.setdefault(name, set()).add(gi)
+            if on is not None:
+                made = [on]
+            elif kind == "extern":
+                op = _extern_op(ir)
+                made = [o for o in nodes if op is not None and _base_name(o.target) == op]
+            else:
+                made = nodes
+            for o in made:
+                materialised.setdefault(o.name, set()).add(gi)
         groups.append((kind, origins))
     return materialised, groups
 
@@ -419,19 +440,19 @@ def apply_provenance(graph: CompiledGraph, mapping_json: str | None) -> None:
     out: list[GraphCopy] = []
     for c in graph.copies:
         touching = [(k.rsplit(":", 1)[0], nodes) for k, nodes in kernels.items() if isinstance(nodes, list) and c.node in nodes]
-        if not touching:
+        if c.how == "extern":
+            names = tuple(sorted({k for k, _ in touching if k.startswith(_EXTERN_PREFIXES)}))
+            out.append(_replace(c, kernels=names))
+            continue
+        # An extern call that merely reads the copy's result does not make the copy fused.
+        generated = [(k, nodes) for k, nodes in touching if not k.startswith(_EXTERN_PREFIXES)]
+        if not generated:
             out.append(c)
             continue
-        names = tuple(sorted({k for k, _ in touching}))
-        with_compute = [[n for n in nodes if n in compute] for _, nodes in touching]
-        how = c.how
-        if how != "extern":
-            if all(k.startswith(_EXTERN_PREFIXES) for k in names):
-                how = "extern"
-            else:
-                how = "fused" if all(with_compute) else "kernel"
+        with_compute = [[n for n in nodes if n in compute] for _, nodes in generated]
+        how = "fused" if all(with_compute) else "kernel"
         partners = tuple(sorted({n for group in with_compute for n in group})) if how == "fused" else ()
-        out.append(_replace(c, kernels=names, how=how, fused_with=partners))
+        out.append(_replace(c, kernels=tuple(sorted({k for k, _ in generated})), how=how, fused_with=partners))
     graph.copies = out
     graph.kernel_names_known = True
 

@@ -69,6 +69,12 @@ def trace_command(
         help="Join GPU profiler events (device time per copy). Default: on when CUDA is available.",
         show_default=False,
     ),
+    eager: bool = typer.Option(
+        False,
+        "--eager",
+        help="Run torch.compile'd code op by op, as if it were not compiled (default: it stays compiled "
+        "and the copies Inductor kept are recorded).",
+    ),
 ) -> int:
     """Trace a target; exit 0, or 3 if it raised (130 on Ctrl-C) with the partial trace saved."""
     kinds = parse_kinds(kind)
@@ -84,6 +90,7 @@ def trace_command(
         hide=hide or (),
         device_trace=device_trace,
         stdout_to_stderr=json_output,
+        compiled="eager" if eager else "compiled",
     )
     if json_output:
         render_json(run.trace, stdout_console())

@@ -97,11 +97,13 @@ def trace_target(
     stack_depth: int = 8,
     stdout_to_stderr: bool = False,
     stderr: TextIO | None = None,
+    compiled: str = "compiled",
 ) -> TraceRun:
     """Run ``target`` under a hunt, judge its copies, save the trace to ``output``; see the module doc.
 
     ``device_trace=None`` turns device capture on when CUDA is available. ``stdout_to_stderr`` sends
     the target's own prints to stderr (for ``--json``, whose stdout is only the JSON document).
+    ``compiled``: "compiled" (torch.compile'd code stays compiled) or "eager" (``--eager``).
     Raises CopyhuntError (exit 2) for a missing target or an unusable output path, before running.
     """
     err = stderr if stderr is not None else sys.stderr
@@ -119,6 +121,7 @@ def trace_target(
         hide=tuple(hide),
         stack_depth=stack_depth,
         device_trace=device_trace,
+        compiled=compiled,
     )
     error: BaseException | None = None
     raised: BaseException | None = None  # what the target itself raised, told apart from the hunt's own errors

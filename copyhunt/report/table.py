@@ -74,6 +74,7 @@ def render_table(
                 )
             )
         _findings(console, shown, by, cwd)
+        _compiled(console, shown, by, cwd)
     _footer(console, trace, trace_path, cwd)
 
 
@@ -240,6 +241,37 @@ def _findings(console: Console, groups: Sequence[CopyGroup], by: str, cwd: str |
     if lines:
         console.print()
         console.print(Text("Why they look eliminable:", style="bold"))
+        for line in lines:
+            console.print(line)
+
+
+_HOW = {
+    "fused": "fused into {k} (no separate pass)",
+    "kernel": "a copy kernel of its own: {k}",
+    "extern": "an extern call: {k}",
+}
+
+
+def _compiled(console: Console, groups: Sequence[CopyGroup], by: str, cwd: str | None) -> None:
+    """How Inductor runs the copies of compiled graphs in the shown groups (origin "compiled")."""
+    lines: list[Text] = []
+    for g in groups:
+        first = next((c for c in g.copies if c.origin == "compiled"), None)
+        if first is None:
+            continue
+        info = first.extra.get("compiled", {})
+        kernels = ", ".join(info.get("kernels") or []) or "unnamed kernel"
+        what = _HOW.get(info.get("how", ""), "{k}").format(k=kernels)
+        if info.get("mutates_input"):
+            what += f"; writes a graph input in place ({info['mutates_input']})"
+        where = short_site(first.site, cwd) if by == "site" and first.site is not None else g.key
+        line = Text()
+        line.append(f"{where}: ", style="bold")
+        line.append(what)
+        lines.append(line)
+    if lines:
+        console.print()
+        console.print(Text("Kept by torch.compile (Inductor), per execution:", style="bold"))
         for line in lines:
             console.print(line)
 

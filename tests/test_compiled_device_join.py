@@ -1,0 +1,85 @@
+"""The device join of compiled copies (``capture/compiled_device.py``) on a hand-made Kineto trace.
+
+The trace has the shape torch 2.11 writes (see ``capture/kineto.py``): one compiled execution inside its
+``copyhunt#7`` range, launching a Triton copy kernel, a fused computing kernel and an extern ``aten::index_put_``
+whose copy kernel the eager join lists as an unexplained device copy (origin "device").
+"""
+
+from __future__ import annotations
+
+from copyhunt.capture.compiled_device import join_compiled
+from copyhunt.capture.kineto import parse
+from copyhunt.records import CopyRecord, DeviceTiming, Frame, Trace, TraceMeta
+
+SITE = Frame("model.py", 10, "forward")
+
+
+def _x(cat: str, name: str, ts: float, dur: float, tid: int = 1, **args: object) -> dict:
+    return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "pid": 1, "tid": tid, "args": args}
+
+
+def _kineto() -> object:
+    events = [
+        _x("cpu_op", "copyhunt#7", 0, 100),
+        _x("cuda_runtime", "cudaLaunchKernel", 10, 2, correlation=1),
+        _x("kernel", "triton_poi_fused_clone_0", 200, 4.0, tid=7, correlation=1, stream=7),
+        _x("cuda_runtime", "cudaLaunchKernel", 20, 2, correlation=2),
+        _x("kernel", "triton_poi_fused_cat_mul_1", 210, 6.0, tid=7, correlation=2, stream=7),
+        _x("cpu_op", "aten::index_put_", 30, 20),
+        _x("cuda_runtime", "cudaLaunchKernel", 35, 2, correlation=3),
+        _x("kernel", "void at::native::index_put_kernel_impl<float>(...)", 220, 3.0, tid=7, correlation=3, stream=7),
+        # Another execution's range: its kernel must not join the first execution's records.
+        _x("cpu_op", "copyhunt#20", 300, 50),
+        _x("cuda_runtime", "cudaLaunchKernel", 310, 2, correlation=4),
+        _x("kernel", "triton_poi_fused_clone_0", 400, 5.0, tid=7, correlation=4, stream=7),
+    ]
+    return parse({"traceEvents": events})
+
+
+def _compiled(seq: int, call: int, node: str, how: str, kernels: list[str], nbytes: int, graph_op: str) -> CopyRecord:
+    return CopyRecord(
+        seq=seq, op=graph_op, kind="d2d", bytes=nbytes, noop=False, src_device="cuda:0", dst_device="cuda:0",
+        shape=(), dtype="torch.float32", site=SITE, origin="compiled",
+        extra={"compiled": {"call": call, "node": node, "how": how, "kernels": kernels, "graph_op": graph_op}},
+    )
+
+
+def _trace() -> Trace:
+    copies = (
+        _compiled(8, 7, "clone", "kernel", ["triton_poi_fused_clone_0"], 1024, "aten.clone.default"),
+        _compiled(9, 7, "cat", "fused", ["triton_poi_fused_cat_mul_1"], 2048, "aten.cat.default"),
+        _compiled(10, 7, "index_put_", "extern", ["aten.index_put_"], 64, "aten.index_put_.default"),
+        _compiled(21, 20, "clone", "kernel", ["triton_poi_fused_clone_0"], 1024, "aten.clone.default"),
+        # What device.join made of the extern's copy kernel inside execution 7: dropped, not double counted.
+        CopyRecord(seq=7, op="compiled graph 0", kind="d2d", bytes=0, noop=False, src_device="cuda:0",
+                   dst_device="cuda:0", shape=(), dtype="", site=SITE, origin="device",
+                   device=DeviceTiming("index_put_kernel", 3.0)),
+    )
+    return Trace(meta=TraceMeta(extra={"compiled": {"mode": "compiled"}}), copies=copies)
+
+
+def test_kernels_join_the_copies_of_their_own_execution() -> None:
+    out = join_compiled(_trace(), _kineto())
+    by = {c.seq: c for c in out.copies}
+    assert by[8].device == DeviceTiming("triton_poi_fused_clone_0", 4.0, bytes=1024, stream=7, start_us=200.0)
+    assert by[21].device == DeviceTiming("triton_poi_fused_clone_0", 5.0, bytes=1024, stream=7, start_us=400.0)
+    # The extern call's kernel, found through the aten op around its launch.
+    assert by[10].device is not None and by[10].device.time_us == 3.0
+    # A computing kernel is no copy pass: its time stays beside the record, not as copy time.
+    assert by[9].device is None and by[9].extra["compiled"]["kernel_us"] == 6.0
+    assert 7 not in by  # the eager join's "device" record of the extern copy kernel
+    assert out.meta.extra["compiled"]["device_events_joined"] == 4
+
+
+def test_a_kernel_shared_by_two_copies_is_split_by_bytes() -> None:
+    t = _trace()
+    shared = _compiled(11, 7, "clone_1", "kernel", ["triton_poi_fused_clone_0"], 3072, "aten.clone.default")
+    out = join_compiled(t.with_copies((*t.copies, shared)), _kineto())
+    by = {c.seq: c for c in out.copies}
+    # 4.0 us split 1024 : 3072 bytes.
+    assert (by[8].device.time_us, by[11].device.time_us) == (1.0, 3.0)
+
+
+def test_nothing_compiled_leaves_the_trace_alone() -> None:
+    t = Trace(copies=(_trace().copies[-1],))
+    assert join_compiled(t, _kineto()) is t
