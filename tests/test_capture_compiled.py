@@ -2,9 +2,10 @@
 
 One program (``step``) exercises every case the issue names: a transpose-contiguous and a ``cat`` that
 Inductor fuses into a computing kernel, a copy into a mutated input (``buf.copy_(x)``), a graph break
-in the middle, a cast Inductor removes (fused into the sum, never materialised), a copy kernel of its own
-(``x.t().contiguous()`` returned alone), and a recompilation (a second shape makes the graphs dynamic;
-a third shape reuses them, so bytes are sized per execution from the inputs).
+in the middle, a cast Inductor removes (fused into the sum, never materialised), a copy kernel
+(``x.t().contiguous()`` returned alone), a copy Inductor adds itself (the contiguous input of a
+convolution on a transposed tensor), and a recompilation (a second shape makes the graphs dynamic; a
+third shape reuses them, so bytes are sized per execution from the inputs).
 
 Compiling is slow on 2 cores, so the module compiles ``step`` under one hunt (4 graphs: 2 static, 2
 dynamic) and a copy of it once without any hunt (2 graphs) and shares the results with every test.
@@ -33,7 +34,8 @@ def step(x: torch.Tensor, buf: torch.Tensor) -> tuple[torch.Tensor, ...]:
     torch._dynamo.graph_break()
     w = (z + 1).to(torch.float64)  # @cast
     k = x.t().contiguous()  # @alone
-    return w.sum(0), y @ x, k
+    c = torch.nn.functional.conv2d(x.t()[None, None], buf[None, None, :2, :2])  # @conv
+    return w.sum(0), y @ x, k, c
 
 
 def _line(marker: str) -> int:
@@ -121,6 +123,8 @@ def test_surviving_copies_at_their_lines_per_execution(runs: dict) -> None:
     assert [c.bytes for c in by[(_line("cat"), "aten.cat.default")]] == [2 * s for s in sizes]
     assert [c.bytes for c in by[(_line("copy"), "aten.copy_.default")]] == sizes
     assert [c.bytes for c in by[(_line("alone"), "aten.clone.default")]] == sizes
+    # The convolution's transposed input: a contiguous copy Inductor added on its own.
+    assert [c.bytes for c in by[(_line("conv"), "inductor.copy")]] == sizes
     # The cast is fused into the sum's kernel and never written: Inductor removed that copy.
     assert (_line("cast"), "aten._to_copy.default") not in by
     assert {k for k in by} == {
@@ -128,6 +132,7 @@ def test_surviving_copies_at_their_lines_per_execution(runs: dict) -> None:
         (_line("cat"), "aten.cat.default"),
         (_line("copy"), "aten.copy_.default"),
         (_line("alone"), "aten.clone.default"),
+        (_line("conv"), "inductor.copy"),
     }
     assert all(c.origin == "compiled" and c.kind == "d2d" and c.site.function == "step" for v in by.values() for c in v)
 
@@ -141,8 +146,11 @@ def test_how_inductor_runs_each_copy(runs: dict) -> None:
     copy = first[(_line("copy"), "aten.copy_.default")]
     assert copy["mutates_input"] is not None and copy["src_is_input"] is True
     alone = first[(_line("alone"), "aten.clone.default")]
-    # x.t().contiguous() returned as it is: a copy kernel of its own, nothing computed in it.
+    # x.t().contiguous() returned as it is: a copy kernel, nothing computed in it (the C++ backend
+    # merges it with the convolution's input copy; the convolution itself is an extern call).
     assert alone["how"] == "kernel" and alone["fused_with"] == [] and alone["kernels"]
+    added = first[(_line("conv"), "inductor.copy")]
+    assert added["how"] == "kernel" and added["kernels"] == alone["kernels"]
     assert all(k.startswith("cpp_fused_") for c in first.values() for k in c["kernels"])
 
 
@@ -158,9 +166,9 @@ def test_graph_break_and_recompile_give_separate_graphs(runs: dict) -> None:
 def test_notes_say_what_compilation_kept(runs: dict) -> None:
     notes = [n for n in runs["hunt"].meta.notes if n.startswith("torch.compile:")]
     assert notes == [
-        "torch.compile: 4 compiled graph(s) ran 10 time(s) compiled; per execution they keep 8 copy(ies) "
-        "(6 fused into computing kernels: no separate pass) and Inductor removed 2 copy op(s) of the traced "
-        "code (origin 'compiled': one record per copy per execution)"
+        "torch.compile: 4 compiled graph(s) ran 10 time(s) compiled; per execution they keep 10 copy(ies) "
+        "(6 fused into computing kernels: no separate pass; 2 added by Inductor itself, op inductor.copy) and "
+        "Inductor removed 2 copy op(s) of the traced code (origin 'compiled': one record per copy per execution)"
     ]
 
 
@@ -201,6 +209,7 @@ def test_diff_eager_against_compiled_shows_what_compilation_changed(runs: dict) 
         (_line("copy"), "aten.copy_.default"): "same",
         (_line("cast"), "aten._to_copy.default"): "removed",
         (_line("alone"), "aten.clone.default"): "same",
+        (_line("conv"), "inductor.copy"): "added",
     }
 
 

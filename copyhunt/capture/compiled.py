@@ -31,7 +31,7 @@ from _thread import get_ident
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from copyhunt.capture.compiled_graph import CompiledGraph, analyse_graph, apply_provenance, user_function
+from copyhunt.capture.compiled_graph import ADDED_OP, CompiledGraph, analyse_graph, apply_provenance, user_function
 from copyhunt.capture.op_roles import READ, RW, Plan
 from copyhunt.capture.regions import _state as _region_state
 from copyhunt.records import CopyRecord, Frame
@@ -282,14 +282,17 @@ class CompiledCapture:
         if ran:
             kept = sum(len(g.copies) for g in ran)
             fused = sum(1 for g in ran for c in g.copies if c.how == "fused")
+            added = sum(1 for g in ran for c in g.copies if c.op == ADDED_OP)
             removed = sum(len(g.removed) for g in ran)
             execs = sum(runs.values())
             notes.append(
                 f"torch.compile: {len(ran)} compiled graph(s) ran {execs} time(s) compiled; per execution they keep "
-                f"{kept} copy(ies) ({fused} fused into computing kernels: no separate pass) and Inductor removed "
-                f"{removed} copy op(s) of the traced code (origin 'compiled': one record per copy per execution)"
+                f"{kept} copy(ies) ({fused} fused into computing kernels: no separate pass"
+                + (f"; {added} added by Inductor itself, op {ADDED_OP}" if added else "")
+                + f") and Inductor removed {removed} copy op(s) of the traced code "
+                "(origin 'compiled': one record per copy per execution)"
             )
-            if any(not g.kernel_names_known for g in ran):
+            if any(g.copies and not g.kernel_names_known for g in ran):
                 notes.append("torch.compile: Inductor gave no provenance map for some graphs: their kernel names are unknown")
         if self.unknown:
             n = sum(self.unknown.values())

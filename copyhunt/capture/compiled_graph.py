@@ -121,6 +121,8 @@ def _expr(x: Any) -> Any:
         return None
     if isinstance(x, int):
         return x
+    if hasattr(x, "free_symbols") and hasattr(x, "is_number"):  # a sympy expression (Inductor IR sizes)
+        return int(x) if x.is_number else x
     node = getattr(x, "node", None)
     expr = getattr(node, "expr", None)
     if expr is None:
@@ -194,6 +196,8 @@ class GraphCopy:
     mutates_input: str | None  # graph input it writes in place (copy_ into an argument), else None
     src_is_input: bool  # every source is a graph input (nothing in the graph produced it)
     module: str | None = None  # nn.Module path inside the compiled code ("a.lin"), from nn_module_stack
+    buffer: str | None = None  # Inductor's scheduler node of a copy Inductor added (op == ADDED_OP)
+    origins: tuple[str, ...] = ()  # FX nodes of that scheduler node (to find its kernel by name)
 
 
 @dataclass
@@ -319,6 +323,10 @@ def analyse_graph(graph_id: int, gm_graph: Any, snodes: Sequence[Any], size_hint
     by_name = {n.name: n for n in nodes}
     materialised, groups = _scheduler_groups(snodes)
     placeholders = {n.name for n in nodes if n.op == "placeholder"}
+    # Ops an extern call computes (a matmul, a convolution) appear in the origins of the buffers
+    # Inductor prepares for them; they compute nothing in those kernels.
+    extern_ops = {name for name, where in materialised.items() if any(groups[g][0] == "extern" for g in where)}
+    compute = {n.name for n in nodes if is_compute(n)} - extern_ops
     copies: list[GraphCopy] = []
     removed: list[str] = []
     for n in nodes:
@@ -336,17 +344,92 @@ def analyse_graph(graph_id: int, gm_graph: Any, snodes: Sequence[Any], size_hint
             removed.append(n.name)
             continue
         extern = any(kind == "extern" for kind, _ in real)
-        partners = sorted({o for _, origins in real for o in origins if o in by_name and is_compute(by_name[o])})
+        partners = sorted({o for _, origins in real for o in origins if o in compute})
         how = "extern" if extern else "fused" if partners else "kernel"
         copies.append(_graph_copy(n, how, partners, placeholders, size_hint))
+    copies.extend(_added_copies(snodes, groups, by_name, compute, size_hint))
     return CompiledGraph(
         graph_id=graph_id,
         copies=copies,
         removed=removed,
         bindings=_bindings(nodes),
-        compute={n.name for n in nodes if is_compute(n)},
+        compute=compute,
         name=f"graph {graph_id}",
     )
+
+
+#: ``op`` of a copy Inductor added itself (no copy op in the FX graph asked for it): a pure load-store
+#: kernel, e.g. the contiguous input an extern matmul requires.
+ADDED_OP = "inductor.copy"
+
+
+def _added_copies(
+    snodes: Sequence[Any], groups: list[tuple[str, set[str]]], by_name: dict[str, Any], compute: set[str], size_hint: Any
+) -> list[GraphCopy]:
+    """Copies Inductor made on its own: scheduler nodes whose loop body only loads and stores
+    (``LoopBody.is_memory_copy``) and that no FX copy node asked for. Attributed to the FX node whose
+    value they copy (its stack trace)."""
+    out: list[GraphCopy] = []
+    for gi, top in enumerate(snodes):
+        subs = top.get_nodes() if hasattr(top, "get_nodes") else [top]
+        for sub in subs:
+            ir = getattr(sub, "node", None)
+            body = getattr(sub, "_body", None)
+            if ir is None or body is None:
+                continue
+            try:
+                if not body.is_memory_copy():
+                    continue
+            except Exception:  # noqa: BLE001 - an IR this version describes differently: not a known copy
+                continue
+            origins = [o for o in getattr(ir, "origins", ()) if getattr(o, "name", None) in by_name]
+            if not origins or any(op_name(o.target) in COPY_TARGETS for o in origins):
+                continue  # an FX copy node's own kernel: recorded from the graph
+            order = {name: i for i, name in enumerate(by_name)}
+            anchor = getattr(ir, "origin_node", None) or min(
+                origins, key=lambda o: (not o.meta.get("stack_trace"), order.get(o.name, 0))
+            )
+            try:
+                numel = _expr(ir.get_numel())
+                dtype = ir.get_dtype()
+                device = ir.get_device()
+            except Exception:  # noqa: BLE001
+                continue
+            nb = None if numel is None else numel * dtype.itemsize
+            # Fused when another piece of the same fused kernel computes something.
+            partners = sorted({o.name for other in subs if other is not sub for o in _origins(other) if o.name in compute})
+            how = "fused" if partners else "kernel"
+            out.append(
+                GraphCopy(
+                    node=anchor.name,
+                    op=ADDED_OP,
+                    graph_op=ADDED_OP,
+                    nbytes=nb,
+                    exact=nb is not None,
+                    hint=_hint(nb, size_hint),
+                    shape=tuple(_hint(_expr(s), size_hint) for s in ir.get_size()),
+                    dtype=str(dtype),
+                    src_dtype=None,
+                    kind="d2d",
+                    src_device=str(device),
+                    dst_device=str(device),
+                    stack=parse_stack_trace(anchor.meta.get("stack_trace")),
+                    how=how,
+                    kernels=(),
+                    fused_with=tuple(partners) if how == "fused" else (),
+                    mutates_input=None,
+                    src_is_input=False,
+                    module=module_path(anchor.meta.get("nn_module_stack")),
+                    buffer=sub.get_name(),
+                    origins=tuple(sorted(o.name for o in origins)),
+                )
+            )
+    return out
+
+
+def _origins(snode: Any) -> list[Any]:
+    ir = getattr(snode, "node", None)
+    return list(getattr(ir, "origins", ())) if ir is not None else []
 
 
 def _graph_copy(n: Any, how: str, partners: list[str], placeholders: set[str], size_hint: Any) -> GraphCopy:
@@ -439,7 +522,10 @@ def apply_provenance(graph: CompiledGraph, mapping_json: str | None) -> None:
     compute = graph.compute
     out: list[GraphCopy] = []
     for c in graph.copies:
-        touching = [(k.rsplit(":", 1)[0], nodes) for k, nodes in kernels.items() if isinstance(nodes, list) and c.node in nodes]
+        if c.origins:  # a copy Inductor added: the kernel made of exactly its scheduler node's origins
+            touching = [(k.rsplit(":", 1)[0], nodes) for k, nodes in kernels.items() if isinstance(nodes, list) and set(c.origins) <= set(nodes)]
+        else:
+            touching = [(k.rsplit(":", 1)[0], nodes) for k, nodes in kernels.items() if isinstance(nodes, list) and c.node in nodes]
         if c.how == "extern":
             names = tuple(sorted({k for k, _ in touching if k.startswith(_EXTERN_PREFIXES)}))
             out.append(_replace(c, kernels=names))
@@ -449,10 +535,14 @@ def apply_provenance(graph: CompiledGraph, mapping_json: str | None) -> None:
         if not generated:
             out.append(c)
             continue
+        names = tuple(sorted({k for k, _ in generated}))
+        if c.origins:  # a copy Inductor added: its kernel's node list names what it copies, not what it fuses
+            out.append(_replace(c, kernels=names))
+            continue
         with_compute = [[n for n in nodes if n in compute] for _, nodes in generated]
         how = "fused" if all(with_compute) else "kernel"
         partners = tuple(sorted({n for group in with_compute for n in group})) if how == "fused" else ()
-        out.append(_replace(c, kernels=tuple(sorted({k for k, _ in generated})), how=how, fused_with=partners))
+        out.append(_replace(c, kernels=names, how=how, fused_with=partners))
     graph.copies = out
     graph.kernel_names_known = True
 

@@ -105,6 +105,10 @@ _used_notes: dict[str, int] = {}  # note -> generation of its last use
 
 def mark_used(notes: Sequence[str]) -> None:
     """Remember that a backend with these ``backend_notes`` just ran."""
+    if torch.compiler.is_compiling():
+        # Under torch.compile Dynamo would guard on the counter and recompile on every call (then give
+        # up at its recompile limit and run the layer eagerly): compiled code keeps no such record.
+        return
     g = next(_generation)
     for note in notes:
         _used_notes[note] = g
