@@ -150,7 +150,8 @@ class Hunt:
             record_ops=self.record_ops,
             eager_compiled=self.compiled == "eager",
         )
-        from copyhunt.capture.compiled import CompiledCapture, EagerCompileNote
+        from copyhunt.capture.compiled import CompiledCapture
+        from copyhunt.capture.compiled_eager import EagerCompileNote
 
         compiled = CompiledCapture(capture) if self.compiled == "compiled" else EagerCompileNote()
         try:
@@ -197,7 +198,7 @@ class Hunt:
         copies = result.copies
         extra: dict[str, Any] = {}
         if self.compiled == "eager":
-            from copyhunt.capture.compiled import eager_notes
+            from copyhunt.capture.compiled_eager import eager_notes
 
             notes.extend(eager_notes(compiled_out or []))
             extra["compiled"] = {"mode": "eager", "ran_eagerly": list(compiled_out or [])}

@@ -15,7 +15,6 @@ inside a compiled execution, which the compiled records already stand for).
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from copyhunt.capture.kineto import KEvent, KinetoTrace
 from copyhunt.records import CopyRecord, DeviceTiming, Trace

@@ -1,23 +1,21 @@
-"""What one Inductor-compiled graph copies: its copy nodes, the kernels that run them, and their bytes.
+"""The copies of one Inductor-compiled graph: the data model, and what FX nodes say about each copy.
 
-Built once per compile, at the end of Inductor's scheduling (``compiled.py`` installs the hook): the
-final post-grad FX graph (after reinplacing, so ``index_put`` turned back into ``index_put_`` is seen as
-Inductor runs it) plus the scheduler's nodes after fusion. A copy node is a *surviving* copy when
-Inductor materialises its result in a buffer (a scheduler node whose origin is that node); a copy node
-only inlined into its consumers (a ``clone`` read straight by a pointwise kernel) moves no data of its
-own and is counted as removed. A surviving copy is *fused* when its kernel also computes something
-(it costs no separate pass over memory); otherwise it is a copy kernel of its own, or an extern call
-(an aten op Inductor falls back to). Kernel names come from Inductor's provenance map when it has one.
+``compiled_inductor.py`` decides, from Inductor's scheduler at the end of a compile, which copy nodes
+of the final post-grad FX graph survive and how Inductor runs them; the result is a ``CompiledGraph``
+of ``GraphCopy`` entries, built here from the nodes (op, bytes from the fake value ``meta["val"]``,
+user frames from ``meta["stack_trace"]``, module path from ``meta["nn_module_stack"]``).
 
-Everything here reads FX nodes and scheduler nodes by duck typing (names, ``origins``,
-``origin_node``, ``meta``), keeps no tensor (fake values are read for sizes, then dropped) and judges
-nothing. Sizes may be symbolic (a dynamic-shape recompile): they are kept as sympy expressions with
-the rule to bind their symbols from the graph's inputs at run time (:meth:`CompiledGraph.bytes_for`).
+A copy node is a *surviving* copy when Inductor materialises its result in a buffer; one only inlined
+into its consumers (a ``clone`` read straight by a pointwise kernel) moves no data of its own and is
+counted as removed. A surviving copy is *fused* when its kernel also computes something (no separate
+pass over memory); otherwise it is a copy kernel of its own, or an extern call. Nothing here keeps a
+tensor (fake values are read for sizes, then dropped) or judges anything. Sizes may be symbolic (a
+dynamic-shape recompile): they stay sympy expressions, bound from each execution's inputs
+(:meth:`CompiledGraph.bytes_for`).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -61,9 +59,6 @@ _VIEW_NAMES = frozenset({
     "view_as_real", "view_as_complex", "unbind", "narrow", "getitem", "detach",
 })
 
-#: Provenance names of calls Inductor makes to existing kernels instead of generating one.
-_EXTERN_PREFIXES = ("extern_kernels.", "aten.", "torch.ops.", "aten::")
-
 _FRAME_RE = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+)')
 
 
@@ -94,7 +89,7 @@ def op_name(target: Any) -> str:
     return str(target) if hasattr(target, "_schema") else getattr(target, "__name__", str(target))
 
 
-def _base_name(target: Any) -> str:
+def base_name(target: Any) -> str:
     """``clone`` for ``aten.clone.default``: the op name without namespace and overload."""
     name = op_name(target)
     parts = name.split(".")
@@ -109,13 +104,13 @@ def is_compute(node: Any) -> bool:
         return False
     if getattr(node.target, "is_view", False):
         return False
-    return _base_name(node.target).rstrip("_") not in _VIEW_NAMES
+    return base_name(node.target).rstrip("_") not in _VIEW_NAMES
 
 
 # --- sizes that may be symbolic -----------------------------------------------------------------
 
 
-def _expr(x: Any) -> Any:
+def expr_of(x: Any) -> Any:
     """An int, or the sympy expression of a SymInt; None when it is neither."""
     if isinstance(x, bool):
         return None
@@ -143,7 +138,7 @@ def _val(x: Any) -> Any:
 def _nbytes_expr(t: Any) -> Any:
     if not isinstance(t, torch.Tensor):
         return None
-    numel = _expr(t.numel())
+    numel = expr_of(t.numel())
     return None if numel is None else numel * t.element_size()
 
 
@@ -163,7 +158,7 @@ def _copy_bytes(node: Any) -> tuple[Any, bool]:
         except Exception:  # noqa: BLE001 - a data-dependent count (a bool mask) on fake values
             facts = None
         if facts is not None:
-            nb = _expr(facts.nbytes)
+            nb = expr_of(facts.nbytes)
             if nb is not None:
                 return nb, bool(facts.exact)
     nb = _nbytes_expr(out)
@@ -238,7 +233,7 @@ class CompiledGraph:
             return copy.hint, False
 
 
-def _hint(expr: Any, size_hint: Any) -> int:
+def hint_of(expr: Any, size_hint: Any) -> int:
     if isinstance(expr, int):
         return expr
     if expr is None:
@@ -249,7 +244,7 @@ def _hint(expr: Any, size_hint: Any) -> int:
         return 0
 
 
-def _bindings(nodes: Iterable[Any]) -> list[tuple[int, int | None, Any]]:
+def bindings_of(nodes: Iterable[Any]) -> list[tuple[int, int | None, Any]]:
     """How to bind the graph's size symbols from its inputs: placeholder i, dim d (or a SymInt input)."""
     out: list[tuple[int, int | None, Any]] = []
     i = 0
@@ -259,103 +254,15 @@ def _bindings(nodes: Iterable[Any]) -> list[tuple[int, int | None, Any]]:
         v = n.meta.get("val")
         if isinstance(v, torch.Tensor):
             for d, s in enumerate(v.shape):
-                e = _expr(s)
+                e = expr_of(s)
                 if e is not None and not isinstance(e, int) and getattr(e, "is_Symbol", False):
                     out.append((i, d, e))
         else:
-            e = _expr(v)
+            e = expr_of(v)
             if e is not None and not isinstance(e, int) and getattr(e, "is_Symbol", False):
                 out.append((i, None, e))
         i += 1
     return out
-
-
-def _extern_op(ir: Any) -> str | None:
-    """Base op name of an extern kernel's IR node (``index_put_``, ``bmm``), when it says."""
-    op = getattr(ir, "op_overload", None)
-    if op is not None:
-        return _base_name(op)
-    name = getattr(ir, "python_kernel_name", None)
-    if isinstance(name, str) and name:
-        parts = [p for p in name.split(".") if p not in ("default", "out")]
-        return parts[-1] if parts else None
-    return None
-
-
-def _scheduler_groups(snodes: Sequence[Any]) -> tuple[dict[str, set[int]], list[tuple[str, set[str]]]]:
-    """Which post-fusion scheduler node materialises which FX node, and each node's kind and origins.
-
-    A sub-node materialises its ``origin_node`` (the FX node its buffer holds exactly). A generated
-    kernel's sub-node without one (a mutation written into an input, a slice of a ``cat``)
-    materialises all its origins; an extern call without one only the origins of its own op (its
-    other origins are inputs it reads, e.g. the ``.float()`` feeding a ``bmm``).
-    """
-    materialised: dict[str, set[int]] = {}
-    groups: list[tuple[str, set[str]]] = []
-    for gi, top in enumerate(snodes):
-        cls = type(top).__name__
-        kind = "extern" if "Extern" in cls else "nop" if "Nop" in cls else "kernel"
-        origins: set[str] = set()
-        subs = top.get_nodes() if hasattr(top, "get_nodes") else [top]
-        for sub in subs:
-            ir = getattr(sub, "node", None)
-            if ir is None:
-                continue
-            nodes = list(getattr(ir, "origins", ()))
-            origins |= {o.name for o in nodes}
-            on = getattr(ir, "origin_node", None)
-            if on is not None:
-                made = [on]
-            elif kind == "extern":
-                op = _extern_op(ir)
-                made = [o for o in nodes if op is not None and _base_name(o.target) == op]
-            else:
-                made = nodes
-            for o in made:
-                materialised.setdefault(o.name, set()).add(gi)
-        groups.append((kind, origins))
-    return materialised, groups
-
-
-def analyse_graph(graph_id: int, gm_graph: Any, snodes: Sequence[Any], size_hint: Any = None) -> CompiledGraph:
-    """Describe the copies of a graph from its final FX graph and Inductor's fused scheduler nodes."""
-    nodes = list(gm_graph.nodes)
-    by_name = {n.name: n for n in nodes}
-    materialised, groups = _scheduler_groups(snodes)
-    placeholders = {n.name for n in nodes if n.op == "placeholder"}
-    # Ops an extern call computes (a matmul, a convolution) appear in the origins of the buffers
-    # Inductor prepares for them; they compute nothing in those kernels.
-    extern_ops = {name for name, where in materialised.items() if any(groups[g][0] == "extern" for g in where)}
-    compute = {n.name for n in nodes if is_compute(n)} - extern_ops
-    copies: list[GraphCopy] = []
-    removed: list[str] = []
-    for n in nodes:
-        if n.op != "call_function" or op_name(n.target) not in COPY_TARGETS:
-            continue
-        where = materialised.get(n.name, set())
-        if not where:
-            removed.append(n.name)
-            continue
-        # A cat's buffer is a no-op allocation; the copying is done by the kernels writing its slices.
-        real = [groups[g] for g in sorted(where) if groups[g][0] != "nop"] or [
-            g for g in groups if g[0] != "nop" and n.name in g[1]
-        ]
-        if not real:
-            removed.append(n.name)
-            continue
-        extern = any(kind == "extern" for kind, _ in real)
-        partners = sorted({o for _, origins in real for o in origins if o in compute})
-        how = "extern" if extern else "fused" if partners else "kernel"
-        copies.append(_graph_copy(n, how, partners, placeholders, size_hint))
-    copies.extend(_added_copies(snodes, groups, by_name, compute, size_hint))
-    return CompiledGraph(
-        graph_id=graph_id,
-        copies=copies,
-        removed=removed,
-        bindings=_bindings(nodes),
-        compute=compute,
-        name=f"graph {graph_id}",
-    )
 
 
 #: ``op`` of a copy Inductor added itself (no copy op in the FX graph asked for it): a pure load-store
@@ -363,76 +270,7 @@ def analyse_graph(graph_id: int, gm_graph: Any, snodes: Sequence[Any], size_hint
 ADDED_OP = "inductor.copy"
 
 
-def _added_copies(
-    snodes: Sequence[Any], groups: list[tuple[str, set[str]]], by_name: dict[str, Any], compute: set[str], size_hint: Any
-) -> list[GraphCopy]:
-    """Copies Inductor made on its own: scheduler nodes whose loop body only loads and stores
-    (``LoopBody.is_memory_copy``) and that no FX copy node asked for. Attributed to the FX node whose
-    value they copy (its stack trace)."""
-    out: list[GraphCopy] = []
-    for gi, top in enumerate(snodes):
-        subs = top.get_nodes() if hasattr(top, "get_nodes") else [top]
-        for sub in subs:
-            ir = getattr(sub, "node", None)
-            body = getattr(sub, "_body", None)
-            if ir is None or body is None:
-                continue
-            try:
-                if not body.is_memory_copy():
-                    continue
-            except Exception:  # noqa: BLE001 - an IR this version describes differently: not a known copy
-                continue
-            origins = [o for o in getattr(ir, "origins", ()) if getattr(o, "name", None) in by_name]
-            if not origins or any(op_name(o.target) in COPY_TARGETS for o in origins):
-                continue  # an FX copy node's own kernel: recorded from the graph
-            order = {name: i for i, name in enumerate(by_name)}
-            anchor = getattr(ir, "origin_node", None) or min(
-                origins, key=lambda o: (not o.meta.get("stack_trace"), order.get(o.name, 0))
-            )
-            try:
-                numel = _expr(ir.get_numel())
-                dtype = ir.get_dtype()
-                device = ir.get_device()
-            except Exception:  # noqa: BLE001
-                continue
-            nb = None if numel is None else numel * dtype.itemsize
-            # Fused when another piece of the same fused kernel computes something.
-            partners = sorted({o.name for other in subs if other is not sub for o in _origins(other) if o.name in compute})
-            how = "fused" if partners else "kernel"
-            out.append(
-                GraphCopy(
-                    node=anchor.name,
-                    op=ADDED_OP,
-                    graph_op=ADDED_OP,
-                    nbytes=nb,
-                    exact=nb is not None,
-                    hint=_hint(nb, size_hint),
-                    shape=tuple(_hint(_expr(s), size_hint) for s in ir.get_size()),
-                    dtype=str(dtype),
-                    src_dtype=None,
-                    kind="d2d",
-                    src_device=str(device),
-                    dst_device=str(device),
-                    stack=parse_stack_trace(anchor.meta.get("stack_trace")),
-                    how=how,
-                    kernels=(),
-                    fused_with=tuple(partners) if how == "fused" else (),
-                    mutates_input=None,
-                    src_is_input=False,
-                    module=module_path(anchor.meta.get("nn_module_stack")),
-                    buffer=sub.get_name(),
-                    origins=tuple(sorted(o.name for o in origins)),
-                )
-            )
-    return out
-
-
-def _origins(snode: Any) -> list[Any]:
-    ir = getattr(snode, "node", None)
-    return list(getattr(ir, "origins", ())) if ir is not None else []
-
-
-def _graph_copy(n: Any, how: str, partners: list[str], placeholders: set[str], size_hint: Any) -> GraphCopy:
+def graph_copy(n: Any, how: str, partners: list[str], placeholders: set[str], size_hint: Any) -> GraphCopy:
     out = n.meta.get("val")
     target_name = op_name(n.target)
     if target_name == "aten.copy_.default" and n.args:
@@ -455,14 +293,14 @@ def _graph_copy(n: Any, how: str, partners: list[str], placeholders: set[str], s
             mutated = base.name
     shape: tuple[int, ...] = ()
     if dst is not None:
-        shape = tuple(_hint(_expr(s), size_hint) for s in dst.shape)
+        shape = tuple(hint_of(expr_of(s), size_hint) for s in dst.shape)
     return GraphCopy(
         node=n.name,
         op=COPY_TARGETS[target_name],
         graph_op=target_name,
         nbytes=nb,
         exact=exact,
-        hint=_hint(nb, size_hint),
+        hint=hint_of(nb, size_hint),
         shape=shape,
         dtype=str(dst.dtype) if dst is not None else "",
         src_dtype=str(src_val.dtype) if src_val is not None and dst is not None and src_val.dtype != dst.dtype else None,
@@ -501,53 +339,3 @@ def module_path(stack: Any) -> str | None:
         path = rest if root["name"] == "self" else (f"{root['name']}.{rest}" if rest else root["name"])
     path = _MODULES_RE.sub(lambda m: "." + m["name"], path).strip(".")
     return path or None
-
-
-def apply_provenance(graph: CompiledGraph, mapping_json: str | None) -> None:
-    """Name the kernels of ``graph``'s copies from Inductor's provenance map (kernel -> FX nodes).
-
-    The map's kernel grouping is what Inductor emitted, which can fuse further than the scheduler did
-    (the C++ backend merges the loops of separate scheduler nodes into one function), so "fused" is
-    decided again from it: fused when every kernel touching the copy also computes something (a node
-    merely inlined into one kernel while materialised by a copy kernel of its own stays a "kernel").
-    """
-    if not mapping_json:
-        return
-    try:
-        kernels = json.loads(mapping_json).get("cppCodeToPost") or {}
-    except (ValueError, AttributeError):
-        return
-    if not isinstance(kernels, dict) or not kernels:
-        return
-    compute = graph.compute
-    out: list[GraphCopy] = []
-    for c in graph.copies:
-        if c.origins:  # a copy Inductor added: the kernel made of exactly its scheduler node's origins
-            touching = [(k.rsplit(":", 1)[0], nodes) for k, nodes in kernels.items() if isinstance(nodes, list) and set(c.origins) <= set(nodes)]
-        else:
-            touching = [(k.rsplit(":", 1)[0], nodes) for k, nodes in kernels.items() if isinstance(nodes, list) and c.node in nodes]
-        if c.how == "extern":
-            names = tuple(sorted({k for k, _ in touching if k.startswith(_EXTERN_PREFIXES)}))
-            out.append(_replace(c, kernels=names))
-            continue
-        # An extern call that merely reads the copy's result does not make the copy fused.
-        generated = [(k, nodes) for k, nodes in touching if not k.startswith(_EXTERN_PREFIXES)]
-        if not generated:
-            out.append(c)
-            continue
-        names = tuple(sorted({k for k, _ in generated}))
-        if c.origins:  # a copy Inductor added: its kernel's node list names what it copies, not what it fuses
-            out.append(_replace(c, kernels=names))
-            continue
-        with_compute = [[n for n in nodes if n in compute] for _, nodes in generated]
-        how = "fused" if all(with_compute) else "kernel"
-        partners = tuple(sorted({n for group in with_compute for n in group})) if how == "fused" else ()
-        out.append(_replace(c, kernels=names, how=how, fused_with=partners))
-    graph.copies = out
-    graph.kernel_names_known = True
-
-
-def _replace(c: GraphCopy, **changes: Any) -> GraphCopy:
-    from dataclasses import replace
-
-    return replace(c, **changes)
