@@ -26,6 +26,7 @@ def _kineto() -> object:
         _x("cuda_runtime", "cudaLaunchKernel", 20, 2, correlation=2),
         _x("kernel", "triton_poi_fused_cat_mul_1", 210, 6.0, tid=7, correlation=2, stream=7),
         _x("cpu_op", "aten::index_put_", 30, 20),
+        _x("cpu_op", "aten::_index_put_impl_", 31, 18),  # the extern launches from inside its inner op
         _x("cuda_runtime", "cudaLaunchKernel", 35, 2, correlation=3),
         _x("kernel", "void at::native::index_put_kernel_impl<float>(...)", 220, 3.0, tid=7, correlation=3, stream=7),
         # Another execution's range: its kernel must not join the first execution's records.

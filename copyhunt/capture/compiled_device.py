@@ -3,7 +3,7 @@
 Each execution of a compiled graph runs inside a ``copyhunt#<seq>`` profiler range (``compiled.py``), so
 a GPU event launched from it has that execution's seq. Within the execution, a Triton kernel is matched
 by name to the copies Inductor's provenance map put in it; an extern call (an aten op Inductor calls) by
-its aten op, through the innermost ``cpu_op`` around the launch. A kernel shared by several copies is
+its aten op, among the ``cpu_op`` ranges around the launch. A kernel shared by several copies is
 split between them by bytes; a kernel that also computes (``how == "fused"``) is not a copy pass, so its
 time is kept beside the record (``extra.compiled.kernel_us``) rather than counted as copy time.
 
@@ -37,7 +37,7 @@ def join_compiled(trace: Trace, kt: KinetoTrace) -> Trace:
             by_call.setdefault(int(c.extra["compiled"]["call"]), []).append(i)
     if not by_call:
         return trace
-    events: dict[int, list[tuple[KEvent, str | None]]] = {}
+    events: dict[int, list[tuple[KEvent, tuple[str, ...]]]] = {}
     for ev in kt.gpu:
         src = kt.launcher(ev)
         if src is None:
@@ -45,15 +45,16 @@ def join_compiled(trace: Trace, kt: KinetoTrace) -> Trace:
         seq = kt.bridge_seq_at(src.tid, src.ts)
         if seq is None or seq not in by_call:
             continue
-        inner = kt.cpu_ops_at(src.tid, src.ts)
-        events.setdefault(seq, []).append((ev, inner[-1].name if inner else None))
+        # Every op around the launch: an extern index_put_ launches from inside its _index_put_impl_.
+        around = tuple(e.name for e in kt.cpu_ops_at(src.tid, src.ts))
+        events.setdefault(seq, []).append((ev, around))
 
     copies = list(trace.copies)
     joined = 0
     for seq, idxs in by_call.items():
         evs = events.get(seq, [])
-        for ev, launcher_op in evs:
-            members = [i for i in idxs if _matches(copies[i], ev, launcher_op)]
+        for ev, around in evs:
+            members = [i for i in idxs if _matches(copies[i], ev, around)]
             if not members:
                 continue
             joined += 1
@@ -61,8 +62,9 @@ def join_compiled(trace: Trace, kt: KinetoTrace) -> Trace:
             for i in members:
                 share = (copies[i].bytes or 1) / total
                 copies[i] = _with_event(copies[i], ev, share)
-    # Copy kernels of extern calls inside a compiled execution: the compiled records stand for them.
-    out = [c for c in copies if not (c.origin == "device" and c.seq in by_call)]
+    # Copy kernels or memcpy nodes (a CUDA-graph replay, mode="reduce-overhead") that the eager join
+    # listed inside a compiled execution: the compiled records stand for them.
+    out = [c for c in copies if not (c.origin in ("device", "graph-replay") and c.seq in by_call)]
     extra = dict(trace.meta.extra)
     compiled = dict(extra.get("compiled", {}))
     compiled["device_events_joined"] = joined
@@ -70,12 +72,12 @@ def join_compiled(trace: Trace, kt: KinetoTrace) -> Trace:
     return replace(trace, copies=tuple(out), meta=replace(trace.meta, extra=extra))
 
 
-def _matches(c: CopyRecord, ev: KEvent, launcher_op: str | None) -> bool:
+def _matches(c: CopyRecord, ev: KEvent, around: tuple[str, ...]) -> bool:
     info = c.extra["compiled"]
     kernels = info.get("kernels") or []
     if info.get("how") == "extern":
         want = {_aten(k) for k in kernels} or {_aten(info.get("graph_op", ""))}
-        return launcher_op is not None and _aten(launcher_op) in want
+        return any(_aten(name) in want for name in around)
     return ev.name in kernels
 
 
