@@ -270,6 +270,21 @@ def bindings_of(nodes: Iterable[Any]) -> list[tuple[int, int | None, Any]]:
 ADDED_OP = "inductor.copy"
 
 
+def eager_op(n: Any) -> str:
+    """The op an eager trace records for the code of copy node ``n``.
+
+    Inductor's decompositions change ops (``index_copy_`` runs as ``index_put_``); the node keeps the aten
+    op it came from in ``meta["original_aten"]``, which wins when it is a copy op itself.
+    """
+    original = n.meta.get("original_aten")
+    name = op_name(original) if original is not None else None
+    if name in COPY_TARGETS:
+        return COPY_TARGETS[name]
+    if name is not None and original in COPY_OPS:
+        return name
+    return COPY_TARGETS[op_name(n.target)]
+
+
 def graph_copy(n: Any, how: str, partners: list[str], placeholders: set[str], size_hint: Any) -> GraphCopy:
     out = n.meta.get("val")
     target_name = op_name(n.target)
@@ -296,7 +311,7 @@ def graph_copy(n: Any, how: str, partners: list[str], placeholders: set[str], si
         shape = tuple(hint_of(expr_of(s), size_hint) for s in dst.shape)
     return GraphCopy(
         node=n.name,
-        op=COPY_TARGETS[target_name],
+        op=eager_op(n),
         graph_op=target_name,
         nbytes=nb,
         exact=exact,
