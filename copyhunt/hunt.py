@@ -34,7 +34,7 @@ from copyhunt.records import COPY_KINDS, CopyRecord, Trace, TraceMeta
 __all__ = ["hunt", "Hunt", "HuntActiveError", "HuntOptionError", "in_region", "describe_device", "COMPILED_MODES"]
 
 #: What a hunt does with torch.compile'd code: keep it compiled and record the copies Inductor kept
-#: ("compiled"), or run it op by op as if it were not compiled ("eager", the behaviour before 0.2).
+#: ("compiled"), or run it op by op as if it were not compiled ("eager", the behaviour of copyhunt 0.1).
 COMPILED_MODES = ("compiled", "eager")
 
 
@@ -179,9 +179,14 @@ class Hunt:
         capture = self._capture
         if capture is None:
             raise HuntActiveError("stop() called on a hunt that was never started")
-        capture.stop()
         compiled = self._compiled
-        compiled_out = compiled.stop() if compiled is not None else None
+        compiled_out = None
+        try:
+            capture.stop()
+        finally:
+            # Inductor's config and the compiled-graph wrapper are restored whatever happened.
+            if compiled is not None:
+                compiled_out = compiled.stop()
         duration = time.perf_counter() - self._t0
         notes: list[str] = []
         device = self._device
