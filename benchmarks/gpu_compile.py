@@ -11,7 +11,7 @@ results; ``benchmarks/gpu_compile.sh`` runs all three and prints the summaries. 
 4. diffs 3 against 2 per site (``copyhunt diff``): which copies compilation removed, kept or added.
 
 Parts: ``step`` (the CPU test's program: fused transpose-contiguous, cat, copy into a mutated input, a
-graph break, a cast Inductor removes, a copy kernel of its own, a copy Inductor adds for a convolution's
+graph break, a cast Inductor removes, an in-place add on an input (no copy), a copy kernel of its own, a copy Inductor adds for a convolution's
 transposed input, a dynamic recompile), ``llama`` (a random
 2-layer transformers Llama, ``generate()`` with a static cache and a compiled forward), ``moe`` (the
 bundled MoE baseline path, compiled). Runs on the CPU too (small sizes), which is how it was checked.
@@ -43,11 +43,12 @@ DEV = "cuda" if torch.cuda.is_available() else "cpu"
 # --- the programs -------------------------------------------------------------------------------------
 
 
-def step(x: torch.Tensor, buf: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def step(x: torch.Tensor, buf: torch.Tensor, counter: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The CPU test's program (tests/test_capture_compiled.py), unchanged."""
     y = x.t().contiguous()
     z = torch.cat([y, y * 2])
     buf.copy_(x)
+    counter.add_(1)
     torch._dynamo.graph_break()
     w = (z + 1).to(torch.float64)
     k = x.t().contiguous()
@@ -68,7 +69,8 @@ def run_step() -> tuple[Callable[[], Any], Callable[[], Any]]:
                 g = torch.Generator(device=DEV).manual_seed(i)
                 x = torch.randn(n, n, generator=g, device=DEV)
                 buf = torch.zeros(n, n, device=DEV)
-                outs.append((fn(x, buf), buf))
+                counter = torch.zeros(n, device=DEV)
+                outs.append((fn(x, buf, counter), buf, counter))
             return outs
 
         return go

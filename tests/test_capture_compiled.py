@@ -27,10 +27,11 @@ from copyhunt.analysis.diff import diff_traces
 from copyhunt.records import Trace
 
 
-def step(x: torch.Tensor, buf: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def step(x: torch.Tensor, buf: torch.Tensor, counter: torch.Tensor) -> tuple[torch.Tensor, ...]:
     y = x.t().contiguous()  # @contig
     z = torch.cat([y, y * 2])  # @cat
     buf.copy_(x)  # @copy
+    counter.add_(1)  # @inplace
     torch._dynamo.graph_break()
     w = (z + 1).to(torch.float64)  # @cast
     k = x.t().contiguous()  # @alone
@@ -48,9 +49,9 @@ def _fresh_copy(fn: types.FunctionType) -> types.FunctionType:
     return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__)
 
 
-def _inputs(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(n)
-    return torch.randn(n, n, generator=g), torch.zeros(n, n)
+    return torch.randn(n, n, generator=g), torch.zeros(n, n), torch.zeros(n)
 
 
 SHAPES = (4, 4, 4, 6, 5)  # 3 calls, then a recompile (6: dynamic graphs), then a reuse (5)
@@ -63,25 +64,23 @@ def runs() -> dict[str, object]:
     plain = torch.compile(_fresh_copy(step))
     untraced = []
     for n in SHAPES[:3]:
-        x, buf = _inputs(n)
-        untraced.append((plain(x, buf), buf))
+        x, buf, counter = _inputs(n)
+        untraced.append((plain(x, buf, counter), buf, counter))
     compiled = torch.compile(step)
     graphs_before = dynamo_utils.counters["stats"]["unique_graphs"]
     traced = []
     with copyhunt.hunt() as h:
         for n in SHAPES:
-            x, buf = _inputs(n)
-            traced.append((compiled(x, buf), buf))
+            x, buf, counter = _inputs(n)
+            traced.append((compiled(x, buf, counter), buf, counter))
     graphs = dynamo_utils.counters["stats"]["unique_graphs"] - graphs_before
     with copyhunt.hunt(compiled="eager") as e:
         for n in SHAPES[:3]:
-            x, buf = _inputs(n)
-            compiled(x, buf)
+            compiled(*_inputs(n))
     # The same compiled code outside any hunt, then under a new hunt: it still runs compiled.
-    x, buf = _inputs(4)
-    compiled(x, buf)
+    compiled(*_inputs(4))
     with copyhunt.hunt() as later:
-        compiled(x, buf)
+        compiled(*_inputs(4))
     return {"untraced": untraced, "traced": traced, "hunt": h.trace, "eager": e.trace, "later": later.trace, "graphs": graphs}
 
 
@@ -95,9 +94,9 @@ def _by_line(trace: Trace) -> dict[tuple[int, str], list]:
 
 def test_outputs_identical_with_and_without_the_hunt(runs: dict) -> None:
     # Inductor's code compiled under the hunt computes exactly what it computes without one.
-    for (out_a, buf_a), (out_b, buf_b) in zip(runs["untraced"], runs["traced"]):
+    for (out_a, buf_a, counter_a), (out_b, buf_b, counter_b) in zip(runs["untraced"], runs["traced"]):
         assert all(torch.equal(a, b) for a, b in zip(out_a, out_b))
-        assert torch.equal(buf_a, buf_b)
+        assert torch.equal(buf_a, buf_b) and torch.equal(counter_a, counter_b)
 
 
 def test_compiled_code_stays_compiled(runs: dict) -> None:
@@ -125,8 +124,10 @@ def test_surviving_copies_at_their_lines_per_execution(runs: dict) -> None:
     assert [c.bytes for c in by[(_line("alone"), "aten.clone.default")]] == sizes
     # The convolution's transposed input: a contiguous copy Inductor added on its own.
     assert [c.bytes for c in by[(_line("conv"), "inductor.copy")]] == sizes
-    # The cast is fused into the sum's kernel and never written: Inductor removed that copy.
+    # The cast is fused into the sum's kernel and never written: Inductor removed that copy. The
+    # in-place add on an input is computed straight into it: no copy (functionalization's copy_ aside).
     assert (_line("cast"), "aten._to_copy.default") not in by
+    assert not [k for k in by if k[0] == _line("inplace")]
     assert {k for k in by} == {
         (_line("contig"), "aten.clone.default"),
         (_line("cat"), "aten.cat.default"),
@@ -168,7 +169,7 @@ def test_notes_say_what_compilation_kept(runs: dict) -> None:
     assert notes == [
         "torch.compile: 4 compiled graph(s) ran 10 time(s) compiled; per execution they keep 10 copy(ies) "
         "(6 fused into computing kernels: no separate pass; 2 added by Inductor itself, op inductor.copy) and "
-        "Inductor removed 2 copy op(s) of the traced code (origin 'compiled': one record per copy per execution)"
+        "Inductor removed 4 copy op(s) of the traced code (origin 'compiled': one record per copy per execution)"
     ]
 
 
@@ -222,3 +223,56 @@ def test_verdicts_of_compiled_copies_say_what_is_known(runs: dict) -> None:
     assert copy.reason.startswith("writes a graph input in place (arg")
     alone = judged[(_line("alone"), "aten.clone.default")]
     assert alone.reason.startswith("Inductor kept it as a copy kernel of its own")
+
+
+def test_compiled_option_is_checked() -> None:
+    with pytest.raises(copyhunt.hunt.HuntOptionError, match="compiled must be one of 'compiled', 'eager', got 'fast'"):
+        copyhunt.hunt(compiled="fast")
+
+
+EAGER_SCRIPT = """\
+import torch
+
+def step(x):
+    return x.t().contiguous() * 2  # line 4
+
+f = torch.compile(step)
+f(torch.ones(4, 8))
+"""
+
+
+def test_cli_eager_flag_says_which_functions_ran_op_by_op(tmp_path, monkeypatch, capsys) -> None:
+    from copyhunt.cli import main
+    from copyhunt.records import load
+
+    monkeypatch.setenv("COLUMNS", "200")
+    script = tmp_path / "prog.py"
+    script.write_text(EAGER_SCRIPT)
+    out = tmp_path / "t.json"
+    assert main(["trace", str(script), "--eager", "--no-device-trace", "-o", str(out)]) == 0
+    trace = load(out)
+    assert [(c.site.line, c.op, c.origin) for c in trace.copies] == [(4, "aten.clone.default", "dispatch")]
+    (ran,) = trace.meta.extra["compiled"]["ran_eagerly"]
+    assert ran.startswith(f"step ({script}")
+    printed = capsys.readouterr().out
+    assert "note: compiled='eager': 1 torch.compile'd function(s) ran op by op" in printed
+
+
+def test_table_says_how_inductor_runs_the_kept_copies(runs: dict) -> None:
+    import io
+
+    from rich.console import Console
+
+    from copyhunt.report.table import render_table
+
+    buf = io.StringIO()
+    render_table(judge(runs["hunt"]), Console(file=buf, width=200, no_color=True), cwd=str(__import__("pathlib").Path(__file__).parent))
+    lines = buf.getvalue().splitlines()
+    start = lines.index("Kept by torch.compile (Inductor), per execution:")
+    section = lines[start + 1 : start + 6]
+    alone = next(line for line in section if f"test_capture_compiled.py:{_line('alone')} " in line)
+    assert alone.endswith("step: a copy kernel of its own: " + ", ".join(
+        next(c for c in runs["hunt"].copies if c.site.line == _line("alone")).extra["compiled"]["kernels"]
+    ))
+    copy = next(line for line in section if f"test_capture_compiled.py:{_line('copy')} " in line)
+    assert "fused into cpp_fused_" in copy and copy.endswith("(no separate pass); writes a graph input in place (arg1_1)")

@@ -107,6 +107,9 @@ def analyse_graph(graph_id: int, gm_graph: Any, snodes: Sequence[Any], size_hint
         extern = any(kind == "extern" for kind, _ in real)
         partners = sorted({o for _, origins in real for o in origins if o in compute})
         how = "extern" if extern else "fused" if partners else "kernel"
+        if how == "fused" and _in_place_write_back(n, partners, placeholders):
+            removed.append(n.name)
+            continue
         copies.append(graph_copy(n, how, partners, placeholders, size_hint))
     copies.extend(_added_copies(snodes, groups, by_name, compute, size_hint))
     return CompiledGraph(
@@ -116,6 +119,20 @@ def analyse_graph(graph_id: int, gm_graph: Any, snodes: Sequence[Any], size_hint
         bindings=bindings_of(nodes),
         compute=compute,
         name=f"graph {graph_id}",
+    )
+
+
+def _in_place_write_back(n: Any, partners: list[str], placeholders: set[str]) -> bool:
+    """True for the ``copy_`` functionalization puts after an in-place op on a graph input
+    (``counter.add_(1)`` becomes ``copy_(counter, add(counter, 1))``) when Inductor computes the value
+    straight into the input: the user's in-place op, no copy (an eager trace records none either)."""
+    if op_name(n.target) != "aten.copy_.default" or len(n.args) < 2:
+        return False
+    dst, src = n.args[0], n.args[1]
+    return (
+        getattr(dst, "name", None) in placeholders
+        and getattr(src, "name", None) in partners
+        and len(getattr(src, "users", ())) == 1
     )
 
 
