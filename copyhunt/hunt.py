@@ -180,13 +180,16 @@ class Hunt:
         if capture is None:
             raise HuntActiveError("stop() called on a hunt that was never started")
         compiled = self._compiled
-        compiled_out = None
         try:
             capture.stop()
-        finally:
+        except HuntActiveError:
+            raise  # stopped from another thread: nothing was stopped, the hunt goes on
+        except BaseException:
             # Inductor's config and the compiled-graph wrapper are restored whatever happened.
             if compiled is not None:
-                compiled_out = compiled.stop()
+                compiled.stop()
+            raise
+        compiled_out = compiled.stop() if compiled is not None else None
         duration = time.perf_counter() - self._t0
         notes: list[str] = []
         device = self._device
