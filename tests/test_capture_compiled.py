@@ -276,3 +276,40 @@ def test_table_says_how_inductor_runs_the_kept_copies(runs: dict) -> None:
     ))
     copy = next(line for line in section if f"test_capture_compiled.py:{_line('copy')} " in line)
     assert "fused into cpp_fused_" in copy and copy.endswith("(no separate pass); writes a graph input in place (arg1_1)")
+
+
+COMPILE_AFTER_START = """\
+import torch
+
+
+def alone(x):
+    return x.t().contiguous()  # line 5
+
+f = torch.compile(alone)
+for _ in range(2):
+    f(torch.ones(4, 8))
+"""
+
+
+def test_trace_of_a_script_that_compiles_after_the_hunt_started(tmp_path) -> None:
+    # The usual `copyhunt trace` case, in a fresh process: Inductor is not loaded when the hunt starts,
+    # so the hooks go in when Dynamo first asks the mode about compiling (not at start: that import
+    # costs seconds, which a program that never compiles must not pay).
+    import subprocess
+    import sys
+
+    from copyhunt.records import load
+
+    script = tmp_path / "prog.py"
+    script.write_text(COMPILE_AFTER_START)
+    out = tmp_path / "t.json"
+    env = {**__import__("os").environ, "PYTHONPATH": str(__import__("pathlib").Path(copyhunt.__file__).parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "copyhunt", "trace", str(script), "--no-device-trace", "-o", str(out)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    copies = load(out).copies
+    assert [(c.site.line, c.op, c.origin, c.bytes, c.extra["compiled"]["how"]) for c in copies] == [
+        (5, "aten.clone.default", "compiled", 128, "kernel")
+    ] * 2

@@ -70,17 +70,27 @@ class CompiledCapture:
         self.notes: list[str] = []
         self._restore: list[Callable[[], None]] = []
         self._provenance_done: set[int] = set()
-        self._exec_index: dict[int | None, int] = {}
+        self._installed = False
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Install the compile-time hook and the run-time wrapper; a missing hook becomes a note."""
+        """Install the hooks now if torch.compile was used already, else when Dynamo first asks the mode.
+
+        Importing Dynamo and Inductor costs seconds; a program that never compiles must not pay it. Dynamo
+        asks every active mode ``ignore_compile_internals()`` before it compiles a frame: the mode then
+        calls :func:`install_if_compiling` (``dispatch.set_compile_hook``), before the compile begins.
+        """
         global _active
         with _lock:
             _active = self
+        from copyhunt.capture import dispatch
+
+        dispatch.set_compile_hook(install_if_compiling)
+        self._restore.append(lambda: dispatch.set_compile_hook(None))
+        self._installed = False
         try:
-            self._install()
+            install_if_compiling()
         except Exception:
             self.stop()
             raise
@@ -88,11 +98,12 @@ class CompiledCapture:
     def stop(self) -> None:
         """Undo every change, in reverse order."""
         global _active
-        while self._restore:
-            self._restore.pop()()
         with _lock:
             if _active is self:
                 _active = None
+            restore, self._restore = self._restore, []
+        while restore:
+            restore.pop()()
 
     def _install(self) -> None:
         try:
@@ -107,24 +118,22 @@ class CompiledCapture:
                 "compiled graphs are not recorded (compiled graphs still run compiled)"
             )
         else:
-            user_pass = inductor_config._post_fusion_custom_pass
-            hook = _SchedulerHook(user_pass)
-            changes: dict[str, Any] = {"_post_fusion_custom_pass": hook}
+            self._set(inductor_config, "_post_fusion_custom_pass", _SchedulerHook(inductor_config._post_fusion_custom_pass))
             # A cache hit skips scheduling, hence the hook: compile afresh while the hunt runs.
-            for key, value in (("fx_graph_cache", False), ("fx_graph_remote_cache", False)):
+            for key in ("fx_graph_cache", "fx_graph_remote_cache"):
                 if hasattr(inductor_config, key):
-                    changes[key] = value
-            if hasattr(inductor_config, "trace") and hasattr(inductor_config.trace, "provenance_tracking_level"):
-                if not inductor_config.trace.provenance_tracking_level:
-                    changes["trace.provenance_tracking_level"] = 1
+                    self._set(inductor_config, key, False)
+            trace_config = getattr(inductor_config, "trace", None)
+            if trace_config is not None and hasattr(trace_config, "provenance_tracking_level"):
+                if not trace_config.provenance_tracking_level:
+                    self._set(trace_config, "provenance_tracking_level", 1)
             else:
                 self.notes.append("this torch has no Inductor provenance map: kernel names of compiled copies are unknown")
-            self._enter(inductor_config.patch(changes))
             try:
                 import torch._functorch.config as functorch_config
 
                 if hasattr(functorch_config, "enable_autograd_cache"):
-                    self._enter(functorch_config.patch(enable_autograd_cache=False))
+                    self._set(functorch_config, "enable_autograd_cache", False)
             except Exception:  # noqa: BLE001 - older torch: no AOTAutograd cache to switch off
                 pass
         original = CompiledFxGraph.__call__
@@ -143,9 +152,12 @@ class CompiledCapture:
 
         self._restore.append(restore)
 
-    def _enter(self, cm: Any) -> None:
-        cm.__enter__()
-        self._restore.append(lambda: cm.__exit__(None, None, None))
+    def _set(self, config: Any, key: str, value: Any) -> None:
+        # Plain attribute sets, not config.patch(): that keeps its prior values in a context variable,
+        # and the hooks may be installed from the thread Dynamo compiles in, then removed from the hunt's.
+        old = getattr(config, key)
+        setattr(config, key, value)
+        self._restore.append(lambda: setattr(config, key, old))
 
     # --- compile time ---------------------------------------------------------------------
 
@@ -325,6 +337,18 @@ def _join_module(outer: str | None, inner: str | None) -> str | None:
     if not inner:
         return outer
     return f"{outer}.{inner}" if outer else inner
+
+
+def install_if_compiling() -> None:
+    """Install the running hunt's compiled-graph hooks once Dynamo is loaded (cheap when done or not yet)."""
+    cc = _active
+    if cc is None or cc._installed or "torch._dynamo" not in sys.modules:
+        return
+    with _lock:
+        if cc._installed or _active is not cc:
+            return
+        cc._installed = True
+        cc._install()
 
 
 class _SchedulerHook:

@@ -34,6 +34,15 @@ class HuntActiveError(CopyhuntError):
     """A hunt was started while another one is running (hunts do not nest)."""
 
 
+_compile_hook: "Callable[[], None] | None" = None
+
+
+def set_compile_hook(hook: "Callable[[], None] | None") -> None:
+    """Call ``hook`` whenever Dynamo asks the mode about compiling (``capture/compiled.py`` installs its hooks)."""
+    global _compile_hook
+    _compile_hook = hook
+
+
 class _Marker:
     """A plan-table value for ops that are not recorded themselves."""
 
@@ -57,7 +66,13 @@ class _Mode(TorchDispatchMode):
 
     @classmethod
     def ignore_compile_internals(cls) -> bool:
-        """True: torch.compile'd code stays compiled under the hunt (``capture/compiled.py`` records it)."""
+        """True: torch.compile'd code stays compiled under the hunt (``capture/compiled.py`` records it).
+
+        Dynamo asks this before it compiles a frame: the moment to install the compile-time hooks.
+        """
+        hook = _compile_hook
+        if hook is not None:
+            hook()
         return True
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
