@@ -105,11 +105,14 @@ def test_compiled_code_stays_compiled(runs: dict) -> None:
     assert runs["graphs"] == 4
     graphs = trace.meta.extra["compiled"]["graphs"]
     assert [g["executions"] for g in graphs] == [3, 3, 2, 2]
-    # The dispatch mode saw no op inside the compiled code: only each execution as one op
-    # (inputs read, mutated inputs written, outputs allocated) and the test's own tensor factories.
+    # The dispatch mode saw no op inside the compiled code: only each execution, as two ops (its inputs
+    # read; its mutated inputs and outputs written), and the test's own tensor factories.
     g0, g1, g2, g3 = (f"compiled graph {g['graph']}" for g in graphs)
     compiled_ops = [o.op for o in trace.ops if o.op.startswith("compiled ")]
-    assert compiled_ops == [g0, g1] * 3 + [g2, g3] * 2
+    assert compiled_ops == [op for g in [g0, g1] * 3 + [g2, g3] * 2 for op in (g, f"{g} (outputs)")]
+    first, outputs = [o for o in trace.ops if o.op in (g0, f"{g0} (outputs)")][:2]  # the first execution
+    assert len(first.reads) == 3 and not first.writes  # x, buf, counter
+    assert len(outputs.writes) >= 2 and outputs.allocs  # buf and counter written, fresh outputs
     assert {o.op for o in trace.ops} - set(compiled_ops) == {"aten.randn.generator", "aten.zeros.default"}
 
 

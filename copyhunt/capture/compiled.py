@@ -193,9 +193,14 @@ class CompiledCapture:
             next(cap._seq)
         # Sizes first: the compiled code empties its (boxed) input list as it frees inputs.
         nbytes = tuple(graph.bytes_for(c, inputs) for c in graph.copies) if graph is not None else ()
-        args = list(inputs)
-        mutated = [args[i] for i in getattr(graph_self, "mutated_input_idxs", ()) if i < len(args)]
+        name = f"compiled {graph.name if graph is not None else 'graph'}"
         frame = sys._getframe(1)
+        # Two op records: the inputs read before the graph runs, its outputs and mutated inputs written
+        # after (its copies take the seqs in between). Taken apart so that no input is held while the
+        # compiled code runs (Inductor frees inputs it no longer needs early).
+        self._record(seq, name, (0, "inputs", READ), list(inputs), None, frame)
+        mutated_idx = tuple(i for i in getattr(graph_self, "mutated_input_idxs", ()) if i < len(inputs))
+        mutated = [inputs[i] for i in mutated_idx]
         mode = _pause(cap)
         try:
             if cap.copy_range is not None:
@@ -205,6 +210,8 @@ class CompiledCapture:
                 out = original(graph_self, inputs)
         finally:
             _resume(mode, cap)
+        self._record(next(cap._seq), f"{name} (outputs)", (0, "mutated", RW), mutated, out, frame)
+        del mutated
         site = cap._site(frame)
         caller = None if site is None else Frame(site.f_code.co_filename, site.f_lineno, user_function(site.f_code.co_name))
         with _lock:
@@ -219,15 +226,18 @@ class CompiledCapture:
                     caller=caller,
                 )
             )
-        if cap.record_ops:
-            name = f"compiled {graph.name if graph is not None else 'graph'}"
-            plan = Plan(name, ((0, "inputs", READ), (1, "mutated", RW)), False, False, None, None)
-            try:
-                cap._record(seq, plan, (args, mutated), {}, out, frame)
-            except Exception as exc:  # noqa: BLE001 - bookkeeping must never break the program
-                cap._internal_error(name, exc)
-        del args, mutated
         return out
+
+    def _record(self, seq: int, name: str, role: tuple[int, str, int], tensors: list[Any], out: Any, frame: Any) -> None:
+        """One op record of a compiled execution: ``tensors`` in the given role, ``out`` as outputs."""
+        cap = self.capture
+        if not cap.record_ops:
+            return
+        plan = Plan(name, (role,), out is None, False, None, None)
+        try:
+            cap._record(seq, plan, (tensors,), {}, out if out is not None else (), frame)
+        except Exception as exc:  # noqa: BLE001 - bookkeeping must never break the program
+            cap._internal_error(name, exc)
 
     # --- records --------------------------------------------------------------------------
 
