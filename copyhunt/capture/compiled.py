@@ -5,15 +5,16 @@ mode says ``ignore_compile_internals()`` so Dynamo compiles under it (with every
 it compiles: fake-tensor ops never reach the mode) and turns the mode back on for the compiled code's
 run. This module adds what the mode cannot see:
 
-- at compile time, a hook at the end of Inductor's scheduling (``config._post_fusion_custom_pass``,
+- at compile time (installed when Dynamo first asks the mode about compiling, so a program that never
+  compiles loads no Inductor), a hook at the end of Inductor's scheduling (``config._post_fusion_custom_pass``,
   chained after any pass the user set) describes each graph's surviving copies (``compiled_graph.py``);
   Inductor's FX-graph and AOTAutograd caches are switched off for the hunt (a cache hit would skip the
   hook) and its provenance map is switched on (kernel names per FX node: comments in the generated
   code, no change to what it computes);
 - at run time, ``CompiledFxGraph.__call__`` (the object every Inductor graph is called through) is
-  wrapped for the hunt: each execution records one op for the dispatch trace (it reads its inputs,
-  writes the inputs it mutates, allocates its outputs: later eager copies are judged knowing that) and
-  one copy record per surviving copy, so a graph run 10 times gives 10 records per copy. The dispatch
+  wrapped for the hunt: each execution records two ops for the dispatch trace (its inputs read; the
+  inputs it mutates written and its outputs allocated: later eager copies are judged knowing that) and,
+  between them, one copy record per surviving copy, so a graph run 10 times gives 10 records per copy. The dispatch
   mode is paused inside (the ops it would see there are Inductor's own calls, already described by the
   graph, and its autotuner's scratch clones); with a device capture, the execution is wrapped in the
   same ``copyhunt#<seq>`` range as an eager copy, which ``compiled_device.py`` joins on.
