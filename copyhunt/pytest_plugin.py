@@ -129,7 +129,8 @@ def _select(copies: "tuple[CopyRecord, ...]", limit: CopyLimit) -> "list[CopyRec
 def format_sites(copies: "list[CopyRecord]", max_sites: int = MAX_SITES) -> list[str]:
     """Lines naming each site (worst first) with its count, bytes and source text."""
     from copyhunt.analysis.diff import site_stats
-    from copyhunt.report.gate_report import human_bytes, source_line
+    from copyhunt.report.gate_report import source_line
+    from copyhunt.text import human_bytes
 
     ranked = sorted(site_stats(copies).items(), key=lambda kv: (-kv[1].count, -kv[1].bytes, kv[0]))
     lines = []

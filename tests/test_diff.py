@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from copyhunt.analysis.diff import SiteKey, SiteStats, diff_traces, display_path, site_key
+from copyhunt.analysis.diff import SiteKey, SiteStats, diff_traces, site_key
+from copyhunt.text import display_path
 from copyhunt.records import CopyRecord, DeviceTiming, Frame, Trace
 
 ROOT = "/repo"

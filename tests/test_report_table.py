@@ -10,7 +10,7 @@ from rich.console import Console
 
 from copyhunt.records import CopyRecord, DeviceTiming, Frame, Trace, TraceMeta
 from copyhunt.report.table import render_table
-from copyhunt.report.units import human_bytes, percent, short_op, short_path
+from copyhunt.text import display_path, human_bytes, percent, short_op
 
 CWD = "/home/u/proj"
 MOE = Frame(f"{CWD}/model/moe.py", 120, "forward")
@@ -230,9 +230,9 @@ def test_units():
     assert short_op("aten.cat.out") == "cat.out"
     assert short_op("aten::copy_") == "copy_"  # op names imported from torch.profiler files
     assert short_op("Memcpy DtoD") == "Memcpy DtoD"
-    assert short_path("/home/u/proj/a/b.py", "/home/u/proj") == "a/b.py"
-    assert short_path("/elsewhere/b.py", "/home/u/proj") == "/elsewhere/b.py"
-    assert short_path("rel/b.py", "/home/u/proj") == "rel/b.py"
+    assert display_path("/home/u/proj/a/b.py", "/home/u/proj") == "a/b.py"
+    assert display_path("/elsewhere/b.py", "/home/u/proj") == "/elsewhere/b.py"
+    assert display_path("rel/b.py", "/home/u/proj") == "rel/b.py"
 
 
 def test_paths_outside_cwd_show_their_import_path(tmp_path):
@@ -240,10 +240,9 @@ def test_paths_outside_cwd_show_their_import_path(tmp_path):
     import os
 
     import copyhunt
-    from copyhunt.report.units import short_path
 
     moe = os.path.join(os.path.dirname(os.path.abspath(copyhunt.__file__)), "moe", "modular.py")
-    assert short_path(moe, str(tmp_path)) == os.path.join("copyhunt", "moe", "modular.py")
+    assert display_path(moe, str(tmp_path)) == os.path.join("copyhunt", "moe", "modular.py")
     # Below the current folder, the path stays relative to it; elsewhere an unknown path stays absolute.
-    assert short_path(str(tmp_path / "a" / "b.py"), str(tmp_path)) == os.path.join("a", "b.py")
-    assert short_path("/nowhere/x.py", str(tmp_path)) == "/nowhere/x.py"
+    assert display_path(str(tmp_path / "a" / "b.py"), str(tmp_path)) == os.path.join("a", "b.py")
+    assert display_path("/nowhere/x.py", str(tmp_path)) == "/nowhere/x.py"

@@ -11,8 +11,9 @@ from __future__ import annotations
 from copyhunt.analysis.index import Fate, Range, TraceIndex
 from copyhunt.analysis.trust import Window
 from copyhunt.analysis.rules import rule
-from copyhunt.analysis.wording import ITEMSIZE, buffer, human_bytes, lossless, op_at, op_name
+from copyhunt.analysis.wording import ITEMSIZE, buffer, lossless, op_at
 from copyhunt.records import CopyRecord, Finding
+from copyhunt.text import human_bytes, op_name
 
 #: Ops whose fresh output could be a view of their input instead (clone, contiguous, same-dtype
 #: ``to``, ``repeat`` -> ``expand``...). ``cat``, padding and indexed copies are not: no view can

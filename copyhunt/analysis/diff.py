@@ -10,33 +10,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable
 
 from copyhunt.records import CopyRecord, Trace, is_eliminable
+from copyhunt.text import NO_SITE, display_path
 
 UNKNOWN_FILE = "<unknown>"
 
 #: Change statuses, in the order reports list them.
 STATUSES = ("added", "removed", "changed", "same")
-
-
-def display_path(file: str, root: str | os.PathLike[str] | None = None) -> str:
-    """``file`` relative to ``root`` (default: cwd) when under it, else after ``site-packages/``, else as is."""
-    if not file or file.startswith("<"):
-        return file  # "<string>", "<stdin>": not a path
-    path = Path(file)
-    if path.is_absolute():
-        base = Path(root) if root is not None else Path.cwd()
-        try:
-            return path.relative_to(base).as_posix()
-        except ValueError:
-            pass
-    posix = path.as_posix()
-    marker = "site-packages/"
-    if marker in posix:
-        return posix.rsplit(marker, 1)[1]
-    return posix
 
 
 @dataclass(frozen=True, order=True)
@@ -52,7 +34,7 @@ class SiteKey:
     def short(self) -> str:
         """``path:line function``, as the tables show a site (``(no source site)`` when unknown)."""
         if self.file == UNKNOWN_FILE:
-            return "(no source site)"
+            return NO_SITE
         return f"{self.file}:{self.line} {self.function}"
 
 

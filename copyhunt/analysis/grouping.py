@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from copyhunt.records import VERDICTS, CopyRecord, Frame, is_eliminable
+from copyhunt.text import NO_SITE
 
 #: The keys tables can group by (`--by`).
 GROUP_BY = ("site", "module", "region")
 
-#: Label of the group of copies that have no site / module / region.
-NO_SITE = "(no source site)"
+#: Label of the group of copies that have no module / region (no site: text.NO_SITE).
 NO_MODULE = "(no module)"
 NO_REGION = "(no region)"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from copyhunt.analysis.wording import human_bytes
 from copyhunt.records import VERDICTS, CopyRecord, Trace, is_eliminable
+from copyhunt.text import human_bytes
 
 
 @dataclass(frozen=True)

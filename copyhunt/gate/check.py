@@ -11,9 +11,10 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Iterable
 
-from copyhunt.analysis.diff import SiteKey, SiteStats, copy_bytes, diff_traces, display_path, site_stats
+from copyhunt.analysis.diff import SiteKey, SiteStats, copy_bytes, diff_traces, site_stats
 from copyhunt.gate.budget import Allow, Budget, Limit, Rule, Selector
 from copyhunt.records import COPY_KINDS, CopyRecord, Trace, is_eliminable
+from copyhunt.text import display_path
 
 #: What a violation is about.
 MEASURES = ("copies", "bytes", "eliminable", "increase")

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from copyhunt.report.gate_report import annotation
-from copyhunt.report.units import human_bytes, short_op
+from copyhunt.text import human_bytes, short_op
 
 if TYPE_CHECKING:
     from copyhunt.analysis.diff import SiteChange, SiteStats, TraceDiff

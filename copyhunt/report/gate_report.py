@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from copyhunt.report.units import human_bytes  # one formatting of sizes across every report
+from copyhunt.text import human_bytes
 
 if TYPE_CHECKING:  # report sits beside gate: it renders gate's records, never calls it
     from copyhunt.analysis.diff import SiteKey, SiteStats

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from copyhunt.records import CopyRecord, Trace
-from copyhunt.report.units import short_op
+from copyhunt.text import short_op
 
 #: Process id of the copyhunt track in the exported trace (any id not used by Kineto's own pids).
 COPYHUNT_PID = "copyhunt"

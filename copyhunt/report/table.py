@@ -19,7 +19,7 @@ from rich.text import Text
 from copyhunt.analysis import eliminable_summary
 from copyhunt.analysis.grouping import CopyGroup, group_copies, select_copies
 from copyhunt.records import CopyRecord, Trace, is_eliminable
-from copyhunt.report.units import human_bytes, percent, short_op, short_path, short_site
+from copyhunt.text import display_path, human_bytes, percent, short_op, short_site
 
 #: Rows shown by default (`--top`); 0 shows every group.
 DEFAULT_TOP = 20
@@ -251,4 +251,4 @@ def _footer(console: Console, trace: Trace, trace_path: str | None, cwd: str | N
     for note in trace.meta.notes:
         console.print(Text(f"note: {note}", style="dim"))
     if trace_path is not None:
-        console.print(Text(f"trace file: {short_path(trace_path, cwd)}"))
+        console.print(Text(f"trace file: {display_path(trace_path, cwd)}"))
