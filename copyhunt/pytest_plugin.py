@@ -173,7 +173,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     if message is not None:
         pytest.fail(message, pytrace=False)
     config = item.config
-    nbytes = sum(0 if c.noop else c.bytes for c in copies)
+    nbytes = sum(c.moved_bytes for c in copies)
     if config.getoption("copyhunt_fail_on_increase"):
         last = _cache(config).get(item.nodeid)
         if last is not None and last.get("what") == limit.describe() and len(copies) > last.get("count", 0):

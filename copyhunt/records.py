@@ -153,6 +153,16 @@ class CopyRecord:
     findings: tuple[Finding, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)  # room for additions
 
+    @property
+    def moved_bytes(self) -> int:
+        """Bytes this copy really moved: a noop copy is counted as a copy but moves nothing."""
+        return 0 if self.noop else self.bytes
+
+
+def moved_bytes(copies: Iterable[Any]) -> int:
+    """Bytes the copies really moved (noop copies move none): THE byte total of every table and budget."""
+    return sum(c.moved_bytes for c in copies)
+
 
 @dataclass(frozen=True)
 class OpRecord:
@@ -213,8 +223,8 @@ class Trace:
 
     @property
     def total_bytes(self) -> int:
-        """Bytes written by all copies that did real work."""
-        return sum(c.bytes for c in self.copies if not c.noop)
+        """Bytes moved by all copies (noop copies move none)."""
+        return moved_bytes(self.copies)
 
     def with_copies(self, copies: Iterable[CopyRecord]) -> "Trace":
         """A copy of this trace with other copy records (records are immutable)."""

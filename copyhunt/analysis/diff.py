@@ -55,11 +55,6 @@ def site_key(copy: CopyRecord, root: str | os.PathLike[str] | None = None) -> Si
     return SiteKey(display_path(copy.site.file, root), copy.site.line, copy.site.function, copy.op, copy.kind)
 
 
-def copy_bytes(copy: CopyRecord) -> int:
-    """Bytes a copy really moved: a noop copy counts as a copy but moves nothing."""
-    return 0 if copy.noop else copy.bytes
-
-
 def site_stats(copies: Iterable[CopyRecord], root: str | os.PathLike[str] | None = None) -> dict[SiteKey, SiteStats]:
     """Tally copies per site key; keys in sorted order so results are deterministic."""
     acc: dict[SiteKey, list] = {}
@@ -67,7 +62,7 @@ def site_stats(copies: Iterable[CopyRecord], root: str | os.PathLike[str] | None
         k = site_key(c, root)
         a = acc.setdefault(k, [0, 0, None, 0])
         a[0] += 1
-        a[1] += copy_bytes(c)
+        a[1] += c.moved_bytes
         if c.device is not None:
             a[2] = (a[2] or 0.0) + c.device.time_us
         a[3] += is_eliminable(c.verdict)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from copyhunt.records import VERDICTS, CopyRecord, Frame, is_eliminable
+from copyhunt.records import VERDICTS, CopyRecord, Frame, is_eliminable, moved_bytes
 from copyhunt.text import NO_SITE
 
 #: The keys tables can group by (`--by`).
@@ -108,7 +108,7 @@ def _fold(key: str, records: list[CopyRecord]) -> CopyGroup:
         key=key,
         count=len(records),
         noop_count=sum(1 for c in records if c.noop),
-        bytes=sum(c.bytes for c in records if not c.noop),
+        bytes=moved_bytes(records),
         ops=tuple(sorted({c.op for c in records})),
         kinds=tuple(sorted({c.kind for c in records})),
         device_time_us=sum(timed) if timed else None,

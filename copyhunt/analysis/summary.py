@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from copyhunt.records import VERDICTS, CopyRecord, Trace, is_eliminable
+from copyhunt.records import VERDICTS, CopyRecord, Trace, is_eliminable, moved_bytes
 from copyhunt.text import human_bytes
 
 
@@ -41,11 +41,6 @@ class EliminableSummary:
         return ", ".join(parts) + " look eliminable"
 
 
-def _moved(c: CopyRecord) -> int:
-    # A noop copy is counted but moves nothing (PyTorch returns early).
-    return 0 if c.noop else c.bytes
-
-
 def _device_us(copies: list[CopyRecord]) -> float | None:
     timed = [c.device.time_us for c in copies if c.device is not None]
     return sum(timed) if timed else None
@@ -60,13 +55,13 @@ def eliminable_summary(trace: Trace) -> EliminableSummary:
     for verdict in VERDICTS:
         members = [c for c in copies if c.verdict == verdict]
         if members:
-            groups.append(VerdictTotal(verdict, len(members), sum(_moved(c) for c in members), _device_us(members)))
+            groups.append(VerdictTotal(verdict, len(members), moved_bytes(members), _device_us(members)))
     elim_us = _device_us(elim)
     return EliminableSummary(
         copies=len(elim),
         total_copies=len(copies),
-        bytes=sum(_moved(c) for c in elim),
-        total_bytes=sum(_moved(c) for c in copies),
+        bytes=moved_bytes(elim),
+        total_bytes=moved_bytes(copies),
         device_us=(elim_us if elim_us is not None else 0.0) if any_timed else None,
         total_device_us=_device_us(copies),
         judged=any(c.verdict is not None for c in copies),

@@ -11,9 +11,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Iterable
 
-from copyhunt.analysis.diff import SiteKey, SiteStats, copy_bytes, diff_traces, site_stats
+from copyhunt.analysis.diff import SiteKey, SiteStats, diff_traces, site_stats
 from copyhunt.gate.budget import Allow, Budget, Limit, Rule, Selector
-from copyhunt.records import COPY_KINDS, CopyRecord, Trace, is_eliminable
+from copyhunt.records import COPY_KINDS, CopyRecord, Trace, is_eliminable, moved_bytes
 from copyhunt.text import display_path
 
 #: What a violation is about.
@@ -145,7 +145,7 @@ def _unit(measure: str, n: int) -> str:
 def _check_rule(rule: Rule, copies: list[CopyRecord], judged: bool, root: str | os.PathLike[str] | None) -> RuleResult:
     mine = [c for c in copies if selects(rule.selector, c, root)]
     n_copies = len(mine)
-    n_bytes = sum(copy_bytes(c) for c in mine)
+    n_bytes = moved_bytes(mine)
     n_elim = sum(is_eliminable(c.verdict) for c in mine) if judged else None
     violations = []
     for measure, limit, actual in (
@@ -169,7 +169,7 @@ def check(trace: Trace, budget: Budget, root: str | os.PathLike[str] | None = No
         for i, entry in enumerate(budget.allow):
             if selects(entry.selector, c, root):
                 allowed_counts[i][0] += 1
-                allowed_counts[i][1] += copy_bytes(c)
+                allowed_counts[i][1] += c.moved_bytes
                 break  # first matching entry owns the copy, so totals add up
         else:
             counted.append(c)

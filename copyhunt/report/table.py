@@ -18,7 +18,7 @@ from rich.text import Text
 
 from copyhunt.analysis import eliminable_summary
 from copyhunt.analysis.grouping import CopyGroup, group_copies, select_copies
-from copyhunt.records import CopyRecord, Trace, is_eliminable
+from copyhunt.records import CopyRecord, Trace, is_eliminable, moved_bytes
 from copyhunt.text import display_path, human_bytes, percent, short_op, short_site
 
 #: Rows shown by default (`--top`); 0 shows every group.
@@ -83,7 +83,7 @@ def _totals(copies: Sequence[CopyRecord]) -> _Totals:
     return _Totals(
         copies=len(copies),
         noop=sum(1 for c in copies if c.noop),
-        bytes=sum(c.bytes for c in copies if not c.noop),
+        bytes=moved_bytes(copies),
         device_us=sum(timed) if timed else None,
         judged=any(c.verdict is not None for c in copies),
     )
