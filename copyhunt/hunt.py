@@ -27,40 +27,15 @@ import torch
 import copyhunt
 from copyhunt.attribution import make_attributor
 from copyhunt.capture.dispatch import DispatchCapture, HuntActiveError
-from copyhunt.capture.regions import SEP
 from copyhunt.errors import CopyhuntError, NoDeviceError
-from copyhunt.records import COPY_KINDS, CopyRecord, Trace, TraceMeta
+from copyhunt.records import CopyRecord, Trace, TraceMeta
+from copyhunt.selection import Selection, SelectionError
 
-__all__ = ["hunt", "Hunt", "HuntActiveError", "HuntOptionError", "in_region", "describe_device"]
+__all__ = ["hunt", "Hunt", "HuntActiveError", "HuntOptionError", "describe_device"]
 
 
 class HuntOptionError(CopyhuntError):
     """A hunt option has a bad value (unknown copy kind, empty region, stack depth < 1)."""
-
-
-def _parse_kinds(kinds: Iterable[str] | str | None) -> tuple[str, ...] | None:
-    if kinds is None:
-        return None
-    if isinstance(kinds, str):
-        kinds = [k for k in kinds.split(",") if k.strip()]
-    out = tuple(k.strip() for k in kinds)
-    bad = [k for k in out if k not in COPY_KINDS]
-    if bad:
-        raise HuntOptionError(f"unknown copy kind {bad[0]!r}; valid kinds: {', '.join(COPY_KINDS)}")
-    return out
-
-
-def in_region(path: str | None, wanted: str) -> bool:
-    """True when region path ``path`` lies inside ``wanted`` at any nesting level.
-
-    ``wanted`` may itself be a path ("decode/moe"): its names must appear consecutively in ``path``.
-    """
-    if path is None:
-        return False
-    have = path.split(SEP)
-    want = wanted.split(SEP)
-    n = len(want)
-    return any(have[i : i + n] == want for i in range(len(have) - n + 1))
 
 
 def describe_device() -> str:
@@ -94,13 +69,13 @@ class Hunt:
         device_trace: bool = False,
         record_ops: bool = True,
     ) -> None:
-        if region is not None and (not isinstance(region, str) or not region.strip(SEP).strip()):
-            raise HuntOptionError(f"region must be a non-empty region name or path, got {region!r}")
+        try:
+            self.selection = Selection.parse(kinds=kinds, region=region, names={"kinds": "kinds"})
+        except SelectionError as exc:
+            raise HuntOptionError(str(exc)) from None
         if not isinstance(stack_depth, int) or isinstance(stack_depth, bool) or stack_depth < 1:
             raise HuntOptionError(f"stack_depth must be an integer >= 1, got {stack_depth!r}")
         self._moe_mark = 0
-        self.kinds = _parse_kinds(kinds)
-        self.region = region.strip(SEP) if region is not None else None
         self.stack_depth = stack_depth
         self.device_trace = bool(device_trace)
         self.record_ops = bool(record_ops)
@@ -172,16 +147,8 @@ class Hunt:
         result = capture.build(self._attribute)
         notes.extend(result.notes)
         notes.extend(_bundled_moe_notes(self._moe_mark))
-        copies = result.copies
-        if self.kinds is not None:
-            copies = [c for c in copies if c.kind in self.kinds]
-        if self.region is not None:
-            copies = [c for c in copies if in_region(c.region, self.region)]
-        filters: dict[str, Any] = {}
-        if self.kinds is not None:
-            filters["kinds"] = list(self.kinds)
-        if self.region is not None:
-            filters["region"] = self.region
+        copies = self.selection.select(result.copies)
+        filters: dict[str, Any] = self.selection.to_json()
         if self.focus:
             filters["focus"] = list(self.focus)
         if self.hide:

@@ -109,7 +109,7 @@ def test_interrupted_block() -> None:
 
 
 def test_bad_options() -> None:
-    with pytest.raises(HuntOptionError, match="unknown copy kind 'x2y'"):
+    with pytest.raises(HuntOptionError, match="kinds 'x2y' is not a copy kind"):
         hunt(kinds=["d2d", "x2y"])
     with pytest.raises(HuntOptionError, match="stack_depth"):
         hunt(stack_depth=0)

@@ -11,6 +11,7 @@ from rich.console import Console
 from copyhunt.cli import main
 from copyhunt.records import SCHEMA, CopyRecord, DeviceTiming, Frame, Trace, TraceMeta, save
 from copyhunt.report.table import render_table
+from copyhunt.selection import Selection
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +61,7 @@ def test_report_display_options(tmp_path, monkeypatch, capsys):
     save(sample_trace(), "t.json")
     assert main(["report", "t.json", "--kind", "h2d", "--by", "region", "--top", "1"]) == 0
     out = capsys.readouterr().out
-    assert out == expected_table(sample_trace(), "t.json", kinds=("h2d",), by="region", top=1)
+    assert out == expected_table(sample_trace(), "t.json", selection=Selection(kinds=("h2d",)), by="region", top=1)
     assert "1 copy, 1.0 KiB written" in out and "(no region)" in out and "decode/moe" not in out
 
 
@@ -130,7 +131,7 @@ def test_bad_options_exit_2(tmp_path, monkeypatch, capsys):
     save(sample_trace(), "t.json")
     assert main(["report", "t.json", "--kind", "d2d,x2y"]) == 2
     assert capsys.readouterr().err == (
-        "copyhunt: error: --kind 'd2d,x2y': unknown kind 'x2y'; expected a comma-separated list of d2d, h2d, d2h, p2p\n"
+        "copyhunt: error: --kind 'x2y' is not a copy kind (valid: d2d, h2d, d2h, p2p)\n"
     )
     assert main(["report", "t.json", "--by", "file"]) == 2
     assert "Invalid value for '--by'" in capsys.readouterr().err

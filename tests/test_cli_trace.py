@@ -154,7 +154,7 @@ def test_existing_output_is_untouched_without_force(tmp_path, capsys):
         (["trace", "missing.py"], "no such script: missing.py"),
         (["trace", "-m", "no_such_module_xyz"], "no module named 'no_such_module_xyz' (is it installed, or on sys.path?)"),
         (["trace", "chtrace.work:nothing"], "module 'chtrace.work' has no function 'nothing'"),
-        (["trace", "s.py", "--kind", "d2d,bogus"], "--kind 'd2d,bogus': unknown kind 'bogus'; expected a comma-separated list of d2d, h2d, d2h, p2p"),
+        (["trace", "s.py", "--kind", "d2d,bogus"], "--kind 'bogus' is not a copy kind (valid: d2d, h2d, d2h, p2p)"),
     ],
 )
 def test_bad_input_exits_2_in_one_line_without_a_trace(tpkg, capsys, argv, message):

@@ -7,7 +7,8 @@ import io
 from rich.console import Console
 
 from copyhunt.analysis.diff import diff_traces
-from copyhunt.gate.budget import Allow, Budget, Limit, Rule, Selector
+from copyhunt.gate.budget import Allow, Budget, Limit, Rule
+from copyhunt.selection import Selection
 from copyhunt.gate.check import check
 from copyhunt.records import CopyRecord, DeviceTiming, Frame, Trace
 from copyhunt.report.diff_report import render_diff_text
@@ -32,10 +33,10 @@ def test_gate_text_exact():
     trace = Trace(copies=(_copy(3, 2048), _copy(3, 2048), _copy(7, 100, kind="h2d")))
     budget = Budget(
         rules=(
-            Rule("d2d", Selector(kinds=("d2d",)), max_copies=Limit(1), max_bytes=Limit(8192)),
-            Rule("all copies", Selector(), max_eliminable=Limit(0)),
+            Rule("d2d", Selection(kinds=("d2d",)), max_copies=Limit(1), max_bytes=Limit(8192)),
+            Rule("all copies", Selection(), max_eliminable=Limit(0)),
         ),
-        allow=(Allow(Selector(kinds=("h2d",)), "inputs go up once"),),
+        allow=(Allow(Selection(kinds=("h2d",)), "inputs go up once"),),
     )
     console = _console()
     # m.py does not exist here, so no source lines are printed.

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from copyhunt.records import CopyRecord, DeviceTiming, Frame, Trace, TraceMeta
+from copyhunt.selection import Selection
 from copyhunt.report.table import render_table
 from copyhunt.text import display_path, human_bytes, percent, short_op
 
@@ -189,11 +190,11 @@ def test_group_by_module_and_display_filters():
     assert "Module " in out
     # layers.0.moe: 4096 + 2048 = 6.0 KiB of 7.0 KiB = 85.7%.
     assert "layers.0.moe" in out and "6.0 KiB  85.7%" in out
-    shown = render(trace, 100, kinds=("d2d",), region="decode")
+    shown = render(trace, 100, selection=Selection(kinds=("d2d",), region="decode"))
     # Only seq 1 and 2 match; totals are over what is shown: 6.0 KiB.
     assert "copies   2 copies, 6.0 KiB written" in shown
     assert "filters  showing kind=d2d, region=decode" in shown
-    assert "No copies match the filters." in render(trace, 100, region="nowhere")
+    assert "No copies match the filters." in render(trace, 100, selection=Selection(region="nowhere"))
 
 
 def test_empty_trace():

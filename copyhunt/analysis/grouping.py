@@ -1,13 +1,13 @@
-"""Grouping and selecting copy records for display: pure, deterministic functions, no printing.
+"""Grouping copy records for display: pure, deterministic functions, no printing.
 
 `group_copies(copies, by=...)` folds copy records into one `CopyGroup` per source site, module or
-region; `select_copies` applies the display filters (`--kind`, `--region`) of `copyhunt report`.
+region (which copies are shown is a `copyhunt.selection.Selection`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from copyhunt.records import VERDICTS, CopyRecord, Frame, is_eliminable, moved_bytes
 from copyhunt.text import NO_SITE
@@ -68,33 +68,6 @@ def strongest_verdict(verdicts: Iterable[str | None]) -> str | None:
     if not present:
         return None
     return min(present, key=lambda v: (rank.get(v, len(VERDICTS)), v))
-
-
-def region_matches(region: str | None, wanted: str) -> bool:
-    """True when region path ``region`` lies inside ``wanted`` at any nesting level.
-
-    ``"decode/moe"`` is inside ``"decode"``, ``"moe"`` and ``"decode/moe"`` (``wanted``'s parts must
-    appear as a contiguous run of the path's parts), but not inside ``"mo"``.
-    """
-    if region is None:
-        return False
-    parts = region.split("/")
-    want = [p for p in wanted.split("/") if p]
-    if not want:
-        return False
-    n = len(want)
-    return any(parts[i : i + n] == want for i in range(len(parts) - n + 1))
-
-
-def select_copies(
-    copies: Iterable[CopyRecord], kinds: Sequence[str] | None = None, region: str | None = None
-) -> tuple[CopyRecord, ...]:
-    """The copies of the given kinds (None: all) inside region ``region`` (None: anywhere)."""
-    return tuple(
-        c
-        for c in copies
-        if (kinds is None or c.kind in kinds) and (region is None or region_matches(c.region, region))
-    )
 
 
 def _fold(key: str, records: list[CopyRecord]) -> CopyGroup:

@@ -8,11 +8,10 @@ from typing import Optional
 
 import typer
 
-from copyhunt.analysis.grouping import select_copies
 from copyhunt.cli.app import app
 from copyhunt.cli.console import stdout_console
 from copyhunt.cli.trace_cmd import BY_OPTION, JSON_OPTION, KIND_OPTION, REGION_OPTION, TOP_OPTION, GroupBy
-from copyhunt.cli.tracing import parse_kinds
+from copyhunt.cli.tracing import parse_selection
 from copyhunt.errors import OutputExistsError
 from copyhunt.importers import load_any
 from copyhunt.report.json_out import render_json
@@ -34,19 +33,16 @@ def report_command(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --perfetto file."),
 ) -> int:
     """Render FILE; exit 2 (one line) when it is missing, truncated, foreign or from a newer copyhunt."""
-    kinds = parse_kinds(kind)
+    selection = parse_selection(kind, region)
     if perfetto is not None and perfetto.exists() and not force:
         raise OutputExistsError(f"--perfetto {perfetto}: file exists; pass --force to overwrite it")
     trace = load_any(file)
-    if kinds is not None or region is not None:
-        selected = trace.with_copies(select_copies(trace.copies, kinds=kinds, region=region))
-    else:
-        selected = trace
+    selected = trace if selection.everything else trace.with_copies(selection.select(trace.copies))
     if perfetto is not None:
         written = write_perfetto(selected, perfetto)
         print(f"copyhunt: timeline written to {written} (open it in ui.perfetto.dev)", file=sys.stderr)
     if json_output:
         render_json(selected, stdout_console())
     else:
-        render_table(trace, stdout_console(), by=by.value, top=top, kinds=kinds, region=region, trace_path=str(file))
+        render_table(trace, stdout_console(), by=by.value, top=top, selection=selection, trace_path=str(file))
     return 0

@@ -11,7 +11,7 @@ import typer
 
 from copyhunt.cli.app import app
 from copyhunt.cli.console import stdout_console
-from copyhunt.cli.tracing import parse_kinds, resolve_output, trace_target
+from copyhunt.cli.tracing import parse_selection, resolve_output, trace_target
 from copyhunt.report.json_out import render_json
 from copyhunt.report.table import DEFAULT_TOP, render_table
 from copyhunt.targets import DEFAULT_TARGET, parse_target
@@ -71,15 +71,14 @@ def trace_command(
     ),
 ) -> int:
     """Trace a target; exit 0, or 3 if it raised (130 on Ctrl-C) with the partial trace saved."""
-    kinds = parse_kinds(kind)
+    selection = parse_selection(kind, region)
     parsed = parse_target(target, module, args or ())
     path = resolve_output(output, parsed, force)
     run = trace_target(
         parsed,
         path,
         force=force,
-        kinds=kinds,
-        region=region,
+        selection=selection,
         focus=focus or (),
         hide=hide or (),
         device_trace=device_trace,

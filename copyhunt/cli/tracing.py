@@ -25,7 +25,8 @@ from copyhunt.errors import (
     OutputExistsError,
     TargetNotFoundError,
 )
-from copyhunt.records import COPY_KINDS, Trace, save
+from copyhunt.records import Trace, save
+from copyhunt.selection import Selection
 from copyhunt.targets import Target, TargetExit
 
 
@@ -46,18 +47,9 @@ class TraceRun(NamedTuple):
         return EXIT_TARGET_FAILED
 
 
-def parse_kinds(value: str | None) -> tuple[str, ...] | None:
-    """``"d2d,h2d"`` -> ``("d2d", "h2d")``; None means every kind; unknown kinds fail with one line."""
-    if value is None:
-        return None
-    kinds = tuple(dict.fromkeys(k.strip().lower() for k in value.split(",") if k.strip()))
-    bad = [k for k in kinds if k not in COPY_KINDS]
-    if bad or not kinds:
-        raise CopyhuntError(
-            f"--kind {value!r}: unknown kind {', '.join(map(repr, bad)) or '(empty)'}; "
-            f"expected a comma-separated list of {', '.join(COPY_KINDS)}"
-        )
-    return kinds
+def parse_selection(kind: str | None, region: str | None) -> Selection:
+    """``--kind`` / ``--region`` as a Selection; a bad value fails with one line naming the option."""
+    return Selection.parse(kinds=kind, region=region, names={"kinds": "--kind", "region": "--region"})
 
 
 def default_output(target: Target, directory: str | os.PathLike[str] = ".") -> Path:
@@ -89,8 +81,7 @@ def trace_target(
     output: Path,
     *,
     force: bool = False,
-    kinds: Sequence[str] | None = None,
-    region: str | None = None,
+    selection: Selection | None = None,
     focus: Sequence[str] = (),
     hide: Sequence[str] = (),
     device_trace: bool | None = None,
@@ -112,9 +103,10 @@ def trace_target(
         import torch
 
         device_trace = bool(torch.cuda.is_available())
+    selection = selection or Selection()
     h = hunt(
-        kinds=tuple(kinds) if kinds is not None else None,
-        region=region,
+        kinds=selection.kinds,
+        region=selection.region,
         focus=tuple(focus),
         hide=tuple(hide),
         stack_depth=stack_depth,
@@ -145,7 +137,7 @@ def trace_target(
         else:  # GeneratorExit and other oddities: not ours to interpret
             raise
         error = _without_frames(exc)
-    trace = _describe(h.trace, target, error, kinds, region)
+    trace = _describe(h.trace, target, error, selection)
     trace = _judge(trace, err)
     return TraceRun(trace, _save(trace, output, force), error)
 
@@ -230,9 +222,7 @@ def _maybe_stdout_to_stderr(enabled: bool) -> Iterator[None]:
         yield
 
 
-def _describe(
-    trace: Trace, target: Target, error: BaseException | None, kinds: Sequence[str] | None, region: str | None
-) -> Trace:
+def _describe(trace: Trace, target: Target, error: BaseException | None, selection: Selection) -> Trace:
     """Fill what only the runner knows: the target, its argv, why the run is incomplete, the filters."""
     meta = trace.meta
     changes: dict[str, Any] = {}
@@ -246,8 +236,7 @@ def _describe(
         # The hunt saw an exception class; "target exited with status 5" says what happened.
         changes["error"] = _one_line(error)
     if not meta.filters:
-        filters = {"kinds": list(kinds) if kinds is not None else None, "region": region}
-        changes["filters"] = {k: v for k, v in filters.items() if v is not None}
+        changes["filters"] = selection.to_json()
     if not changes:
         return trace
     return dataclasses.replace(trace, meta=dataclasses.replace(meta, **changes))

@@ -1,6 +1,6 @@
 """The CI regression gate: budgets parsed into objects, and ``check()`` returning violations (no exit codes)."""
 
-from copyhunt.gate.budget import Allow, Budget, Limit, Rule, Selector, load_budget, parse_budget
+from copyhunt.gate.budget import Allow, Budget, Limit, Rule, load_budget, parse_budget
 from copyhunt.gate.check import GateResult, Violation, check, check_increase, find_budget, merge
 
 __all__ = [
@@ -8,7 +8,6 @@ __all__ = [
     "Budget",
     "Limit",
     "Rule",
-    "Selector",
     "load_budget",
     "parse_budget",
     "GateResult",

@@ -7,61 +7,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Iterable
 
 from copyhunt.analysis.diff import SiteKey, SiteStats, diff_traces, site_stats
-from copyhunt.gate.budget import Allow, Budget, Limit, Rule, Selector
+from copyhunt.gate.budget import Allow, Budget, Limit, Rule
 from copyhunt.records import COPY_KINDS, CopyRecord, Trace, is_eliminable, moved_bytes
-from copyhunt.text import display_path
 
 #: What a violation is about.
 MEASURES = ("copies", "bytes", "eliminable", "increase")
-
-
-def region_matches(region: str | None, pattern: str) -> bool:
-    """True when ``region`` lies inside a region matching ``pattern`` at any nesting level.
-
-    ``"moe"`` matches ``"moe"``, ``"decode/moe"`` and ``"decode/moe/experts"``; ``"decode/*"`` matches
-    ``"decode/moe"``. Copies outside every region (None) match no pattern.
-    """
-    if not region:
-        return False
-    parts = region.split("/")
-    n = len(parts)
-    return any(fnmatchcase("/".join(parts[i:j]), pattern) for i in range(n) for j in range(i + 1, n + 1))
-
-
-def site_matches(copy: CopyRecord, pattern: str, root: str | os.PathLike[str] | None = None) -> bool:
-    """True when the site's file (shown relative to root, or absolute) or ``file:line`` matches the glob.
-
-    A file outside ``root`` keeps its absolute path; a relative pattern then matches its trailing part
-    (``copyhunt/moe/*`` matches ``/elsewhere/copyhunt/moe/modular.py``), so a budget written for the
-    repository still applies when the gate runs from another directory.
-    """
-    if copy.site is None:
-        return False
-    shown = display_path(copy.site.file, root)
-    candidates = (shown, copy.site.file, f"{shown}:{copy.site.line}", f"{copy.site.file}:{copy.site.line}")
-    if any(fnmatchcase(c, pattern) for c in candidates):
-        return True
-    if shown.startswith("/") and not pattern.startswith(("/", "*")):
-        return fnmatchcase(shown, f"*/{pattern}") or fnmatchcase(f"{shown}:{copy.site.line}", f"*/{pattern}")
-    return False
-
-
-def selects(selector: Selector, copy: CopyRecord, root: str | os.PathLike[str] | None = None) -> bool:
-    """True when ``copy`` is one of the copies ``selector`` is about."""
-    if selector.kinds is not None and copy.kind not in selector.kinds:
-        return False
-    if selector.region is not None and not region_matches(copy.region, selector.region):
-        return False
-    if selector.op is not None and not fnmatchcase(copy.op, selector.op):
-        return False
-    if selector.site is not None and not site_matches(copy, selector.site, root):
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -143,7 +97,7 @@ def _unit(measure: str, n: int) -> str:
 
 
 def _check_rule(rule: Rule, copies: list[CopyRecord], judged: bool, root: str | os.PathLike[str] | None) -> RuleResult:
-    mine = [c for c in copies if selects(rule.selector, c, root)]
+    mine = [c for c in copies if rule.selector.matches(c, root)]
     n_copies = len(mine)
     n_bytes = moved_bytes(mine)
     n_elim = sum(is_eliminable(c.verdict) for c in mine) if judged else None
@@ -167,7 +121,7 @@ def check(trace: Trace, budget: Budget, root: str | os.PathLike[str] | None = No
     counted = []
     for c in trace.copies:
         for i, entry in enumerate(budget.allow):
-            if selects(entry.selector, c, root):
+            if entry.selector.matches(c, root):
                 allowed_counts[i][0] += 1
                 allowed_counts[i][1] += c.moved_bytes
                 break  # first matching entry owns the copy, so totals add up

@@ -17,8 +17,9 @@ from rich.table import Table
 from rich.text import Text
 
 from copyhunt.analysis import eliminable_summary
-from copyhunt.analysis.grouping import CopyGroup, group_copies, select_copies
+from copyhunt.analysis.grouping import CopyGroup, group_copies
 from copyhunt.records import CopyRecord, Trace, is_eliminable, moved_bytes
+from copyhunt.selection import Selection
 from copyhunt.text import display_path, human_bytes, percent, short_op, short_site
 
 #: Rows shown by default (`--top`); 0 shows every group.
@@ -44,15 +45,14 @@ def render_table(
     *,
     by: str = "site",
     top: int = DEFAULT_TOP,
-    kinds: Sequence[str] | None = None,
-    region: str | None = None,
+    selection: Selection | None = None,
     trace_path: str | None = None,
     cwd: str | None = None,
 ) -> None:
-    """Print header, table and footer for ``trace``; ``kinds`` / ``region`` narrow what is shown."""
-    copies = select_copies(trace.copies, kinds=kinds, region=region)
+    """Print header, table and footer for ``trace``; ``selection`` narrows what is shown."""
+    copies = selection.select(trace.copies, cwd) if selection is not None else trace.copies
     totals = _totals(copies)
-    console.print(_header(trace, copies, totals, kinds, region))
+    console.print(_header(trace, copies, totals, selection))
     groups = group_copies(copies, by=by)
     if not groups:
         console.print()
@@ -93,8 +93,7 @@ def _header(
     trace: Trace,
     selected: Sequence[CopyRecord],
     totals: _Totals,
-    kinds: Sequence[str] | None,
-    region: str | None,
+    selection: Selection | None,
 ) -> Table:
     """Key/value lines: target, device, copies and bytes, eliminable summary, status."""
     meta = trace.meta
@@ -121,7 +120,7 @@ def _header(
     if totals.judged:
         # One definition of "eliminable" for every output: the analysis' summary line.
         grid.add_row("eliminable", eliminable_summary(trace.with_copies(selected)).line())
-    filters = _filters_line(meta.filters, kinds, region)
+    filters = _filters_line(meta.filters, selection)
     if filters:
         grid.add_row("filters", filters)
     if meta.complete:
@@ -131,17 +130,12 @@ def _header(
     return grid
 
 
-def _filters_line(recorded: Mapping[str, Any], kinds: Sequence[str] | None, region: str | None) -> str:
+def _filters_line(recorded: Mapping[str, Any], selection: Selection | None) -> str:
     """Filters applied while tracing (from the file) and while showing (report options)."""
     parts = [f"{k}={_plain_value(v)}" for k, v in sorted(recorded.items()) if v not in (None, "", [], ())]
-    shown = []
-    if kinds is not None:
-        shown.append(f"kind={','.join(kinds)}")
-    if region is not None:
-        shown.append(f"region={region}")
     line = ", ".join(parts)
-    if shown:
-        line += ("; " if line else "") + "showing " + ", ".join(shown)
+    if selection is not None and not selection.everything:
+        line += ("; " if line else "") + "showing " + selection.describe(", ")
     return line
 
 
