@@ -10,7 +10,8 @@ import torch
 import copyhunt
 from copyhunt.capture.regions import RegionNameError, current_region, region
 from copyhunt.errors import CopyhuntError
-from copyhunt.hunt import hunt, in_region
+from copyhunt.hunt import hunt
+from copyhunt.selection import region_matches
 
 
 def test_nested_regions_label_records() -> None:
@@ -98,13 +99,13 @@ def test_bad_region_names() -> None:
     assert issubclass(RegionNameError, CopyhuntError)
 
 
-def test_in_region() -> None:
-    assert in_region("decode/moe/experts", "moe")
-    assert in_region("decode/moe/experts", "moe/experts")
-    assert in_region("decode/moe/experts", "decode/moe/experts")
-    assert not in_region("decode/moe/experts", "decode/experts")  # not consecutive
-    assert not in_region("decode/moex", "moe")  # whole names only
-    assert not in_region(None, "moe")
+def test_region_matches() -> None:
+    assert region_matches("decode/moe/experts", "moe")
+    assert region_matches("decode/moe/experts", "moe/experts")
+    assert region_matches("decode/moe/experts", "decode/moe/experts")
+    assert not region_matches("decode/moe/experts", "decode/experts")  # not consecutive
+    assert not region_matches("decode/moex", "moe")  # whole names only
+    assert not region_matches(None, "moe")
 
 
 def test_hunt_region_filter_keeps_records_at_any_depth() -> None:
