@@ -105,7 +105,7 @@ def main() -> int:
         torch.cuda.synchronize()
         r = time.perf_counter() - t0
         trace = h.stop()  # Kineto stop + export + parse + join
-        breakdown.append(trace.meta.extra["device_join"]["timings_ms"])
+        breakdown.append(trace.meta.device_join["timings_ms"])
         return r * 1e3, (time.perf_counter() - t0) * 1e3
 
     rows = {}

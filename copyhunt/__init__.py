@@ -4,7 +4,7 @@ Public API::
 
     with copyhunt.hunt() as h:          # record every copy (and every op's storage accesses)
         model(x)
-    h.trace.copies                      # copyhunt.records.CopyRecord, one per copy executed
+    h.copies                            # copyhunt.Copy: record, device time, verdict (one per copy)
 
     with copyhunt.region("moe"):        # label records; also a profiler / NVTX range
         ...
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from copyhunt.records import CopyRecord, Trace
-from copyhunt.records import load as load_trace
-from copyhunt.records import save as save_trace
+from copyhunt.records import Copy, CopyRecord, Trace
+from copyhunt.tracefile import load as load_trace
+from copyhunt.tracefile import save as save_trace
 
 __version__ = "0.1.0"
 
-__all__ = ["hunt", "region", "Trace", "CopyRecord", "load_trace", "save_trace", "__version__"]
+__all__ = ["hunt", "region", "Trace", "Copy", "CopyRecord", "load_trace", "save_trace", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from copyhunt.capture.regions import region

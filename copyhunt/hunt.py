@@ -2,8 +2,8 @@
 
     with copyhunt.hunt() as h:
         model(x)
-    h.copies          # CopyRecord per copy, attributed to the user's source line
-    h.trace           # records.Trace: copies, every op's storage accesses, storages, meta
+    h.copies          # records.Copy per copy: attributed to the user's line, with its verdict
+    h.trace           # records.Trace: every copy, every op's storage accesses, storages, meta
 
 It wires the dispatch capture (``copyhunt.capture.dispatch``), attribution (``copyhunt.attribution``)
 and, when asked, the device capture (``copyhunt.capture.device``, imported lazily).
@@ -28,8 +28,9 @@ import copyhunt
 from copyhunt.attribution import make_attributor
 from copyhunt.capture.dispatch import DispatchCapture, HuntActiveError
 from copyhunt.errors import CopyhuntError, NoDeviceError
-from copyhunt.records import CopyRecord, Trace, TraceMeta
+from copyhunt.records import Copy, Trace, TraceMeta
 from copyhunt.selection import Selection, SelectionError
+from copyhunt.view import TraceView, view
 
 __all__ = ["hunt", "Hunt", "HuntActiveError", "HuntOptionError", "describe_device"]
 
@@ -83,6 +84,8 @@ class Hunt:
         self.focus = self._rule.focus
         self.hide = self._rule.hide
         self.trace: Trace | None = None
+        self._view: TraceView | None = None
+        self._viewed: Trace | None = None  # the trace _view was made from
         self._capture: DispatchCapture | None = None
         self._started = False
         self._device: Any = None
@@ -92,11 +95,21 @@ class Hunt:
     # --- results -------------------------------------------------------------------------
 
     @property
-    def copies(self) -> tuple[CopyRecord, ...]:
-        """The copy records of the finished hunt (after the kind / region filters)."""
+    def copies(self) -> tuple[Copy, ...]:
+        """The copies of the finished hunt the hunt's selection is about, judged (``view.copies``)."""
+        return self.view.copies
+
+    @property
+    def view(self) -> TraceView:
+        """The finished hunt as a reader sees it: judged, narrowed to its ``kinds`` / ``region``."""
         if self.trace is None:
             raise HuntOptionError("the hunt has not finished yet: read .copies after the with-block (or after stop())")
-        return self.trace.copies
+        if self._view is None or self._viewed is not self.trace:
+            from copyhunt.analysis import ensure_judged  # the analysis loads only for a reader
+
+            self._viewed = self.trace
+            self._view = view(ensure_judged(self.trace), self.selection)
+        return self._view
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -147,12 +160,6 @@ class Hunt:
         result = capture.build(self._attribute)
         notes.extend(result.notes)
         notes.extend(_bundled_moe_notes(self._moe_mark))
-        copies = self.selection.select(result.copies)
-        filters: dict[str, Any] = self.selection.to_json()
-        if self.focus:
-            filters["focus"] = list(self.focus)
-        if self.hide:
-            filters["hide"] = list(self.hide)
         if not self.record_ops:
             notes.append("copies only (record_ops=False): no per-op records, so verdicts that need them cannot be judged")
         meta = TraceMeta(
@@ -164,10 +171,14 @@ class Hunt:
             duration_s=round(duration, 6),
             complete=error is None,
             error=None if error is None else _one_line(error),
-            filters=filters,
+            focus=tuple(self.focus),
+            hide=tuple(self.hide),
+            view=self.selection.to_json(),
+            ops_complete=self.record_ops,
             notes=tuple(notes),
         )
-        trace = Trace(meta=meta, copies=tuple(copies), ops=tuple(result.ops), storages=tuple(result.storages))
+        # Every copy is kept: the selection is a view over the capture (recorded in meta.view).
+        trace = Trace(meta=meta, copies=tuple(result.copies), ops=tuple(result.ops), storages=tuple(result.storages))
         if device is not None:
             try:
                 trace = device.join(trace)

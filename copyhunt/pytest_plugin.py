@@ -24,7 +24,7 @@ import pytest
 
 if TYPE_CHECKING:
     from copyhunt.hunt import Hunt
-    from copyhunt.records import CopyRecord, Trace
+    from copyhunt.records import Copy, Trace
     from copyhunt.selection import Selection
 
 MARKER = "limit_copies"
@@ -107,11 +107,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError("\n".join(errors))
 
 
-def _select(copies: "tuple[CopyRecord, ...]", limit: CopyLimit) -> "list[CopyRecord]":
-    return list(limit.selection.select(copies))
+def _select(trace: "Trace", limit: CopyLimit) -> "list[Copy]":
+    # Counting needs no verdicts: the trace is viewed as captured (judging would cost every marked test).
+    from copyhunt.view import view
+
+    return list(view(trace, limit.selection).copies)
 
 
-def format_sites(copies: "list[CopyRecord]", max_sites: int = MAX_SITES) -> list[str]:
+def format_sites(copies: "list[Copy]", max_sites: int = MAX_SITES) -> list[str]:
     """Lines naming each site (worst first) with its count, bytes and source text."""
     from copyhunt.analysis.diff import site_stats
     from copyhunt.report.gate_report import source_line
@@ -129,7 +132,7 @@ def format_sites(copies: "list[CopyRecord]", max_sites: int = MAX_SITES) -> list
     return lines
 
 
-def limit_failure(copies: "list[CopyRecord]", limit: CopyLimit) -> str | None:
+def limit_failure(copies: "list[Copy]", limit: CopyLimit) -> str | None:
     """None within the limit, else the failure message (one headline, then the sites)."""
     if len(copies) <= limit.n:
         return None
@@ -138,10 +141,10 @@ def limit_failure(copies: "list[CopyRecord]", limit: CopyLimit) -> str | None:
 
 
 @contextmanager
-def _traced(kinds: tuple[str, ...] | None) -> "Iterator[Hunt]":
+def _traced() -> "Iterator[Hunt]":
     from copyhunt.hunt import hunt
 
-    with hunt(kinds=kinds) as h:
+    with hunt() as h:
         yield h
 
 
@@ -151,9 +154,9 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     limit = item.stash.get(_LIMIT, None)
     if limit is None:
         return (yield)
-    with _traced(limit.selection.kinds) as h:
+    with _traced() as h:
         result = yield  # a raising test raises here: its own failure wins, nothing is checked
-    copies = _select(h.trace.copies, limit)
+    copies = _select(h.trace, limit)
     message = limit_failure(copies, limit)
     if message is not None:
         pytest.fail(message, pytrace=False)
@@ -198,9 +201,9 @@ class CopyhuntFixture:
             limit = parse_limit((n,), {"kind": kind, "region": region, "site": site, "op": op})
         except ValueError as exc:
             raise pytest.UsageError(f"copyhunt.limit_copies: {exc}") from None
-        with _traced(limit.selection.kinds) as h:
+        with _traced() as h:
             yield h
-        message = limit_failure(_select(h.trace.copies, limit), limit)
+        message = limit_failure(_select(h.trace, limit), limit)
         if message is not None:
             pytest.fail(message, pytrace=False)
 
@@ -220,7 +223,7 @@ class CopyhuntFixture:
               op: str | None = None) -> int:
         """How many copies of a trace match, with the marker's meaning of kind / region / site / op."""
         limit = parse_limit((0,), {"kind": kind, "region": region, "site": site, "op": op})
-        return len(_select(trace.copies, limit))
+        return len(_select(trace, limit))
 
 
 @pytest.fixture

@@ -128,7 +128,7 @@ def test_hunt_default_focus_and_hide(helper_module) -> None:  # type: ignore[no-
     # the per-op site follows the same rule
     (op,) = [o for o in h.trace.ops if o.is_copy]
     assert op.site == c.site
-    assert h.trace.meta.filters == {"hide": ["*/ch_attr_helper.py"]}
+    assert (h.trace.meta.hide, h.trace.meta.focus) == (("*/ch_attr_helper.py",), ())
 
     with hunt(focus=["*/test_attribution.py"]) as h:
         call_line = _line(); helper_module.dup(x)  # fmt: skip

@@ -119,7 +119,7 @@ def test_cat_and_stack(x: torch.Tensor, name: str, expected_op: str) -> None:
     c, line = only_copy(run)
     # two 96-byte inputs -> 192 bytes written
     assert (c.op, c.bytes, c.site.line) == (expected_op, 192, line)
-    assert c.extra["src_storages"] == [c.src_storage, c.src_storage]  # the same x twice
+    assert c.src_storages == (c.src_storage, c.src_storage)  # the same x twice
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,9 @@ def test_hunt_opens_one_bridge_range_per_copy(monkeypatch: pytest.MonkeyPatch, t
         d = a + 1  # noqa: F841 - not a copy: no range
     seqs = sorted(x.seq for x in h.copies)
     assert len(seqs) == 2
-    kt = kineto.load(h.trace.meta.extra["kineto_trace"])
+    kt = kineto.load(h.trace.meta.kineto_trace)
     assert sorted(int(e.name.split("#")[1]) for e in kt.bridge) == seqs
     # No GPU events on the CPU: nothing joined, GPU time 0, copies untouched.
     assert h.trace.meta.gpu_time_us == 0 and all(x.device is None for x in h.copies)
-    assert h.trace.meta.extra["device_join"]["joined"] == 0
+    assert h.trace.meta.device_join["joined"] == 0
     assert not device.bridge_active()

@@ -37,7 +37,7 @@ def test_eager_copies_get_device_events_and_gpu_time() -> None:
     assert tr.device is not None and "copy_kernel" in tr.device.name
     gpu = h.trace.meta.gpu_time_us
     assert gpu is not None and gpu >= mc.device.time_us + cast.device.time_us + tr.device.time_us > 0
-    assert h.trace.meta.extra["device_join"]["joined"] == 3
+    assert h.trace.meta.device_join["joined"] == 3
 
 
 def test_graph_with_two_copies_replayed_three_times_gives_six_copies_at_two_lines() -> None:

@@ -8,21 +8,18 @@ from copyhunt.gate.budget import Allow, Budget, Limit, Rule
 from copyhunt.selection import Selection
 from copyhunt.gate.check import check, check_increase
 from copyhunt.selection import region_matches, site_matches
-from copyhunt.records import CopyRecord, DeviceTiming, Frame, Trace, TraceMeta
+from factories import copy, trace
+from copyhunt.records import Copy, DeviceTiming, Frame, Trace, TraceMeta
 
 ROOT = "/repo"
 
 
-def _copy(line: int, nbytes: int = 100, kind: str = "d2d", file: str = "/repo/pkg/model.py", region: str | None = None,
-          op: str = "aten.copy_.default", verdict: str | None = None, noop: bool = False, seq: int = 0) -> CopyRecord:
-    return CopyRecord(
-        seq=seq, op=op, kind=kind, bytes=nbytes, noop=noop, src_device="cpu", dst_device="cpu", shape=(nbytes // 4,),
-        dtype="torch.float32", site=Frame(file, line, "forward"), region=region, verdict=verdict,
-    )
+def _copy(line: int, nbytes: int = 100, file: str = "/repo/pkg/model.py", **kw) -> Copy:
+    return copy(0, nbytes, site=Frame(file, line, "forward"), **kw)
 
 
-def _trace(*copies: CopyRecord, complete: bool = True) -> Trace:
-    return Trace(meta=TraceMeta(complete=complete, error=None if complete else "target raised ValueError"), copies=copies)
+def _trace(*copies: Copy, complete: bool = True) -> Trace:
+    return trace(*copies, meta=TraceMeta(complete=complete, error=None if complete else "target raised ValueError"))
 
 
 def _budget(*rules: Rule, allow: tuple[Allow, ...] = ()) -> Budget:
@@ -142,17 +139,16 @@ def test_check_increase_per_site():
     bigger = _trace(_copy(10), _copy(20, 800))  # same count, more bytes: grew
     assert [v.sites[0].key.line for v in check_increase(bigger, base, ROOT)] == [20]
     # Device time alone never counts as growth (too noisy to gate on).
-    timed = _trace(_copy(10), CopyRecord(**{**_copy(20, 400).__dict__, "device": DeviceTiming("Memcpy DtoD", 99.0, 400)}))
+    timed = _trace(_copy(10), _copy(20, 400, timing=DeviceTiming("Memcpy DtoD", 99.0, 400)))
     assert check_increase(timed, base, ROOT) == ()
 
 
-def test_capture_filters_are_noted():
-    # Traced with --kind h2d --region decode: a d2d rule saw nothing; say so rather than pass silently.
-    trace = Trace(meta=TraceMeta(filters={"kinds": ["h2d"], "region": "decode"}))
-    budget = _budget(Rule("d2d", Selection(kinds=("d2d",)), max_copies=Limit(0)), Rule("h2d", Selection(kinds=("h2d",)), max_copies=Limit(0)))
-    result = check(trace, budget, ROOT)
-    assert result.ok
-    assert result.notes == (
-        "d2d: the trace recorded only h2d copies, so d2d copies went uncounted",
-        "the trace holds only copies inside region 'decode'",
-    )
+
+def test_a_trace_without_verdicts_is_judged_when_its_ops_allow():
+    # No ops and ops_complete=False (an imported profiler file): nothing to judge with, so not judged.
+    unjudged = _trace(_copy(1))
+    assert check(unjudged, _budget(Rule("r", Selection(), max_eliminable=Limit(0))), ROOT).rules[0].eliminable is None
+    # The same copy from a full hunt (ops_complete): the gate judges it first ("needed": no op records).
+    judged = trace(_copy(1), meta=TraceMeta(ops_complete=True))
+    result = check(judged, _budget(Rule("r", Selection(), max_eliminable=Limit(0))), ROOT)
+    assert result.ok and result.rules[0].eliminable == 0 and result.notes == ()

@@ -18,7 +18,7 @@ import copyhunt
 from copyhunt.cli import main
 from copyhunt.moe import demo
 from copyhunt.moe.modular import copy_sites
-from copyhunt.records import load
+from copyhunt.tracefile import load
 
 pytest_plugins = ["pytester"]
 

@@ -1,4 +1,4 @@
-"""group_copies / select_copies: exact totals on hand-built records."""
+"""group_copies and selections: exact totals on hand-built copies."""
 
 from __future__ import annotations
 
@@ -11,31 +11,16 @@ from copyhunt.analysis.grouping import (
     group_copies,
     strongest_verdict,
 )
+from copyhunt.records import Copy, Frame
 from copyhunt.selection import Selection, region_matches
-from copyhunt.records import CopyRecord, DeviceTiming, Frame
+from factories import copy
 
 A = Frame("model.py", 10, "forward")
 B = Frame("model.py", 20, "finalize")
 
 
-def cp(
-    seq: int,
-    nbytes: int,
-    site: Frame | None,
-    *,
-    op: str = "aten.copy_.default",
-    kind: str = "d2d",
-    noop: bool = False,
-    verdict: str | None = None,
-    time_us: float | None = None,
-    module: str | None = None,
-    region: str | None = None,
-) -> CopyRecord:
-    return CopyRecord(
-        seq=seq, op=op, kind=kind, bytes=nbytes, noop=noop, src_device="cpu", dst_device="cpu",
-        shape=(nbytes // 4,), dtype="torch.float32", site=site, module=module, region=region,
-        verdict=verdict, device=None if time_us is None else DeviceTiming("Memcpy DtoD (Device -> Device)", time_us, nbytes),
-    )
+def cp(seq: int, nbytes: int, site: Frame | None, *, time_us: float | None = None, **kw) -> Copy:
+    return copy(seq, nbytes, site=site, us=time_us, **kw)
 
 
 def test_group_by_site_totals_and_order():

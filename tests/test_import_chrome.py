@@ -11,7 +11,8 @@ import pytest
 from copyhunt.errors import TraceFormatError
 from copyhunt.importers import load_any
 from copyhunt.importers.chrome import is_library_frame, site_from_stack
-from copyhunt.records import Frame, save
+from copyhunt.records import Frame
+from copyhunt.tracefile import save
 
 FIX = Path(__file__).resolve().parent.parent / "traces" / "kineto-h200"
 
@@ -27,7 +28,7 @@ def test_graph_replays_imported_with_function_level_sites() -> None:
     assert any("function-level" in n for n in t.meta.notes)
     # Memcpy nodes carry bytes (64*3072*2 = 393216); copy kernels have none without record_shapes.
     assert [c.bytes for c in t.copies] == [393216, 0] * 5
-    assert [c.device.name for c in t.copies[:2] if c.device] == ["Memcpy DtoD (Device -> Device)", "direct_copy_kernel_cuda"]
+    assert [t.timings[i].name for i in (0, 1)] == ["Memcpy DtoD (Device -> Device)", "direct_copy_kernel_cuda"]
     assert t.meta.device == "cuda:0 NVIDIA H200"
     assert all(c.origin == "imported" for c in t.copies)
 
@@ -64,7 +65,7 @@ def test_load_any_reads_copyhunt_traces_and_rejects_foreign_json(tmp_path: Path)
     t = load_any(FIX / "d2d_contiguous.json.gz")
     saved = save(t, tmp_path / "t.json")
     again = load_any(saved)
-    assert again.copies == t.copies
+    assert again.copies == t.copies and again.timings == t.timings
     (tmp_path / "x.json").write_text('{"hello": 1}')
     with pytest.raises(TraceFormatError, match="not a copyhunt trace, torch.profiler Chrome trace or rocprofv3"):
         load_any(tmp_path / "x.json")
@@ -100,7 +101,7 @@ def test_rocm_style_chrome_trace_synthetic(tmp_path: Path) -> None:
     p = tmp_path / "rocm.json"
     p.write_text(json.dumps({"traceEvents": ev}))
     t = load_any(p)
-    assert [(c.op, c.kind, c.bytes, c.device.time_us if c.device else None) for c in t.copies] == [
+    assert [(c.op, c.kind, c.bytes, c.device.time_us if c.device else None) for c in t.read_copies()] == [
         ("aten::copy_", "d2d", 4096, 2.0), ("aten::clone", "d2d", 0, 4.0)
     ]
     assert t.meta.device == "rocm" and t.meta.gpu_time_us == 6.0

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from copyhunt.hunt import hunt
-from copyhunt.records import Trace, save
+from copyhunt.records import Trace
+from copyhunt.tracefile import save
 
 REL = "traces/moe-h200"
 

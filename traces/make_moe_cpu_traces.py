@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 
 from copyhunt.cli import main
-from copyhunt.records import Frame, Trace, load, save
+from copyhunt.records import Frame, Trace
+from copyhunt.tracefile import load, save
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,8 +12,9 @@ import os
 from dataclasses import dataclass
 from typing import Iterable
 
-from copyhunt.records import CopyRecord, Trace, is_eliminable
+from copyhunt.records import Copy, CopyRecord, is_eliminable
 from copyhunt.text import NO_SITE, display_path
+from copyhunt.view import TraceView
 
 UNKNOWN_FILE = "<unknown>"
 
@@ -48,14 +49,14 @@ class SiteStats:
     eliminable: int = 0  # copies judged eliminable (0 when the trace has no verdicts)
 
 
-def site_key(copy: CopyRecord, root: str | os.PathLike[str] | None = None) -> SiteKey:
+def site_key(copy: Copy | CopyRecord, root: str | os.PathLike[str] | None = None) -> SiteKey:
     """The stable key of a copy's site (file relative to ``root``)."""
     if copy.site is None:
         return SiteKey(UNKNOWN_FILE, 0, "", copy.op, copy.kind)
     return SiteKey(display_path(copy.site.file, root), copy.site.line, copy.site.function, copy.op, copy.kind)
 
 
-def site_stats(copies: Iterable[CopyRecord], root: str | os.PathLike[str] | None = None) -> dict[SiteKey, SiteStats]:
+def site_stats(copies: Iterable[Copy], root: str | os.PathLike[str] | None = None) -> dict[SiteKey, SiteStats]:
     """Tally copies per site key; keys in sorted order so results are deterministic."""
     acc: dict[SiteKey, list] = {}
     for c in copies:
@@ -134,8 +135,8 @@ def _totals(stats: dict[SiteKey, SiteStats]) -> SiteStats:
     )
 
 
-def diff_traces(a: Trace, b: Trace, root: str | os.PathLike[str] | None = None) -> TraceDiff:
-    """Compare trace ``a`` (before) with ``b`` (after), per site key."""
+def diff_traces(a: TraceView, b: TraceView, root: str | os.PathLike[str] | None = None) -> TraceDiff:
+    """Compare the copies of view ``a`` (before) with those of ``b`` (after), per site key."""
     sa, sb = site_stats(a.copies, root), site_stats(b.copies, root)
     empty = SiteStats()
     changes = []

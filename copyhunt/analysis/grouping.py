@@ -1,6 +1,6 @@
 """Grouping copy records for display: pure, deterministic functions, no printing.
 
-`group_copies(copies, by=...)` folds copy records into one `CopyGroup` per source site, module or
+`group_copies(copies, by=...)` folds copies (``records.Copy``: record, timing, findings) into one `CopyGroup` per source site, module or
 region (which copies are shown is a `copyhunt.selection.Selection`).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from copyhunt.records import VERDICTS, CopyRecord, Frame, is_eliminable, moved_bytes
+from copyhunt.records import VERDICTS, Copy, Frame, is_eliminable, moved_bytes
 from copyhunt.text import NO_SITE
 
 #: The keys tables can group by (`--by`).
@@ -34,10 +34,10 @@ class CopyGroup:
     verdict: str | None  # strongest verdict in the group (records.VERDICTS order); None if unjudged
     eliminable_count: int  # copies whose verdict says they could go
     sites: tuple[Frame, ...]  # distinct source sites, in order of first appearance
-    copies: tuple[CopyRecord, ...]  # the members, in trace order
+    copies: tuple[Copy, ...]  # the members, in trace order
 
 
-def group_key(copy: CopyRecord, by: str) -> str:
+def group_key(copy: Copy, by: str) -> str:
     """The key of ``copy`` for grouping ``by`` site, module or region."""
     if by == "site":
         return copy.site.short() if copy.site is not None else NO_SITE
@@ -48,11 +48,11 @@ def group_key(copy: CopyRecord, by: str) -> str:
     raise ValueError(f"cannot group by {by!r}; expected one of {', '.join(GROUP_BY)}")
 
 
-def group_copies(copies: Iterable[CopyRecord], by: str = "site") -> list[CopyGroup]:
+def group_copies(copies: Iterable[Copy], by: str = "site") -> list[CopyGroup]:
     """One group per distinct key, sorted by bytes (desc), count (desc), then first appearance in the trace."""
     if by not in GROUP_BY:
         raise ValueError(f"cannot group by {by!r}; expected one of {', '.join(GROUP_BY)}")
-    members: dict[str, list[CopyRecord]] = {}
+    members: dict[str, list[Copy]] = {}
     for copy in copies:
         members.setdefault(group_key(copy, by), []).append(copy)
     groups = [_fold(key, records) for key, records in members.items()]
@@ -70,7 +70,7 @@ def strongest_verdict(verdicts: Iterable[str | None]) -> str | None:
     return min(present, key=lambda v: (rank.get(v, len(VERDICTS)), v))
 
 
-def _fold(key: str, records: list[CopyRecord]) -> CopyGroup:
+def _fold(key: str, records: list[Copy]) -> CopyGroup:
     """Totals of one group's records."""
     timed = [c.device.time_us for c in records if c.device is not None]
     sites: dict[Frame, None] = {}

@@ -3,7 +3,7 @@
 ``DeviceCapture`` is the context manager ``copyhunt.hunt(device_trace=True)`` wraps around the block;
 ``DeviceCapture.join(trace)`` returns the trace with:
 
-- ``CopyRecord.device`` (event name, device time, bytes, stream, start) on every dispatch copy that
+- ``Trace.timings`` (event name, device time, bytes, stream, start) for every dispatch copy that
   made GPU work;
 - ``TraceMeta.gpu_time_us``: the summed duration of every GPU event in the region (the denominator
   of the "GPU share" column);
@@ -88,7 +88,7 @@ class DeviceCapture:
     """Context manager: Kineto capture of the block (CPU ops + GPU activity), then ``join`` a trace.
 
     ``trace_path``: where the Kineto Chrome trace is kept (``.json.gz`` is compressed, at a cost); by
-    default a fresh plain ``.json`` file in the temp folder. Its path goes into ``meta.extra["kineto_trace"]`` so reports can
+    default a fresh plain ``.json`` file in the temp folder. Its path goes into ``meta.kineto_trace`` so reports can
     lay copies beside the original GPU timeline.
     """
 
@@ -163,9 +163,8 @@ class DeviceCapture:
         t0 = time.perf_counter()
         out = join_kineto(trace, self.kineto, kineto_trace=str(self.trace_path))
         self.timings_ms["join"] = (time.perf_counter() - t0) * 1e3
-        extra = dict(out.meta.extra)
-        extra["device_join"] = {**extra.get("device_join", {}), "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}
-        return replace(out, meta=replace(out.meta, extra=extra))
+        stats = {**(out.meta.device_join or {}), "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}
+        return replace(out, meta=replace(out.meta, device_join=stats))
 
 
 # --- the join (pure: Trace x KinetoTrace -> Trace) --------------------------------------------
@@ -205,11 +204,11 @@ def _device_of(kind: str, device: Any) -> tuple[str, str]:
 
 def _device_record(
     ev: KEvent, seq: int, op: OpRecord | None, launcher_op: str | None, *, origin: str, replay: int | None = None
-) -> CopyRecord:
-    """A record for a GPU copy no dispatch copy explains, attributed to its launching op."""
+) -> tuple[CopyRecord, DeviceTiming]:
+    """A record (and its timing) for a GPU copy no dispatch copy explains, attributed to its launching op."""
     kind = copy_kind(ev) or "d2d"
     src, dst = _device_of(kind, ev.args.get("device"))
-    return CopyRecord(
+    record = CopyRecord(
         seq=seq,
         op=op.op if op is not None else (launcher_op or _short_kernel(ev.name)),
         kind=kind,
@@ -226,9 +225,9 @@ def _device_record(
         thread=op.thread if op is not None else None,
         origin=origin,
         graph_replay=replay,
-        device=_timing([ev], ev.nbytes),
-        extra={"bytes_known": ev.nbytes is not None},
+        bytes_exact=ev.nbytes is not None,
     )
+    return record, _timing([ev], ev.nbytes)
 
 
 def _on_gpu(c: CopyRecord) -> bool:
@@ -251,7 +250,7 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
         return kt.bridge_seq_at(src.tid, src.ts), (inner[-1].name if inner else None)
 
     eager: dict[int, list[KEvent]] = {}
-    unexplained: list[CopyRecord] = []
+    unexplained: list[tuple[CopyRecord, DeviceTiming]] = []
     for ev in kt.gpu:
         if id(ev) in replayed_ids:
             continue
@@ -264,7 +263,7 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
 
     # Graph replays: all nodes a captured copy launched, per replay; copy nodes of other ops as device copies.
     replays: dict[tuple[int, int, int], list[KEvent]] = {}
-    replay_extra: list[CopyRecord] = []
+    replay_extra: list[tuple[CopyRecord, DeviceTiming]] = []
     for node in account.nodes:
         seq, launcher_op = (None, None)
         if node.launch is not None:
@@ -279,27 +278,24 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
                 _device_record(node.event, seq if seq is not None else -1, op, launcher_op, origin="graph-replay", replay=node.replay)
             )
 
-    out: list[CopyRecord] = []
+    out: list[tuple[CopyRecord, DeviceTiming | None]] = []
     replaced = {seq for seq, _, _ in replays}
     unjoined = 0
-    for c in trace.copies:
+    for i, c in enumerate(trace.copies):
         if c.origin == "dispatch" and c.seq in replaced:
             for (seq, graph, r), evs in sorted(replays.items()):
                 if seq == c.seq:
-                    extra = dict(c.extra)
-                    extra["graph"] = graph
-                    out.append(
-                        replace(c, origin="graph-replay", graph_replay=r, captured_in_graph=True, device=_timing(evs, c.bytes), extra=extra)
-                    )
+                    replay = replace(c, origin="graph-replay", graph_replay=r, graph=graph, captured_in_graph=True)
+                    out.append((replay, _timing(evs, c.bytes)))
             continue
         if c.origin == "dispatch" and c.seq in eager:
-            out.append(replace(c, device=_timing(eager[c.seq], c.bytes)))
+            out.append((c, _timing(eager[c.seq], c.bytes)))
             continue
         if c.origin == "dispatch" and _on_gpu(c) and not c.captured_in_graph:
             unjoined += 1
-        out.append(c)
-    out.extend(sorted(replay_extra, key=lambda r: (r.device.start_us or 0.0) if r.device else 0.0))
-    out.extend(sorted(unexplained, key=lambda r: (r.device.start_us or 0.0) if r.device else 0.0))
+        out.append((c, trace.timings.get(i)))
+    out.extend(sorted(replay_extra, key=lambda rt: rt[1].start_us or 0.0))
+    out.extend(sorted(unexplained, key=lambda rt: rt[1].start_us or 0.0))
 
     notes = list(trace.meta.notes) + list(account.notes)
     if not kt.bridge and copies:
@@ -308,8 +304,7 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
         notes.append(f"{unjoined} GPU copy record(s) found no device event in the profiler trace (dropped events or a join miss)")
     if unexplained:
         notes.append(f"{len(unexplained)} device copy(ies) made inside library or C++ code (origin 'device'), attributed to the op that launched them")
-    extra = dict(trace.meta.extra)
-    extra["device_join"] = {
+    stats = {
         "bridge": "record_function copyhunt#<seq>",
         "joined": len(eager),
         "graph_replays": len(replays),
@@ -317,7 +312,18 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
         "gpu_events": len(kt.gpu),
         "rocm": kt.is_rocm,
     }
-    if kineto_trace is not None:
-        extra["kineto_trace"] = kineto_trace
-    meta = replace(trace.meta, gpu_time_us=round(kt.gpu_time_us(), 3), notes=tuple(dict.fromkeys(notes)), extra=extra)
-    return replace(trace, meta=meta, copies=tuple(out))
+    meta = replace(
+        trace.meta,
+        gpu_time_us=round(kt.gpu_time_us(), 3),
+        notes=tuple(dict.fromkeys(notes)),
+        device_join=stats,
+        kineto_trace=kineto_trace if kineto_trace is not None else trace.meta.kineto_trace,
+    )
+    # Positions changed (replays in, captures out): findings of the old positions would point astray.
+    return replace(
+        trace,
+        meta=meta,
+        copies=tuple(c for c, _ in out),
+        timings={i: t for i, (_, t) in enumerate(out) if t is not None},
+        findings=None,
+    )

@@ -20,13 +20,15 @@ def diff(
     show_same: bool = typer.Option(False, "--all", help="Also list the sites that did not change."),
 ) -> int:
     """Compare two traces per site (file, line, function, op, kind): count, bytes, device time."""
+    from copyhunt.analysis import ensure_judged
     from copyhunt.analysis.diff import diff_traces
+    from copyhunt.view import view
     from copyhunt.importers import load_any
     from copyhunt.report.diff_report import render_diff_github, render_diff_json, render_diff_text
 
     check_format(fmt)
-    before, after = load_any(a), load_any(b)
-    result = diff_traces(before, after)
+    before, after = ensure_judged(load_any(a)), ensure_judged(load_any(b))
+    result = diff_traces(view(before), view(after))
     console = console_for(fmt)
     if fmt == "text":
         render_diff_text(console, result, a=str(a), b=str(b), show_same=show_same)

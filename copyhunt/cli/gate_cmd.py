@@ -54,7 +54,7 @@ def gate(
     ),
 ) -> int:
     """Check copies against a budget: exit 0 within it, 1 over it (or grown), 2 on bad input."""
-    from copyhunt.gate import check, check_increase, find_budget, load_budget, merge
+    from copyhunt.gate import evaluate, find_budget, load_budget
     from copyhunt.importers import load_any
     from copyhunt.report.gate_report import render_gate
 
@@ -95,15 +95,7 @@ def gate(
             return traced.exit_code  # the target raised (3) or was interrupted (130): no verdict on half a run
         trace, trace_label = traced.trace, str(traced.path)
 
-    from copyhunt.gate.check import GateResult
-
-    result = check(trace, rules) if rules is not None else GateResult(violations=())
-    if base_trace is not None:
-        grown = check_increase(trace, base_trace)
-        if fail_on_increase:
-            result = merge(result, grown)
-        elif grown:
-            result = merge(result, (), [f"{len(grown)} site(s) grew against the baseline (not failing: no --fail-on-increase)"])
+    result = evaluate(trace, rules, base_trace, fail_on_increase)
     render_gate(
         console_for(fmt),
         result,

@@ -13,10 +13,12 @@ from copyhunt.cli.console import stdout_console
 from copyhunt.cli.trace_cmd import BY_OPTION, JSON_OPTION, KIND_OPTION, REGION_OPTION, TOP_OPTION, GroupBy
 from copyhunt.cli.tracing import parse_selection
 from copyhunt.errors import OutputExistsError
+from copyhunt.analysis import ensure_judged
 from copyhunt.importers import load_any
 from copyhunt.report.json_out import render_json
 from copyhunt.report.perfetto import write_perfetto
 from copyhunt.report.table import render_table
+from copyhunt.view import recorded_selection, view
 
 
 @app.command("report", help="Show a saved trace (copyhunt JSON, or a profiler file copyhunt can import).")
@@ -36,13 +38,15 @@ def report_command(
     selection = parse_selection(kind, region)
     if perfetto is not None and perfetto.exists() and not force:
         raise OutputExistsError(f"--perfetto {perfetto}: file exists; pass --force to overwrite it")
-    trace = load_any(file)
-    selected = trace if selection.everything else trace.with_copies(selection.select(trace.copies))
+    trace = ensure_judged(load_any(file))
+    # No --kind / --region: the view the trace records (what `copyhunt trace` printed).
+    shown = view(trace, recorded_selection(trace) if selection.everything else selection)
     if perfetto is not None:
-        written = write_perfetto(selected, perfetto)
+        written = write_perfetto(shown, perfetto)
         print(f"copyhunt: timeline written to {written} (open it in ui.perfetto.dev)", file=sys.stderr)
     if json_output:
-        render_json(selected, stdout_console())
+        # The whole document, as `trace --json` printed it; only the matching copies with --kind / --region.
+        render_json(trace if selection.everything else shown.to_trace(), stdout_console())
     else:
-        render_table(trace, stdout_console(), by=by.value, top=top, selection=selection, trace_path=str(file))
+        render_table(shown, stdout_console(), by=by.value, top=top, trace_path=str(file))
     return 0

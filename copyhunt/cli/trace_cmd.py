@@ -15,6 +15,7 @@ from copyhunt.cli.tracing import parse_selection, resolve_output, trace_target
 from copyhunt.report.json_out import render_json
 from copyhunt.report.table import DEFAULT_TOP, render_table
 from copyhunt.targets import DEFAULT_TARGET, parse_target
+from copyhunt.view import recorded_selection, view
 
 
 class GroupBy(str, Enum):
@@ -88,7 +89,6 @@ def trace_command(
         render_json(run.trace, stdout_console())
         print(f"copyhunt: trace saved to {run.path}", file=sys.stderr)
     else:
-        # The capture already applied --kind / --region; the table shows what the file holds, so
-        # `copyhunt report FILE` prints exactly this.
-        render_table(run.trace, stdout_console(), by=by.value, top=top, trace_path=str(run.path))
+        # The view the trace records (--kind / --region): `copyhunt report FILE` prints exactly this.
+        render_table(view(run.trace, recorded_selection(run.trace)), stdout_console(), by=by.value, top=top, trace_path=str(run.path))
     return run.exit_code

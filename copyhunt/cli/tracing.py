@@ -25,7 +25,8 @@ from copyhunt.errors import (
     OutputExistsError,
     TargetNotFoundError,
 )
-from copyhunt.records import Trace, save
+from copyhunt.records import Trace
+from copyhunt.tracefile import save
 from copyhunt.selection import Selection
 from copyhunt.targets import Target, TargetExit
 
@@ -223,7 +224,7 @@ def _maybe_stdout_to_stderr(enabled: bool) -> Iterator[None]:
 
 
 def _describe(trace: Trace, target: Target, error: BaseException | None, selection: Selection) -> Trace:
-    """Fill what only the runner knows: the target, its argv, why the run is incomplete, the filters."""
+    """Fill what only the runner knows: the target, its argv, why the run is incomplete."""
     meta = trace.meta
     changes: dict[str, Any] = {}
     if meta.target is None:
@@ -235,8 +236,6 @@ def _describe(trace: Trace, target: Target, error: BaseException | None, selecti
     if error is not None and (not meta.error or isinstance(error, TargetExit)):
         # The hunt saw an exception class; "target exited with status 5" says what happened.
         changes["error"] = _one_line(error)
-    if not meta.filters:
-        changes["filters"] = selection.to_json()
     if not changes:
         return trace
     return dataclasses.replace(trace, meta=dataclasses.replace(meta, **changes))
@@ -254,15 +253,12 @@ def _one_line(error: BaseException) -> str:
 
 def _judge(trace: Trace, err: TextIO) -> Trace:
     """Verdicts on every copy; if the analysis itself fails, keep the unjudged trace and say so."""
-    from copyhunt.analysis import judge
+    from copyhunt.analysis import ensure_judged
 
-    try:
-        return judge(trace)
-    except Exception as exc:  # an analysis bug must not lose the user's trace
-        message = f"verdict analysis failed ({type(exc).__name__}: {exc}); the trace has no verdicts"
-        print(f"copyhunt: warning: {message}", file=err)
-        notes = (*trace.meta.notes, message)
-        return dataclasses.replace(trace, meta=dataclasses.replace(trace.meta, notes=notes))
+    judged = ensure_judged(trace)  # an analysis bug must not lose the user's trace: it leaves a note
+    if not judged.judged and judged.meta.ops_complete:
+        print(f"copyhunt: warning: {judged.meta.notes[-1]}", file=err)
+    return judged
 
 
 def _save(trace: Trace, output: Path, force: bool) -> Path:

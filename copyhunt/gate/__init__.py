@@ -1,7 +1,7 @@
 """The CI regression gate: budgets parsed into objects, and ``check()`` returning violations (no exit codes)."""
 
 from copyhunt.gate.budget import Allow, Budget, Limit, Rule, load_budget, parse_budget
-from copyhunt.gate.check import GateResult, Violation, check, check_increase, find_budget, merge
+from copyhunt.gate.check import GateResult, Violation, check, check_increase, evaluate, find_budget, merge
 
 __all__ = [
     "Allow",
@@ -14,6 +14,7 @@ __all__ = [
     "Violation",
     "check",
     "check_increase",
+    "evaluate",
     "find_budget",
     "merge",
 ]

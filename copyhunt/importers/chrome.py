@@ -83,6 +83,7 @@ def import_kineto(kt: KinetoTrace, source: str = "trace") -> Trace:
     account = account_replays(kt)
     replayed = {id(n.event): n for n in account.nodes}
     copies: list[CopyRecord] = []
+    timings: dict[int, DeviceTiming] = {}
     no_bytes = 0
     no_site = 0
     for ev in kt.gpu:
@@ -106,6 +107,9 @@ def import_kineto(kt: KinetoTrace, source: str = "trace") -> Trace:
         if site is None:
             no_site += 1
         src, dst = _devices(kind, ev.args.get("device"))
+        timings[len(copies)] = DeviceTiming(
+            name=_display_name(ev), time_us=round(ev.dur, 3), bytes=nbytes, stream=ev.stream, start_us=ev.ts
+        )
         copies.append(
             CopyRecord(
                 seq=len(copies),
@@ -124,10 +128,7 @@ def import_kineto(kt: KinetoTrace, source: str = "trace") -> Trace:
                 thread=tid if isinstance(tid, int) else None,
                 origin="imported",
                 graph_replay=node.replay if node is not None else None,
-                device=DeviceTiming(
-                    name=_display_name(ev), time_us=round(ev.dur, 3), bytes=nbytes, stream=ev.stream, start_us=ev.ts
-                ),
-                extra={"bytes_known": nbytes is not None},
+                bytes_exact=nbytes is not None,
             )
         )
     notes = list(account.notes)
@@ -160,9 +161,10 @@ def import_kineto(kt: KinetoTrace, source: str = "trace") -> Trace:
         target=Path(source).name,
         gpu_time_us=round(kt.gpu_time_us(), 3) if kt.gpu else None,
         notes=tuple(notes),
-        extra={"imported_from": "chrome", "kineto_trace": source, "gpu_events": len(kt.gpu)},
+        imported_from="chrome",
+        kineto_trace=source,
     )
-    return Trace(meta=meta, copies=tuple(copies))
+    return Trace(meta=meta, copies=tuple(copies), timings=timings)
 
 
 def _display_name(ev: KEvent) -> str:
