@@ -321,3 +321,20 @@ def test_cli_trace_json_carries_verdict_reason_suggestion(tmp_path, monkeypatch,
     assert (finding["copy"], finding["verdict"], copy["site"]["line"]) == (0, "fresh-temporary", 4)
     assert finding["reason"].startswith(f"source (a fresh 16 B buffer #{copy['src_storage']} made by aten.add.Tensor at s.py:4)")
     assert finding["suggestion"].startswith("let aten.add.Tensor at s.py:4 write straight into this copy's destination")
+
+
+def test_an_api_saved_trace_reports_with_verdicts(tmp_path, monkeypatch, capsys):
+    # The README's API: hunt, read c.verdict, save h.trace as it is (unjudged), then `copyhunt report`.
+    from copyhunt.cli import main
+
+    a, out = torch.arange(4.0), torch.empty(4)
+    with copyhunt.hunt() as h:
+        fresh_into(a, out)
+    assert h.trace.findings is None  # saved as captured...
+    assert [(c.verdict, c.site.line) for c in h.copies] == [("fresh-temporary", line("fresh"))]  # ...read judged
+    copyhunt.save_trace(h.trace, tmp_path / "t.json")
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["report", str(tmp_path / "t.json")]) == 0
+    shown = capsys.readouterr().out
+    assert "eliminable  1 of 1 copies, 16 B look eliminable" in shown
+    assert "fresh-temporary" in shown and "Why they look eliminable:" in shown
