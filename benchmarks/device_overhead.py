@@ -29,7 +29,7 @@ import torch
 
 
 def _step_factory(layers: int, tokens: int) -> Callable[[], Any]:
-    from copyhunt.moe import demo
+    from copyhunt_moe import demo
 
     config = demo.resolve_config(layers=layers, tokens=tokens)
     stack = demo.build_stack(config, "baseline")

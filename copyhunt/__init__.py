@@ -9,6 +9,8 @@ Public API::
     with copyhunt.region("moe"):        # label records; also a profiler / NVTX range
         ...
 
+    copyhunt.note("backend: triton")    # a program's own statement for the trace's notes (no-op outside a hunt)
+
     copyhunt.save_trace(h.trace, "t.json"); copyhunt.load_trace("t.json")
 """
 
@@ -16,13 +18,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from copyhunt.notes import note
 from copyhunt.records import Copy, CopyRecord, Trace
 from copyhunt.tracefile import load as load_trace
 from copyhunt.tracefile import save as save_trace
 
 __version__ = "0.1.0"
 
-__all__ = ["hunt", "region", "Trace", "Copy", "CopyRecord", "load_trace", "save_trace", "__version__"]
+__all__ = ["hunt", "region", "note", "Trace", "Copy", "CopyRecord", "load_trace", "save_trace", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from copyhunt.capture.regions import region

@@ -1,8 +1,7 @@
 """Attribution: raw Python stacks -> the user's source site. Pure functions, no torch state touched.
 
-Default rule: the site is the innermost frame outside torch, copyhunt and the standard library.
-copyhunt's bundled workloads (``copyhunt/moe``: the MoE demo and kernels) are the exception: they
-stand in for the user's model code, so their lines are sites like any user file.
+Default rule: the site is the innermost frame outside torch, copyhunt and the standard library
+(the bundled MoE demo, ``copyhunt_moe``, is a package apart: user code like any other).
 ``hide`` globs remove more files from consideration (e.g. a helper module, so its caller is blamed);
 ``focus`` globs name the files the user cares about: the innermost frame matching one of them is the
 site, and when no frame matches, the default rule applies. Globs use ``fnmatch`` on the absolute file
@@ -66,22 +65,11 @@ def _site_packages() -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
-@lru_cache(maxsize=1)
-def _bundled_workload_prefixes() -> tuple[str, ...]:
-    """copyhunt's own folders that hold user-like code (the bundled MoE), never skipped as library."""
-    import copyhunt
-
-    moe = os.path.join(os.path.dirname(copyhunt.__file__), "moe")
-    return tuple(sorted({os.path.join(os.path.abspath(moe), ""), _dir_prefix(moe)}))
-
-
 def is_library_file(filename: str) -> bool:
     """True for torch, copyhunt and standard-library files (and Python internals like ``<frozen ...>``)."""
     if filename.startswith("<frozen") or filename.startswith("<built-in"):
         return True
     path = filename if os.path.isabs(filename) else os.path.abspath(filename)
-    if path.startswith(_bundled_workload_prefixes()):
-        return False
     torch_or_us = False
     for prefix in library_prefixes():
         if path.startswith(prefix):

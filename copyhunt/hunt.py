@@ -28,6 +28,7 @@ import copyhunt
 from copyhunt.attribution import make_attributor
 from copyhunt.capture.dispatch import DispatchCapture, HuntActiveError
 from copyhunt.errors import CopyhuntError, NoDeviceError
+from copyhunt.notes import close_notes, open_notes
 from copyhunt.records import Copy, Trace, TraceMeta
 from copyhunt.selection import Selection, SelectionError
 from copyhunt.view import TraceView, view
@@ -76,7 +77,6 @@ class Hunt:
             raise HuntOptionError(str(exc)) from None
         if not isinstance(stack_depth, int) or isinstance(stack_depth, bool) or stack_depth < 1:
             raise HuntOptionError(f"stack_depth must be an integer >= 1, got {stack_depth!r}")
-        self._moe_mark = 0
         self.stack_depth = stack_depth
         self.device_trace = bool(device_trace)
         self.record_ops = bool(record_ops)
@@ -127,6 +127,7 @@ class Hunt:
         )
         try:
             capture.start()
+            open_notes()
         except BaseException:
             if device is not None:
                 device.__exit__(None, None, None)
@@ -135,7 +136,6 @@ class Hunt:
         self._capture = capture
         self._started = True
         self._started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self._moe_mark = _bundled_moe_mark()
         self._t0 = time.perf_counter()
         return self
 
@@ -147,6 +147,7 @@ class Hunt:
         if capture is None:
             raise HuntActiveError("stop() called on a hunt that was never started")
         capture.stop()
+        program_notes = close_notes()
         duration = time.perf_counter() - self._t0
         notes: list[str] = []
         device = self._device
@@ -159,7 +160,7 @@ class Hunt:
                 notes.append(f"device capture failed: {_one_line(exc)}")
         result = capture.build(self._attribute)
         notes.extend(result.notes)
-        notes.extend(_bundled_moe_notes(self._moe_mark))
+        notes.extend(program_notes)  # what the program said through copyhunt.note()
         if not self.record_ops:
             notes.append("copies only (record_ops=False): no per-op records, so verdicts that need them cannot be judged")
         meta = TraceMeta(
@@ -276,15 +277,3 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-
-def _bundled_moe_mark() -> int:
-    # The bundled MoE remembers which experts backends ran (it imports nothing of ours); ask it only
-    # when the program loaded it.
-    backends = sys.modules.get("copyhunt.moe.backends")
-    return backends.usage_mark() if backends is not None else 0
-
-
-def _bundled_moe_notes(since: int) -> list[str]:
-    """Facts about the bundled MoE backends that ran during the hunt (e.g. AITER's destination mode)."""
-    backends = sys.modules.get("copyhunt.moe.backends")
-    return backends.used_backend_notes(since) if backends is not None else []

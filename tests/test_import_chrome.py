@@ -78,7 +78,7 @@ def test_load_any_reads_copyhunt_traces_and_rejects_foreign_json(tmp_path: Path)
 def test_library_frames() -> None:
     assert is_library_frame("torch/cuda/__init__.py") and is_library_frame("<built-in method copy_>")
     assert is_library_frame("inspect.py") and is_library_frame("copyhunt/capture/device.py")
-    assert not is_library_frame("model.py") and not is_library_frame("copyhunt/moe/modular.py")
+    assert not is_library_frame("model.py") and not is_library_frame("copyhunt_moe/modular.py")
     site, stack = site_from_stack([("torch/nn/modules/module.py", 1, "_call_impl"), ("model.py", 7, "forward")])
     assert site == Frame("model.py", 7, "forward") and len(stack) == 2
 

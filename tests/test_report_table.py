@@ -238,10 +238,12 @@ def test_paths_outside_cwd_show_their_import_path(tmp_path):
     # A file of an installed package, seen from an unrelated folder, is named by its import path.
     import os
 
-    import copyhunt
+    import copyhunt_moe
 
-    moe = os.path.join(os.path.dirname(os.path.abspath(copyhunt.__file__)), "moe", "modular.py")
-    assert display_path(moe, str(tmp_path)) == os.path.join("copyhunt", "moe", "modular.py")
+    moe = os.path.join(os.path.dirname(os.path.abspath(copyhunt_moe.__file__)), "modular.py")
+    assert display_path(moe, str(tmp_path)) == os.path.join("copyhunt_moe", "modular.py")
+    # A path recorded on another machine: the part after site-packages/.
+    assert display_path("/opt/venv/lib/python3.12/site-packages/vllm/layer.py", str(tmp_path)) == "vllm/layer.py"
     # Below the current folder, the path stays relative to it; elsewhere an unknown path stays absolute.
     assert display_path(str(tmp_path / "a" / "b.py"), str(tmp_path)) == os.path.join("a", "b.py")
     assert display_path("/nowhere/x.py", str(tmp_path)) == "/nowhere/x.py"

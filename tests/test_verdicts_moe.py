@@ -11,8 +11,8 @@ from pathlib import Path
 
 import copyhunt
 from copyhunt.analysis import eliminable_summary, judge
-from copyhunt.moe import demo
-from copyhunt.moe.modular import copy_sites
+from copyhunt_moe import demo
+from copyhunt_moe.modular import copy_sites
 from copyhunt.records import is_eliminable
 from copyhunt.view import TraceView, view
 
@@ -23,7 +23,7 @@ OUTPUT_BYTES = 512
 
 def _trace(fn) -> TraceView:
     # focus on the MoE package so sites are the modular kernel's lines, not this test's call.
-    with copyhunt.hunt(focus=("*copyhunt/moe/*",)) as h:
+    with copyhunt.hunt(focus=("*/copyhunt_moe/*",)) as h:
         out = fn(device="cpu", layers=LAYERS)
     assert out.shape == (4, 64)
     return view(judge(h.trace))

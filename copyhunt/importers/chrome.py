@@ -40,8 +40,8 @@ def is_library_frame(file: str) -> bool:
     """Kineto writes paths relative to sys.path: torch, the standard library and builtins are not sites."""
     if file.startswith("<") or file.startswith("torch/") or "/torch/" in file or "site-packages/torch" in file:
         return True
-    if (file.startswith("copyhunt/") or "/copyhunt/" in file) and "/moe/" not in f"/{file}":
-        return True  # copyhunt's own profiler code; the bundled MoE model is user-visible code
+    if file.startswith("copyhunt/") or "/copyhunt/" in file:
+        return True  # copyhunt's own code
     head = file.split("/", 1)[0]
     stem = head[:-3] if head.endswith(".py") else head
     return stem in _STDLIB
