@@ -65,6 +65,8 @@ class Hunt:
         *,
         kinds: Iterable[str] | str | None = None,
         region: str | None = None,
+        site: str | None = None,
+        op: str | None = None,
         focus: Iterable[str] = (),
         hide: Iterable[str] = (),
         stack_depth: int = 8,
@@ -72,7 +74,7 @@ class Hunt:
         record_ops: bool = True,
     ) -> None:
         try:
-            self.selection = Selection.parse(kinds=kinds, region=region, names={"kinds": "kinds"})
+            self.selection = Selection.parse(kinds=kinds, region=region, site=site, op=op, names={"kinds": "kinds"})
         except SelectionError as exc:
             raise HuntOptionError(str(exc)) from None
         if not isinstance(stack_depth, int) or isinstance(stack_depth, bool) or stack_depth < 1:
@@ -239,6 +241,8 @@ def hunt(
     *,
     kinds: Iterable[str] | str | None = None,
     region: str | None = None,
+    site: str | None = None,
+    op: str | None = None,
     focus: Iterable[str] = (),
     hide: Iterable[str] = (),
     stack_depth: int = 8,
@@ -247,14 +251,18 @@ def hunt(
 ) -> Hunt:
     """Record every copy (and every op's storage accesses) made inside the returned context manager.
 
-    ``kinds``: keep only these copy kinds (d2d, h2d, d2h, p2p); ``region``: keep only copies inside
-    that region (any depth); ``focus`` / ``hide``: file globs that move the attributed site;
+    ``kinds`` / ``region`` / ``site`` / ``op``: which copies ``h.copies`` shows (a
+    ``copyhunt.selection.Selection``: kinds d2d, h2d, d2h, p2p; globs on the region at any depth, the
+    site's file, the op); the trace keeps every copy and records this view in ``meta.view``.
+    ``focus`` / ``hide``: file globs that move the attributed site;
     ``stack_depth``: frames kept per copy from the site outward; ``device_trace``: also run the
     device capture (GPU timings); ``record_ops=False``: copies only, no per-op accesses (cheaper).
     """
     return Hunt(
         kinds=kinds,
         region=region,
+        site=site,
+        op=op,
         focus=focus,
         hide=hide,
         stack_depth=stack_depth,

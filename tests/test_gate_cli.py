@@ -93,7 +93,7 @@ def test_gate_github_annotations(project, capsys):
         (["gate", "missing.json", "--budget", "copyhunt.toml"], "missing.json: no such file"),
         (["gate", "t.json", "--budget", "nope.toml"], "nope.toml: no such budget file"),
         (["gate", "t.json", "--budget", "bad.toml"], "unknown key 'max_copy' in rules[0]"),
-        (["gate", "t.json", "--budget", "copyhunt.toml", "--format", "xml"], "'xml' is not one of text, json, github"),
+        (["gate", "t.json", "--budget", "copyhunt.toml", "--format", "xml"], "'xml' is not one of 'text', 'json', 'github'"),
         (["gate", "t.json", "--fail-on-increase"], "needs --baseline TRACE"),
         (["gate", "--budget", "copyhunt.toml"], "give exactly one TRACE file"),
         (["gate", "t.json", "t.json", "--budget", "copyhunt.toml"], "one TRACE file expected, got 2"),

@@ -7,13 +7,22 @@ region (which copies are shown is a `copyhunt.selection.Selection`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Iterable
 
 from copyhunt.records import VERDICTS, Copy, Frame, is_eliminable, moved_bytes
 from copyhunt.text import NO_SITE
 
-#: The keys tables can group by (`--by`).
-GROUP_BY = ("site", "module", "region")
+class GroupBy(str, Enum):
+    """What one table row stands for (``--by``)."""
+
+    site = "site"
+    module = "module"
+    region = "region"
+
+
+#: The keys tables can group by, as text.
+GROUP_BY = tuple(g.value for g in GroupBy)
 
 #: Label of the group of copies that have no module / region (no site: text.NO_SITE).
 NO_MODULE = "(no module)"
@@ -37,7 +46,7 @@ class CopyGroup:
     copies: tuple[Copy, ...]  # the members, in trace order
 
 
-def group_key(copy: Copy, by: str) -> str:
+def group_key(copy: Copy, by: GroupBy | str) -> str:
     """The key of ``copy`` for grouping ``by`` site, module or region."""
     if by == "site":
         return copy.site.short() if copy.site is not None else NO_SITE
@@ -48,7 +57,7 @@ def group_key(copy: Copy, by: str) -> str:
     raise ValueError(f"cannot group by {by!r}; expected one of {', '.join(GROUP_BY)}")
 
 
-def group_copies(copies: Iterable[Copy], by: str = "site") -> list[CopyGroup]:
+def group_copies(copies: Iterable[Copy], by: GroupBy | str = GroupBy.site) -> list[CopyGroup]:
     """One group per distinct key, sorted by bytes (desc), count (desc), then first appearance in the trace."""
     if by not in GROUP_BY:
         raise ValueError(f"cannot group by {by!r}; expected one of {', '.join(GROUP_BY)}")

@@ -235,12 +235,15 @@ def _copy_counts(stack: Any, x: torch.Tensor, layers: int) -> dict[str, dict[str
 
 def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchResult:
     """Run the whole A/B (GPU), or the CPU smoke version when the config's device is the CPU."""
-    from copyhunt_moe import MoEStack, get_preset, make_backend
+    from copyhunt_moe import MoEError, MoEStack, get_preset, make_backend
 
     device = torch.device(config.device)
     smoke = device.type != "cuda"
-    preset = get_preset(config.preset)
-    backend = make_backend(config.backend, device=device)
+    try:
+        preset = get_preset(config.preset)
+        backend = make_backend(config.backend, device=device)
+    except MoEError as exc:  # the demo's own errors (it is a package apart): one line, exit 2
+        raise BenchConfigError(str(exc)) from None
     stack = MoEStack(preset, backend, layers=config.layers, mode="baseline", device=device, seed=config.seed)
     name = torch.cuda.get_device_name(device) if not smoke else "cpu"
     result = BenchResult(config=config, device=name, backend=backend.name, smoke=smoke)

@@ -48,11 +48,6 @@ class TraceRun(NamedTuple):
         return EXIT_TARGET_FAILED
 
 
-def parse_selection(kind: str | None, region: str | None) -> Selection:
-    """``--kind`` / ``--region`` as a Selection; a bad value fails with one line naming the option."""
-    return Selection.parse(kinds=kind, region=region, names={"kinds": "--kind", "region": "--region"})
-
-
 def default_output(target: Target, directory: str | os.PathLike[str] = ".") -> Path:
     """A fresh ``copyhunt-<target-stem>.<pid>.json`` in ``directory`` (a numbered suffix if taken)."""
     folder = Path(directory)
@@ -108,6 +103,8 @@ def trace_target(
     h = hunt(
         kinds=selection.kinds,
         region=selection.region,
+        site=selection.site,
+        op=selection.op,
         focus=tuple(focus),
         hide=tuple(hide),
         stack_depth=stack_depth,
