@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import copyhunt
-from copyhunt.attribution import BadGlobError, SiteRule, attribute, choose_site, is_library_file
+from copyhunt.attribution import BadGlobError, SiteRule, attribute, is_library_file
 from copyhunt.errors import CopyhuntError
 from copyhunt.hunt import hunt
 from copyhunt.records import Frame
@@ -27,6 +27,11 @@ LIB = "/home/u/app/lib/helpers.py"
 
 def fr(file: str, line: int, fn: str = "f") -> Frame:
     return Frame(file, line, fn)
+
+
+def choose_site(stack: tuple[Frame, ...], focus: tuple[str, ...] | list[str] = (), hide: tuple[str, ...] | list[str] = ()) -> Frame | None:
+    """The site ``attribute`` picks under these globs."""
+    return attribute(stack, SiteRule(focus, hide), depth=8)[0]
 
 
 STACK = (

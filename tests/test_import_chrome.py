@@ -10,7 +10,7 @@ import pytest
 
 from copyhunt.errors import TraceFormatError
 from copyhunt.importers import load_any
-from copyhunt.importers.chrome import is_library_frame, site_from_stack
+from copyhunt.attribution import KinetoSiteRule, attribute, is_kineto_library_frame
 from copyhunt.records import Frame
 from copyhunt.tracefile import save
 
@@ -76,11 +76,13 @@ def test_load_any_reads_copyhunt_traces_and_rejects_foreign_json(tmp_path: Path)
 
 
 def test_library_frames() -> None:
-    assert is_library_frame("torch/cuda/__init__.py") and is_library_frame("<built-in method copy_>")
-    assert is_library_frame("inspect.py") and is_library_frame("copyhunt/capture/device.py")
-    assert not is_library_frame("model.py") and not is_library_frame("copyhunt_moe/modular.py")
-    site, stack = site_from_stack([("torch/nn/modules/module.py", 1, "_call_impl"), ("model.py", 7, "forward")])
-    assert site == Frame("model.py", 7, "forward") and len(stack) == 2
+    assert is_kineto_library_frame("torch/cuda/__init__.py") and is_kineto_library_frame("<built-in method copy_>")
+    assert is_kineto_library_frame("inspect.py") and is_kineto_library_frame("copyhunt/capture/device.py")
+    assert not is_kineto_library_frame("model.py") and not is_kineto_library_frame("copyhunt_moe/modular.py")
+    # The one chooser: the short stack starts at the site, as for live frames.
+    stack = [Frame("torch/nn/modules/module.py", 1, "_call_impl"), Frame("model.py", 7, "forward"), Frame("run.py", 2, "main")]
+    assert attribute(stack, KinetoSiteRule(), 8) == (Frame("model.py", 7, "forward"), tuple(stack[1:]))
+    assert attribute(stack, KinetoSiteRule(hide=["model.py"]), 1) == (Frame("run.py", 2, "main"), (stack[2],))
 
 
 def test_rocm_style_chrome_trace_synthetic(tmp_path: Path) -> None:
