@@ -142,8 +142,9 @@ def fresh_temporary(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     if prod_op is not None and prod_op.is_copy:
         prod_copy = ctx.copy_at(h.producer)
         if prod_copy is None or not _merge_exact(prod_copy, copy):
-            # e.g. x.to(bf16) copied back into fp32: the rounding is the point (and a copy record
-            # left out by a --kind filter leaves its dtypes unknown).
+            # e.g. x.to(bf16) copied back into fp32: the rounding is the point (and without the
+            # producer's copy record, e.g. a version-1 trace filtered while capturing, its dtypes
+            # are unknown).
             return None
     # Destination passing moves the write of the destination back to where the value began:
     # nobody may read or write the destination from there to this copy (its allocation aside),
