@@ -222,10 +222,6 @@ class Trace:
         """Bytes moved by all copies (noop copies move none)."""
         return moved_bytes(self.copies)
 
-    def copy(self, key: int) -> "Copy":
-        """Copy number ``key`` (its position in ``copies``) with its timing and findings."""
-        return Copy(key, self.copies[key], self.timings.get(key), (self.findings or {}).get(key, ()))
-
     def read_copies(self) -> tuple["Copy", ...]:
         """Every copy with its timing and findings, in trace order."""
         timings, findings = self.timings, self.findings or {}

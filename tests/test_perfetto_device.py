@@ -7,7 +7,7 @@ from pathlib import Path
 
 from copyhunt.capture.kineto import read_json
 from copyhunt.importers import load_any
-from copyhunt.records import Copy, DeviceTiming, Frame, TraceMeta
+from copyhunt.records import Copy, DeviceTiming, Frame
 from copyhunt.view import view
 from factories import copy, trace
 from copyhunt.report.perfetto import to_chrome_trace

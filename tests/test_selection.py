@@ -7,14 +7,14 @@ import pytest
 from copyhunt.errors import CopyhuntError
 from copyhunt.records import CopyRecord, Frame
 from copyhunt.selection import ALL, Selection, SelectionError, op_matches, parse_kinds, parse_region, region_matches
+from factories import record
 
 ROOT = "/repo"
 
 
 def _copy(kind: str = "d2d", region: str | None = None, op: str = "aten.copy_.default", file: str = "/repo/pkg/m.py",
           line: int = 3) -> CopyRecord:
-    return CopyRecord(seq=0, op=op, kind=kind, bytes=4, noop=False, src_device="cpu", dst_device="cpu", shape=(1,),
-                      dtype="torch.float32", site=Frame(file, line, "f"), region=region)
+    return record(kind=kind, region=region, op=op, site=Frame(file, line, "f"))
 
 
 @pytest.mark.parametrize(("raw", "kinds"), [
