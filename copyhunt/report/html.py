@@ -135,8 +135,12 @@ class _Frames:
         self.cwd = cwd
         self.rows: list[list[Any]] = []
         self._ids: dict[tuple[str, int, str], int] = {}
+        self._by_frame: dict[Frame, int] = {}  # the same frame object recurs in every copy of a loop
 
     def id(self, frame: Frame) -> int:
+        known = self._by_frame.get(frame)
+        if known is not None:
+            return known
         key = (clean_text(frame.file), _size(frame.line), clean_text(frame.function, 500))
         found = self._ids.get(key)
         if found is None:
@@ -144,6 +148,7 @@ class _Frames:
             path = key[0]
             short = clean_text(short_path(path, self.cwd)) if isinstance(frame.file, str) else path
             self.rows.append([short, key[1], key[2], 1 if _TORCH_FRAME.search(path) else 0, path])
+        self._by_frame[frame] = found
         return found
 
 
@@ -177,13 +182,12 @@ class _Entry:
             if t is not None:
                 self.elim_us = (self.elim_us or 0.0) + t
         if reason is not None:
-            text = clean_text(reason)
-            self.reasons.add(text)
+            self.reasons.add(reason if isinstance(reason, str) else repr(reason))
             if self.reason is None:
-                self.reason, self.suggestion = text, _opt_text(suggestion)
+                self.reason, self.suggestion = clean_text(reason), _opt_text(suggestion)
         for names, value in ((self.modules, copy.module), (self.regions, copy.region)):
-            if value is not None:
-                names.setdefault(clean_text(value, 500), None)
+            if value is not None:  # raw here, cleaned when shipped (only the first MAX_NAMES are)
+                names.setdefault(value if isinstance(value, str) else str(value), None)
         if self.source is None:
             self.source = _source_text(copy)
 
@@ -193,14 +197,23 @@ class _Entry:
             "n": self.count, "z": self.noop, "b": self.bytes, "t": self.us,
             "e": self.elim, "eb": self.elim_bytes, "et": self.elim_us,
             "r": self.reason, "g": self.suggestion, "rn": len(self.reasons),
-            "m": list(self.modules)[:MAX_NAMES], "mn": len(self.modules),
-            "rg": list(self.regions)[:MAX_NAMES], "rgn": len(self.regions), "src": self.source,
+            "m": [clean_text(m, 500) for m in list(self.modules)[:MAX_NAMES]], "mn": len(self.modules),
+            "rg": [clean_text(r, 500) for r in list(self.regions)[:MAX_NAMES]], "rgn": len(self.regions), "src": self.source,
         }
 
 
 def _fold(copies: Iterable[CopyRecord], frames: _Frames) -> list[_Entry]:
     """One entry per (stack outermost first, site, op, kind, verdict), in order of first copy."""
     entries: dict[tuple[Any, ...], _Entry] = {}
+    names: dict[tuple[Any, ...], str] = {}  # op / kind / verdict text, cleaned once per distinct value
+
+    def name(kind: str, value: Any, limit: int) -> str:
+        key = (kind, value) if isinstance(value, str) else (kind, repr(value))
+        text = names.get(key)
+        if text is None:
+            text = names[key] = clean_text(short_op(str(value)) if kind == "op" else value, limit)
+        return text
+
     for copy in copies:
         stack = [f for f in (copy.stack or ()) if isinstance(f, Frame)]
         if not stack and isinstance(copy.site, Frame):
@@ -208,8 +221,8 @@ def _fold(copies: Iterable[CopyRecord], frames: _Frames) -> list[_Entry]:
         ids = [frames.id(f) for f in reversed(stack)]  # records keep the innermost frame first
         site = frames.id(copy.site) if isinstance(copy.site, Frame) else -1
         verdict, reason, suggestion = _verdict_of(copy)
-        verdict = _opt_text(verdict, 100)
-        key = (tuple(ids), site, clean_text(short_op(str(copy.op)), 200), clean_text(copy.kind, 50), verdict)
+        verdict = None if verdict is None or verdict == "" else name("verdict", verdict, 100)
+        key = (tuple(ids), site, name("op", copy.op, 200), name("kind", copy.kind, 50), verdict)
         entry = entries.get(key)
         if entry is None:
             entry = entries[key] = _Entry(len(entries), ids, site, key[2], key[3], verdict)
@@ -431,6 +444,9 @@ def write_html(text: str, path: str | os.PathLike[str], *, force: bool = False, 
     data = text.encode("utf-8")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(f"{option} {path}: cannot create its folder ({exc.strerror or exc})") from None
+    try:
         if not force:
             _write_new(path, data)
         else:
@@ -440,7 +456,7 @@ def write_html(text: str, path: str | os.PathLike[str], *, force: bool = False, 
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
-    except FileExistsError:
+    except FileExistsError:  # created by someone else since the check
         raise OutputExistsError(f"{option} {path}: file exists; pass --force to overwrite it") from None
     except OSError as exc:
         raise OutputWriteError(f"{option} {path}: cannot write ({exc.strerror or exc})") from None

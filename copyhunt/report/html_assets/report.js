@@ -393,6 +393,9 @@
     check("fmt_bytes", badFmt.length === 0, badFmt);
     out.default_rows = visible().map(rowText);
     out.default_sites = visible().filter((r) => r.classList.contains("is-site")).map((r) => r.querySelector(".loc").textContent);
+    // Sites a reader sees without scrolling (what a screenshot of the first view shows).
+    out.sites_in_view = visible().filter((r) => r.classList.contains("is-site") && r.getBoundingClientRect().bottom <= window.innerHeight)
+      .map((r) => r.querySelector(".loc").textContent);
     out.nodes = state.tree.nodes.length - 1;
     const root = state.tree.root, tops = kidsOf(root);
     $("collapse-all").click();
