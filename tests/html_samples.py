@@ -74,3 +74,11 @@ def tiny_png() -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     return PNG_SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b"")
+
+
+def bench_doc(preset: str = "tiny") -> dict:
+    """A `copyhunt bench moe --json` document with one row (and a column the page ignores)."""
+    return {"schema": "copyhunt.bench.moe/1", "config": {"preset": preset, "layers": 4}, "device": "cpu", "backend": "torch",
+            "smoke": True, "rows": [{"mode": "eager", "tokens": 1, "baseline_us": 100.0, "fixed_us": 90.0, "saved_us": 10.0,
+                                     "spread_us": 1.5, "ideal_us": 8.0, "realized": 1.25, "saved_pct": 10.0,
+                                     "fixed_not_slower": True, "extra_column": "<ignored>"}]}

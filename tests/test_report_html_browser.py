@@ -25,7 +25,7 @@ import pytest
 
 from copyhunt.records import load
 from copyhunt.report.html import read_bench, render_html
-from html_samples import HOSTILE, MOE_BASELINE, ten_thousand_copies, tiny_png, write_hostile_trace
+from html_samples import HOSTILE, MOE_BASELINE, bench_doc, ten_thousand_copies, tiny_png, write_hostile_trace
 
 WINDOW = (1280, 900)
 
@@ -71,12 +71,13 @@ def pages(chromium, tmp_path_factory) -> dict[str, Page]:
     shots = Path(os.environ.get("COPYHUNT_SCREENSHOT_DIR") or work)
     shots.mkdir(parents=True, exist_ok=True)
     (work / "b.png").write_bytes(tiny_png())
+    (work / "b.json").write_text(json.dumps(bench_doc(preset=HOSTILE)))
     hostile = load(write_hostile_trace(work / "hostile.json"))
     # One launch per page costs 2-3 s of this 2-core box, so the hostile records ride on the 10k-copy trace.
     hostile_10k = hostile.with_copies(hostile.copies + ten_thousand_copies().copies)
     sources = {
         "moe-baseline": render_html(load(MOE_BASELINE), trace_path="traces/moe-baseline-cpu.json"),
-        "hostile-10k": render_html(hostile_10k, trace_path=HOSTILE, bench=read_bench([work / "b.png"])),
+        "hostile-10k": render_html(hostile_10k, trace_path=HOSTILE, bench=read_bench([work / "b.png", work / "b.json"])),
     }
     procs = {}
     for name, text in sources.items():
@@ -163,6 +164,10 @@ def test_hostile_text_is_shown_as_text(pages):
     assert "\\x1b[2J.py" in page.dom and "\\u202emain" in page.dom and "\x1b" not in page.dom
     assert "x = y.clone()  # &lt;b&gt;not bold&lt;/b&gt;" in page.dom
     assert "INCOMPLETE: " in page.dom
+    # The bench result: its preset as text, its row as numbers, the plot as a data: URI.
+    assert '<p id="bench-info">' + html.escape(HOSTILE, quote=False) + ", 4 layers, cpu, backend torch, CPU smoke run</p>" in page.dom
+    assert "<td>eager</td><td class=\"num\">1</td><td class=\"num\">100</td><td class=\"num\">90</td>" in page.dom
+    assert '<img alt="copyhunt bench moe plot: time saved and speedup against tokens" src="data:image/png;base64,iVBORw0KGgo' in page.dom
 
 
 def test_ten_thousand_copies_render_fast(pages):

@@ -14,6 +14,7 @@
   const RANK = new Map(D.verdicts.map((v, i) => [v, i]));
   const DEFAULT_OPEN = 0.05; // a node holding at least this share of the total starts expanded
   const MAX_DEFAULT_ROWS = 300; // ... as long as the first view stays this short
+  const BIG_TREE = 300; // nodes from which off-screen rows skip layout (see report.css)
   const state = { metric: "b", hideTorch: true, tree: null, flameRoot: null, selected: null };
 
   const $ = (id) => document.getElementById(id);
@@ -188,6 +189,7 @@
     state.tree = buildTree();
     const tree = $("tree"), root = state.tree.root, total = val(root);
     tree.textContent = "";
+    tree.classList.toggle("big", state.tree.nodes.length > BIG_TREE);
     root.total = total;
     for (const k of kidsOf(root)) tree.appendChild(renderRow(k, total));
     let shown = root.kids.size;
@@ -303,9 +305,9 @@
     const lo = T.left_out;
     if (lo.stacks) $("left-out").textContent = plural(lo.stacks, "smaller call stack", "smaller call stacks") + " (" + plural(lo.copies, "copy", "copies") + ", " + fmtBytes(lo.bytes) + ") are left out of the tree, the flame graph and the sites; the totals above include them.";
   }
-  function tableRow(cells, numeric) {
+  function tableRow(cells, numeric, tag) {
     const tr = el("tr");
-    cells.forEach((c, i) => { const td = el("td", numeric[i] ? "num" : ""); if (c instanceof Node) td.appendChild(c); else td.textContent = c; tr.appendChild(td); });
+    cells.forEach((c, i) => { const td = el(tag || "td", numeric[i] ? "num" : ""); if (c instanceof Node) td.appendChild(c); else td.textContent = c; tr.appendChild(td); });
     return tr;
   }
   function renderSites() {
@@ -322,7 +324,7 @@
     if (D.timed) head.push("Dev us", "GPU %");
     head.push("Verdict");
     const numeric = head.map((h) => ["Count", "Bytes", "Share", "Dev us", "GPU %"].includes(h));
-    table.appendChild(tableRow(head, numeric)).querySelectorAll("td").forEach((td) => { const th = el("th", td.className, td.textContent); td.replaceWith(th); });
+    table.appendChild(tableRow(head, numeric, "th"));
     for (const g of rows) {
       const cells = [siteText(g.s), [...g.ops].sort().join(", "), [...g.kinds].sort().join(","), g.z ? g.n + " (" + g.z + " noop)" : String(g.n), fmtBytes(g.b), pct(g.b, D.totals.bytes)];
       if (D.timed) cells.push(g.t === null ? "-" : fmtUs(g.t), g.t === null ? "-" : pct(g.t, D.meta.gpu_us));
@@ -345,8 +347,8 @@
       $("bench-info").textContent = [B.preset, B.layers !== null ? B.layers + " layers" : null, B.device, B.backend ? "backend " + B.backend : null, B.smoke ? "CPU smoke run" : null].filter((x) => x).join(", ");
       const numeric = B.columns.map((c) => c !== "mode");
       const t = $("bench");
-      t.appendChild(tableRow(B.columns, numeric));
-      for (const r of B.rows) t.appendChild(tableRow(r.map((c) => (c === null ? "-" : typeof c === "number" && !Number.isInteger(c) ? fixed1(c) : String(c))), numeric));
+      t.appendChild(tableRow(B.columns.map((c) => c.replace(/_us$/, " (us)").replace(/_pct$/, " (%)").replace(/_/g, " ")), numeric, "th"));
+      for (const r of B.rows) t.appendChild(tableRow(r.map((c) => (c === null ? "-" : String(c))), numeric));
     }
     if (D.plot && /^[A-Za-z0-9+/=]+$/.test(D.plot)) {
       const img = el("img");
@@ -386,7 +388,14 @@
   // --- #selftest: click through the page and write what happened into <pre id="selftest"> ---
   function selftest() {
     const out = { ok: true, checks: {}, errors, render_ms: renderMs };
-    const check = (name, cond, detail) => { out.checks[name] = { ok: !!cond, detail: detail === undefined ? null : detail }; if (!cond) out.ok = false; };
+    let last = performance.now();
+    out.ms = {};
+    const check = (name, cond, detail) => {
+      out.checks[name] = { ok: !!cond, detail: detail === undefined ? null : detail };
+      if (!cond) out.ok = false;
+      out.ms[name] = Math.round(performance.now() - last);
+      last = performance.now();
+    };
     const visible = () => [...document.querySelectorAll("#tree .row")].filter((r) => r.offsetParent !== null);
     const rowText = (r) => [...r.querySelectorAll(".fn, .loc, .tag")].map((x) => x.textContent).join(" ");
     const badFmt = D.fmt_check.filter(([n, s]) => fmtBytes(n) !== s).map(([n, s]) => [n, s, fmtBytes(n)]);
