@@ -191,6 +191,7 @@
     tree.textContent = "";
     tree.classList.toggle("big", state.tree.nodes.length > BIG_TREE);
     root.total = total;
+    if (!ST.length) tree.appendChild(el("p", "hint", noCopies()));
     for (const k of kidsOf(root)) tree.appendChild(renderRow(k, total));
     let shown = root.kids.size;
     (function openBig(node) {
@@ -229,7 +230,7 @@
     box.textContent = "";
     $("flame-reset").hidden = !state.flameRoot;
     if (!total) {
-      box.appendChild(el("p", "hint", "Nothing to draw: the " + METRICS[state.metric] + " of every copy is 0."));
+      box.appendChild(el("p", "hint", ST.length ? "Nothing to draw: the " + METRICS[state.metric] + " of every copy is 0." : noCopies()));
       box.style.height = "auto";
       return;
     }
@@ -265,6 +266,8 @@
       drawn++;
     }
   }
+
+  const noCopies = () => (D.meta.showing.length ? "No copies match the filters." : "No copies recorded.");
 
   // --- header, summary, sites, bench ---
   function renderMeta() {
