@@ -60,6 +60,9 @@ def write_hostile_trace(path: Path) -> Path:
             rec(2, "__proto__", site, verdict="needed", bytes=float("nan")),
             rec(3, "constructor", huge, bytes=-10**9),
             rec(4, 3, site, device={"name": "<k>", "time_us": float("inf")}),
+            # Finite, but two of them would sum to infinity (JSON has no Infinity).
+            rec(5, 3, site, device={"name": "<k>", "time_us": 1e308}),
+            rec(6, 3, site, device={"name": "<k>", "time_us": 1e308}),
         ],
         "ops": [],
         "storages": [],

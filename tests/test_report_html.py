@@ -145,9 +145,11 @@ def test_hostile_trace_text_stays_data(tmp_path):
     assert huge[2] == "y" * 500 + f"... ({1_000_000 - 500} more characters)"
     assert len(page) < 200_000  # a 1 MB function name does not make a 1 MB page
     # NaN and negative byte counts count as 0 B, an infinite device time as none (the loader lets them through).
-    rows = [(s["op"], s["v"], s["b"], s["t"]) for s in data["stacks"]]
-    assert rows == [(HOSTILE, "__proto__", 2**30, None), ("3", None, 64, None), ("__proto__", "needed", 0, None), ("constructor", None, 0, None)]
-    assert data["timed"] is False and data["totals"]["bytes"] == 2**30 + 64
+    # Device times that are not a measurement (infinite, 1e308 us) count as none.
+    rows = [(s["op"], s["v"], s["n"], s["b"], s["t"]) for s in data["stacks"]]
+    assert rows == [(HOSTILE, "__proto__", 1, 2**30, None), ("3", None, 3, 192, None), ("__proto__", "needed", 1, 0, None),
+                    ("constructor", None, 1, 0, None)]
+    assert data["timed"] is False and data["totals"]["bytes"] == 2**30 + 192 and data["meta"]["complete"] is False
     sources = [s["src"] for s in data["stacks"] if s["src"]]
     assert sources == ["x = y.clone()  # <b>not bold</b>"]
 

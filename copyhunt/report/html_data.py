@@ -63,21 +63,27 @@ def _opt_text(value: Any, limit: int = MAX_TEXT) -> str | None:
     return None if value is None or value == "" else clean_text(value, limit)
 
 
+#: Bounds that keep sums finite and exact enough (a byte count past 2**62 or a copy that took
+#: more than a day of device time is not a measurement).
+MAX_SIZE = 2**62
+MAX_TIME_US = 86_400e6
+
+
 def _size(value: Any) -> int:
-    """A byte count or line number: a non-negative int; anything else (NaN, text, negative) is 0."""
+    """A byte count or line number: an int in [0, MAX_SIZE]; anything else (NaN, text, negative) is 0."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
-        return max(0, value)
-    if isinstance(value, float) and math.isfinite(value):
-        return max(0, int(value))
+        return value if 0 <= value <= MAX_SIZE else 0
+    if isinstance(value, float) and 0 <= value <= MAX_SIZE:
+        return int(value)
     return 0
 
 
 def _time_us(copy: CopyRecord) -> float | None:
-    """The copy's device time in us, or None (no timing, or not a finite non-negative number)."""
+    """The copy's device time in us, or None (no timing, or not a number in [0, MAX_TIME_US])."""
     t = getattr(copy.device, "time_us", None)
-    if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 0:
+    if isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= MAX_TIME_US:
         return float(t)
     return None
 
@@ -269,7 +275,7 @@ def _meta(trace: Trace, trace_path: str | None, showing: Sequence[str]) -> dict[
         "copyhunt": _opt_text(meta.copyhunt_version, 200),
         "started": _opt_text(meta.started_at, 200),
         "duration_s": float(meta.duration_s) if isinstance(meta.duration_s, (int, float)) and math.isfinite(meta.duration_s) else None,
-        "complete": meta.complete is not False,
+        "complete": meta.complete is True,  # anything but a plain true reads as incomplete
         "error": _opt_text(meta.error),
         "gpu_us": float(gpu) if isinstance(gpu, (int, float)) and math.isfinite(gpu) and gpu > 0 else None,
         "filters": [clean_text(f"{k}={_joined(v)}", 500) for k, v in sorted(filters.items(), key=lambda kv: str(kv[0])) if v not in (None, "", [], ())][:50],
