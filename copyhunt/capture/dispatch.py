@@ -45,7 +45,22 @@ class _Marker:
 
 
 _SKIP = _Marker("skip")  # profiler bookkeeping (copyhunt.region's own record_function): not a data op
-_DECOMPOSE = _Marker("decompose")  # a composite op: record the ops it decomposes into instead
+_COMPOSITE = _Marker("composite")  # runs its C++ CompositeImplicitAutograd kernel: record the ops it calls
+
+_CIA = torch._C.DispatchKey.CompositeImplicitAutograd
+#: Backend keys: a composite op with its own kernel for one of these runs that kernel, not the composite.
+_BACKEND_KEYS = ("CPU", "CUDA", "HIP", "XPU", "MPS", "Meta", "PrivateUse1")
+
+
+def classify(func: Any) -> Any:
+    """_SKIP, _COMPOSITE, or None (an op recorded by its own plan); computed once per op overload."""
+    if getattr(func, "namespace", None) == "profiler":
+        return _SKIP
+    name = func.name()
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    if has(name, "CompositeImplicitAutograd") and not any(has(name, k) for k in _BACKEND_KEYS):
+        return _COMPOSITE
+    return None
 
 
 class _Mode(TorchDispatchMode):
@@ -63,20 +78,18 @@ class _Mode(TorchDispatchMode):
             return func(*args, **kwargs)
         plan = cap._plans.get(func)
         if type(plan) is not Plan:
+            if plan is None:
+                plan = cap._plans[func] = classify(func) or make_plan(func, COPY_OPS.get(func))
+            if plan is _COMPOSITE:
+                # Composite ops reach the mode undecomposed under inference_mode and on inference
+                # tensors (no Autograd key decomposed them). Run the same C++ composite kernel the
+                # untraced program runs, with the mode back on so it sees the ops that kernel calls.
+                # Never func.decompose(): that prefers torch's Python decompositions, which differ
+                # (eval dropout would clone instead of returning its input, changing results).
+                with self:
+                    return func._op_dk(_CIA, *args, **kwargs)
             if plan is _SKIP:
                 return func(*args, **kwargs)
-            if plan is None and getattr(func, "namespace", None) == "profiler":
-                cap._plans[func] = _SKIP
-                return func(*args, **kwargs)
-            # First sight, or a known composite op. Under inference_mode composite ops arrive
-            # undecomposed (contiguous, to, reshape...); decomposing them here makes the recorded
-            # ops the same as in normal mode (the pattern of torch's FlopCounterMode).
-            with self:
-                r = func.decompose(*args, **kwargs)
-            if r is not NotImplemented:
-                cap._plans[func] = _DECOMPOSE
-                return r
-            plan = cap._plans[func] = make_plan(func, COPY_OPS.get(func))
         seq = next(cap._seq)
         if plan.copy_fn is None:
             out = func(*args, **kwargs)
