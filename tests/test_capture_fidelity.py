@@ -181,3 +181,16 @@ def test_item_on_the_cpu_is_not_a_copy_and_on_a_device_is_a_d2h() -> None:
         True,
     )
     assert fn((torch.tensor(1.0),), {}, 1.0) is None
+
+
+def test_tensor_constructors_move_data_where_the_mode_sees_it() -> None:
+    # torch.tensor(data, device=...) copies host data to the device with every mode off, unless
+    # only_lift_cpu_tensors is set: the hunt sets it (then the move is a _to_copy at the caller's
+    # line, checked on the GPU in test_device_gpu.py) and restores it after.
+    before = torch._C._only_lift_cpu_tensors()
+    with hunt() as h:
+        during = torch._C._only_lift_cpu_tensors()
+        t = torch.tensor([1.0, 2.0])  # on the CPU nothing moves: no copy either way
+    assert (before, during, torch._C._only_lift_cpu_tensors()) == (False, True, False)
+    assert t.tolist() == [1.0, 2.0] and h.copies == ()
+    assert [o.op for o in h.trace.ops] == ["aten.lift_fresh.default"]
