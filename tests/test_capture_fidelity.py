@@ -194,3 +194,15 @@ def test_tensor_constructors_move_data_where_the_mode_sees_it() -> None:
     assert (before, during, torch._C._only_lift_cpu_tensors()) == (False, True, False)
     assert t.tolist() == [1.0, 2.0] and h.copies == ()
     assert [o.op for o in h.trace.ops] == ["aten.lift_fresh.default"]
+
+
+@pytest.mark.parametrize("mode", ["normal", "inference_mode"])
+def test_composite_with_its_own_cpu_kernel_runs_that_kernel(mode: str) -> None:
+    # native_channel_shuffle has a CompositeImplicitAutograd kernel AND a CPU kernel: dispatching it on
+    # a CPU tensor runs the CPU kernel, so the hunt records the op itself, in every mode.
+    assert classify(aten.native_channel_shuffle.default) is None
+    x = torch.arange(16.0).reshape(1, 4, 2, 2)
+    with _ctx(mode), hunt() as h:
+        y = F.native_channel_shuffle(x, 2)
+    assert [o.op for o in h.trace.ops] == ["aten.native_channel_shuffle.default"]
+    assert y[0, :, 0, 0].tolist() == [0.0, 8.0, 4.0, 12.0]
