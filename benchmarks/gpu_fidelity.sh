@@ -6,7 +6,8 @@
 #    eval dropout aliasing, a tiny transformers Qwen3-MoE generate() with no copy lacking a line);
 # 2. benchmarks/gpu_fidelity.py: a larger random Qwen3-MoE generate() (bf16, 16 new tokens) traced end to
 #    end with device capture, grouped_mm and eager experts: copies/bytes by kind, copies WITHOUT a source
-#    line (target 0), ids identical traced and untraced.
+#    line (target 0), ids identical traced and untraced;
+# 3. benchmarks/device_overhead.py again (the bridge now opens a range around every op).
 # Writes logs and JSON under $OUT; prints a short summary last.
 set -uo pipefail
 OUT=${OUT:-/tmp/copyhunt-fidelity}
@@ -26,6 +27,9 @@ timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_fidelity_gpu.py 
 echo "== 2. transformers Qwen3-MoE generate() traced end to end with device capture"
 timeout 240 python3 benchmarks/gpu_fidelity.py --out "$OUT" 2>&1 | tee "$OUT/fidelity.log" | tail -20
 echo "fidelity rc=${PIPESTATUS[0]}"
+
+echo "== 3. device-capture overhead (a range now wraps every op, not only copies)"
+timeout 90 python3 benchmarks/device_overhead.py --json "$OUT/overhead.json" 2>&1 | tee "$OUT/overhead.log" | tail -9
 
 echo "== summary"
 tail -1 "$OUT/pytest.log"

@@ -8,16 +8,18 @@
 - ``TraceMeta.gpu_time_us``: the summed duration of every GPU event in the region (the denominator
   of the "GPU share" column);
 - records of origin ``"device"``: GPU copies (memcpys, copy kernels) that no dispatch copy explains
-  (made inside C++ or a library op), attributed to the dispatched op that launched them (its site);
+  (made inside the C++ of another op, or by a library), attributed to the dispatched op that launched
+  them (its op name, site, module and region);
 - records of origin ``"graph-replay"``: copies executed by CUDA-graph replays, one per replay,
   attributed to the capture-time record (see ``capture/graphs.py``); a captured copy that was
   replayed is represented by its replays (the capture itself moved no data).
 
 The bridge between a dispatch record (``seq``) and Kineto's events: while a capture is active the
-dispatch mode opens a ``copyhunt#<seq>`` profiler range around each op it runs (``op_range``), with
-torch's C++ ``_RecordFunctionFast`` (about 2 us per op, against 13 us for the Python
-``record_function``). A GPU event belongs to the innermost such range enclosing the runtime call
-that launched it (same thread). No ``with_stack``: the dispatch records already carry stacks.
+dispatch mode opens a ``copyhunt#<seq>`` profiler range around every op it runs, copy or not
+(``DeviceCapture.op_range`` -> ``bridge_range``), with torch's C++ ``_RecordFunctionFast`` (about 2 us
+per op, against 13 us for the Python ``record_function``). A GPU event belongs to the innermost such
+range enclosing the runtime call that launched it (same thread): exact, nothing matched by order. No
+``with_stack``: the dispatch records already carry stacks.
 """
 
 from __future__ import annotations
@@ -320,7 +322,7 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
         )
     extra = dict(trace.meta.extra)
     extra["device_join"] = {
-        "bridge": "record_function copyhunt#<seq>",
+        "bridge": "record_function copyhunt#<seq> around every op",
         "joined": len(eager),
         "graph_replays": len(replays),
         "unexplained": len(unexplained) + len(replay_extra),
