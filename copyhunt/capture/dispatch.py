@@ -110,7 +110,7 @@ class _Mode(TorchDispatchMode):
 def _lift_cpu_only(on: bool | None) -> bool | None:
     """Set torch's ``only_lift_cpu_tensors`` flag (process-wide); return the previous value.
 
-    ``torch.tensor(data, device="cuda")`` (also ``as_tensor``, ``new_tensor``, ``x[...] = [list]``) builds
+    ``torch.tensor(data, device="cuda")`` (also ``as_tensor`` and ``new_tensor`` of Python data) builds
     a CPU tensor and moves it to the device with every dispatch mode off, so its host-to-device copy
     would reach no mode and have no Python line. With the flag (FakeTensorMode sets it too) torch
     makes the same CPU tensor, lifts it, and only then calls ``.to(device)`` with modes on: the same

@@ -53,7 +53,7 @@ def short_site(frame: Frame | None, cwd: str | None = None, missing: str = "(no 
 
 
 #: Ops users never call by name, shown with the call that reaches them: ``Tensor.item()`` (and ``bool(t)``,
-#: ``int(t)``, ``float(t)``) is the only way into ``_local_scalar_dense``, a device-to-host read.
+#: ``int(t)``, ``float(t)``) is how code reaches ``_local_scalar_dense``, a device-to-host read.
 _CALLED_AS = {"_local_scalar_dense": "item -> _local_scalar_dense"}
 
 
