@@ -52,6 +52,11 @@ def short_site(frame: Frame | None, cwd: str | None = None, missing: str = "(no 
     return f"{short_path(frame.file, cwd)}:{frame.line} {frame.function}"
 
 
+#: Ops users never call by name, shown with the call that reaches them: ``Tensor.item()`` (and ``bool(t)``,
+#: ``int(t)``, ``float(t)``) is how code reaches ``_local_scalar_dense``, a device-to-host read.
+_CALLED_AS = {"_local_scalar_dense": "item -> _local_scalar_dense"}
+
+
 def short_op(op: str) -> str:
     """``aten.copy_.default`` (or profiler-style ``aten::copy_``) -> ``copy_``; ``aten.cat.out`` -> ``cat.out``."""
     name = op
@@ -59,7 +64,8 @@ def short_op(op: str) -> str:
         if name.startswith(prefix):
             name = name[len(prefix) :]
             break
-    return name[: -len(".default")] if name.endswith(".default") else name
+    name = name[: -len(".default")] if name.endswith(".default") else name
+    return _CALLED_AS.get(name, name)
 
 
 def percent(part: float, whole: float | None) -> str:
