@@ -123,9 +123,9 @@ class Hunt:
         if self.device_trace:
             device = self._device_capture()
             device.__enter__()
-        copy_range = getattr(device, "copy_range", None)
+        op_range = getattr(device, "op_range", None)
         capture = DispatchCapture(
-            rule=self._rule, stack_depth=self.stack_depth, copy_range=copy_range, record_ops=self.record_ops
+            rule=self._rule, stack_depth=self.stack_depth, op_range=op_range, record_ops=self.record_ops
         )
         try:
             capture.start()

@@ -47,15 +47,21 @@ def plural(n: int, one: str, many: str) -> str:
 # --- op names --------------------------------------------------------------------------------
 
 
+#: Ops users never call by name, shown with the call that reaches them: ``Tensor.item()`` (and ``bool(t)``,
+#: ``int(t)``, ``float(t)``) is how code reaches ``_local_scalar_dense``, a device-to-host read.
+_CALLED_AS = {"_local_scalar_dense": "item -> _local_scalar_dense"}
+
+
 def short_op(op: str) -> str:
     """The tables' form: ``aten.copy_.default`` (or profiler-style ``aten::copy_``) -> ``copy_``;
-    ``aten.cat.out`` -> ``cat.out``."""
+    ``aten.cat.out`` -> ``cat.out``; ops users never call by name with the call that reaches them."""
     name = op
     for prefix in ("aten.", "aten::"):
         if name.startswith(prefix):
             name = name[len(prefix) :]
             break
-    return name[: -len(".default")] if name.endswith(".default") else name
+    name = name[: -len(".default")] if name.endswith(".default") else name
+    return _CALLED_AS.get(name, name)
 
 
 def op_label(op: str) -> str:

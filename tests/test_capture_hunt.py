@@ -534,7 +534,7 @@ class FakeDeviceCapture:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.calls.append(("exit", exc_type))
 
-    def copy_range(self, seq: int, op: str) -> Any:
+    def op_range(self, seq: int, op: str) -> Any:
         import contextlib
 
         self.calls.append(("range", seq, op))
@@ -557,9 +557,11 @@ def test_device_trace_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
     a = x()
     with pytest.raises(ValueError):
         with hunt(device_trace=True) as h:
-            a + 1  # not a copy: no range
+            a + 1  # not a copy, but ranged too: a device copy made inside it must find its op
             a.clone()
             raise ValueError("stop")
-    # one range per copy op, keyed by its seq; exit sees the block's exception; join builds h.trace
-    assert FakeDeviceCapture.calls == ["enter", ("range", 1, "aten.clone.default"), ("exit", ValueError), "join"]
+    # one range per op, keyed by its seq; exit sees the block's exception; join builds h.trace
+    assert FakeDeviceCapture.calls == [
+        "enter", ("range", 0, "aten.add.Tensor"), ("range", 1, "aten.clone.default"), ("exit", ValueError), "join"
+    ]  # fmt: skip
     assert h.copies[0].seq == 1 and h.trace.meta.gpu_time_us == 1.5 and h.trace.meta.complete is False

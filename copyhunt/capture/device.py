@@ -8,16 +8,18 @@
 - ``TraceMeta.gpu_time_us``: the summed duration of every GPU event in the region (the denominator
   of the "GPU share" column);
 - records of origin ``"device"``: GPU copies (memcpys, copy kernels) that no dispatch copy explains
-  (made inside C++ or a library op), attributed to the dispatched op that launched them (its site);
+  (made inside the C++ of another op, or by a library), attributed to the dispatched op that launched
+  them (its op name, site, module and region);
 - records of origin ``"graph-replay"``: copies executed by CUDA-graph replays, one per replay,
   attributed to the capture-time record (see ``capture/graphs.py``); a captured copy that was
   replayed is represented by its replays (the capture itself moved no data).
 
 The bridge between a dispatch record (``seq``) and Kineto's events: while a capture is active the
-dispatch mode opens a ``copyhunt#<seq>`` profiler range around each op it runs (``op_range``), with
-torch's C++ ``_RecordFunctionFast`` (about 2 us per op, against 13 us for the Python
-``record_function``). A GPU event belongs to the innermost such range enclosing the runtime call
-that launched it (same thread). No ``with_stack``: the dispatch records already carry stacks.
+dispatch mode opens a ``copyhunt#<seq>`` profiler range around every op it runs, copy or not
+(``DeviceCapture.op_range`` -> ``bridge_range``), with torch's C++ ``_RecordFunctionFast`` (about 2 us
+per op, against 13 us for the Python ``record_function``). A GPU event belongs to the innermost such
+range enclosing the runtime call that launched it (same thread): exact, nothing matched by order. No
+``with_stack``: the dispatch records already carry stacks.
 """
 
 from __future__ import annotations
@@ -44,11 +46,11 @@ _ACTIVE: "DeviceCapture | None" = None
 
 
 def bridge_active() -> bool:
-    """True while a DeviceCapture is recording: the dispatch mode then wraps each op in ``op_range``."""
+    """True while a DeviceCapture is recording: the dispatch mode then wraps each op in ``bridge_range``."""
     return _ACTIVE is not None
 
 
-def op_range(seq: int) -> ContextManager[Any]:
+def bridge_range(seq: int) -> ContextManager[Any]:
     """The ``copyhunt#<seq>`` profiler range the dispatch mode opens around op ``seq``."""
     return _fast_range(f"{kineto.BRIDGE_PREFIX}{seq}")
 
@@ -152,9 +154,9 @@ class DeviceCapture:
         self.timings_ms = {"stop": (t1 - t0) * 1e3, "export": (t2 - t1) * 1e3, "parse": (t3 - t2) * 1e3}
         # Never swallow the block's exception: returning None lets it propagate.
 
-    def copy_range(self, seq: int, op: str) -> ContextManager[Any]:
-        """The bridge hook ``copyhunt.hunt`` hands to the dispatch mode: a range around copy ``seq``."""
-        return op_range(seq)
+    def op_range(self, seq: int, op: str) -> ContextManager[Any]:
+        """The bridge hook ``copyhunt.hunt`` hands to the dispatch mode: a range around op ``seq``."""
+        return bridge_range(seq)
 
     def join(self, trace: Trace) -> Trace:
         """``trace`` with device timings, GPU time, unexplained device copies and graph replays."""
@@ -251,6 +253,7 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
 
     eager: dict[int, list[KEvent]] = {}
     unexplained: list[tuple[CopyRecord, DeviceTiming]] = []
+    opless = 0  # device copies inside an op that has no OpRecord (a hunt with record_ops=False)
     for ev in kt.gpu:
         if id(ev) in replayed_ids:
             continue
@@ -259,6 +262,7 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
             eager.setdefault(seq, []).append(ev)
         elif copy_kind(ev) is not None:
             op = ops.get(seq) if seq is not None else None
+            opless += seq is not None and op is None
             unexplained.append(_device_record(ev, seq if seq is not None else -1, op, launcher_op, origin="device"))
 
     # Graph replays: all nodes a captured copy launched, per replay; copy nodes of other ops as device copies.
@@ -304,11 +308,20 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
         notes.append(f"{unjoined} GPU copy record(s) found no device event in the profiler trace (dropped events or a join miss)")
     if unexplained:
         notes.append(f"{len(unexplained)} device copy(ies) made inside library or C++ code (origin 'device'), attributed to the op that launched them")
+    if opless:
+        notes.append(f"{opless} device copy(ies) made inside ops the hunt did not record (record_ops=False): no source line")
+    unbridged = sum(1 for r, _ in unexplained if r.seq == -1)
+    if unbridged:
+        notes.append(
+            f"{unbridged} device copy(ies) launched outside every op the hunt saw (a thread started before "
+            "the hunt, or code that bypasses the dispatcher): no source line"
+        )
     stats = {
-        "bridge": "record_function copyhunt#<seq>",
+        "bridge": "record_function copyhunt#<seq> around every op",
         "joined": len(eager),
         "graph_replays": len(replays),
         "unexplained": len(unexplained) + len(replay_extra),
+        "no_site": sum(1 for r, _ in out if r.site is None),
         "gpu_events": len(kt.gpu),
         "rocm": kt.is_rocm,
     }

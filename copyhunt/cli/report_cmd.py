@@ -14,6 +14,7 @@ from copyhunt.cli import options
 from copyhunt.cli.app import app
 from copyhunt.cli.console import stdout_console
 from copyhunt.errors import OutputExistsError
+from copyhunt.report.html import check_output, read_bench, render_html, write_html
 from copyhunt.report.json_out import render_json
 from copyhunt.report.perfetto import write_perfetto
 from copyhunt.report.table import render_table
@@ -44,16 +45,37 @@ def report_command(
     perfetto: Optional[Path] = typer.Option(
         None, "--perfetto", metavar="OUT.json", help="Also write the copies as a Chrome/Perfetto timeline."
     ),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing output files (--perfetto)."),
+    html: Optional[Path] = typer.Option(
+        None, "--html", metavar="OUT.html", help="Also write a self-contained HTML report (call tree, flame graph, sites)."
+    ),
+    bench: Optional[list[Path]] = typer.Option(
+        None, "--bench", metavar="FILE", help="With --html: embed `copyhunt bench moe` output (its --json file and/or --plot PNG)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing output files (--perfetto, --html)."),
 ) -> int:
     """Render FILE; exit 2 (one line) when it is missing, truncated, foreign or from a newer copyhunt."""
     selection = options.selection(kind, region, site, op)
+    if bench and html is None:
+        raise typer.BadParameter("--bench goes with --html (it adds the benchmark to the HTML report)", param_hint="--bench")
     exports: list[Export] = []
     if perfetto is not None:
         exports.append(Export("--perfetto", perfetto, write_perfetto, "timeline written to {path} (open it in ui.perfetto.dev)"))
     for e in exports:  # refuse before reading anything
         if e.path.exists() and not force:
             raise OutputExistsError(f"{e.flag} {e.path}: file exists; pass --force to overwrite it")
+    if html is not None:
+        check_output(html, force)
+        attachment = read_bench(bench) if bench else None
+        # Named as the flags that chose them (--kind d2d,h2d -> kind=d2d,h2d).
+        showing = [
+            f"{'kind' if k == 'kinds' else k}={','.join(v) if isinstance(v, list) else v}" for k, v in selection.to_json().items()
+        ]
+
+        def write_page(shown: TraceView, path: Path) -> Path:
+            page = render_html(shown, trace_path=str(file), showing=showing, bench=attachment)
+            return write_html(page, path, force=force)
+
+        exports.append(Export("--html", html, write_page, "HTML report written to {path}"))
     trace = read_trace(file)
     # No --kind / --region / --site / --op: the view the trace records (what `copyhunt trace` printed).
     shown = view(trace, recorded_selection(trace) if selection.everything else selection)
