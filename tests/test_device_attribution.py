@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from copyhunt.capture import device, kineto
+from copyhunt import kineto
+from copyhunt.capture import device
 from copyhunt.records import CopyRecord, Frame, OpRecord, Trace
 
 TID, GPU_TID = 410, 7

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from copyhunt.capture import device, kineto
+from copyhunt import kineto
+from copyhunt.capture import device
 from copyhunt.hunt import hunt
 
 

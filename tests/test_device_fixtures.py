@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from copyhunt.capture import device, kineto
+from copyhunt import kineto
+from copyhunt.capture import device
 from copyhunt.importers import load_any
 from copyhunt.records import Trace
 from copyhunt.tracefile import load

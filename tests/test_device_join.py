@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from copyhunt.capture import device, kineto
-from copyhunt.capture.graphs import account_replays
+from copyhunt import kineto
+from copyhunt.capture import device
+from copyhunt.kineto.graphs import account_replays
 from copyhunt.errors import NoDeviceError
 from copyhunt.records import CopyRecord, Frame, OpRecord, Trace
 from factories import record

@@ -1,8 +1,11 @@
 """Import layering, read from the source (nothing is imported): a module imports its own package or
 lower layers only; command modules never import each other; the bundled demo uses only ``copyhunt.note``.
 
-    errors, text, notes  <-  records  <-  tracefile, selection  <-  view  <-  capture  <-  attribution
+    errors, text, notes  <-  records, kineto  <-  tracefile, selection  <-  view  <-  capture  <-  attribution
       <-  importers  <-  analysis  <-  hunt  <-  report, gate, targets, bench  <-  cli, pytest_plugin  <-  __main__
+
+``kineto`` (Chrome-trace parsing) is a leaf beside ``records``: capture, importers and report read
+profiler files through it, and it uses the standard library and ``copyhunt.errors`` only.
 
 Imports under ``if TYPE_CHECKING:`` are left out (they run nothing); ``import copyhunt`` (the light
 package root) is allowed everywhere.
@@ -11,6 +14,7 @@ package root) is allowed everywhere.
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +27,7 @@ LAYERS = {
     "copyhunt.text": 0,
     "copyhunt.notes": 0,
     "copyhunt.records": 1,
+    "copyhunt.kineto": 1,  # standard library + copyhunt.errors only (test_kineto_is_standard_library_only)
     "copyhunt.tracefile": 2,
     "copyhunt.selection": 2,
     "copyhunt.view": 3,
@@ -112,6 +117,15 @@ def test_command_modules_never_import_each_other() -> None:
 def test_the_demo_uses_only_the_public_note(path: Path) -> None:
     ours = [i for i in _imports(path) if i == "copyhunt" or i.startswith("copyhunt.")]
     assert set(ours) <= {"copyhunt.note"}, f"{_module_name(path)} imports copyhunt internals: {ours}"
+
+
+@pytest.mark.parametrize("path", _sources("copyhunt/kineto"), ids=lambda p: _module_name(p))
+def test_kineto_is_standard_library_only(path: Path) -> None:
+    # The CPU suite parses real GPU traces with it, and the importers run without torch's profiler.
+    imported = {i.split(".")[0] for i in _imports(path)} - {"copyhunt", "__future__"}
+    assert imported <= sys.stdlib_module_names, f"{_module_name(path)} imports {sorted(imported - sys.stdlib_module_names)}"
+    ours = [i for i in _imports(path) if i.startswith("copyhunt.") and _part(i) != "copyhunt.kineto"]
+    assert set(ours) <= {"copyhunt.errors"}, f"{_module_name(path)} imports {ours}"
 
 
 def test_the_check_can_fail(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from copyhunt.capture.kineto import read_json
+from copyhunt.kineto import read_json
 from copyhunt.importers import load_any
 from copyhunt.records import Copy, DeviceTiming, Frame
 from copyhunt.view import view

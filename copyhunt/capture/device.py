@@ -11,7 +11,7 @@
   (made inside the C++ of another op, or by a library), attributed to the dispatched op that launched
   them (its op name, site, module and region);
 - records of origin ``"graph-replay"``: copies executed by CUDA-graph replays, one per replay,
-  attributed to the capture-time record (see ``capture/graphs.py``); a captured copy that was
+  attributed to the capture-time record (see ``kineto/graphs.py``); a captured copy that was
   replayed is represented by its replays (the capture itself moved no data).
 
 The bridge between a dispatch record (``seq``) and Kineto's events: while a capture is active the
@@ -35,9 +35,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ContextManager, Iterator
 
-from copyhunt.capture import kineto
-from copyhunt.capture.graphs import account_replays
-from copyhunt.capture.kineto import KEvent, KinetoTrace, copy_kind
+from copyhunt import kineto
+from copyhunt.kineto import KEvent, KinetoTrace, copy_kind, short_kernel
+from copyhunt.kineto.graphs import account_replays
 from copyhunt.errors import NoDeviceError
 from copyhunt.records import CopyRecord, DeviceTiming, OpRecord, Trace
 
@@ -175,7 +175,7 @@ class DeviceCapture:
 def _timing(events: list[KEvent], fallback_bytes: int | None) -> DeviceTiming:
     """One DeviceTiming for the GPU events of one copy (a cat may run several kernels)."""
     first = min(events, key=lambda e: e.ts)
-    name = _short_kernel(first.name) + (f" (+{len(events) - 1})" if len(events) > 1 else "")
+    name = short_kernel(first.name) + (f" (+{len(events) - 1})" if len(events) > 1 else "")
     memcpy_bytes = [e.nbytes for e in events if e.nbytes is not None]
     nbytes = sum(memcpy_bytes) if len(memcpy_bytes) == len(events) else fallback_bytes  # type: ignore[arg-type]
     return DeviceTiming(
@@ -185,18 +185,6 @@ def _timing(events: list[KEvent], fallback_bytes: int | None) -> DeviceTiming:
         stream=first.stream,
         start_us=first.ts,
     )
-
-
-def _short_kernel(name: str) -> str:
-    """A readable kernel name: C++ templates and argument lists dropped, the copy functor kept."""
-    if name.startswith("Memcpy") or name.startswith("Memset"):
-        return name
-    for key in ("direct_copy_kernel_cuda", "bfloat16_copy_kernel_cuda", "float16_copy_kernel_cuda", "CatArrayBatchedCopy", "index_put_kernel"):
-        if key in name:
-            return key
-    head = name.split("(")[0].split("<")[0]
-    head = head.replace("void ", "").strip()
-    return head.rsplit("::", 1)[-1] or name[:60]
 
 
 def _device_of(kind: str, device: Any) -> tuple[str, str]:
@@ -212,7 +200,7 @@ def _device_record(
     src, dst = _device_of(kind, ev.args.get("device"))
     record = CopyRecord(
         seq=seq,
-        op=op.op if op is not None else (launcher_op or _short_kernel(ev.name)),
+        op=op.op if op is not None else (launcher_op or short_kernel(ev.name)),
         kind=kind,
         bytes=ev.nbytes or 0,
         noop=False,

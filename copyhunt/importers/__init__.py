@@ -39,7 +39,7 @@ def load_any(path: str | os.PathLike[str]) -> Trace:
         return load(p)  # gives the usual one-line "not valid JSON" error
     if not gz and '"schema"' in p.read_text(encoding="utf-8", errors="replace")[:256]:
         return load(p)
-    from copyhunt.capture.kineto import read_json
+    from copyhunt.kineto import read_json
     from copyhunt.importers import chrome
 
     doc = read_json(p)

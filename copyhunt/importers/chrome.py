@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from copyhunt.attribution import KinetoSiteRule, attribute
-from copyhunt.capture import kineto
-from copyhunt.capture.graphs import account_replays
-from copyhunt.capture.kineto import KEvent, KinetoTrace, copy_kind
+from copyhunt import kineto
+from copyhunt.kineto import KEvent, KinetoTrace, copy_kind, short_kernel
+from copyhunt.kineto.graphs import account_replays
 from copyhunt.records import CopyRecord, DeviceTiming, Frame, Trace, TraceMeta
 
 #: Sites from Kineto's python_function stacks: the one chooser, with the rule for Kineto's paths.
@@ -90,7 +90,7 @@ def import_kineto(kt: KinetoTrace, source: str = "trace") -> Trace:
             no_site += 1
         src, dst = _devices(kind, ev.args.get("device"))
         timings[len(copies)] = DeviceTiming(
-            name=_display_name(ev), time_us=round(ev.dur, 3), bytes=nbytes, stream=ev.stream, start_us=ev.ts
+            name=short_kernel(ev.name), time_us=round(ev.dur, 3), bytes=nbytes, stream=ev.stream, start_us=ev.ts
         )
         copies.append(
             CopyRecord(
@@ -147,12 +147,6 @@ def import_kineto(kt: KinetoTrace, source: str = "trace") -> Trace:
         kineto_trace=source,
     )
     return Trace(meta=meta, copies=tuple(copies), timings=timings)
-
-
-def _display_name(ev: KEvent) -> str:
-    from copyhunt.capture.device import _short_kernel  # one spelling of kernel names for both paths
-
-    return _short_kernel(ev.name)
 
 
 def looks_like_chrome(doc: Any) -> bool:

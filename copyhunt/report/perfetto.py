@@ -120,7 +120,7 @@ def _original_timeline(path: str | None, timeline: Any) -> tuple[list[dict[str, 
             return None, None
         if not Path(path).exists():
             return None, f"not found: {path} (the copies are shown alone)"
-        from copyhunt.capture.kineto import read_json
+        from copyhunt.kineto import read_json
 
         try:
             doc, source = read_json(path), str(path)
