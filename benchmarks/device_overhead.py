@@ -60,7 +60,7 @@ def main() -> int:
     args = ap.parse_args()
     from torch.profiler import ProfilerActivity, profile
 
-    from copyhunt.hunt import hunt
+    from copyhunt.hunting import hunt
 
     step = _step_factory(args.layers, args.tokens)
     tmp = Path(tempfile.mkdtemp(prefix="copyhunt-overhead-"))

@@ -29,13 +29,13 @@ __all__ = ["hunt", "region", "note", "Trace", "Copy", "CopyRecord", "load_trace"
 
 if TYPE_CHECKING:  # pragma: no cover
     from copyhunt.capture.regions import region
-    from copyhunt.hunt import hunt
+    from copyhunt.hunting import hunt
 
 
 def __getattr__(name: str) -> Any:
     # torch is imported lazily so `copyhunt --help` and `copyhunt report` start fast.
     if name == "hunt":
-        from copyhunt.hunt import hunt
+        from copyhunt.hunting import hunt
 
         return hunt
     if name == "region":

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import pytest
 
 if TYPE_CHECKING:
-    from copyhunt.hunt import Hunt
+    from copyhunt.hunting import Hunt
     from copyhunt.records import Copy, Trace
     from copyhunt.selection import Selection
 
@@ -142,7 +142,7 @@ def limit_failure(copies: "list[Copy]", limit: CopyLimit) -> str | None:
 
 @contextmanager
 def _traced() -> "Iterator[Hunt]":
-    from copyhunt.hunt import hunt
+    from copyhunt.hunting import hunt
 
     with hunt() as h:
         yield h
@@ -209,7 +209,7 @@ class CopyhuntFixture:
 
     def hunt(self, **kwargs: Any) -> "Hunt":
         """``copyhunt.hunt(**kwargs)``: trace a block and assert on ``.trace`` / ``.copies`` yourself."""
-        from copyhunt.hunt import hunt
+        from copyhunt.hunting import hunt
 
         return hunt(**kwargs)
 

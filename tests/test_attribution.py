@@ -15,7 +15,7 @@ import torch
 import copyhunt
 from copyhunt.attribution import BadGlobError, SiteRule, attribute, is_library_file
 from copyhunt.errors import CopyhuntError
-from copyhunt.hunt import hunt
+from copyhunt.hunting import hunt
 from copyhunt.records import Frame
 
 TORCH_FILE = os.path.join(os.path.dirname(torch.__file__), "nn", "functional.py")

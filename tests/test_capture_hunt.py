@@ -16,7 +16,7 @@ import torch
 
 import copyhunt
 from copyhunt.errors import CopyhuntError, NoDeviceError
-from copyhunt.hunt import Hunt, HuntActiveError, HuntOptionError, hunt
+from copyhunt.hunting import Hunt, HuntActiveError, HuntOptionError, hunt
 from copyhunt.records import Access, Trace
 from copyhunt.tracefile import from_json, to_json
 
@@ -32,6 +32,13 @@ def x() -> torch.Tensor:
 
 
 # --- the facade --------------------------------------------------------------------------------
+
+
+def test_the_package_hunt_is_the_function_once_its_module_is_imported() -> None:
+    # The facade's module is named apart from the function: importing it must not rebind copyhunt.hunt.
+    import copyhunt.hunting
+
+    assert copyhunt.hunt is copyhunt.hunting.hunt and isinstance(copyhunt.hunt, types.FunctionType)
 
 
 def test_package_level_hunt_and_start_stop() -> None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from copyhunt.hunt import hunt
+from copyhunt.hunting import hunt
 from copyhunt.records import CopyRecord
 
 

@@ -7,7 +7,7 @@ import torch
 
 from copyhunt import kineto
 from copyhunt.capture import device
-from copyhunt.hunt import hunt
+from copyhunt.hunting import hunt
 
 
 def test_hunt_opens_one_bridge_range_per_op(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

@@ -7,7 +7,7 @@ import inspect
 import pytest
 import torch
 
-from copyhunt.hunt import hunt
+from copyhunt.hunting import hunt
 
 pytestmark = pytest.mark.gpu
 M, K = 64, 3072

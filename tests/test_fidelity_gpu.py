@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from copyhunt.hunt import hunt
+from copyhunt.hunting import hunt
 
 pytestmark = pytest.mark.gpu
 

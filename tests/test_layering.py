@@ -2,7 +2,7 @@
 lower layers only; command modules never import each other; the bundled demo uses only ``copyhunt.note``.
 
     errors, text, notes  <-  records, kineto  <-  tracefile, selection  <-  view  <-  capture  <-  attribution
-      <-  importers  <-  analysis  <-  hunt  <-  report, gate, targets, bench  <-  cli, pytest_plugin  <-  __main__
+      <-  importers  <-  analysis  <-  hunting  <-  report, gate, targets, bench  <-  cli, pytest_plugin  <-  __main__
 
 ``kineto`` (Chrome-trace parsing) is a leaf beside ``records``: capture, importers and report read
 profiler files through it, and it uses the standard library and ``copyhunt.errors`` only.
@@ -35,7 +35,7 @@ LAYERS = {
     "copyhunt.attribution": 5,
     "copyhunt.importers": 6,
     "copyhunt.analysis": 7,
-    "copyhunt.hunt": 8,
+    "copyhunt.hunting": 8,
     "copyhunt.report": 9,
     "copyhunt.gate": 9,
     "copyhunt.targets": 9,

@@ -10,7 +10,7 @@ import torch
 import copyhunt
 from copyhunt.capture.regions import RegionNameError, region
 from copyhunt.errors import CopyhuntError
-from copyhunt.hunt import hunt
+from copyhunt.hunting import hunt
 from copyhunt.selection import region_matches
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from copyhunt.hunt import hunt
+from copyhunt.hunting import hunt
 from copyhunt.records import Trace
 from copyhunt.tracefile import save
 

@@ -211,7 +211,7 @@ def _row(mode: str, m: int, base: list[float], fixed: list[float], ideal: list[f
 
 def _copy_counts(stack: Any, x: torch.Tensor, layers: int) -> dict[str, dict[str, float]]:
     """Trace one step of each path with copyhunt and count d2d copies per layer."""
-    from copyhunt.hunt import hunt
+    from copyhunt.hunting import hunt
     from copyhunt_moe import copy_sites
 
     sites = {(s.file, s.line) for s in copy_sites().values()}

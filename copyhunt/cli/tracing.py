@@ -93,7 +93,7 @@ def trace_target(
     """
     err = stderr if stderr is not None else sys.stderr
     target.check()
-    from copyhunt.hunt import hunt  # torch is imported here, not at CLI start-up
+    from copyhunt.hunting import hunt  # torch is imported here, not at CLI start-up
 
     if device_trace is None:
         import torch
@@ -206,7 +206,7 @@ _CAPTURE_DIR = os.path.join(_PACKAGE_DIR, "capture") + os.sep
 _STDLIB_RUNNERS = frozenset(os.path.abspath(m.__file__ or "") for m in (runpy, importlib))
 _RUNNER_FILES = frozenset(
     os.path.join(_PACKAGE_DIR, *parts)
-    for parts in (("targets.py",), ("hunt.py",), ("cli", "tracing.py"), ("cli", "trace_cmd.py"), ("cli", "gate_cmd.py"))
+    for parts in (("targets.py",), ("hunting.py",), ("cli", "tracing.py"), ("cli", "trace_cmd.py"), ("cli", "gate_cmd.py"))
 )
 
 

@@ -8,13 +8,15 @@
 It wires the dispatch capture (``copyhunt.capture.dispatch``), attribution (``copyhunt.attribution``)
 and, when asked, the device capture (``copyhunt.capture.device``, imported lazily).
 Hunts do not nest: starting one while another runs raises ``HuntActiveError``.
+
+The package root exports ``copyhunt.hunt`` lazily (torch loads on first use); this module is named
+apart from the function so that importing it never shadows ``copyhunt.hunt``. Inside copyhunt the
+spelling is ``from copyhunt.hunting import Hunt, hunt``.
 """
 
 from __future__ import annotations
 
 import platform
-import sys
-import types
 import time
 from collections.abc import Iterable
 from dataclasses import replace
@@ -48,6 +50,16 @@ def describe_device() -> str:
         idx = torch.cuda.current_device()
         return f"cuda:{idx} {torch.cuda.get_device_name(idx)}"
     return "cpu"
+
+
+def _meta(**fields: Any) -> TraceMeta:
+    """A TraceMeta with the versions every hunt's trace carries, plus ``fields``."""
+    return TraceMeta(
+        copyhunt_version=copyhunt.__version__,
+        torch_version=torch.__version__,
+        python=platform.python_version(),
+        **fields,
+    )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -165,10 +177,7 @@ class Hunt:
         notes.extend(program_notes)  # what the program said through copyhunt.note()
         if not self.record_ops:
             notes.append("copies only (record_ops=False): no per-op records, so verdicts that need them cannot be judged")
-        meta = TraceMeta(
-            copyhunt_version=copyhunt.__version__,
-            torch_version=torch.__version__,
-            python=platform.python_version(),
+        meta = _meta(
             device=describe_device(),
             started_at=self._started_at,
             duration_s=round(duration, 6),
@@ -211,14 +220,7 @@ class Hunt:
                 raise
             # Never let a failure of ours replace the user's exception: keep an empty, marked trace.
             self.trace = Trace(
-                meta=TraceMeta(
-                    copyhunt_version=copyhunt.__version__,
-                    torch_version=torch.__version__,
-                    python=platform.python_version(),
-                    complete=False,
-                    error=_one_line(exc),
-                    notes=(f"copyhunt could not build the trace: {_one_line(ours)}",),
-                )
+                meta=_meta(complete=False, error=_one_line(exc), notes=(f"copyhunt could not build the trace: {_one_line(ours)}",))
             )
         # Returning None lets the block's exception propagate unchanged.
         return None
@@ -269,19 +271,3 @@ def hunt(
         device_trace=device_trace,
         record_ops=record_ops,
     )
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`hunt`.
-
-    Importing ``copyhunt.hunt`` (the module) makes Python set the package attribute ``copyhunt.hunt``
-    to the module, shadowing the lazily exported function; making the module callable keeps
-    ``copyhunt.hunt(...)`` working either way.
-    """
-
-    def __call__(self, **kwargs: Any) -> Hunt:
-        return hunt(**kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-
