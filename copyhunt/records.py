@@ -14,7 +14,7 @@ standard library, so a saved trace can be loaded (and tested) anywhere; the file
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Mapping
 
 #: Copy kinds. ``d2d`` means source and destination on the same device (the CPU included).
@@ -226,10 +226,6 @@ class Trace:
         """Every copy with its timing and findings, in trace order."""
         timings, findings = self.timings, self.findings or {}
         return tuple(Copy(i, c, timings.get(i), findings.get(i, ())) for i, c in enumerate(self.copies))
-
-    def with_copies(self, copies: Iterable[CopyRecord]) -> "Trace":
-        """This trace with other copy records; their timings and findings are dropped (keyed by position)."""
-        return replace(self, copies=tuple(copies), timings={}, findings=None)
 
 
 @dataclass(frozen=True)

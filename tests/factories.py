@@ -2,12 +2,14 @@
 
 ``record`` builds a ``CopyRecord`` (captured facts only); ``copy`` a read-side ``Copy`` (a record with
 its device timing and findings); ``trace`` a ``Trace`` from either, putting timings and findings
-beside the copies by position. Defaults: a d2d ``aten.copy_`` of 16 float32 bytes on the CPU.
+beside the copies by position; ``with_copies`` swaps the copy records of a trace. Defaults: a d2d
+``aten.copy_`` of 16 float32 bytes on the CPU.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import Any, Iterable
 
 from copyhunt.records import Copy, CopyRecord, DeviceTiming, Finding, Frame, Trace, TraceMeta
 
@@ -51,3 +53,8 @@ def trace(*copies: Copy | CopyRecord, meta: TraceMeta | None = None, judged: boo
         findings={i: c.findings for i, c in enumerate(read) if c.findings} if judged else None,
         **fields,
     )
+
+
+def with_copies(t: Trace, copies: Iterable[CopyRecord]) -> Trace:
+    """``t`` with other copy records; timings and findings are dropped (they are keyed by position)."""
+    return replace(t, copies=tuple(copies), timings={}, findings=None)

@@ -32,4 +32,6 @@ def test_hunt_opens_one_bridge_range_per_op(monkeypatch: pytest.MonkeyPatch, tmp
     # No GPU events on the CPU: nothing joined, GPU time 0, copies untouched.
     assert h.trace.meta.gpu_time_us == 0 and all(x.device is None for x in h.copies)
     assert h.trace.meta.device_join["joined"] == 0
-    assert not device.bridge_active()
+    # The hunt released its device capture: another one starts (a held one raises "already running").
+    with device.DeviceCapture(trace_path=tmp_path / "again.json"):
+        pass

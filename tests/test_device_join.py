@@ -142,4 +142,3 @@ def test_no_gpu_raises_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(NoDeviceError, match="needs a CUDA or ROCm GPU"):
         with device.DeviceCapture():
             pass
-    assert not device.bridge_active()

@@ -17,7 +17,7 @@ from copyhunt.analysis.rules import registered, rule, run_rules
 from copyhunt.analysis.index import TraceIndex
 from copyhunt.records import VERDICTS, Access, Copy, CopyRecord, Finding, Frame, OpRecord, StorageInfo, Trace
 from copyhunt.tracefile import load, save
-from factories import record
+from factories import record, with_copies
 
 # An access spec: a storage id (its whole range, dense) or (storage, offset, nbytes[, dense]).
 Spec = Union[int, tuple]
@@ -506,7 +506,7 @@ def test_graph_replay_shares_its_capture_time_verdict():
     b.op("relu", reads=(1,), frees=(2,), line=72)
     base = b.trace()
     replayed = replace(base.copies[0], origin="graph-replay", graph_replay=0)
-    captured, replay = judge(base.with_copies([base.copies[0], replayed])).read_copies()
+    captured, replay = judge(with_copies(base, [base.copies[0], replayed])).read_copies()
     assert replay.verdict == captured.verdict == "defensive-clone"
     assert replay.reason == captured.reason + " (as at capture, #0)"
     assert captured.reason == "neither the source (buffer #1) nor this copy is written until it is freed (before #2): an alias would do"
@@ -681,7 +681,7 @@ def test_replays_of_a_graph_captured_elsewhere_make_device_storages_unjudgeable(
         b.op("fill_", writes=(2,), line=11)
         base = b.trace()
         replay = record(99, 16, src_device="cuda:0", dst_device="cuda:0", origin="graph-replay")
-        judged = judge(base.with_copies([*base.copies, replay])).read_copies()
+        judged = judge(with_copies(base, [*base.copies, replay])).read_copies()
         assert [c.verdict for c in judged] == [expected, "needed"]
 
 
@@ -715,7 +715,7 @@ def test_producer_copy_filtered_out_of_the_trace_is_not_guessed():
     trace = b.trace()
     full = judge(trace).read_copies()
     assert [c.verdict for c in full] == ["needed", "needed"]  # lossy then widening: needed either way
-    dropped = judge(trace.with_copies(trace.copies[1:])).read_copies()
+    dropped = judge(with_copies(trace, trace.copies[1:])).read_copies()
     assert [c.verdict for c in dropped] == ["needed"]
 
 

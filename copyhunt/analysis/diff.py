@@ -119,11 +119,6 @@ class TraceDiff:
         """Sites with more copies or bytes than before (added sites included)."""
         return tuple(c for c in self.changes if c.grew)
 
-    @property
-    def changed_any(self) -> bool:
-        """True when any site was added, removed or changed."""
-        return any(c.status != "same" for c in self.changes)
-
 
 def _totals(stats: dict[SiteKey, SiteStats]) -> SiteStats:
     timed = [s.device_us for s in stats.values() if s.device_us is not None]

@@ -9,17 +9,22 @@
   of the "GPU share" column);
 - records of origin ``"device"``: GPU copies (memcpys, copy kernels) that no dispatch copy explains
   (made inside the C++ of another op, or by a library), attributed to the dispatched op that launched
-  them (its op name, site, module and region);
+  them (its op name, site, module and region; when the hunt kept no record of that op, or the launch
+  was outside every op it saw, the innermost ``cpu_op``'s name, else the kernel's, and no site);
 - records of origin ``"graph-replay"``: copies executed by CUDA-graph replays, one per replay,
   attributed to the capture-time record (see ``kineto/graphs.py``); a captured copy that was
   replayed is represented by its replays (the capture itself moved no data).
 
-The bridge between a dispatch record (``seq``) and Kineto's events: while a capture is active the
-dispatch mode opens a ``copyhunt#<seq>`` profiler range around every op it runs, copy or not
-(``DeviceCapture.op_range`` -> ``bridge_range``), with torch's C++ ``_RecordFunctionFast`` (about 2 us
-per op, against 13 us for the Python ``record_function``). A GPU event belongs to the innermost such
-range enclosing the runtime call that launched it (same thread): exact, nothing matched by order. No
-``with_stack``: the dispatch records already carry stacks.
+The bridge between a dispatch record (``seq``) and Kineto's events: ``copyhunt.hunt`` hands
+``DeviceCapture.op_range`` to the dispatch capture, and from then until the profiler stops the
+dispatch mode runs EVERY op that takes a sequence number inside a ``copyhunt#<seq>`` range
+(``bridge_range``): copies and all other ops alike, in copies-only hunts (``record_ops=False``) too.
+Only profiler bookkeeping and composite ops take no number and no range (the ops a composite's kernel
+calls get their own); ops a kernel calls internally run inside their caller's range, so ranges never
+nest. The range is torch's C++ ``_RecordFunctionFast`` (about 2 us per op, against 13 us for the Python
+``record_function``, the fallback on a torch without it). A GPU event belongs to the innermost such range
+enclosing the runtime call (else the ``cpu_op``) that launched it, on the same thread: exact, nothing
+matched by order. No ``with_stack``: the dispatch records already carry stacks.
 """
 
 from __future__ import annotations
@@ -43,11 +48,6 @@ from copyhunt.records import CopyRecord, DeviceTiming, OpRecord, Trace
 
 _ACTIVE_LOCK = threading.Lock()
 _ACTIVE: "DeviceCapture | None" = None
-
-
-def bridge_active() -> bool:
-    """True while a DeviceCapture is recording: the dispatch mode then wraps each op in ``bridge_range``."""
-    return _ACTIVE is not None
 
 
 def bridge_range(seq: int) -> ContextManager[Any]:
