@@ -36,6 +36,7 @@ import copyhunt
 from copyhunt.analysis import judge
 from copyhunt.analysis.diff import diff_traces
 from copyhunt.records import Trace
+from copyhunt.view import view
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -110,7 +111,7 @@ def run_llama() -> tuple[Callable[[], Any], Callable[[], Any]]:
 
 
 def run_moe() -> tuple[Callable[[], Any], Callable[[], Any]]:
-    from copyhunt.moe.demo import build_stack, make_input, resolve_config
+    from copyhunt_moe.demo import build_stack, make_input, resolve_config
 
     config = resolve_config()
     stack = build_stack(config, "baseline")
@@ -152,7 +153,7 @@ def _equal(a: Any, b: Any) -> bool:
 
 def _rows(trace: Trace) -> list[dict[str, Any]]:
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for c in trace.copies:
+    for c in trace.read_copies():
         info = c.extra.get("compiled", {})
         key = (c.site.short() if c.site else "(no site)", c.op, c.origin, info.get("how"))
         r = rows.setdefault(key, {"site": key[0], "op": c.op, "origin": c.origin, "how": info.get("how"),
@@ -199,7 +200,7 @@ def run_part(name: str, out: Path) -> dict[str, Any]:
     copyhunt.save_trace(compiled, out / f"{name}-compiled.json", overwrite=True)
     copyhunt.save_trace(eager, out / f"{name}-eager.json", overwrite=True)
 
-    d = diff_traces(eager, compiled)
+    d = diff_traces(view(eager), view(compiled))
     result["compiled"] = {"copies": len(compiled.copies), "bytes": compiled.total_bytes, "rows": _rows(compiled),
                           "notes": list(compiled.meta.notes), "extra": compiled.meta.extra.get("compiled")}
     result["eager"] = {"copies": len(eager.copies), "bytes": eager.total_bytes, "notes": list(eager.meta.notes)}

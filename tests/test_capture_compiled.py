@@ -24,7 +24,10 @@ import torch._dynamo.utils as dynamo_utils
 import copyhunt
 from copyhunt.analysis import judge
 from copyhunt.analysis.diff import diff_traces
+from copyhunt.hunting import HuntOptionError
 from copyhunt.records import Trace
+from copyhunt.view import view
+from factories import with_copies
 
 
 def step(x: torch.Tensor, buf: torch.Tensor, counter: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -204,8 +207,8 @@ def test_code_compiled_before_the_hunt_is_counted_not_described(runs: dict) -> N
 def test_diff_eager_against_compiled_shows_what_compilation_changed(runs: dict) -> None:
     hunt = runs["hunt"]
     static = {g["graph"] for g in hunt.meta.extra["compiled"]["graphs"][:2]}
-    first_three = hunt.with_copies(c for c in hunt.copies if c.extra["compiled"]["graph"] in static)
-    d = diff_traces(runs["eager"], first_three)
+    first_three = with_copies(hunt, (c for c in hunt.copies if c.extra["compiled"]["graph"] in static))
+    d = diff_traces(view(runs["eager"]), view(first_three))
     status = {(c.key.line, c.key.op): c.status for c in d.changes}
     assert status == {
         (_line("contig"), "aten.clone.default"): "same",
@@ -218,7 +221,7 @@ def test_diff_eager_against_compiled_shows_what_compilation_changed(runs: dict) 
 
 
 def test_verdicts_of_compiled_copies_say_what_is_known(runs: dict) -> None:
-    judged = {(c.site.line, c.op): c for c in judge(runs["hunt"]).copies if c.origin == "compiled"}
+    judged = {(c.site.line, c.op): c for c in judge(runs["hunt"]).read_copies() if c.origin == "compiled"}
     fused = judged[(_line("contig"), "aten.clone.default")]
     assert fused.verdict == "needed"
     assert fused.reason.startswith("fused by Inductor into cpp_fused_")
@@ -229,7 +232,7 @@ def test_verdicts_of_compiled_copies_say_what_is_known(runs: dict) -> None:
 
 
 def test_compiled_option_is_checked() -> None:
-    with pytest.raises(copyhunt.hunt.HuntOptionError, match="compiled must be one of 'compiled', 'eager', got 'fast'"):
+    with pytest.raises(HuntOptionError, match="compiled must be one of 'compiled', 'eager', got 'fast'"):
         copyhunt.hunt(compiled="fast")
 
 
@@ -246,7 +249,7 @@ f(torch.ones(4, 8))
 
 def test_cli_eager_flag_says_which_functions_ran_op_by_op(tmp_path, monkeypatch, capsys) -> None:
     from copyhunt.cli import main
-    from copyhunt.records import load
+    from copyhunt.tracefile import load
 
     monkeypatch.setenv("COLUMNS", "200")
     script = tmp_path / "prog.py"
@@ -269,7 +272,7 @@ def test_table_says_how_inductor_runs_the_kept_copies(runs: dict) -> None:
     from copyhunt.report.table import render_table
 
     buf = io.StringIO()
-    render_table(judge(runs["hunt"]), Console(file=buf, width=200, no_color=True), cwd=str(__import__("pathlib").Path(__file__).parent))
+    render_table(view(judge(runs["hunt"])), Console(file=buf, width=200, no_color=True), cwd=str(__import__("pathlib").Path(__file__).parent))
     lines = buf.getvalue().splitlines()
     start = lines.index("Kept by torch.compile (Inductor), per execution:")
     section = lines[start + 1 : start + 6]
@@ -301,7 +304,7 @@ def test_trace_of_a_script_that_compiles_after_the_hunt_started(tmp_path) -> Non
     import subprocess
     import sys
 
-    from copyhunt.records import load
+    from copyhunt.tracefile import load
 
     script = tmp_path / "prog.py"
     script.write_text(COMPILE_AFTER_START)

@@ -42,7 +42,7 @@ def test_outputs_identical_with_and_without_the_hunt(traced: dict) -> None:
 
 
 def test_copy_kernels_carry_their_triton_kernel_and_device_time(traced: dict) -> None:
-    compiled = [c for c in traced["trace"].copies if c.origin == "compiled"]
+    compiled = [c for c in traced["trace"].read_copies() if c.origin == "compiled"]
     clones = [c for c in compiled if c.op == "aten.clone.default"]
     assert len(clones) == 3  # one per execution
     for c in clones:

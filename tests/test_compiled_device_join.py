@@ -1,6 +1,6 @@
 """The device join of compiled copies (``capture/compiled_device.py``) on a hand-made Kineto trace.
 
-The trace has the shape torch 2.11 writes (see ``capture/kineto.py``): one compiled execution inside its
+The trace has the shape torch 2.11 writes (see ``copyhunt/kineto/trace.py``): one compiled execution inside its
 ``copyhunt#7`` range, launching a Triton copy kernel, a fused computing kernel and an extern ``aten::index_put_``
 whose copy kernel the eager join lists as an unexplained device copy (origin "device").
 """
@@ -8,8 +8,9 @@ whose copy kernel the eager join lists as an unexplained device copy (origin "de
 from __future__ import annotations
 
 from copyhunt.capture.compiled_device import join_compiled
-from copyhunt.capture.kineto import parse
-from copyhunt.records import CopyRecord, DeviceTiming, Frame, Trace, TraceMeta
+from copyhunt.kineto import parse
+from copyhunt.records import Copy, CopyRecord, DeviceTiming, Frame, Trace, TraceMeta
+from factories import record, trace, with_copies
 
 SITE = Frame("model.py", 10, "forward")
 
@@ -38,9 +39,8 @@ def _kineto() -> object:
 
 
 def _compiled(seq: int, call: int, node: str, how: str, kernels: list[str], nbytes: int, graph_op: str) -> CopyRecord:
-    return CopyRecord(
-        seq=seq, op=graph_op, kind="d2d", bytes=nbytes, noop=False, src_device="cuda:0", dst_device="cuda:0",
-        shape=(), dtype="torch.float32", site=SITE, origin="compiled",
+    return record(
+        seq, nbytes, op=graph_op, src_device="cuda:0", dst_device="cuda:0", shape=(), site=SITE, origin="compiled",
         extra={"compiled": {"call": call, "node": node, "how": how, "kernels": kernels, "graph_op": graph_op}},
     )
 
@@ -52,16 +52,21 @@ def _trace() -> Trace:
         _compiled(10, 7, "index_put_", "extern", ["aten.index_put_"], 64, "aten.index_put_.default"),
         _compiled(21, 20, "clone", "kernel", ["triton_poi_fused_clone_0"], 1024, "aten.clone.default"),
         # What device.join made of the extern's copy kernel inside execution 7: dropped, not double counted.
-        CopyRecord(seq=7, op="compiled graph 0", kind="d2d", bytes=0, noop=False, src_device="cuda:0",
-                   dst_device="cuda:0", shape=(), dtype="", site=SITE, origin="device",
-                   device=DeviceTiming("index_put_kernel", 3.0)),
+        record(7, 0, op="compiled graph 0", src_device="cuda:0", dst_device="cuda:0", shape=(), dtype="", site=SITE,
+               origin="device"),
     )
-    return Trace(meta=TraceMeta(extra={"compiled": {"mode": "compiled"}}), copies=copies)
+    # The eager join timed that device record (position 4).
+    return Trace(meta=TraceMeta(extra={"compiled": {"mode": "compiled"}}), copies=copies,
+                 timings={4: DeviceTiming("index_put_kernel", 3.0)})
+
+
+def _by_seq(t: Trace) -> dict[int, Copy]:
+    return {c.seq: c for c in t.read_copies()}
 
 
 def test_kernels_join_the_copies_of_their_own_execution() -> None:
     out = join_compiled(_trace(), _kineto())
-    by = {c.seq: c for c in out.copies}
+    by = _by_seq(out)
     assert by[8].device == DeviceTiming("triton_poi_fused_clone_0", 4.0, bytes=1024, stream=7, start_us=200.0)
     assert by[21].device == DeviceTiming("triton_poi_fused_clone_0", 5.0, bytes=1024, stream=7, start_us=400.0)
     # The extern call's kernel, found through the aten op around its launch.
@@ -75,12 +80,12 @@ def test_kernels_join_the_copies_of_their_own_execution() -> None:
 def test_a_kernel_shared_by_two_copies_is_split_by_bytes() -> None:
     t = _trace()
     shared = _compiled(11, 7, "clone_1", "kernel", ["triton_poi_fused_clone_0"], 3072, "aten.clone.default")
-    out = join_compiled(t.with_copies((*t.copies, shared)), _kineto())
-    by = {c.seq: c for c in out.copies}
+    out = join_compiled(with_copies(t, (*t.copies, shared)), _kineto())
+    by = _by_seq(out)
     # 4.0 us split 1024 : 3072 bytes.
     assert (by[8].device.time_us, by[11].device.time_us) == (1.0, 3.0)
 
 
 def test_nothing_compiled_leaves_the_trace_alone() -> None:
-    t = Trace(copies=(_trace().copies[-1],))
+    t = trace(_trace().copies[-1])
     assert join_compiled(t, _kineto()) is t

@@ -11,8 +11,9 @@ from __future__ import annotations
 from copyhunt.analysis.index import Fate, Range, TraceIndex
 from copyhunt.analysis.trust import Window
 from copyhunt.analysis.rules import rule
-from copyhunt.analysis.wording import ITEMSIZE, buffer, human_bytes, lossless, op_at, op_name
+from copyhunt.analysis.wording import ITEMSIZE, buffer, lossless, op_at
 from copyhunt.records import CopyRecord, Finding
+from copyhunt.text import human_bytes, op_name
 
 #: Ops whose fresh output could be a view of their input instead (clone, contiguous, same-dtype
 #: ``to``, ``repeat`` -> ``expand``...). ``cat``, padding and indexed copies are not: no view can
@@ -141,8 +142,9 @@ def fresh_temporary(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     if prod_op is not None and prod_op.is_copy:
         prod_copy = ctx.copy_at(h.producer)
         if prod_copy is None or not _merge_exact(prod_copy, copy):
-            # e.g. x.to(bf16) copied back into fp32: the rounding is the point (and a copy record
-            # left out by a --kind filter leaves its dtypes unknown).
+            # e.g. x.to(bf16) copied back into fp32: the rounding is the point (and without the
+            # producer's copy record, e.g. a version-1 trace filtered while capturing, its dtypes
+            # are unknown).
             return None
     # Destination passing moves the write of the destination back to where the value began:
     # nobody may read or write the destination from there to this copy (its allocation aside),

@@ -17,7 +17,7 @@ run. This module adds what the mode cannot see:
   between them, one copy record per surviving copy, so a graph run 10 times gives 10 records per copy. The dispatch
   mode is paused inside (the ops it would see there are Inductor's own calls, already described by the
   graph, and its autotuner's scratch clones); with a device capture, the execution is wrapped in the
-  same ``copyhunt#<seq>`` range as an eager copy, which ``compiled_device.py`` joins on.
+  same ``copyhunt#<seq>`` range as every eager op, which ``compiled_device.py`` joins on.
 
 ``compiled="eager"`` keeps the old behaviour (Dynamo skips compiled frames under the mode, the program
 runs op by op); ``compiled_eager.py`` names the functions that ran that way.
@@ -36,6 +36,7 @@ from copyhunt.capture.compiled_graph import ADDED_OP, CompiledGraph, user_functi
 from copyhunt.capture.compiled_inductor import analyse_graph, apply_provenance
 from copyhunt.capture.op_roles import READ, RW, Plan
 from copyhunt.capture.regions import _state as _region_state
+from copyhunt.notes import note
 from copyhunt.records import CopyRecord, Frame
 
 Attribute = Callable[[Sequence[Frame]], "tuple[Frame | None, tuple[Frame, ...]]"]
@@ -107,6 +108,7 @@ class CompiledCapture:
             restore.pop()()
 
     def _install(self) -> None:
+        self._defer_notes()
         try:
             import torch._inductor.config as inductor_config
             from torch._inductor.output_code import CompiledFxGraph
@@ -152,6 +154,23 @@ class CompiledCapture:
             CompiledFxGraph.__call__ = original  # type: ignore[method-assign]
 
         self._restore.append(restore)
+
+    def _defer_notes(self) -> None:
+        """Let compiled code call ``copyhunt.note`` after each execution instead of tracing into it.
+
+        Traced, ``note`` appends to the hunt's list, a global Dynamo guards on (its length): every call
+        would recompile, until Dynamo's recompile limit runs the function eagerly. Registered as a
+        reorderable logging function for the hunt, the call runs after the graph, once per execution.
+        """
+        try:
+            import torch._dynamo.config as dynamo_config
+        except Exception:  # noqa: BLE001 - no Dynamo: nothing compiles
+            return
+        deferred = getattr(dynamo_config, "reorderable_logging_functions", None)
+        if not isinstance(deferred, set) or note in deferred:
+            return
+        deferred.add(note)
+        self._restore.append(lambda: deferred.discard(note))
 
     def _set(self, config: Any, key: str, value: Any) -> None:
         # Plain attribute sets, not config.patch(): that keeps its prior values in a context variable,
@@ -204,8 +223,8 @@ class CompiledCapture:
         mutated = [inputs[i] for i in mutated_idx]
         mode = _pause(cap)
         try:
-            if cap.copy_range is not None:
-                with cap.copy_range(seq, "compiled"):
+            if cap.op_range is not None:
+                with cap.op_range(seq, name):
                     out = original(graph_self, inputs)
             else:
                 out = original(graph_self, inputs)

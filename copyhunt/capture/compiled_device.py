@@ -4,19 +4,20 @@ Each execution of a compiled graph runs inside a ``copyhunt#<seq>`` profiler ran
 a GPU event launched from it has that execution's seq. Within the execution, a Triton kernel is matched
 by name to the copies Inductor's provenance map put in it; an extern call (an aten op Inductor calls) by
 its aten op, among the ``cpu_op`` ranges around the launch. A kernel shared by several copies is
-split between them by bytes; a kernel that also computes (``how == "fused"``) is not a copy pass, so its
-time is kept beside the record (``extra.compiled.kernel_us``) rather than counted as copy time.
+split between them by bytes (``Trace.timings``); a kernel that also computes (``how == "fused"``) is
+not a copy pass, so its time is kept beside the record (``extra.compiled.kernel_us``) rather than
+counted as copy time.
 
-Kept apart from ``capture/device.py`` on purpose: it runs after that join and only rewrites records of
-origin ``compiled`` (and drops the ``device`` records the eager join made for copy kernels that ran
-inside a compiled execution, which the compiled records already stand for).
+Kept apart from ``capture/device.py`` on purpose: it runs after that join and only adds timings to
+records of origin ``compiled`` (and drops the ``device`` records the eager join made for copy kernels
+that ran inside a compiled execution, which the compiled records already stand for).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from copyhunt.capture.kineto import KEvent, KinetoTrace
+from copyhunt.kineto import KEvent, KinetoTrace
 from copyhunt.records import CopyRecord, DeviceTiming, Trace
 
 ORIGIN = "compiled"
@@ -50,26 +51,36 @@ def join_compiled(trace: Trace, kt: KinetoTrace) -> Trace:
         events.setdefault(seq, []).append((ev, around))
 
     copies = list(trace.copies)
+    timings = dict(trace.timings)
     joined = 0
     for seq, idxs in by_call.items():
-        evs = events.get(seq, [])
-        for ev, around in evs:
+        for ev, around in events.get(seq, []):
             members = [i for i in idxs if _matches(copies[i], ev, around)]
             if not members:
                 continue
             joined += 1
             total = sum(copies[i].bytes for i in members) or len(members)
             for i in members:
-                share = (copies[i].bytes or 1) / total
-                copies[i] = _with_event(copies[i], ev, share)
+                if copies[i].extra["compiled"].get("how") == "fused":
+                    # A computing kernel: the copy costs no pass of its own; keep the kernel's time for reference.
+                    copies[i] = _with_kernel_time(copies[i], ev)
+                else:
+                    timings[i] = _add_event(timings.get(i), ev, (copies[i].bytes or 1) / total, copies[i].bytes)
     # Copy kernels or memcpy nodes (a CUDA-graph replay, mode="reduce-overhead") that the eager join
     # listed inside a compiled execution: the compiled records stand for them.
-    out = [c for c in copies if not (c.origin in ("device", "graph-replay") and c.seq in by_call)]
+    keep = [i for i, c in enumerate(copies) if not (c.origin in ("device", "graph-replay") and c.seq in by_call)]
     extra = dict(trace.meta.extra)
     compiled = dict(extra.get("compiled", {}))
     compiled["device_events_joined"] = joined
     extra["compiled"] = compiled
-    return replace(trace, copies=tuple(out), meta=replace(trace.meta, extra=extra))
+    return replace(
+        trace,
+        copies=tuple(copies[i] for i in keep),
+        # Timings are keyed by position: renumbered past the dropped records.
+        timings={k: timings[i] for k, i in enumerate(keep) if i in timings},
+        findings=None,
+        meta=replace(trace.meta, extra=extra),
+    )
 
 
 def _matches(c: CopyRecord, ev: KEvent, around: tuple[str, ...]) -> bool:
@@ -81,24 +92,20 @@ def _matches(c: CopyRecord, ev: KEvent, around: tuple[str, ...]) -> bool:
     return ev.name in kernels
 
 
-def _with_event(c: CopyRecord, ev: KEvent, share: float) -> CopyRecord:
+def _with_kernel_time(c: CopyRecord, ev: KEvent) -> CopyRecord:
     info = dict(c.extra["compiled"])
-    extra = dict(c.extra)
-    if info.get("how") == "fused":
-        # A computing kernel: the copy costs no pass of its own; keep the kernel's time for reference.
-        info["kernel_us"] = round(info.get("kernel_us", 0.0) + ev.dur, 3)
-        extra["compiled"] = info
-        return replace(c, extra=extra)
-    t = c.device
+    info["kernel_us"] = round(info.get("kernel_us", 0.0) + ev.dur, 3)
+    return replace(c, extra={**c.extra, "compiled": info})
+
+
+def _add_event(t: DeviceTiming | None, ev: KEvent, share: float, nbytes: int) -> DeviceTiming:
+    """The copy's timing with ``share`` of kernel ``ev`` added (the first kernel names it)."""
     time_us = round(ev.dur * share, 3) + (t.time_us if t is not None else 0.0)
     name = ev.name if t is None else (t.name if ev.name in t.name else f"{t.name} (+1)")
-    return replace(
-        c,
-        device=DeviceTiming(
-            name=name,
-            time_us=round(time_us, 3),
-            bytes=c.bytes,
-            stream=ev.stream if t is None else t.stream,
-            start_us=ev.ts if t is None else t.start_us,
-        ),
+    return DeviceTiming(
+        name=name,
+        time_us=round(time_us, 3),
+        bytes=nbytes,
+        stream=ev.stream if t is None else t.stream,
+        start_us=ev.ts if t is None else t.start_us,
     )

@@ -2,8 +2,12 @@
 
 ``COPY_OPS`` maps an aten overload to a small function ``(args, kwargs, out) -> CopyFacts | None`` that
 names the source tensor(s), the destination, the bytes written and whether PyTorch did no work.
-``None`` means "this call did not copy" (a may-alias op that returned its input). The functions run
-right after the op, inside the dispatch mode; they must not keep the tensors they are given.
+``None`` means "this call did not copy". The functions run right after the op, inside the dispatch mode;
+they must not keep the tensors they are given.
+
+Only ops that reach the dispatch mode belong here: composite ops (``contiguous``, ``reshape``, ``to``,
+``concat``...) never do, since the mode runs their C++ composite kernel and sees what it calls (``clone``,
+``_to_copy``, ``cat``), or nothing when it returns its input (``capture/dispatch.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class CopyFacts(NamedTuple):
     nbytes: int
     noop: bool = False
     exact: bool = True  # False when the byte count is a bound (a bool-mask index on a GPU)
+    to_host_value: bool = False  # the destination is a Python number: ``dst`` only describes it (no storage)
 
 
 CopyFn = Callable[[tuple[Any, ...], dict[str, Any], Any], "CopyFacts | None"]
@@ -69,10 +74,6 @@ def _same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
     )
 
 
-def _shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.untyped_storage()._cdata == b.untyped_storage()._cdata
-
-
 # --- plain copies: the output (or self) is written from one source -------------------------
 
 
@@ -107,35 +108,31 @@ def _scatter_functional(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any)
     return CopyFacts((args[0], _arg(args, kwargs, 1, "src")), out, _nbytes(out))
 
 
-# --- may-alias ops: seen only when torch hands them over undecomposed ----------------------
+# --- reading a device tensor's value on the host ---------------------------------------------
 
 
-@register_copy(
-    aten.contiguous.default,
-    aten.reshape.default,
-    aten.to.dtype,
-    aten.to.device,
-    aten.to.dtype_layout,
-    aten.to.other,
-)
-def _may_alias(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> CopyFacts | None:
-    # These return their input when nothing has to move; only a fresh storage means a copy.
+@register_copy(aten._local_scalar_dense.default)
+def _scalar_to_host(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> CopyFacts | None:
+    # Tensor.item() (and bool(t), int(t), float(t), which call it) ends here: on a device tensor it
+    # copies the element to the host and waits for the device. On the CPU it only reads memory.
     src = args[0]
-    if not isinstance(out, torch.Tensor) or _shares_storage(src, out):
+    if src.is_cpu:
         return None
-    return CopyFacts((src,), out, _nbytes(out))
+    # The host side is a Python number, not a tensor: a 0-dim CPU stand-in describes it (device,
+    # dtype, shape); it is not kept and gets no storage id.
+    return CopyFacts((src,), torch.empty((), dtype=src.dtype), src.element_size(), to_host_value=True)
 
 
 # --- concatenation -------------------------------------------------------------------------
 
 
-@register_copy(aten.cat.default, aten.stack.default, aten.concat.default, aten.concatenate.default)
+@register_copy(aten.cat.default, aten.stack.default)
 def _cat(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> CopyFacts:
     tensors = tuple(_arg(args, kwargs, 0, "tensors"))
     return CopyFacts(tensors, out, _nbytes(out))
 
 
-@register_copy(aten.cat.out, aten.stack.out, aten.concat.out, aten.concatenate.out)
+@register_copy(aten.cat.out, aten.stack.out)
 def _cat_out(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> CopyFacts:
     tensors = tuple(_arg(args, kwargs, 0, "tensors"))
     dst = kwargs["out"] if "out" in kwargs else out
@@ -195,8 +192,3 @@ def _index_copy_(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cop
 @register_copy(aten.index_copy.default)
 def _index_copy(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> CopyFacts:
     return CopyFacts((args[0], _arg(args, kwargs, 3, "source")), out, _nbytes(out))
-
-
-def copy_op_names() -> list[str]:
-    """Names of every registered copy op (documentation and tests)."""
-    return sorted(str(op) for op in COPY_OPS)

@@ -4,6 +4,14 @@ Per op it keeps only cheap raw facts (storage ids, byte ranges, a code object an
 module paths, the thread); records and symbolised stacks are built once, in :meth:`DispatchCapture.build`.
 It never keeps a tensor: storages are known by id and weak reference only.
 
+Sequence numbers and the device bridge: every op the mode dispatches takes the next sequence number,
+except profiler bookkeeping (``profiler::`` ops, e.g. ``copyhunt.region``'s own ``record_function``) and
+composite ops (the mode runs their C++ kernel with itself on, so the ops that kernel calls are
+numbered instead). When ``op_range`` is given, as ``copyhunt.hunt(device_trace=True)`` does while its
+device capture runs, EVERY numbered op runs inside ``op_range(seq, op)``, the ``copyhunt#<seq>``
+profiler range the device join reads (``capture/device.py``): copies and all other ops alike, and in
+copies-only hunts (``record_ops=False``) too, where the other ops get a number and a range but no record.
+
 Threads: the mode stack is per thread, so a hunt installs the mode in threads STARTED while it runs
 (``threading.setprofile``). Threads already running when the hunt starts are not traced. A thread that
 outlives the hunt keeps a pass-through mode until it ends.
@@ -54,7 +62,22 @@ class _Marker:
 
 
 _SKIP = _Marker("skip")  # profiler bookkeeping (copyhunt.region's own record_function): not a data op
-_DECOMPOSE = _Marker("decompose")  # a composite op: record the ops it decomposes into instead
+_COMPOSITE = _Marker("composite")  # runs its C++ CompositeImplicitAutograd kernel: record the ops it calls
+
+_CIA = torch._C.DispatchKey.CompositeImplicitAutograd
+#: Backend keys: a composite op with its own kernel for one of these runs that kernel, not the composite.
+_BACKEND_KEYS = ("CPU", "CUDA", "HIP", "XPU", "MPS", "Meta", "PrivateUse1")
+
+
+def classify(func: Any) -> Any:
+    """_SKIP, _COMPOSITE, or None (an op recorded by its own plan); computed once per op overload."""
+    if getattr(func, "namespace", None) == "profiler":
+        return _SKIP
+    name = func.name()
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    if has(name, "CompositeImplicitAutograd") and not any(has(name, k) for k in _BACKEND_KEYS):
+        return _COMPOSITE
+    return None
 
 
 class _Mode(TorchDispatchMode):
@@ -83,30 +106,28 @@ class _Mode(TorchDispatchMode):
             return func(*args, **kwargs)
         plan = cap._plans.get(func)
         if type(plan) is not Plan:
+            if plan is None:
+                plan = cap._plans[func] = classify(func) or make_plan(func, COPY_OPS.get(func))
+            if plan is _COMPOSITE:
+                # Composite ops reach the mode undecomposed under inference_mode and on inference
+                # tensors (no Autograd key decomposed them). Run the same C++ composite kernel the
+                # untraced program runs, with the mode back on so it sees the ops that kernel calls.
+                # Never func.decompose(): that prefers torch's Python decompositions, which differ
+                # (eval dropout would clone instead of returning its input, changing results).
+                with self:
+                    return func._op_dk(_CIA, *args, **kwargs)
             if plan is _SKIP:
                 return func(*args, **kwargs)
-            if plan is None and getattr(func, "namespace", None) == "profiler":
-                cap._plans[func] = _SKIP
-                return func(*args, **kwargs)
-            # First sight, or a known composite op. Under inference_mode composite ops arrive
-            # undecomposed (contiguous, to, reshape...); decomposing them here makes the recorded
-            # ops the same as in normal mode (the pattern of torch's FlopCounterMode).
-            with self:
-                r = func.decompose(*args, **kwargs)
-            if r is not NotImplemented:
-                cap._plans[func] = _DECOMPOSE
-                return r
-            plan = cap._plans[func] = make_plan(func, COPY_OPS.get(func))
         seq = next(cap._seq)
-        if plan.copy_fn is None:
+        if cap.op_range is None:
             out = func(*args, **kwargs)
-            if not cap.record_ops:
-                return out  # copies-only hunt: other ops just take a sequence number
-        elif cap.copy_range is not None:
-            with cap.copy_range(seq, plan.name):
-                out = func(*args, **kwargs)
         else:
-            out = func(*args, **kwargs)
+            # Every op, not only copies: the device join needs the op that launched a device copy
+            # made inside C++ (``.item()``, a copy kernel inside another aten op).
+            with cap.op_range(seq, plan.name):
+                out = func(*args, **kwargs)
+        if plan.copy_fn is None and not cap.record_ops:
+            return out  # copies-only hunt: other ops just take a sequence number
         try:
             cap._record(seq, plan, args, kwargs, out, sys._getframe(1))
         except Exception as exc:  # noqa: BLE001 - our bookkeeping must never break the traced program
@@ -123,6 +144,23 @@ class _EagerMode(_Mode):
         return False
 
 
+def _lift_cpu_only(on: bool | None) -> bool | None:
+    """Set torch's ``only_lift_cpu_tensors`` flag (process-wide); return the previous value.
+
+    ``torch.tensor(data, device="cuda")`` (also ``as_tensor`` and ``new_tensor`` of Python data) builds
+    a CPU tensor and moves it to the device with every dispatch mode off, so its host-to-device copy
+    would reach no mode and have no Python line. With the flag (FakeTensorMode sets it too) torch
+    makes the same CPU tensor, lifts it, and only then calls ``.to(device)`` with modes on: the same
+    single host-to-device copy, now seen as ``_to_copy`` at the caller's line. CPU tensors: unchanged.
+    """
+    get = getattr(torch._C, "_only_lift_cpu_tensors", None)
+    if get is None or on is None:
+        return None  # an older torch without the flag: such copies stay device-only records
+    prev = bool(get())
+    torch._C._set_only_lift_cpu_tensors(on)
+    return prev
+
+
 _active_lock = threading.Lock()
 _active: "DispatchCapture | None" = None
 
@@ -131,10 +169,11 @@ class DispatchCapture(Recorder):
     """Records every op (storage accesses) and every copy (full facts) seen by the dispatcher.
 
     ``rule`` ranks frames for the sites (``rank(filename) -> 0|1|2`` and ``wanted``, see
-    ``copyhunt.attribution.SiteRule``); ``copy_range(seq, op)``, when given, wraps each copy op's
-    execution (e.g. a profiler range a device capture joins on). ``record_ops=False`` records copy
-    ops only (no OpRecord for other ops: cheaper, but the verdict analysis then has nothing to use).
-    ``eager_compiled=True`` makes torch.compile'd code run op by op under the mode (the old behaviour).
+    ``copyhunt.attribution.SiteRule``); ``op_range(seq, op)``, when given, wraps the execution of every
+    numbered op, copy or not (the ``copyhunt#<seq>`` range a device capture joins on; see the module
+    docstring). ``record_ops=False`` records copy ops only (no OpRecord for other ops: cheaper, but the
+    verdict analysis then has nothing to use). ``eager_compiled=True`` makes torch.compile'd code run op
+    by op under the mode (the old behaviour).
     """
 
     def __init__(
@@ -143,12 +182,12 @@ class DispatchCapture(Recorder):
         rule: Any = None,
         stack_depth: int = 8,
         track_modules: bool = True,
-        copy_range: Callable[[int, str], ContextManager[Any]] | None = None,
+        op_range: Callable[[int, str], ContextManager[Any]] | None = None,
         record_ops: bool = True,
         eager_compiled: bool = False,
     ) -> None:
         super().__init__(rule=rule, stack_depth=stack_depth, track_modules=track_modules, record_ops=record_ops)
-        self.copy_range = copy_range
+        self.op_range = op_range
         self._mode_cls: type[_Mode] = _EagerMode if eager_compiled else _Mode
         self.active = False
         self._seq = itertools.count()
@@ -158,6 +197,7 @@ class DispatchCapture(Recorder):
         self._prev_thread_hook: Any = None
         self._start_thread = 0
         self._alive: dict[int, bool] = {}
+        self._prev_lift: bool | None = None
         self.started_at = 0.0
         self.duration_s = 0.0
 
@@ -181,6 +221,7 @@ class DispatchCapture(Recorder):
         self._main_mode = self._mode_cls(self)
         self._modes.append(self._main_mode)
         self._start_thread = get_ident()
+        self._prev_lift = _lift_cpu_only(True)
         self.started_at = time.perf_counter()
         self._main_mode.__enter__()
 
@@ -198,6 +239,7 @@ class DispatchCapture(Recorder):
             if self._main_mode is not None:
                 self._main_mode.__exit__(None, None, None)
         finally:
+            _lift_cpu_only(self._prev_lift)
             threading.setprofile(self._prev_thread_hook)
             if self._modules is not None:
                 self._modules.uninstall()

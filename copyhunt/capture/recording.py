@@ -354,7 +354,7 @@ class Recorder:
         dst = facts.dst
         srcs = [s for s in facts.srcs if isinstance(s, torch.Tensor)]
         src = srcs[0] if srcs else None
-        dst_sid = self._sid_or_none(dst)
+        dst_sid = None if facts.to_host_value else self._sid_or_none(dst)
         src_sids = tuple(sid for sid in map(self._sid_or_none, srcs) if sid is not None)
         for sid in (dst_sid, *src_sids):
             if sid is not None:
