@@ -27,6 +27,7 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -154,17 +155,18 @@ def _equal(a: Any, b: Any) -> bool:
 def _rows(trace: Trace) -> list[dict[str, Any]]:
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     for c in trace.read_copies():
-        info = c.extra.get("compiled", {})
-        key = (c.site.short() if c.site else "(no site)", c.op, c.origin, info.get("how"))
-        r = rows.setdefault(key, {"site": key[0], "op": c.op, "origin": c.origin, "how": info.get("how"),
-                                  "kernels": info.get("kernels"), "count": 0, "bytes": 0, "device_us": None,
-                                  "kernel_us": None, "verdict": c.verdict})
+        info = c.compiled
+        how = info.how if info is not None else None
+        key = (c.site.short() if c.site else "(no site)", c.op, c.origin, how)
+        r = rows.setdefault(key, {"site": key[0], "op": c.op, "origin": c.origin, "how": how,
+                                  "kernels": list(info.kernels) if info is not None else None, "count": 0, "bytes": 0,
+                                  "device_us": None, "kernel_us": None, "verdict": c.verdict})
         r["count"] += 1
         r["bytes"] += c.bytes
         if c.device is not None:
             r["device_us"] = round((r["device_us"] or 0.0) + c.device.time_us, 3)
-        if "kernel_us" in info:
-            r["kernel_us"] = round((r["kernel_us"] or 0.0) + info["kernel_us"], 3)
+        if info is not None and info.kernel_us is not None:
+            r["kernel_us"] = round((r["kernel_us"] or 0.0) + info.kernel_us, 3)
     return sorted(rows.values(), key=lambda r: -r["bytes"])
 
 
@@ -202,7 +204,7 @@ def run_part(name: str, out: Path) -> dict[str, Any]:
 
     d = diff_traces(view(eager), view(compiled))
     result["compiled"] = {"copies": len(compiled.copies), "bytes": compiled.total_bytes, "rows": _rows(compiled),
-                          "notes": list(compiled.meta.notes), "extra": compiled.meta.extra.get("compiled")}
+                          "notes": list(compiled.meta.notes), "meta_compiled": asdict(compiled.meta.compiled) if compiled.meta.compiled else None}
     result["eager"] = {"copies": len(eager.copies), "bytes": eager.total_bytes, "notes": list(eager.meta.notes)}
     result["diff"] = [
         {"status": c.status, "site": c.key.short(), "op": c.key.op, "eager": c.before.count, "compiled": c.after.count,

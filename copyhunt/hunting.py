@@ -31,15 +31,11 @@ from copyhunt.attribution import make_attributor
 from copyhunt.capture.dispatch import DispatchCapture, HuntActiveError
 from copyhunt.errors import CopyhuntError, NoDeviceError
 from copyhunt.notes import close_notes, open_notes
-from copyhunt.records import Copy, Trace, TraceMeta
+from copyhunt.records import COMPILED_MODES, CompiledHunt, Copy, Trace, TraceMeta
 from copyhunt.selection import Selection, SelectionError
 from copyhunt.view import TraceView, view
 
-__all__ = ["hunt", "Hunt", "HuntActiveError", "HuntOptionError", "describe_device", "COMPILED_MODES"]
-
-#: What a hunt does with torch.compile'd code: keep it compiled and record the copies Inductor kept
-#: ("compiled"), or run it op by op as if it were not compiled ("eager", the behaviour of copyhunt 0.1).
-COMPILED_MODES = ("compiled", "eager")
+__all__ = ["hunt", "Hunt", "HuntActiveError", "HuntOptionError", "describe_device"]
 
 
 class HuntOptionError(CopyhuntError):
@@ -207,18 +203,17 @@ class Hunt:
         notes.extend(result.notes)
         notes.extend(program_notes)  # what the program said through copyhunt.note()
         copies = result.copies
-        extra: dict[str, Any] = {}
+        compiled_hunt: CompiledHunt | None = None
         if self.compiled == "eager":
             from copyhunt.capture.compiled_eager import eager_notes
 
             notes.extend(eager_notes(compiled_out or []))
-            extra["compiled"] = {"mode": "eager", "ran_eagerly": list(compiled_out or [])}
+            compiled_hunt = CompiledHunt(mode="eager", ran_eagerly=tuple(compiled_out or ()))
         elif compiled is not None:
-            graph_copies, graph_notes, graph_extra = compiled.build(self._attribute)
+            graph_copies, graph_notes, compiled_hunt = compiled.build(self._attribute)
             if graph_copies:
                 copies = sorted([*copies, *graph_copies], key=lambda c: c.seq)
             notes.extend(graph_notes)
-            extra["compiled"] = graph_extra
         if not self.record_ops:
             notes.append("copies only (record_ops=False): no per-op records, so verdicts that need them cannot be judged")
         meta = _meta(
@@ -232,7 +227,7 @@ class Hunt:
             view=self.selection.to_json(),
             ops_complete=self.record_ops,
             notes=tuple(notes),
-            extra=extra,
+            compiled=compiled_hunt,
         )
         # Every copy is kept: the selection is a view over the capture (recorded in meta.view).
         trace = Trace(meta=meta, copies=tuple(copies), ops=tuple(result.ops), storages=tuple(result.storages))

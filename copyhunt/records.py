@@ -101,6 +101,41 @@ class Access:
     dense: bool = True
 
 
+#: What a hunt does with torch.compile'd code (``hunt(compiled=...)``, ``CompiledHunt.mode``): keep it
+#: compiled and record the copies Inductor kept, or run it op by op as if it were not compiled.
+COMPILED_MODES = ("compiled", "eager")
+
+#: How Inductor runs a copy it kept in a compiled graph (``CompiledCopy.how``).
+COMPILED_HOW = (
+    "kernel",  # a copy kernel of its own: a pass over memory that only copies
+    "fused",  # inside a kernel that also computes: no separate pass
+    "extern",  # an existing kernel Inductor calls (an aten op)
+)
+
+
+@dataclass(frozen=True)
+class CompiledCopy:
+    """What a torch.compile'd graph says about one copy it kept (``CopyRecord.compiled``, origin "compiled").
+
+    A graph's kept copy gives one record per execution of the graph; ``call`` is the seq of that
+    execution's op record (the ``copyhunt#<seq>`` range its kernels run in). See docs/compile.md.
+    """
+
+    graph: int  # Inductor's graph id
+    node: str  # the FX node in the post-grad graph, e.g. "clone_1"
+    graph_op: str  # the node's own op, e.g. "prims.convert_element_type.default" (CopyRecord.op: the eager op)
+    how: str  # one of COMPILED_HOW
+    call: int  # seq of the execution that ran it
+    execution: int = 0  # which execution of its graph during the hunt (0, 1, ...)
+    kernels: tuple[str, ...] = ()  # kernels (or extern calls) that write it, when Inductor named them
+    fused_with: tuple[str, ...] = ()  # how == "fused": the computing FX nodes sharing its kernel
+    mutates_input: str | None = None  # the graph input it writes in place (a copy_ into an argument)
+    src_is_input: bool = False  # every source is a graph input (nothing in the graph produced it)
+    # how == "fused": device time of the computing kernel it rides in, as the device join measured it.
+    # Not copy time (the copy makes no pass of its own), so not in Trace.timings.
+    kernel_us: float | None = None
+
+
 @dataclass(frozen=True)
 class CopyRecord:
     """One executed copy of tensor data, as captured (or imported)."""
@@ -130,6 +165,7 @@ class CopyRecord:
     origin: str = "dispatch"  # one of ORIGINS
     graph_replay: int | None = None  # replay index for origin == "graph-replay"
     graph: int | None = None  # which captured graph a replay ran (its capture order in the device trace)
+    compiled: CompiledCopy | None = None  # origin == "compiled": how the compiled graph runs it
     extra: Mapping[str, Any] = field(default_factory=dict)  # keys written by a newer copyhunt, kept as read
 
     @property
@@ -172,6 +208,28 @@ class StorageInfo:
 
 
 @dataclass(frozen=True)
+class CompiledGraphRun:
+    """One graph torch.compile (Inductor) compiled while a hunt ran (``CompiledHunt.graphs``)."""
+
+    graph: int  # Inductor's graph id
+    executions: int  # how often it ran during the hunt
+    copies: tuple[str, ...] = ()  # FX nodes it keeps as copies (each recorded once per execution)
+    removed: tuple[str, ...] = ()  # copy nodes of the traced code Inductor did not materialise
+    kernel_names: bool = False  # Inductor's provenance map named the kernels of its copies
+
+
+@dataclass(frozen=True)
+class CompiledHunt:
+    """What a hunt did with torch.compile'd code (``TraceMeta.compiled``; docs/compile.md)."""
+
+    mode: str  # one of COMPILED_MODES
+    graphs: tuple[CompiledGraphRun, ...] = ()  # mode "compiled": graphs compiled during the hunt
+    before_hunt_executions: int = 0  # executions of graphs compiled before the hunt (copies unknown)
+    ran_eagerly: tuple[str, ...] = ()  # mode "eager": the compiled functions that ran op by op, "name (file:line)"
+    device_events_joined: int | None = None  # GPU events the device join matched to compiled copies
+
+
+@dataclass(frozen=True)
 class TraceMeta:
     """Facts about the run that produced a trace."""
 
@@ -193,6 +251,7 @@ class TraceMeta:
     kineto_trace: str | None = None  # the Kineto (Chrome) trace of the same region, when one was kept
     device_join: Mapping[str, Any] | None = None  # device join statistics and post-processing timings
     imported_from: str | None = None  # the foreign format a trace was imported from ("chrome", "rocprofv3-csv"...)
+    compiled: CompiledHunt | None = None  # what a hunt did with torch.compile'd code
     notes: tuple[str, ...] = ()  # plain statements for the reader (what a file lacks, fallbacks...)
     extra: Mapping[str, Any] = field(default_factory=dict)  # keys written by a newer copyhunt, kept as read
 

@@ -23,13 +23,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from copyhunt.errors import TraceFormatError
 from copyhunt.records import (
     Access,
+    CompiledCopy,
+    CompiledGraphRun,
+    CompiledHunt,
     CopyRecord,
     DeviceTiming,
     Finding,
@@ -112,9 +115,19 @@ def _copy_to_json(c: CopyRecord) -> dict[str, Any]:
     d["site"] = _frame_to_json(c.site)
     d["stack"] = [_frame_to_json(f) for f in c.stack]
     d["src_storages"] = list(c.src_storages)
+    d["compiled"] = None if c.compiled is None else _plain(c.compiled)
     for k, v in c.extra.items():  # keys of a newer copyhunt go back where they were
         d.setdefault(k, v)
     return d
+
+
+def _plain(obj: Any) -> Any:
+    """A records dataclass (``CompiledCopy``, ``CompiledHunt``...) as JSON values: objects and arrays."""
+    if is_dataclass(obj):
+        return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, (tuple, list)):
+        return [_plain(v) for v in obj]
+    return obj
 
 
 def _op_to_json(o: OpRecord) -> dict[str, Any]:
@@ -133,6 +146,7 @@ def _meta_to_json(m: TraceMeta) -> dict[str, Any]:
         d[name] = list(d[name])
     d["view"] = dict(m.view)
     d["device_join"] = None if m.device_join is None else dict(m.device_join)
+    d["compiled"] = None if m.compiled is None else _plain(m.compiled)
     for k, v in m.extra.items():
         d.setdefault(k, v)
     return d
@@ -229,8 +243,34 @@ def _copy_from_json(raw: Any) -> CopyRecord:
     kw["site"] = _frame_from_json(raw.get("site"))
     kw["stack"] = tuple(_frame_from_json(f) for f in raw.get("stack", ()))
     kw["src_storages"] = tuple(int(s) for s in raw.get("src_storages", ()))
+    kw["compiled"] = _compiled_copy_from_json(raw.get("compiled"))
     kw["extra"] = {k: v for k, v in raw.items() if k not in _COPY_FIELDS}
     return CopyRecord(**kw)
+
+
+def _compiled_copy_from_json(raw: Any) -> CompiledCopy | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise TraceFormatError(f"a copy's 'compiled' must be an object or null, got {type(raw).__name__}")
+    raw = dict(raw)
+    raw["kernels"] = tuple(str(k) for k in raw.get("kernels") or ())
+    raw["fused_with"] = tuple(str(n) for n in raw.get("fused_with") or ())
+    return CompiledCopy(**raw)
+
+
+def _compiled_hunt_from_json(raw: Any) -> CompiledHunt | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise TraceFormatError(f"'meta.compiled' must be an object or null, got {type(raw).__name__}")
+    raw = dict(raw)
+    raw["graphs"] = tuple(
+        CompiledGraphRun(**{**g, "copies": tuple(g.get("copies") or ()), "removed": tuple(g.get("removed") or ())})
+        for g in raw.get("graphs") or ()
+    )
+    raw["ran_eagerly"] = tuple(raw.get("ran_eagerly") or ())
+    return CompiledHunt(**raw)
 
 
 def _access(raw: Any) -> Access:
@@ -256,6 +296,7 @@ def _meta_from_json(raw: Any) -> TraceMeta:
     for name in _TUPLE_META:
         kw[name] = tuple(raw.get(name, ()))
     kw["view"] = dict(raw.get("view") or {})
+    kw["compiled"] = _compiled_hunt_from_json(raw.get("compiled"))
     kw["extra"] = {k: v for k, v in raw.items() if k not in _META_FIELDS}
     return TraceMeta(**kw)
 
@@ -284,6 +325,8 @@ def _from_v1(doc: dict[str, Any]) -> Trace:
         entry["bytes_exact"] = exact and known
         if "graph" in extra:
             entry["graph"] = extra.pop("graph")
+        if "compiled" in extra:  # the torch.compile facts of the compile branch's version-1 files
+            entry["compiled"] = extra.pop("compiled")
         entry.update({k: v for k, v in extra.items() if k not in entry})
         copies.append(_copy_from_json(entry))
         if raw.get("device") is not None:
@@ -327,5 +370,6 @@ def _meta_from_v1(raw: Any, has_ops: bool) -> TraceMeta:
         "kineto_trace": extra.pop("kineto_trace", None),
         "device_join": extra.pop("device_join", None),
         "imported_from": extra.pop("imported_from", None),
+        "compiled": extra.pop("compiled", None),
         **extra,
     })

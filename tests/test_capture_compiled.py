@@ -106,11 +106,11 @@ def test_compiled_code_stays_compiled(runs: dict) -> None:
     trace = runs["hunt"]
     # 2 graphs (the break splits step) compiled for 4x4, 2 more (dynamic) for the second shape.
     assert runs["graphs"] == 4
-    graphs = trace.meta.extra["compiled"]["graphs"]
-    assert [g["executions"] for g in graphs] == [3, 3, 2, 2]
+    graphs = trace.meta.compiled.graphs
+    assert [g.executions for g in graphs] == [3, 3, 2, 2]
     # The dispatch mode saw no op inside the compiled code: only each execution, as two ops (its inputs
     # read; its mutated inputs and outputs written), and the test's own tensor factories.
-    g0, g1, g2, g3 = (f"compiled graph {g['graph']}" for g in graphs)
+    g0, g1, g2, g3 = (f"compiled graph {g.graph}" for g in graphs)
     compiled_ops = [o.op for o in trace.ops if o.op.startswith("compiled ")]
     assert compiled_ops == [op for g in [g0, g1] * 3 + [g2, g3] * 2 for op in (g, f"{g} (outputs)")]
     first, outputs = [o for o in trace.ops if o.op in (g0, f"{g0} (outputs)")][:2]  # the first execution
@@ -145,27 +145,27 @@ def test_surviving_copies_at_their_lines_per_execution(runs: dict) -> None:
 
 
 def test_how_inductor_runs_each_copy(runs: dict) -> None:
-    first = {k: v[0].extra["compiled"] for k, v in _by_line(runs["hunt"]).items()}
+    first = {k: v[0].compiled for k, v in _by_line(runs["hunt"]).items()}
     contig = first[(_line("contig"), "aten.clone.default")]
     # The transpose-contiguous shares its C++ kernel with the cat's multiply: no separate pass.
-    assert contig["how"] == "fused" and "mul" in contig["fused_with"]
-    assert first[(_line("cat"), "aten.cat.default")]["how"] == "fused"
+    assert contig.how == "fused" and "mul" in contig.fused_with
+    assert first[(_line("cat"), "aten.cat.default")].how == "fused"
     copy = first[(_line("copy"), "aten.copy_.default")]
-    assert copy["mutates_input"] is not None and copy["src_is_input"] is True
+    assert copy.mutates_input is not None and copy.src_is_input is True
     alone = first[(_line("alone"), "aten.clone.default")]
     # x.t().contiguous() returned as it is: a copy kernel, nothing computed in it (the C++ backend
     # merges it with the convolution's input copy; the convolution itself is an extern call).
-    assert alone["how"] == "kernel" and alone["fused_with"] == [] and alone["kernels"]
+    assert alone.how == "kernel" and alone.fused_with == () and alone.kernels
     added = first[(_line("conv"), "inductor.copy")]
-    assert added["how"] == "kernel" and added["kernels"] == alone["kernels"]
-    assert all(k.startswith("cpp_fused_") for c in first.values() for k in c["kernels"])
+    assert added.how == "kernel" and added.kernels == alone.kernels
+    assert all(k.startswith("cpp_fused_") for c in first.values() for k in c.kernels)
 
 
 def test_graph_break_and_recompile_give_separate_graphs(runs: dict) -> None:
     by = _by_line(runs["hunt"])
-    graphs = [c.extra["compiled"]["graph"] for c in by[(_line("contig"), "aten.clone.default")]]
-    after_break = [c.extra["compiled"]["graph"] for c in by[(_line("alone"), "aten.clone.default")]]
-    g0, g1, g2, g3 = (g["graph"] for g in runs["hunt"].meta.extra["compiled"]["graphs"])
+    graphs = [c.compiled.graph for c in by[(_line("contig"), "aten.clone.default")]]
+    after_break = [c.compiled.graph for c in by[(_line("alone"), "aten.clone.default")]]
+    g0, g1, g2, g3 = (g.graph for g in runs["hunt"].meta.compiled.graphs)
     assert graphs == [g0, g0, g0, g2, g2]  # before the break; recompiled once for the new shape
     assert after_break == [g1, g1, g1, g3, g3]
 
@@ -191,8 +191,8 @@ def test_eager_option_runs_op_by_op_and_says_so(runs: dict) -> None:
         (_line("alone"), "aten.clone.default"): 3,
     }
     assert all(c.origin == "dispatch" for c in eager.copies)
-    assert eager.meta.extra["compiled"]["mode"] == "eager"
-    (ran,) = eager.meta.extra["compiled"]["ran_eagerly"]
+    assert eager.meta.compiled.mode == "eager"
+    (ran,) = eager.meta.compiled.ran_eagerly
     assert ran.startswith("step (") and __file__ in ran
     assert any(n.startswith("compiled='eager': 1 torch.compile'd function(s) ran op by op") for n in eager.meta.notes)
 
@@ -200,14 +200,14 @@ def test_eager_option_runs_op_by_op_and_says_so(runs: dict) -> None:
 def test_code_compiled_before_the_hunt_is_counted_not_described(runs: dict) -> None:
     later = runs["later"]
     assert [c for c in later.copies if c.origin == "compiled"] == []
-    assert later.meta.extra["compiled"]["before_hunt_executions"] == 2  # both graphs, once, still compiled
+    assert later.meta.compiled.before_hunt_executions == 2  # both graphs, once, still compiled
     assert any("compiled before the hunt started ran 2 time(s)" in n for n in later.meta.notes)
 
 
 def test_diff_eager_against_compiled_shows_what_compilation_changed(runs: dict) -> None:
     hunt = runs["hunt"]
-    static = {g["graph"] for g in hunt.meta.extra["compiled"]["graphs"][:2]}
-    first_three = with_copies(hunt, (c for c in hunt.copies if c.extra["compiled"]["graph"] in static))
+    static = {g.graph for g in hunt.meta.compiled.graphs[:2]}
+    first_three = with_copies(hunt, (c for c in hunt.copies if c.compiled.graph in static))
     d = diff_traces(view(runs["eager"]), view(first_three))
     status = {(c.key.line, c.key.op): c.status for c in d.changes}
     assert status == {
@@ -258,7 +258,7 @@ def test_cli_eager_flag_says_which_functions_ran_op_by_op(tmp_path, monkeypatch,
     assert main(["trace", str(script), "--eager", "--no-device-trace", "-o", str(out)]) == 0
     trace = load(out)
     assert [(c.site.line, c.op, c.origin) for c in trace.copies] == [(4, "aten.clone.default", "dispatch")]
-    (ran,) = trace.meta.extra["compiled"]["ran_eagerly"]
+    (ran,) = trace.meta.compiled.ran_eagerly
     assert ran.startswith(f"step ({script}")
     printed = capsys.readouterr().out
     assert "note: compiled='eager': 1 torch.compile'd function(s) ran op by op" in printed
@@ -278,7 +278,7 @@ def test_table_says_how_inductor_runs_the_kept_copies(runs: dict) -> None:
     section = lines[start + 1 : start + 6]
     alone = next(line for line in section if f"test_capture_compiled.py:{_line('alone')} " in line)
     assert alone.endswith("step: a copy kernel of its own: " + ", ".join(
-        next(c for c in runs["hunt"].copies if c.site.line == _line("alone")).extra["compiled"]["kernels"]
+        next(c for c in runs["hunt"].copies if c.site.line == _line("alone")).compiled.kernels
     ))
     copy = next(line for line in section if f"test_capture_compiled.py:{_line('copy')} " in line)
     assert "fused into cpp_fused_" in copy and copy.endswith("(no separate pass); writes a graph input in place (arg1_1)")
@@ -316,6 +316,32 @@ def test_trace_of_a_script_that_compiles_after_the_hunt_started(tmp_path) -> Non
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     copies = load(out).copies
-    assert [(c.site.line, c.op, c.origin, c.bytes, c.extra["compiled"]["how"]) for c in copies] == [
+    assert [(c.site.line, c.op, c.origin, c.bytes, c.compiled.how) for c in copies] == [
         (5, "aten.clone.default", "compiled", 128, "kernel")
     ] * 2
+
+
+def test_compiled_traces_round_trip_through_the_file(runs: dict, tmp_path) -> None:
+    from copyhunt.tracefile import load, save
+
+    for name in ("hunt", "eager"):
+        assert load(save(runs[name], tmp_path / f"{name}.json")) == runs[name]
+
+
+def noted(x: torch.Tensor) -> torch.Tensor:
+    copyhunt.note("noted ran")
+    return x.t().contiguous() * 2
+
+
+def test_a_note_inside_compiled_code_costs_no_recompile() -> None:
+    # Traced by Dynamo, copyhunt.note appends to the hunt's list, a global Dynamo guards on: every call
+    # would recompile. The hunt has Dynamo call it after each execution instead.
+    fn = torch.compile(_fresh_copy(noted))
+    fn(torch.ones(4, 8))  # compiled outside any hunt: the graph guards on "no hunt running"
+    before = dynamo_utils.counters["stats"]["unique_graphs"]
+    with copyhunt.hunt() as h:
+        for _ in range(4):
+            fn(torch.ones(4, 8))
+    assert dynamo_utils.counters["stats"]["unique_graphs"] - before == 1  # that guard fails once
+    assert "noted ran" in h.trace.meta.notes
+    assert copyhunt.note not in torch._dynamo.config.reorderable_logging_functions  # given back

@@ -46,12 +46,12 @@ def test_copy_kernels_carry_their_triton_kernel_and_device_time(traced: dict) ->
     clones = [c for c in compiled if c.op == "aten.clone.default"]
     assert len(clones) == 3  # one per execution
     for c in clones:
-        info = c.extra["compiled"]
-        assert info["how"] == "kernel" and info["kernels"] and info["kernels"][0].startswith("triton_")
-        assert c.device is not None and c.device.name == info["kernels"][0] and c.device.time_us > 0
+        info = c.compiled
+        assert info.how == "kernel" and info.kernels and info.kernels[0].startswith("triton_")
+        assert c.device is not None and c.device.name == info.kernels[0] and c.device.time_us > 0
         assert c.bytes == 2048 * 2048 * 4
     copies_in = [c for c in compiled if c.op == "aten.copy_.default"]
-    assert len(copies_in) == 3 and all(c.extra["compiled"]["mutates_input"] for c in copies_in)
+    assert len(copies_in) == 3 and all(c.compiled.mutates_input for c in copies_in)
     # Every compiled record of one execution joined inside that execution's range, none elsewhere.
-    assert traced["trace"].meta.extra["compiled"]["device_events_joined"] >= 3
+    assert traced["trace"].meta.compiled.device_events_joined >= 3
     assert not [c for c in traced["trace"].copies if c.origin == "device"]

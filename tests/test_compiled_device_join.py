@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from copyhunt.capture.compiled_device import join_compiled
 from copyhunt.kineto import parse
-from copyhunt.records import Copy, CopyRecord, DeviceTiming, Frame, Trace, TraceMeta
+from copyhunt.records import CompiledCopy, CompiledHunt, Copy, CopyRecord, DeviceTiming, Frame, Trace, TraceMeta
 from factories import record, trace, with_copies
 
 SITE = Frame("model.py", 10, "forward")
@@ -41,7 +41,7 @@ def _kineto() -> object:
 def _compiled(seq: int, call: int, node: str, how: str, kernels: list[str], nbytes: int, graph_op: str) -> CopyRecord:
     return record(
         seq, nbytes, op=graph_op, src_device="cuda:0", dst_device="cuda:0", shape=(), site=SITE, origin="compiled",
-        extra={"compiled": {"call": call, "node": node, "how": how, "kernels": kernels, "graph_op": graph_op}},
+        compiled=CompiledCopy(graph=0, node=node, graph_op=graph_op, how=how, call=call, kernels=tuple(kernels)),
     )
 
 
@@ -56,7 +56,7 @@ def _trace() -> Trace:
                origin="device"),
     )
     # The eager join timed that device record (position 4).
-    return Trace(meta=TraceMeta(extra={"compiled": {"mode": "compiled"}}), copies=copies,
+    return Trace(meta=TraceMeta(compiled=CompiledHunt(mode="compiled")), copies=copies,
                  timings={4: DeviceTiming("index_put_kernel", 3.0)})
 
 
@@ -72,9 +72,9 @@ def test_kernels_join_the_copies_of_their_own_execution() -> None:
     # The extern call's kernel, found through the aten op around its launch.
     assert by[10].device is not None and by[10].device.time_us == 3.0
     # A computing kernel is no copy pass: its time stays beside the record, not as copy time.
-    assert by[9].device is None and by[9].extra["compiled"]["kernel_us"] == 6.0
+    assert by[9].device is None and by[9].compiled.kernel_us == 6.0
     assert 7 not in by  # the eager join's "device" record of the extern copy kernel
-    assert out.meta.extra["compiled"]["device_events_joined"] == 4
+    assert out.meta.compiled.device_events_joined == 4
 
 
 def test_a_kernel_shared_by_two_copies_is_split_by_bytes() -> None:
@@ -89,3 +89,20 @@ def test_a_kernel_shared_by_two_copies_is_split_by_bytes() -> None:
 def test_nothing_compiled_leaves_the_trace_alone() -> None:
     t = trace(_trace().copies[-1])
     assert join_compiled(t, _kineto()) is t
+
+
+def test_timings_follow_their_copies_past_the_dropped_device_records() -> None:
+    # Timings are keyed by position: the eager join's record of the extern copy kernel comes first
+    # here, so dropping it moves every later copy (and its timing) one position up.
+    t = _trace()
+    dropped, compiled = t.copies[-1], t.copies[:-1]
+    eager = record(30, 8, site=SITE, src_device="cuda:0", dst_device="cuda:0")
+    memcpy = DeviceTiming("Memcpy DtoD (Device -> Device)", 1.5, 8)
+    out = join_compiled(
+        Trace(meta=t.meta, copies=(dropped, eager, *compiled), timings={0: DeviceTiming("index_put_kernel", 3.0), 1: memcpy}),
+        _kineto(),
+    )
+    assert [c.seq for c in out.copies] == [30, 8, 9, 10, 21]
+    assert out.timings[0] == memcpy
+    assert out.timings[1] == DeviceTiming("triton_poi_fused_clone_0", 4.0, bytes=1024, stream=7, start_us=200.0)
+    assert sorted(out.timings) == [0, 1, 3, 4]  # the fused copy (position 2) has no copy time

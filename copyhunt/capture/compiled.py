@@ -37,7 +37,7 @@ from copyhunt.capture.compiled_inductor import analyse_graph, apply_provenance
 from copyhunt.capture.op_roles import READ, RW, Plan
 from copyhunt.capture.regions import _state as _region_state
 from copyhunt.notes import note
-from copyhunt.records import CopyRecord, Frame
+from copyhunt.records import CompiledCopy, CompiledGraphRun, CompiledHunt, CopyRecord, Frame
 
 Attribute = Callable[[Sequence[Frame]], "tuple[Frame | None, tuple[Frame, ...]]"]
 
@@ -261,8 +261,8 @@ class CompiledCapture:
 
     # --- records --------------------------------------------------------------------------
 
-    def build(self, attribute: Attribute) -> tuple[list[CopyRecord], list[str], dict[str, Any]]:
-        """Copy records (one per surviving copy per execution), notes, and ``meta.extra['compiled']``."""
+    def build(self, attribute: Attribute) -> tuple[list[CopyRecord], list[str], CompiledHunt]:
+        """Copy records (one per surviving copy per execution), notes, and ``meta.compiled``."""
         records: list[CopyRecord] = []
         attributed: dict[tuple[int, str], tuple[Frame | None, tuple[Frame, ...]]] = {}
         runs: dict[int, int] = {}
@@ -280,22 +280,18 @@ class CompiledCapture:
                 if site is None:
                     site, stack = ex.caller, ((ex.caller,) if ex.caller is not None else ())
                 nb, exact = ex.nbytes[i]
-                extra: dict[str, Any] = {
-                    "compiled": {
-                        "graph": graph.graph_id,
-                        "node": c.node,
-                        "graph_op": c.graph_op,
-                        "how": c.how,
-                        "kernels": list(c.kernels),
-                        "fused_with": list(c.fused_with),
-                        "mutates_input": c.mutates_input,
-                        "src_is_input": c.src_is_input,
-                        "call": ex.seq,
-                        "execution": k,
-                    }
-                }
-                if not exact:
-                    extra["bytes_exact"] = False
+                facts = CompiledCopy(
+                    graph=graph.graph_id,
+                    node=c.node,
+                    graph_op=c.graph_op,
+                    how=c.how,
+                    call=ex.seq,
+                    execution=k,
+                    kernels=c.kernels,
+                    fused_with=c.fused_with,
+                    mutates_input=c.mutates_input,
+                    src_is_input=c.src_is_input,
+                )
                 records.append(
                     CopyRecord(
                         seq=ex.seq + 1 + i,
@@ -313,11 +309,12 @@ class CompiledCapture:
                         src_dtype=c.src_dtype,
                         stack=stack,
                         thread=ex.thread,
+                        bytes_exact=exact,
                         origin=ORIGIN,
-                        extra=extra,
+                        compiled=facts,
                     )
                 )
-        return records, self._notes(runs), self._extra(runs)
+        return records, self._notes(runs), self._summary(runs)
 
     def _notes(self, runs: dict[int, int]) -> list[str]:
         notes = list(self.notes)
@@ -345,21 +342,21 @@ class CompiledCapture:
             )
         return notes
 
-    def _extra(self, runs: dict[int, int]) -> dict[str, Any]:
-        return {
-            "mode": "compiled",
-            "graphs": [
-                {
-                    "graph": gid,
-                    "executions": runs.get(gid, 0),
-                    "copies": [c.node for c in g.copies],
-                    "removed": list(g.removed),
-                    "kernel_names": g.kernel_names_known,
-                }
+    def _summary(self, runs: dict[int, int]) -> CompiledHunt:
+        return CompiledHunt(
+            mode="compiled",
+            graphs=tuple(
+                CompiledGraphRun(
+                    graph=gid,
+                    executions=runs.get(gid, 0),
+                    copies=tuple(c.node for c in g.copies),
+                    removed=tuple(g.removed),
+                    kernel_names=g.kernel_names_known,
+                )
                 for gid, g in sorted(self.graphs.items())
-            ],
-            "before_hunt_executions": sum(self.unknown.values()),
-        }
+            ),
+            before_hunt_executions=sum(self.unknown.values()),
+        )
 
 
 def _join_module(outer: str | None, inner: str | None) -> str | None:

@@ -5,8 +5,8 @@ a GPU event launched from it has that execution's seq. Within the execution, a T
 by name to the copies Inductor's provenance map put in it; an extern call (an aten op Inductor calls) by
 its aten op, among the ``cpu_op`` ranges around the launch. A kernel shared by several copies is
 split between them by bytes (``Trace.timings``); a kernel that also computes (``how == "fused"``) is
-not a copy pass, so its time is kept beside the record (``extra.compiled.kernel_us``) rather than
-counted as copy time.
+not a copy pass, so its time is kept in the record's compiled facts (``CompiledCopy.kernel_us``)
+rather than counted as copy time.
 
 Kept apart from ``capture/device.py`` on purpose: it runs after that join and only adds timings to
 records of origin ``compiled`` (and drops the ``device`` records the eager join made for copy kernels
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from copyhunt.kineto import KEvent, KinetoTrace
-from copyhunt.records import CopyRecord, DeviceTiming, Trace
+from copyhunt.records import CompiledCopy, CompiledHunt, DeviceTiming, Trace
 
 ORIGIN = "compiled"
 
@@ -32,10 +32,11 @@ def _aten(name: str) -> str:
 
 def join_compiled(trace: Trace, kt: KinetoTrace) -> Trace:
     """``trace`` with device timings on its ``compiled`` copy records (see the module docstring)."""
+    # Compiled facts by copy position, and the positions of each execution's copies.
+    facts = {i: c.compiled for i, c in enumerate(trace.copies) if c.origin == ORIGIN and c.compiled is not None}
     by_call: dict[int, list[int]] = {}
-    for i, c in enumerate(trace.copies):
-        if c.origin == ORIGIN:
-            by_call.setdefault(int(c.extra["compiled"]["call"]), []).append(i)
+    for i, info in facts.items():
+        by_call.setdefault(info.call, []).append(i)
     if not by_call:
         return trace
     events: dict[int, list[tuple[KEvent, tuple[str, ...]]]] = {}
@@ -55,47 +56,37 @@ def join_compiled(trace: Trace, kt: KinetoTrace) -> Trace:
     joined = 0
     for seq, idxs in by_call.items():
         for ev, around in events.get(seq, []):
-            members = [i for i in idxs if _matches(copies[i], ev, around)]
+            members = [i for i in idxs if _matches(facts[i], ev, around)]
             if not members:
                 continue
             joined += 1
             total = sum(copies[i].bytes for i in members) or len(members)
             for i in members:
-                if copies[i].extra["compiled"].get("how") == "fused":
+                if facts[i].how == "fused":
                     # A computing kernel: the copy costs no pass of its own; keep the kernel's time for reference.
-                    copies[i] = _with_kernel_time(copies[i], ev)
+                    facts[i] = replace(facts[i], kernel_us=round((facts[i].kernel_us or 0.0) + ev.dur, 3))
+                    copies[i] = replace(copies[i], compiled=facts[i])
                 else:
                     timings[i] = _add_event(timings.get(i), ev, (copies[i].bytes or 1) / total, copies[i].bytes)
     # Copy kernels or memcpy nodes (a CUDA-graph replay, mode="reduce-overhead") that the eager join
     # listed inside a compiled execution: the compiled records stand for them.
     keep = [i for i, c in enumerate(copies) if not (c.origin in ("device", "graph-replay") and c.seq in by_call)]
-    extra = dict(trace.meta.extra)
-    compiled = dict(extra.get("compiled", {}))
-    compiled["device_events_joined"] = joined
-    extra["compiled"] = compiled
+    summary = trace.meta.compiled or CompiledHunt(mode="compiled")
     return replace(
         trace,
         copies=tuple(copies[i] for i in keep),
         # Timings are keyed by position: renumbered past the dropped records.
         timings={k: timings[i] for k, i in enumerate(keep) if i in timings},
         findings=None,
-        meta=replace(trace.meta, extra=extra),
+        meta=replace(trace.meta, compiled=replace(summary, device_events_joined=joined)),
     )
 
 
-def _matches(c: CopyRecord, ev: KEvent, around: tuple[str, ...]) -> bool:
-    info = c.extra["compiled"]
-    kernels = info.get("kernels") or []
-    if info.get("how") == "extern":
-        want = {_aten(k) for k in kernels} or {_aten(info.get("graph_op", ""))}
+def _matches(info: CompiledCopy, ev: KEvent, around: tuple[str, ...]) -> bool:
+    if info.how == "extern":
+        want = {_aten(k) for k in info.kernels} or {_aten(info.graph_op)}
         return any(_aten(name) in want for name in around)
-    return ev.name in kernels
-
-
-def _with_kernel_time(c: CopyRecord, ev: KEvent) -> CopyRecord:
-    info = dict(c.extra["compiled"])
-    info["kernel_us"] = round(info.get("kernel_us", 0.0) + ev.dur, 3)
-    return replace(c, extra={**c.extra, "compiled": info})
+    return ev.name in info.kernels
 
 
 def _add_event(t: DeviceTiming | None, ev: KEvent, share: float, nbytes: int) -> DeviceTiming:

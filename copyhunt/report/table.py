@@ -247,17 +247,17 @@ _HOW = {
 
 
 def _compiled(console: Console, groups: Sequence[CopyGroup], by: str, cwd: str | None) -> None:
-    """How Inductor runs the copies of compiled graphs in the shown groups (origin "compiled")."""
+    """How Inductor runs the copies of compiled graphs in the shown groups (``CopyRecord.compiled``)."""
     lines: list[Text] = []
     for g in groups:
-        first = next((c for c in g.copies if c.origin == "compiled"), None)
-        if first is None:
+        first = next((c for c in g.copies if c.compiled is not None), None)
+        if first is None or first.compiled is None:
             continue
-        info = first.extra.get("compiled", {})
-        kernels = ", ".join(info.get("kernels") or []) or "unnamed kernel"
-        what = _HOW.get(info.get("how", ""), "{k}").format(k=kernels)
-        if info.get("mutates_input"):
-            what += f"; writes a graph input in place ({info['mutates_input']})"
+        info = first.compiled
+        kernels = ", ".join(info.kernels) or "unnamed kernel"
+        what = _HOW.get(info.how, "{k}").format(k=kernels)
+        if info.mutates_input:
+            what += f"; writes a graph input in place ({info.mutates_input})"
         where = short_site(first.site, cwd) if by == "site" and first.site is not None else g.key
         line = Text()
         line.append(f"{where}: ", style="bold")
