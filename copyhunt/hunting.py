@@ -148,8 +148,7 @@ class Hunt:
             record_ops=self.record_ops,
             eager_compiled=self.compiled == "eager",
         )
-        from copyhunt.capture.compiled import CompiledCapture
-        from copyhunt.capture.compiled_eager import EagerCompileNote
+        from copyhunt.capture.compiled import CompiledCapture, EagerCompileNote
 
         compiled = CompiledCapture(capture) if self.compiled == "compiled" else EagerCompileNote()
         try:
@@ -205,7 +204,7 @@ class Hunt:
         copies = result.copies
         compiled_hunt: CompiledHunt | None = None
         if self.compiled == "eager":
-            from copyhunt.capture.compiled_eager import eager_notes
+            from copyhunt.capture.compiled import eager_notes
 
             notes.extend(eager_notes(compiled_out or []))
             compiled_hunt = CompiledHunt(mode="eager", ran_eagerly=tuple(compiled_out or ()))
@@ -235,7 +234,7 @@ class Hunt:
             try:
                 trace = device.join(trace)
                 if self.compiled == "compiled" and getattr(device, "kineto", None) is not None:
-                    from copyhunt.capture.compiled_device import join_compiled
+                    from copyhunt.capture.compiled import join_compiled
 
                     trace = join_compiled(trace, device.kineto)
             except Exception as exc:  # noqa: BLE001

@@ -1,4 +1,4 @@
-"""The device join of compiled copies (``capture/compiled_device.py``) on a hand-made Kineto trace.
+"""The device join of compiled copies (``capture/compiled/device_join.py``) on a hand-made Kineto trace.
 
 The trace has the shape torch 2.11 writes (see ``copyhunt/kineto/trace.py``): one compiled execution inside its
 ``copyhunt#7`` range, launching a Triton copy kernel, a fused computing kernel and an extern ``aten::index_put_``
@@ -7,7 +7,7 @@ whose copy kernel the eager join lists as an unexplained device copy (origin "de
 
 from __future__ import annotations
 
-from copyhunt.capture.compiled_device import join_compiled
+from copyhunt.capture.compiled import join_compiled
 from copyhunt.kineto import parse
 from copyhunt.records import CompiledCopy, CompiledHunt, Copy, CopyRecord, DeviceTiming, Frame, Trace, TraceMeta
 from factories import record, trace, with_copies

@@ -1,11 +1,14 @@
 """Import layering, read from the source (nothing is imported): a module imports its own package or
 lower layers only; command modules never import each other; the bundled demo uses only ``copyhunt.note``.
 
-    errors, text, notes  <-  records, kineto  <-  tracefile, selection  <-  view  <-  capture  <-  attribution
-      <-  importers  <-  analysis  <-  hunting  <-  report, gate, targets, bench  <-  cli, pytest_plugin  <-  __main__
+    errors, text, notes  <-  records, kineto  <-  tracefile, selection  <-  view  <-  capture  <-  attribution,
+      capture.compiled  <-  importers  <-  analysis  <-  hunting  <-  report, gate, targets, bench  <-  cli,
+      pytest_plugin  <-  __main__
 
 ``kineto`` (Chrome-trace parsing) is a leaf beside ``records``: capture, importers and report read
 profiler files through it, and it uses the standard library and ``copyhunt.errors`` only.
+``capture.compiled`` (the torch.compile capture) builds on the dispatch capture, which knows it only
+through a hook: no other capture module imports it.
 
 Imports under ``if TYPE_CHECKING:`` are left out (they run nothing); ``import copyhunt`` (the light
 package root) is allowed everywhere.
@@ -33,6 +36,7 @@ LAYERS = {
     "copyhunt.view": 3,
     "copyhunt.capture": 4,
     "copyhunt.attribution": 5,
+    "copyhunt.capture.compiled": 5,  # on top of the dispatch capture, which calls it only through a hook
     "copyhunt.importers": 6,
     "copyhunt.analysis": 7,
     "copyhunt.hunting": 8,

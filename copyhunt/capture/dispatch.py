@@ -46,7 +46,7 @@ _compile_hook: "Callable[[], None] | None" = None
 
 
 def set_compile_hook(hook: "Callable[[], None] | None") -> None:
-    """Call ``hook`` whenever Dynamo asks the mode about compiling (``capture/compiled.py`` installs its hooks)."""
+    """Call ``hook`` whenever Dynamo asks the mode about compiling (``capture/compiled/hooks.py`` installs its hooks)."""
     global _compile_hook
     _compile_hook = hook
 
@@ -89,7 +89,7 @@ class _Mode(TorchDispatchMode):
 
     @classmethod
     def ignore_compile_internals(cls) -> bool:
-        """True: torch.compile'd code stays compiled under the hunt (``capture/compiled.py`` records it).
+        """True: torch.compile'd code stays compiled under the hunt (``capture/compiled`` records it).
 
         Dynamo asks this before it compiles a frame: the moment to install the compile-time hooks.
         """

@@ -1,6 +1,6 @@
 """Which copies of a compiled graph survive, and how Inductor runs them: read from its scheduler nodes.
 
-Called at the end of Inductor's scheduling (``compiled.py`` installs the hook) with the final post-grad
+Called at the end of Inductor's scheduling (``hooks.py`` installs the hook) with the final post-grad
 FX graph and the fused scheduler nodes, then, at the graph's first run, with Inductor's provenance map
 (kernel name -> FX nodes). Duck-typed on Inductor's IR (``origins``, ``origin_node``, ``get_nodes``,
 ``LoopBody.is_memory_copy``), present in torch 2.11 and 2.13.
@@ -12,7 +12,7 @@ import json
 from dataclasses import replace
 from typing import Any, Sequence
 
-from copyhunt.capture.compiled_graph import (
+from copyhunt.capture.compiled.graph import (
     ADDED_OP,
     COPY_TARGETS,
     CompiledGraph,

@@ -1,6 +1,6 @@
 """The copies of one Inductor-compiled graph: the data model, and what FX nodes say about each copy.
 
-``compiled_inductor.py`` decides, from Inductor's scheduler at the end of a compile, which copy nodes
+``inductor.py`` decides, from Inductor's scheduler at the end of a compile, which copy nodes
 of the final post-grad FX graph survive and how Inductor runs them; the result is a ``CompiledGraph``
 of ``GraphCopy`` entries, built here from the nodes (op, bytes from the fake value ``meta["val"]``,
 user frames from ``meta["stack_trace"]``, module path from ``meta["nn_module_stack"]``).

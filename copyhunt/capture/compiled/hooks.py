@@ -7,7 +7,7 @@ run. This module adds what the mode cannot see:
 
 - at compile time (installed when Dynamo first asks the mode about compiling, so a program that never
   compiles loads no Inductor), a hook at the end of Inductor's scheduling (``config._post_fusion_custom_pass``,
-  chained after any pass the user set) describes each graph's surviving copies (``compiled_graph.py``);
+  chained after any pass the user set) describes each graph's surviving copies (``graph.py``);
   Inductor's FX-graph and AOTAutograd caches are switched off for the hunt (a cache hit would skip the
   hook) and its provenance map is switched on (kernel names per FX node: comments in the generated
   code, no change to what it computes);
@@ -17,10 +17,10 @@ run. This module adds what the mode cannot see:
   between them, one copy record per surviving copy, so a graph run 10 times gives 10 records per copy. The dispatch
   mode is paused inside (the ops it would see there are Inductor's own calls, already described by the
   graph, and its autotuner's scratch clones); with a device capture, the execution is wrapped in the
-  same ``copyhunt#<seq>`` range as every eager op, which ``compiled_device.py`` joins on.
+  same ``copyhunt#<seq>`` range as every eager op, which ``device_join.py`` joins on.
 
 ``compiled="eager"`` keeps the old behaviour (Dynamo skips compiled frames under the mode, the program
-runs op by op); ``compiled_eager.py`` names the functions that ran that way.
+runs op by op); ``eager.py`` names the functions that ran that way.
 Nothing here changes what a compiled program computes; tests compare outputs bit for bit.
 """
 
@@ -32,8 +32,8 @@ from _thread import get_ident
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from copyhunt.capture.compiled_graph import ADDED_OP, CompiledGraph, user_function
-from copyhunt.capture.compiled_inductor import analyse_graph, apply_provenance
+from copyhunt.capture.compiled.graph import ADDED_OP, CompiledGraph, user_function
+from copyhunt.capture.compiled.inductor import analyse_graph, apply_provenance
 from copyhunt.capture.op_roles import READ, RW, Plan
 from copyhunt.capture.regions import _state as _region_state
 from copyhunt.notes import note

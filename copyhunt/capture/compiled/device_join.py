@@ -1,6 +1,6 @@
 """Device time of the copies inside compiled graphs: join Inductor's kernels to ``compiled`` records.
 
-Each execution of a compiled graph runs inside a ``copyhunt#<seq>`` profiler range (``compiled.py``), so
+Each execution of a compiled graph runs inside a ``copyhunt#<seq>`` profiler range (``hooks.py``), so
 a GPU event launched from it has that execution's seq. Within the execution, a Triton kernel is matched
 by name to the copies Inductor's provenance map put in it; an extern call (an aten op Inductor calls) by
 its aten op, among the ``cpu_op`` ranges around the launch. A kernel shared by several copies is
