@@ -84,14 +84,17 @@ def parse_stack_trace(text: str | None) -> tuple[Frame, ...]:
     return tuple(frames)
 
 
-def op_name(target: Any) -> str:
-    """``aten.clone.default`` for an OpOverload target, ``str(target)`` otherwise (``getitem``...)."""
+def qualified_name(target: Any) -> str:
+    """An FX target's qualified op name: ``aten.clone.default`` for an OpOverload, else its ``__name__``.
+
+    ``getitem`` for ``operator.getitem``. Not ``copyhunt.text.op_name``, which shortens a name for display.
+    """
     return str(target) if hasattr(target, "_schema") else getattr(target, "__name__", str(target))
 
 
 def base_name(target: Any) -> str:
     """``clone`` for ``aten.clone.default``: the op name without namespace and overload."""
-    name = op_name(target)
+    name = qualified_name(target)
     parts = name.split(".")
     return parts[1] if len(parts) >= 3 else parts[-1]
 
@@ -100,7 +103,7 @@ def is_compute(node: Any) -> bool:
     """True for a call node that computes values: not a copy, not a view, not an input or output."""
     if getattr(node, "op", None) != "call_function":
         return False
-    if op_name(node.target) in COPY_TARGETS:
+    if qualified_name(node.target) in COPY_TARGETS:
         return False
     if getattr(node.target, "is_view", False):
         return False
@@ -148,9 +151,9 @@ def _copy_bytes(node: Any) -> tuple[Any, bool]:
     target = node.target
     args = _val(tuple(node.args))
     kwargs = {k: _val(v) for k, v in node.kwargs.items()}
-    if op_name(target) in ("aten.copy_.default", "aten.copy.default"):
+    if qualified_name(target) in ("aten.copy_.default", "aten.copy.default"):
         # copy_ writes every element of its destination (a noop copy_ never reaches a graph).
-        return _nbytes_expr(args[0] if op_name(target) == "aten.copy_.default" else out), True
+        return _nbytes_expr(args[0] if qualified_name(target) == "aten.copy_.default" else out), True
     fn = COPY_OPS.get(target)
     if fn is not None:
         try:
@@ -277,17 +280,17 @@ def eager_op(n: Any) -> str:
     op it came from in ``meta["original_aten"]``, which wins when it is a copy op itself.
     """
     original = n.meta.get("original_aten")
-    name = op_name(original) if original is not None else None
+    name = qualified_name(original) if original is not None else None
     if name in COPY_TARGETS:
         return COPY_TARGETS[name]
     if name is not None and original in COPY_OPS:
         return name
-    return COPY_TARGETS[op_name(n.target)]
+    return COPY_TARGETS[qualified_name(n.target)]
 
 
 def graph_copy(n: Any, how: str, partners: list[str], placeholders: set[str], size_hint: Any) -> GraphCopy:
     out = n.meta.get("val")
-    target_name = op_name(n.target)
+    target_name = qualified_name(n.target)
     if target_name == "aten.copy_.default" and n.args:
         dst_val, src_args = _val(n.args[0]), n.args[1:2]
     else:

@@ -24,8 +24,8 @@ from copyhunt.capture.compiled.graph import (
     hint_of,
     is_compute,
     module_path,
-    op_name,
     parse_stack_trace,
+    qualified_name,
 )
 
 #: Provenance names of calls Inductor makes to existing kernels instead of generating one.
@@ -91,7 +91,7 @@ def analyse_graph(graph_id: int, gm_graph: Any, snodes: Sequence[Any], size_hint
     copies: list[GraphCopy] = []
     removed: list[str] = []
     for n in nodes:
-        if n.op != "call_function" or op_name(n.target) not in COPY_TARGETS:
+        if n.op != "call_function" or qualified_name(n.target) not in COPY_TARGETS:
             continue
         where = materialised.get(n.name, set())
         if not where:
@@ -126,7 +126,7 @@ def _in_place_write_back(n: Any, partners: list[str], placeholders: set[str]) ->
     """True for the ``copy_`` functionalization puts after an in-place op on a graph input
     (``counter.add_(1)`` becomes ``copy_(counter, add(counter, 1))``) when Inductor computes the value
     straight into the input: the user's in-place op, no copy (an eager trace records none either)."""
-    if op_name(n.target) != "aten.copy_.default" or len(n.args) < 2:
+    if qualified_name(n.target) != "aten.copy_.default" or len(n.args) < 2:
         return False
     dst, src = n.args[0], n.args[1]
     return (
@@ -156,7 +156,7 @@ def _added_copies(
             except Exception:  # noqa: BLE001 - an IR this version describes differently: not a known copy
                 continue
             origins = [o for o in getattr(ir, "origins", ()) if getattr(o, "name", None) in by_name]
-            if not origins or any(op_name(o.target) in COPY_TARGETS for o in origins):
+            if not origins or any(qualified_name(o.target) in COPY_TARGETS for o in origins):
                 continue  # an FX copy node's own kernel: recorded from the graph
             order = {name: i for i, name in enumerate(by_name)}
             anchor = getattr(ir, "origin_node", None) or min(
