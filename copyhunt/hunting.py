@@ -5,8 +5,10 @@
     h.copies          # records.Copy per copy: attributed to the user's line, with its verdict
     h.trace           # records.Trace: every copy, every op's storage accesses, storages, meta
 
-It wires the dispatch capture (``copyhunt.capture.dispatch``), attribution (``copyhunt.attribution``)
-and, when asked, the device capture (``copyhunt.capture.device``, imported lazily).
+It wires the dispatch capture (``copyhunt.capture.dispatch``), attribution (``copyhunt.attribution``),
+the torch.compile capture (``copyhunt.capture.compiled``: compiled code stays compiled and the copies
+Inductor kept are recorded, or with ``compiled="eager"`` it runs op by op) and, when asked, the device
+capture (``copyhunt.capture.device``, imported lazily).
 Hunts do not nest: starting one while another runs raises ``HuntActiveError``.
 
 The package root exports ``copyhunt.hunt`` lazily (torch loads on first use); this module is named
@@ -39,7 +41,7 @@ __all__ = ["hunt", "Hunt", "HuntActiveError", "HuntOptionError", "describe_devic
 
 
 class HuntOptionError(CopyhuntError):
-    """A hunt option has a bad value (unknown copy kind, empty region, stack depth < 1)."""
+    """A hunt option has a bad value (unknown copy kind, empty region, stack depth < 1, unknown compiled mode)."""
 
 
 def describe_device() -> str:
