@@ -78,11 +78,14 @@ def build_records(
     copy_records: list[CopyRecord] = []
     for c in sorted(copies, key=lambda c: c[0]):
         (seq, op, kind, nb, noop, src_dev, dst_dev, shape, dtype, src_dtype, src_contig, dst_contig,
-         stack_i, module, region, tid, in_graph, src_sid, dst_sid, src_sids, exact) = c  # fmt: skip
+         stack_i, module, region, tid, in_graph, src_sid, dst_sid, src_sids, exact, layouts) = c  # fmt: skip
         site, stack = attributed[stack_i]
         extra: dict[str, Any] = {}
         if len(src_sids) > 1:
             extra["src_storages"] = list(src_sids)
+        if layouts is not None:
+            extra["src_dtypes"] = [d for d, _ in layouts]
+            extra["src_contiguous"] = [c for _, c in layouts]
         if not exact:
             extra["bytes_exact"] = False
         copy_records.append(
