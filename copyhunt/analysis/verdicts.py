@@ -49,7 +49,9 @@ def _judge(trace: Trace) -> Trace:
     out: list[CopyRecord] = []
     for copy in trace.copies:
         if copy.origin == "dispatch":
-            findings = run_rules(copy, ctx) or (_needed(copy, ctx),)
+            found = run_rules(copy, ctx)
+            # Eliminable findings win; else the first rule's explanation of why the copy stays.
+            findings = tuple(f for f in found if f.verdict != "needed") or found[:1] or (_needed(copy, ctx),)
             judged.setdefault(copy.seq, findings)
         else:
             # "device", "imported" (and replays, until matched below) have no op records of their
