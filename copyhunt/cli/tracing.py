@@ -122,10 +122,11 @@ def trace_target(
     )
     error: BaseException | None = None
     raised: BaseException | None = None  # what the target itself raised, told apart from the hunt's own errors
+    returned: Any = None  # a function target's result: held until the hunt stopped (it is still alive then)
     try:
         with _maybe_stdout_to_stderr(stdout_to_stderr), h:
             try:
-                target.run()
+                returned = target.run()
             except BaseException as exc:
                 raised = exc
                 raise
@@ -145,6 +146,7 @@ def trace_target(
         else:  # GeneratorExit and other oddities: not ours to interpret
             raise
         error = _without_frames(exc)
+    del returned  # the hunt has stopped: the result kept its storages alive through the final sweep
     trace = _describe(h.trace, target, error, kinds, region)
     trace = _judge(trace, err)
     return TraceRun(trace, _save(trace, output, force), error)
