@@ -9,7 +9,7 @@ Schema ``copyhunt.trace/1`` (minimum contract; fields are only ever added, never
      "meta": {...},
      "copies": [{"seq", "op", "kind", "bytes", "noop", "src_device", "dst_device", "shape",
                  "dtype", "site": {"file", "line", "function"}, "module", "region",
-                 "captured_in_graph", ...}, ...],
+                 "captured_in_graph", "verdict", "verification", ...}, ...],
      "ops": [...], "storages": [...]}
 """
 
@@ -97,6 +97,24 @@ class Finding:
     suggestion: str
 
 
+#: What re-running the program with a copy's site elided showed (``copyhunt verify``), on that input.
+VERIFICATION_STATUSES = (
+    "verified",  # the program's observable results were bit-identical with the copy elided
+    "refuted",  # they differed (or the program raised): the suggestion changes results or cannot be written
+    "not-testable",  # the re-run could not elide it faithfully, or the program is not deterministic
+)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The proof (or disproof) of a copy's verdict by re-execution: status, one-line detail, and the
+    first op whose outputs differed from the untouched run, when one did."""
+
+    status: str  # one of VERIFICATION_STATUSES
+    detail: str
+    seq: int | None = None
+
+
 @dataclass(frozen=True)
 class Access:
     """A byte range of one storage read or written by an op.
@@ -151,6 +169,7 @@ class CopyRecord:
     reason: str | None = None
     suggestion: str | None = None
     findings: tuple[Finding, ...] = ()
+    verification: Verification | None = None  # copyhunt verify's result for this copy's site; None: not tested
     extra: Mapping[str, Any] = field(default_factory=dict)  # room for additions
 
 
@@ -341,11 +360,21 @@ def _copy_from_json(raw: dict[str, Any]) -> CopyRecord:
     kw["stack"] = tuple(_frame_from_json(f) for f in raw.get("stack", ()))
     kw["device"] = None if raw.get("device") is None else DeviceTiming(**raw["device"])
     kw["findings"] = tuple(Finding(**f) for f in raw.get("findings", ()))
+    kw["verification"] = _verification_from_json(raw.get("verification"))
     # Unknown keys written by a later minor addition are kept, not dropped.
     extra = dict(raw.get("extra", {}))
     extra.update({k: v for k, v in raw.items() if k not in known})
     kw["extra"] = extra
     return CopyRecord(**kw)
+
+
+def _verification_from_json(raw: Any) -> Verification | None:
+    if raw is None:
+        return None
+    v = Verification(status=str(raw["status"]), detail=str(raw["detail"]), seq=None if raw.get("seq") is None else int(raw["seq"]))
+    if v.status not in VERIFICATION_STATUSES:
+        raise TraceFormatError(f"unknown verification status {v.status!r} (valid: {', '.join(VERIFICATION_STATUSES)})")
+    return v
 
 
 def _op_to_json(o: OpRecord) -> dict[str, Any]:

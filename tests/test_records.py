@@ -97,3 +97,24 @@ def test_bad_files_fail_with_one_line(tmp_path, text, message):
 def test_missing_file(tmp_path):
     with pytest.raises(TraceFormatError, match="no such file"):
         load(tmp_path / "nope.json")
+
+
+def test_verification_round_trips_and_older_files_have_none(tmp_path):
+    from dataclasses import replace
+
+    from copyhunt.records import Verification
+
+    v = Verification("refuted", "the return value differs; first diverging op #7 aten.mul.Tensor (m.py:3)", 7)
+    trace = _trace().with_copies([replace(_trace().copies[0], verification=v)])
+    path = save(trace, tmp_path / "v.json")
+    assert load(path) == trace
+    assert json.loads(path.read_text())["copies"][0]["verification"] == {
+        "status": "refuted", "detail": "the return value differs; first diverging op #7 aten.mul.Tensor (m.py:3)", "seq": 7,
+    }
+    # A file written before copyhunt verify existed has no such key: the copies are simply unverified.
+    doc = _trace().to_json()
+    del doc["copies"][0]["verification"]
+    assert Trace.from_json(doc).copies[0].verification is None
+    doc["copies"][0]["verification"] = {"status": "maybe", "detail": "?"}
+    with pytest.raises(TraceFormatError, match="unknown verification status 'maybe'"):
+        Trace.from_json(doc)

@@ -8,7 +8,21 @@ import sys
 from copyhunt.records import Frame
 from copyhunt.units import human_bytes
 
-__all__ = ["human_bytes", "short_path", "short_site", "short_op", "percent"]
+__all__ = ["human_bytes", "short_path", "short_site", "short_op", "percent", "verdict_label", "status_label"]
+
+#: How tables name a verdict: "needed" (the JSON value) means the trace could not prove the copy
+#: eliminable, not that it is necessary.
+_VERDICT_LABELS = {"needed": "not proven"}
+
+
+def verdict_label(verdict: str) -> str:
+    """The verdict as tables show it ("not proven" for "needed")."""
+    return _VERDICT_LABELS.get(verdict, verdict)
+
+
+def status_label(status: str) -> str:
+    """A verification status as tables show it ("not testable" for "not-testable")."""
+    return status.replace("-", " ")
 
 
 def short_path(path: str, cwd: str | None = None) -> str:
