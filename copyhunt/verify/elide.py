@@ -201,8 +201,11 @@ def _alias(position: int) -> Any:
         out = func(*args, **kwargs)  # for its shape and dtype only; dropped at once
         src = at(srcs[position - 1], args, kwargs, None)
         if src.dtype != out.dtype or src.device != out.device or src.numel() != out.numel():
-            raise Elision("the source has another dtype, device or size than the copy")
-        return src.view(out.shape)  # a view: the program now shares the source's storage
+            raise Infeasible("the source has another dtype, device or size than the copy: no view of it is the copy")
+        try:
+            return src.view(out.shape)  # a view: the program now shares the source's storage
+        except RuntimeError:
+            raise Infeasible(f"no view of the source {tuple(src.shape)} (strides {tuple(src.stride())}) has the copy's shape {tuple(out.shape)}") from None
 
     return replace
 

@@ -22,6 +22,7 @@ Copies the re-run cannot elide faithfully are "not testable", with why.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from copyhunt.analysis.index import TraceIndex
@@ -137,6 +138,9 @@ def _redirects(c: CopyRecord, ctx: TraceIndex) -> list[Intent] | str:
     srcs = live_sources(c, ctx)
     if not srcs:
         return "its sources are not in the trace"
+    for a, b in itertools.combinations(srcs, 2):
+        if a.storage == b.storage and a.rng.overlaps(b.rng.start, b.rng.end):
+            return f"sources {a.position} and {b.position} are the same value: one producer cannot write both slices"
     out = []
     for src in srcs:
         # The producer is the source's last writer, found from the trace alone: the re-run tests the

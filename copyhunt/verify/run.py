@@ -238,6 +238,9 @@ def _test_site(program: Program, plan: SitePlan, probe: Replay, ref: RunRecord, 
     skip = {i.copy for i in plan.intents}
     div = _divergence(ref, run, skip | unstable)
     where = _op_text(trace, div) if div is not None else None
+    if div is not None and div < len(run.names) and div < len(ref.names) and run.names[div] != ref.names[div]:
+        # Another op ran: the program took another path (a reshape that now copies, a branch on a value).
+        where = f"{where}, which ran {run.names[div]} where the untouched run ran {ref.names[div]}"
     if div is not None and div < min(hooks):
         # Nothing was elided yet: the difference is not this site's doing.
         return Verification("not-testable", f"the re-run differs from the untouched one at {where}, before the first elided op "
@@ -255,7 +258,11 @@ def _classify(run: RunRecord, div: int | None, where: str | None, skip: set[int]
         return Verification("refuted", f"the program raised {run.error}{at}", run.failed_at)
     if run.off_track is not None:
         first = div if div is not None else run.off_track.seq
-        return Verification("refuted", f"the program took another path: first diverging op {_op_text(trace, first)}", first)
+        text = where if div is not None else f"{_op_text(trace, first)}, which ran {run.off_track.got}"
+        return Verification("refuted", f"the program took another path: first diverging op {text}", first)
+    if div is not None and (div >= min(len(run.names), len(ref.names)) or run.names[div] != ref.names[div]):
+        # Same results or not, the elided program runs other ops: the copy moved (or work changed).
+        return Verification("refuted", f"the program took another path: first diverging op {where}", div)
     same = run.returned == ref.returned and run.printed == ref.printed
     if kind == "function":
         if same:
@@ -279,7 +286,8 @@ def _divergence(ref: RunRecord, run: RunRecord, skip: set[int]) -> int | None:
     for k in range(n):
         if ref.names[k] != run.names[k]:
             return k
-        if k not in skip and ref.prints[k] != run.prints[k]:
+        # An aborted run named the op it died in but has no fingerprint for it.
+        if k not in skip and (k >= len(run.prints) or k >= len(ref.prints) or ref.prints[k] != run.prints[k]):
             return k
     return n if len(ref.names) != len(run.names) else None
 
