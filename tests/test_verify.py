@@ -292,3 +292,38 @@ def test_inference_tensors_and_grad_modes(grad):
 
     trace = warm_and_trace(program)
     assert site_result(verify(program, trace), line("fresh")).status == "verified"
+
+
+def test_round_trip_back_into_the_original_skips_the_copy():
+    from copyhunt.verify.plan import plan_sites
+
+    trace = warm_and_trace(there_and_back)
+    (plan,) = plan_sites(trace)
+    assert [(i.how, i.copy) for i in plan.intents] == [("back-skip", trace.copies[1].seq)]
+
+
+def round_trip_new():
+    h = Y.to(torch.float64)
+    back = h.to(torch.float32)  # mark: back-new
+    return back + 1
+
+
+def round_trip_changed():
+    y = torch.arange(4.0)
+    h = y.to(torch.float64)
+    y.add_(1)
+    back = h.to(torch.float32)  # mark: back-changed
+    return back * 2  # mark: back-reader
+
+
+def test_round_trip_into_a_new_buffer_returns_the_original():
+    # The rules call it fresh-temporary first (a copy of a copy); forced to round-trip, the re-run
+    # returns the original float32 tensor instead of the copy back.
+    trace = force(warm_and_trace(round_trip_new), "round-trip", line("back-new"))
+    assert site_result(verify(round_trip_new, trace), line("back-new")).status == "verified"
+    # The original changed in between: "use the original" is wrong, and the reader sees it.
+    trace = force(warm_and_trace(round_trip_changed), "round-trip", line("back-changed"))
+    v = site_result(verify(round_trip_changed, trace), line("back-changed"))
+    assert v.status == "refuted" and v.detail.endswith(f"aten.mul.Tensor ({HERE.name}:{line('back-reader')})")
+
+

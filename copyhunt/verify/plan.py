@@ -41,7 +41,7 @@ ELIDABLE_OPS = frozenset({
 class Intent:
     """One copy elided one way. ``how`` is the verdict's action; seqs name the ops involved."""
 
-    how: str  # "skip", "invert", "alias", "redirect", "back", "chain"
+    how: str  # "skip", "invert", "alias", "redirect", "back-skip", "back", "chain"
     copy: int  # seq of the copy op
     copy_op: str  # its op name as traced ("aten.copy_.default"): the re-run checks it meets the same op
     source: int = 1  # 1-based position of the source among the copy's sources (cat)
@@ -168,6 +168,8 @@ def _back(c: CopyRecord, ctx: TraceIndex) -> list[Intent] | str:
     orig = live_sources(first, ctx)
     if not orig or len(orig) != 1:
         return "the original is not a single buffer"
+    if c.dst_storage == orig[0].storage:
+        return [Intent("back-skip", c.seq, c.op)]  # written back into the original: it holds the values
     return [Intent("back", c.seq, c.op, 1, first.seq, first.op)]
 
 

@@ -165,6 +165,8 @@ def verify(
     re-runs (the sites left get "not testable"). The program's exceptions in the untouched re-runs
     propagate (the program itself fails).
     """
+    if kind not in ("function", "script"):
+        raise ValueError(f"kind must be 'function' or 'script', got {kind!r}")
     plans = [p for p in plan_sites(trace) if not sites or site_matches(p, sites)]
     observe = frozenset(s for p in plans for s in p.seqs)
     probe = Replay(observe=observe, track=True)
@@ -173,7 +175,7 @@ def verify(
     del value
     again = replay_run(program, Replay())
     names = [o.op for o in sorted(trace.ops, key=lambda o: o.seq)]
-    problem = _reference_problem(trace, names, ref, again)
+    problem = _reference_problem(names, ref, again)
     results: list[SiteResult] = []
     started = time.perf_counter()
     unstable = {k for k, (a, b) in enumerate(zip(ref.prints, again.prints)) if a != b}
@@ -201,7 +203,7 @@ def verify(
     return VerifyResult(_with_verifications(trace, results), tuple(results), problem is None, _note(results, problem))
 
 
-def _reference_problem(trace: Trace, names: list[str], ref: RunRecord, again: RunRecord) -> str | None:
+def _reference_problem(names: list[str], ref: RunRecord, again: RunRecord) -> str | None:
     """Why no site can be tested (the untouched re-runs disagree, or differ from the trace), or None."""
     if again.error is not None:
         return f"the second untouched re-run raised {again.error}"
@@ -216,7 +218,6 @@ def _reference_problem(trace: Trace, names: list[str], ref: RunRecord, again: Ru
         traced = names[k] if k < len(names) else "nothing"
         rerun = ref.names[k] if k < len(ref.names) else "nothing"
         return f"the re-run did not replay the traced run: op #{k} was {traced} when traced, {rerun} re-run"
-    del trace
     return None
 
 
