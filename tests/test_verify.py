@@ -327,3 +327,17 @@ def test_round_trip_into_a_new_buffer_returns_the_original():
     assert v.status == "refuted" and v.detail.endswith(f"aten.mul.Tensor ({HERE.name}:{line('back-reader')})")
 
 
+
+
+@pytest.mark.gpu
+def test_moe_demo_on_the_gpu_is_verified():
+    # The bundled MoE baseline on CUDA (pure-torch backend, tiny preset): op numbering with device tensors,
+    # fingerprints read back to the host, both copy sites verified with every op's outputs compared.
+    from copyhunt.moe import demo
+
+    def step():
+        return demo.baseline(device="cuda", preset="tiny", backend="torch", layers=2)
+
+    result = verify(step, warm_and_trace(step), kind="script")
+    assert result.deterministic
+    assert [(len(r.plan.copies), r.verification.status) for r in result.sites] == [(2, "verified"), (2, "verified")]
