@@ -29,7 +29,7 @@ import torch
 
 
 def _step_factory(layers: int, tokens: int) -> Callable[[], Any]:
-    from copyhunt.moe import demo
+    from copyhunt_moe import demo
 
     config = demo.resolve_config(layers=layers, tokens=tokens)
     stack = demo.build_stack(config, "baseline")
@@ -60,7 +60,7 @@ def main() -> int:
     args = ap.parse_args()
     from torch.profiler import ProfilerActivity, profile
 
-    from copyhunt.hunt import hunt
+    from copyhunt.hunting import hunt
 
     step = _step_factory(args.layers, args.tokens)
     tmp = Path(tempfile.mkdtemp(prefix="copyhunt-overhead-"))
@@ -105,7 +105,7 @@ def main() -> int:
         torch.cuda.synchronize()
         r = time.perf_counter() - t0
         trace = h.stop()  # Kineto stop + export + parse + join
-        breakdown.append(trace.meta.extra["device_join"]["timings_ms"])
+        breakdown.append(trace.meta.device_join["timings_ms"])
         return r * 1e3, (time.perf_counter() - t0) * 1e3
 
     rows = {}

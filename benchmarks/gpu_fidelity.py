@@ -34,6 +34,8 @@ from rich.console import Console  # noqa: E402
 
 import copyhunt  # noqa: E402
 from copyhunt.report.table import render_table  # noqa: E402
+from copyhunt.tracefile import to_json  # noqa: E402
+from copyhunt.view import view  # noqa: E402
 
 CONFIGS = (
     # (name, experts implementation, grad context around generate())
@@ -87,30 +89,30 @@ def one(name: str, experts: str, ctx: str, model: Any, ids: torch.Tensor, mask: 
     trace = h.trace
     assert trace is not None
     by_kind: dict[str, list[int]] = {}
-    for c in trace.copies:
+    for c in trace.read_copies():
         row = by_kind.setdefault(c.kind, [0, 0])
         row[0] += 1
         row[1] += c.bytes
-    no_site = [c for c in trace.copies if c.site is None]
+    no_site = [c for c in trace.read_copies() if c.site is None]
     buf = io.StringIO()
-    render_table(trace, Console(file=buf, width=160, color_system=None), top=0)
+    render_table(view(trace), Console(file=buf, width=160, color_system=None), top=0)
     (args.out / f"{name}.table.txt").write_text(buf.getvalue())
     if name == CONFIGS[0][0]:
         with gzip.open(args.out / f"{name}.trace.json.gz", "wt") as f:
-            json.dump(trace.to_json(), f)
+            json.dump(to_json(trace), f)
     return {
         "config": name,
         "experts": experts,
         "grad": ctx,
         "identical_ids": bool(torch.equal(untraced, traced)),
         "copies": len(trace.copies),
-        "bytes": sum(c.bytes for c in trace.copies),
+        "bytes": sum(c.bytes for c in trace.read_copies()),
         "by_kind": {k: {"copies": n, "bytes": b} for k, (n, b) in sorted(by_kind.items())},
-        "by_origin": dict(Counter(c.origin for c in trace.copies)),
-        "by_op_kind": {f"{op} {kind}": n for (op, kind), n in Counter((c.op, c.kind) for c in trace.copies).most_common()},
+        "by_origin": dict(Counter(c.origin for c in trace.read_copies())),
+        "by_op_kind": {f"{op} {kind}": n for (op, kind), n in Counter((c.op, c.kind) for c in trace.read_copies()).most_common()},
         "no_site": len(no_site),
         "no_site_copies": [describe(c) for c in no_site[:40]],
-        "device_join": trace.meta.extra.get("device_join"),
+        "device_join": trace.meta.device_join,
         "notes": list(trace.meta.notes),
         "ops": len(trace.ops),
         "untraced_s": round(t1 - t0, 3),

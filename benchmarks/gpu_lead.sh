@@ -18,6 +18,6 @@ timeout 420 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ 2>&1 | tee "$
 
 echo "== copyhunt trace on the GPU: baseline and fixed demo (device capture on by default)"
 for mode in baseline fixed; do
-    timeout 120 python3 -m copyhunt trace "copyhunt.moe.demo:$mode" -o "$OUT/demo-$mode.json" --force > "$OUT/demo-$mode.txt" 2>&1
+    timeout 120 python3 -m copyhunt trace "copyhunt_moe.demo:$mode" -o "$OUT/demo-$mode.json" --force > "$OUT/demo-$mode.txt" 2>&1
     echo "$mode rc=$?"; cat "$OUT/demo-$mode.txt"
 done

@@ -3,7 +3,7 @@
 # Run from the repository root on a CUDA machine:
 #     OUT=/tmp/moe bash benchmarks/gpu_moe_kernels.sh [BENCH_BUDGET_S]
 # Everything lands in $OUT: nvidia-smi.txt, pytest_gpu.txt, moe_kernels.{log,json}, the tuned
-# config table E256_N384_K3072.json (copy it to copyhunt/moe/configs/ to check it in).
+# config table E256_N384_K3072.json (copy it to copyhunt_moe/configs/ to check it in).
 set -uo pipefail
 OUT=${OUT:-/tmp/moe_kernels_out}
 BENCH_BUDGET_S=${1:-240}

@@ -28,8 +28,8 @@ from typing import Any, Callable
 
 import torch
 
-from copyhunt.moe.presets import PRESETS
-from copyhunt.moe.triton_experts import GemmConfig, MoEConfig, config_file_name, default_config
+from copyhunt_moe.presets import PRESETS
+from copyhunt_moe.triton_experts import GemmConfig, MoEConfig, config_file_name, default_config
 
 M_LIST = [1, 8, 64, 256, 1024, 4096, 16384]
 TUNE_PRESET = "minimax-m2.5-tp4"
@@ -119,7 +119,7 @@ def make_inputs(preset_name: str, M: int, device: str, seed: int) -> Inputs:
 
 def run_triton(W: dict[str, Any], inp: Inputs, out: torch.Tensor | None, cfg: MoEConfig | None) -> torch.Tensor:
     """The Triton experts, destination-passing into ``out``."""
-    from copyhunt.moe.triton_experts import triton_moe_experts
+    from copyhunt_moe.triton_experts import triton_moe_experts
 
     return triton_moe_experts(inp.x, W["w13"], W["w2"], inp.topk_weights, inp.topk_ids,
                               expert_map=W["expert_map"], output=out, config=cfg)
@@ -127,7 +127,7 @@ def run_triton(W: dict[str, Any], inp: Inputs, out: torch.Tensor | None, cfg: Mo
 
 def run_grouped(W: dict[str, Any], inp: Inputs, out: torch.Tensor | None) -> torch.Tensor:
     """The torch._grouped_mm experts, destination-passing into ``out``."""
-    from copyhunt.moe.grouped_mm_experts import grouped_mm_experts
+    from copyhunt_moe.grouped_mm_experts import grouped_mm_experts
 
     return grouped_mm_experts(inp.x, W["w13"], W["w2"], inp.topk_weights, inp.topk_ids,
                               expert_map=W["expert_map"], output=out)
@@ -135,7 +135,7 @@ def run_grouped(W: dict[str, Any], inp: Inputs, out: torch.Tensor | None) -> tor
 
 def run_reference(W: dict[str, Any], inp: Inputs) -> torch.Tensor:
     """The per-expert loop reference in fp32 (returns fp32: no final rounding to bf16)."""
-    from copyhunt.moe.reference import reference_experts
+    from copyhunt_moe.reference import reference_experts
 
     ref = torch.empty(inp.x.shape, dtype=torch.float32, device=inp.x.device)
     return reference_experts(inp.x, W["w13"], W["w2"], inp.topk_weights, inp.topk_ids,
@@ -302,8 +302,8 @@ def check_graph_replay(device: str, log: Callable[[str], None]) -> list[dict[str
 
 def tune(W: dict[str, Any], sets: list[Inputs], M: int, log: Callable[[str], None]) -> dict[str, Any]:
     """Time each GEMM candidate alone (graph, rotated inputs) for each BLOCK_M; pick the best pair."""
-    from copyhunt.moe.align import align_block_size
-    from copyhunt.moe.triton_experts import run_gemm1, run_gemm2
+    from copyhunt_moe.align import align_block_size
+    from copyhunt_moe.triton_experts import run_gemm1, run_gemm2
 
     p = W["preset"]
     results: dict[str, Any] = {"candidates": []}
@@ -385,8 +385,8 @@ def bench_m(W: dict[str, Any], M: int, cfg: MoEConfig | None, ceilings: dict[str
             row[impl] = {"error": f"{type(exc).__name__}: {exc}"[:400]}
         torch.cuda.empty_cache()
     if cfg is not None:  # where the Triton time goes: align and the top-k sum alone
-        from copyhunt.moe.align import align_block_size
-        from copyhunt.moe.triton_experts import run_topk_sum
+        from copyhunt_moe.align import align_block_size
+        from copyhunt_moe.triton_experts import run_topk_sum
 
         E = p.local_experts
         try:
@@ -453,7 +453,7 @@ def compile_check() -> list[dict[str, Any]]:
         print(row, flush=True)
         return None
 
-    import copyhunt.moe.triton_experts as te
+    import copyhunt_moe.triton_experts as te
 
     real_run, real_capable = JITFunction.run, te._pdl_capable
     JITFunction.run = fake_run  # type: ignore[method-assign]
@@ -488,7 +488,7 @@ def _precompile_worker(job: tuple[str, list[dict[str, Any]]]) -> int:
         if cfg.block_m <= PDL_MAX_BLOCK_M:
             run_triton(W, inp, None, dataclasses.replace(cfg, pdl=True))
     # The align variants of the other token counts: one-chunk CHUNK=256/2048 and the two-launch path.
-    from copyhunt.moe.align import align_block_size
+    from copyhunt_moe.align import align_block_size
 
     for M in (1, 256, 300):
         ids = make_inputs(preset, M, "cuda", seed=1).topk_ids

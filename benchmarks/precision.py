@@ -49,8 +49,15 @@ def save_trace(name: str, folder: Path) -> None:
     import random
 
     from copyhunt.analysis import judge
-    from copyhunt.hunt import hunt
-    from copyhunt.records import save
+
+    try:  # the API module's name before and after the redesign
+        from copyhunt.hunting import hunt
+    except ImportError:
+        from copyhunt.hunt import hunt  # type: ignore[no-redef]
+    try:
+        from copyhunt.tracefile import save
+    except ImportError:
+        from copyhunt.records import save  # type: ignore[no-redef,attr-defined]
 
     program = PROGRAMS[name]()
 
@@ -68,7 +75,7 @@ def save_trace(name: str, folder: Path) -> None:
 
 
 def measure(name: str, traces: Path | None = None) -> dict[str, Any]:
-    from copyhunt.records import load
+    from copyhunt.tracefile import load
     from copyhunt.verify import verify, warm_and_trace
 
     t0 = time.perf_counter()
@@ -81,7 +88,7 @@ def measure(name: str, traces: Path | None = None) -> dict[str, Any]:
     t1 = time.perf_counter()
     result = verify(program, trace, kind="script")
     t2 = time.perf_counter()
-    copies = result.trace.copies
+    copies = result.trace.read_copies()
     elim = [c for c in copies if is_eliminable(c.verdict)]
     by_status = Counter(c.verification.status if c.verification else "not run" for c in elim)
     sites = [

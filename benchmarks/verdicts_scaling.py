@@ -104,7 +104,7 @@ def main() -> None:
         trace = make(size)
         t_judge = _time(lambda: judge(trace), repeats=5)
         judged = judge(trace)
-        elim = sum(1 for c in judged.copies if c.verdict != "needed")
+        elim = sum(1 for c in judged.read_copies() if c.verdict != "needed")
         rows.append({"shape": name, "size": size, "ops": len(trace.ops), "copies": len(trace.copies),
                      "eliminable": elim, "judge_s": round(t_judge, 4),
                      "us_per_op": round(1e6 * t_judge / len(trace.ops), 2)})

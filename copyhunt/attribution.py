@@ -1,12 +1,20 @@
 """Attribution: raw Python stacks -> the user's source site. Pure functions, no torch state touched.
 
-Default rule: the site is the innermost frame outside torch, copyhunt and the standard library.
-copyhunt's bundled workloads (``copyhunt/moe``: the MoE demo and kernels) are the exception: they
-stand in for the user's model code, so their lines are sites like any user file.
-``hide`` globs remove more files from consideration (e.g. a helper module, so its caller is blamed);
-``focus`` globs name the files the user cares about: the innermost frame matching one of them is the
-site, and when no frame matches, the default rule applies. Globs use ``fnmatch`` on the absolute file
-path, so ``*/mypkg/*`` or ``*/model.py`` are the usual forms.
+ONE chooser (:meth:`SiteRule.choose_index`): the site is the innermost frame of the wanted rank,
+else the innermost candidate. What ranks a frame depends on where the stack came from, so there is
+a rule object per source:
+
+- :class:`SiteRule`: live frames (the dispatch capture), absolute file paths. A candidate is any
+  frame outside torch, copyhunt and the standard library; third-party packages in site-packages
+  (vLLM, AITER...) and the bundled MoE demo (``copyhunt_moe``, a package apart) are user code.
+- :class:`KinetoSiteRule`: the ``python_function`` stacks of a torch.profiler (Kineto) trace, whose
+  paths are relative to sys.path (``torch/nn/modules/module.py``, ``inspect.py``).
+
+Both take ``hide`` globs (files never blamed, so a helper's caller is) and ``focus`` globs (the
+innermost matching frame is the site; when none matches, the default rule applies). Globs use
+``fnmatch`` on the file path (absolute for live frames), so ``*/mypkg/*`` or ``*/model.py`` are
+the usual forms. The dispatch capture walks live frames with the same rule and the same choice
+(``capture/recording.py``, inlined there for speed).
 """
 
 from __future__ import annotations
@@ -25,54 +33,32 @@ from copyhunt.records import Frame
 #: Ranks returned by :meth:`SiteRule.rank`.
 SKIP, CANDIDATE, FOCUSED = 0, 1, 2
 
+#: Top-level names of the standard library (a Kineto frame ``inspect.py`` or ``json/decoder.py``).
+_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
 
-def _dir_prefix(path: str) -> str:
-    return os.path.join(os.path.realpath(path), "")
+
+def _both_spellings(paths: Iterable[str]) -> tuple[str, ...]:
+    # Code objects carry whichever spelling the file was imported by: the given one or the real one.
+    out: set[str] = set()
+    for p in paths:
+        out.add(os.path.join(os.path.abspath(p), ""))
+        out.add(os.path.join(os.path.realpath(p), ""))
+    return tuple(sorted(out))
 
 
 @lru_cache(maxsize=1)
-def library_prefixes() -> tuple[str, ...]:
-    """Path prefixes of code that is never the user's site: torch, copyhunt, the standard library."""
+def _roots() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(torch and copyhunt folders, standard-library folders, site-packages folders) as path prefixes."""
     import torch  # local: attribution itself needs no torch, only its install path
 
     import copyhunt
 
-    paths = {os.path.dirname(torch.__file__), os.path.dirname(copyhunt.__file__)}
-    for key in ("stdlib", "platstdlib"):
-        p = sysconfig.get_paths().get(key)
-        if p:
-            paths.add(p)
-    # Both the real and the given spelling: code objects carry whichever path was imported.
-    out: set[str] = set()
-    for p in paths:
-        out.add(os.path.join(os.path.abspath(p), ""))
-        out.add(_dir_prefix(p))
-    # site-packages lives under the stdlib folder in some layouts (e.g. lib/python3.11/site-packages):
-    # those are third-party libraries, which ARE user-visible sites, so they are exempted below.
-    return tuple(sorted(out))
-
-
-@lru_cache(maxsize=1)
-def _site_packages() -> tuple[str, ...]:
-    out: set[str] = set()
-    for key in ("purelib", "platlib"):
-        p = sysconfig.get_paths().get(key)
-        if p:
-            out.add(os.path.join(os.path.abspath(p), ""))
-            out.add(_dir_prefix(p))
-    for p in sys.path:
-        if p.endswith(("site-packages", "dist-packages")):
-            out.add(os.path.join(os.path.abspath(p), ""))
-    return tuple(sorted(out))
-
-
-@lru_cache(maxsize=1)
-def _bundled_workload_prefixes() -> tuple[str, ...]:
-    """copyhunt's own folders that hold user-like code (the bundled MoE), never skipped as library."""
-    import copyhunt
-
-    moe = os.path.join(os.path.dirname(copyhunt.__file__), "moe")
-    return tuple(sorted({os.path.join(os.path.abspath(moe), ""), _dir_prefix(moe)}))
+    ours = _both_spellings([os.path.dirname(torch.__file__), os.path.dirname(copyhunt.__file__)])
+    paths = sysconfig.get_paths()
+    stdlib = _both_spellings(p for p in (paths.get("stdlib"), paths.get("platstdlib")) if p)
+    site = [p for p in (paths.get("purelib"), paths.get("platlib")) if p]
+    site += [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    return ours, stdlib, _both_spellings(site)
 
 
 def is_library_file(filename: str) -> bool:
@@ -80,37 +66,22 @@ def is_library_file(filename: str) -> bool:
     if filename.startswith("<frozen") or filename.startswith("<built-in"):
         return True
     path = filename if os.path.isabs(filename) else os.path.abspath(filename)
-    if path.startswith(_bundled_workload_prefixes()):
-        return False
-    torch_or_us = False
-    for prefix in library_prefixes():
-        if path.startswith(prefix):
-            torch_or_us = True
-            break
-    if not torch_or_us:
-        return False
-    # Third-party packages under site-packages are user-visible (vLLM, AITER...), except torch and us.
-    for sp in _site_packages():
-        if path.startswith(sp):
-            return _in_torch_or_copyhunt(path)
-    return True
+    ours, stdlib, site = _roots()
+    if path.startswith(ours):
+        return True
+    # site-packages may live under the standard library's folder (lib/python3.11/site-packages):
+    # the third-party code there is user code.
+    return path.startswith(stdlib) and not path.startswith(site)
 
 
-@lru_cache(maxsize=1)
-def _torch_and_copyhunt_prefixes() -> tuple[str, ...]:
-    import torch
-
-    import copyhunt
-
-    out: set[str] = set()
-    for p in (os.path.dirname(torch.__file__), os.path.dirname(copyhunt.__file__)):
-        out.add(os.path.join(os.path.abspath(p), ""))
-        out.add(_dir_prefix(p))
-    return tuple(sorted(out))
-
-
-def _in_torch_or_copyhunt(path: str) -> bool:
-    return any(path.startswith(p) for p in _torch_and_copyhunt_prefixes())
+def is_kineto_library_frame(file: str) -> bool:
+    """The same rule for a Kineto stack's paths (relative to sys.path): torch, copyhunt, the standard library."""
+    if file.startswith("<") or file.startswith("torch/") or "/torch/" in file or "site-packages/torch" in file:
+        return True
+    if file.startswith("copyhunt/") or "/copyhunt/" in file:
+        return True
+    head = file.split("/", 1)[0]
+    return (head[:-3] if head.endswith(".py") else head) in _STDLIB
 
 
 class BadGlobError(CopyhuntError, ValueError):
@@ -129,7 +100,7 @@ def _validate_globs(globs: Iterable[str], what: str) -> tuple[str, ...]:
 
 
 class SiteRule:
-    """Which frames may be a site, given ``focus`` / ``hide`` globs; ranks are cached per file name."""
+    """Which live frames may be a site, given ``focus`` / ``hide`` globs; ranks are cached per file name."""
 
     def __init__(self, focus: Iterable[str] = (), hide: Iterable[str] = ()) -> None:
         self.focus = _validate_globs(focus, "focus")
@@ -145,17 +116,22 @@ class SiteRule:
         """FOCUSED (matches a focus glob), CANDIDATE (a default site) or SKIP; cached per file."""
         r = self._cache.get(filename)
         if r is None:
-            r = self._rank(filename)
-            self._cache[filename] = r
+            r = self._cache[filename] = self._rank(filename)
         return r
 
     def _rank(self, filename: str) -> int:
-        path = filename if filename.startswith("<") else os.path.abspath(filename)
+        path = self._glob_path(filename)
         if any(fnmatch.fnmatch(path, g) for g in self.hide):
             return SKIP
         if any(fnmatch.fnmatch(path, g) for g in self.focus):
             return FOCUSED
-        return SKIP if is_library_file(filename) else CANDIDATE
+        return SKIP if self._library(filename) else CANDIDATE
+
+    def _glob_path(self, filename: str) -> str:
+        return filename if filename.startswith("<") else os.path.abspath(filename)
+
+    def _library(self, filename: str) -> bool:
+        return is_library_file(filename)
 
     def choose_index(self, files: Sequence[str]) -> int | None:
         """Index of the site in a stack of file names (innermost first), or None when none qualifies."""
@@ -170,10 +146,14 @@ class SiteRule:
         return fallback
 
 
-def choose_site(stack: Sequence[Frame], focus: Iterable[str] = (), hide: Iterable[str] = ()) -> Frame | None:
-    """The user's site in ``stack`` (innermost first) under the focus/hide globs, or None."""
-    i = SiteRule(focus, hide).choose_index([f.file for f in stack])
-    return None if i is None else stack[i]
+class KinetoSiteRule(SiteRule):
+    """Which frames of a torch.profiler (Kineto) stack may be a site: paths as Kineto wrote them."""
+
+    def _glob_path(self, filename: str) -> str:
+        return filename  # relative to sys.path on the machine that profiled: nothing to resolve here
+
+    def _library(self, filename: str) -> bool:
+        return is_kineto_library_frame(filename)
 
 
 def attribute(stack: Sequence[Frame], rule: SiteRule, depth: int) -> tuple[Frame | None, tuple[Frame, ...]]:

@@ -39,11 +39,5 @@ class OutputExistsError(CopyhuntError):
     """Refusing to overwrite a file the user already has."""
 
 
-class TargetFailedError(CopyhuntError):
-    """The traced program raised; its traceback was already shown."""
-
-    exit_code = EXIT_TARGET_FAILED
-
-
 class NoDeviceError(CopyhuntError):
     """A GPU-only action was asked for on a machine without one."""

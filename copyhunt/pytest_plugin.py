@@ -1,9 +1,10 @@
 """pytest plugin (pytest11 entry point ``copyhunt``): copy limits on tests, like pytest-memray's limit_memory.
 
-- ``@pytest.mark.limit_copies(N, kind="d2d", region=None, site=None)`` traces the test's call (not its
-  fixtures) and fails it when more than N matching copies ran, listing the offending sites.
-  ``kind`` is one of d2d/h2d/d2h/p2p, a list of them, or None for every kind; ``region`` and ``site``
-  are globs with the same meaning as in a budget file. Bad arguments fail at collection.
+- ``@pytest.mark.limit_copies(N, kind="d2d", region=None, site=None, op=None)`` traces the test's call
+  (not its fixtures) and fails it when more than N matching copies ran, listing the offending sites.
+  ``kind`` is one of d2d/h2d/d2h/p2p, a list of them, or None for every kind; ``region``, ``site`` and
+  ``op`` are globs: the same selection (``copyhunt.selection``) as a budget file or ``--kind`` /
+  ``--region``. Bad arguments fail at collection.
 - The ``copyhunt`` fixture: ``with copyhunt.limit_copies(N, kind=...):`` around a block, and
   ``copyhunt.hunt(...)`` for your own assertions.
 - ``--copyhunt-fail-on-increase``: a marked test also fails when it made more matching copies than
@@ -22,8 +23,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 import pytest
 
 if TYPE_CHECKING:
-    from copyhunt.hunt import Hunt
-    from copyhunt.records import CopyRecord, Trace
+    from copyhunt.hunting import Hunt
+    from copyhunt.records import Copy, Trace
+    from copyhunt.selection import Selection
 
 MARKER = "limit_copies"
 CACHE_KEY = "copyhunt/copy-counts"
@@ -33,40 +35,27 @@ MAX_SITES = 10
 
 @dataclass(frozen=True)
 class CopyLimit:
-    """A validated ``limit_copies`` marker: at most ``n`` copies of ``kinds`` in ``region`` / ``site``."""
+    """A validated ``limit_copies`` marker: at most ``n`` of the copies ``selection`` is about."""
 
     n: int
-    kinds: tuple[str, ...] | None = ("d2d",)
-    region: str | None = None
-    site: str | None = None
+    selection: "Selection"
 
     def describe(self) -> str:
         """``d2d copies in region moe`` - the words a failure uses."""
-        what = "copies" if self.kinds is None else f"{'/'.join(self.kinds)} copies"
-        if self.region is not None:
-            what += f" in region {self.region}"
-        if self.site is not None:
-            what += f" at {self.site}"
-        return what
+        return self.selection.words()
 
 
-def _marker_spec(n: Any, kind: Any = "d2d", region: Any = None, site: Any = None) -> CopyLimit:
-    # The signature does the arity / keyword checking; values are checked here.
-    from copyhunt.records import COPY_KINDS
+def _marker_spec(n: Any, kind: Any = "d2d", region: Any = None, site: Any = None, *, op: Any = None) -> CopyLimit:
+    # The signature does the arity / keyword checking; values are checked here (the selection
+    # module validates kinds and globs for every front end alike).
+    from copyhunt.selection import Selection, SelectionError
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"N must be an integer >= 0, got {n!r}")
-    if kind is None:
-        kinds = None
-    else:
-        items = [kind] if isinstance(kind, str) else kind
-        if not isinstance(items, (list, tuple)) or not items or any(k not in COPY_KINDS for k in items):
-            raise ValueError(f"kind must be one of {', '.join(COPY_KINDS)}, a list of them, or None (every kind), got {kind!r}")
-        kinds = tuple(dict.fromkeys(items))
-    for name, value in (("region", region), ("site", site)):
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise ValueError(f"{name} must be a non-empty glob string or None, got {value!r}")
-    return CopyLimit(n, kinds, region, site)
+    try:
+        return CopyLimit(n, Selection.parse(kinds=kind, region=region, site=site, op=op))
+    except SelectionError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def parse_limit(args: tuple[Any, ...], kwargs: dict[str, Any]) -> CopyLimit:
@@ -76,7 +65,7 @@ def parse_limit(args: tuple[Any, ...], kwargs: dict[str, Any]) -> CopyLimit:
     except TypeError as exc:
         # e.g. "got an unexpected keyword argument 'kinds'" / "missing 1 required positional argument"
         detail = str(exc).replace("_marker_spec() ", "")
-        raise ValueError(f"{detail}; usage: limit_copies(N, kind='d2d', region=None, site=None)") from None
+        raise ValueError(f"{detail}; usage: limit_copies(N, kind='d2d', region=None, site=None, op=None)") from None
 
 
 _LIMIT = pytest.StashKey[CopyLimit]()
@@ -98,7 +87,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register the marker so ``--strict-markers`` projects accept it."""
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(n, kind='d2d', region=None, site=None): fail the test when its code makes more than n such tensor copies (copyhunt)",
+        f"{MARKER}(n, kind='d2d', region=None, site=None, op=None): fail the test when its code makes more than n such tensor copies (copyhunt)",
     )
     config.stash[_COUNTS] = {}
 
@@ -118,18 +107,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError("\n".join(errors))
 
 
-def _select(copies: "tuple[CopyRecord, ...]", limit: CopyLimit) -> "list[CopyRecord]":
-    from copyhunt.gate.budget import Selector
-    from copyhunt.gate.check import selects
+def _select(trace: "Trace", limit: CopyLimit) -> "list[Copy]":
+    # Counting needs no verdicts: the trace is viewed as captured (judging would cost every marked test).
+    from copyhunt.view import view
 
-    sel = Selector(kinds=limit.kinds, region=limit.region, site=limit.site)
-    return [c for c in copies if selects(sel, c)]
+    return list(view(trace, limit.selection).copies)
 
 
-def format_sites(copies: "list[CopyRecord]", max_sites: int = MAX_SITES) -> list[str]:
+def format_sites(copies: "list[Copy]", max_sites: int = MAX_SITES) -> list[str]:
     """Lines naming each site (worst first) with its count, bytes and source text."""
     from copyhunt.analysis.diff import site_stats
-    from copyhunt.report.gate_report import human_bytes, source_line
+    from copyhunt.report.gate_report import source_line
+    from copyhunt.text import human_bytes
 
     ranked = sorted(site_stats(copies).items(), key=lambda kv: (-kv[1].count, -kv[1].bytes, kv[0]))
     lines = []
@@ -143,7 +132,7 @@ def format_sites(copies: "list[CopyRecord]", max_sites: int = MAX_SITES) -> list
     return lines
 
 
-def limit_failure(copies: "list[CopyRecord]", limit: CopyLimit) -> str | None:
+def limit_failure(copies: "list[Copy]", limit: CopyLimit) -> str | None:
     """None within the limit, else the failure message (one headline, then the sites)."""
     if len(copies) <= limit.n:
         return None
@@ -152,10 +141,10 @@ def limit_failure(copies: "list[CopyRecord]", limit: CopyLimit) -> str | None:
 
 
 @contextmanager
-def _traced(kinds: tuple[str, ...] | None) -> "Iterator[Hunt]":
-    from copyhunt.hunt import hunt
+def _traced() -> "Iterator[Hunt]":
+    from copyhunt.hunting import hunt
 
-    with hunt(kinds=kinds) as h:
+    with hunt() as h:
         yield h
 
 
@@ -165,14 +154,14 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     limit = item.stash.get(_LIMIT, None)
     if limit is None:
         return (yield)
-    with _traced(limit.kinds) as h:
+    with _traced() as h:
         result = yield  # a raising test raises here: its own failure wins, nothing is checked
-    copies = _select(h.trace.copies, limit)
+    copies = _select(h.trace, limit)
     message = limit_failure(copies, limit)
     if message is not None:
         pytest.fail(message, pytrace=False)
     config = item.config
-    nbytes = sum(0 if c.noop else c.bytes for c in copies)
+    nbytes = sum(c.moved_bytes for c in copies)
     if config.getoption("copyhunt_fail_on_increase"):
         last = _cache(config).get(item.nodeid)
         if last is not None and last.get("what") == limit.describe() and len(copies) > last.get("count", 0):
@@ -205,21 +194,22 @@ class CopyhuntFixture:
     """What the ``copyhunt`` fixture gives a test: limits and hunts around blocks of code."""
 
     @contextmanager
-    def limit_copies(self, n: int, kind: Any = "d2d", region: str | None = None, site: str | None = None) -> "Iterator[Hunt]":
+    def limit_copies(self, n: int, kind: Any = "d2d", region: str | None = None, site: str | None = None,
+                     op: str | None = None) -> "Iterator[Hunt]":
         """Fail the test when the block makes more than ``n`` matching copies."""
         try:
-            limit = parse_limit((n,), {"kind": kind, "region": region, "site": site})
+            limit = parse_limit((n,), {"kind": kind, "region": region, "site": site, "op": op})
         except ValueError as exc:
             raise pytest.UsageError(f"copyhunt.limit_copies: {exc}") from None
-        with _traced(limit.kinds) as h:
+        with _traced() as h:
             yield h
-        message = limit_failure(_select(h.trace.copies, limit), limit)
+        message = limit_failure(_select(h.trace, limit), limit)
         if message is not None:
             pytest.fail(message, pytrace=False)
 
     def hunt(self, **kwargs: Any) -> "Hunt":
         """``copyhunt.hunt(**kwargs)``: trace a block and assert on ``.trace`` / ``.copies`` yourself."""
-        from copyhunt.hunt import hunt
+        from copyhunt.hunting import hunt
 
         return hunt(**kwargs)
 
@@ -229,10 +219,11 @@ class CopyhuntFixture:
 
         return region(name)
 
-    def count(self, trace: "Trace", kind: Any = "d2d", region: str | None = None, site: str | None = None) -> int:
-        """How many copies of a trace match, with the marker's meaning of kind / region / site."""
-        limit = parse_limit((0,), {"kind": kind, "region": region, "site": site})
-        return len(_select(trace.copies, limit))
+    def count(self, trace: "Trace", kind: Any = "d2d", region: str | None = None, site: str | None = None,
+              op: str | None = None) -> int:
+        """How many copies of a trace match, with the marker's meaning of kind / region / site / op."""
+        limit = parse_limit((0,), {"kind": kind, "region": region, "site": site, "op": op})
+        return len(_select(trace, limit))
 
 
 @pytest.fixture

@@ -1,32 +1,22 @@
-"""The trace data model: plain frozen records and the versioned JSON trace file.
+"""The trace data model: what a capture saw, what was found about it, and one copy as readers see it.
 
-Everything else in copyhunt produces or consumes these records. This module imports
-only the standard library so that a saved trace can be loaded (and tested) anywhere.
+- ``CopyRecord``, ``OpRecord``, ``StorageInfo``: the captured facts (the dispatch capture, the device
+  join's replays and library copies, or a foreign profiler file), nothing else.
+- ``Trace``: the records plus, beside the copies and keyed by a copy's position in ``Trace.copies``,
+  the GPU timings (``timings``), the verdict analysis' findings (``findings``; None until judged) and
+  what ``copyhunt verify`` found (``verifications``).
+- ``Copy``: the read-side join of one copy record with its timing, findings and verification;
+  ``verdict`` is derived from the strongest finding, so no fact is stored twice.
 
-Schema ``copyhunt.trace/1`` (minimum contract; fields are only ever added, never renamed)::
-
-    {"schema": "copyhunt.trace/1",
-     "meta": {...},
-     "copies": [{"seq", "op", "kind", "bytes", "noop", "src_device", "dst_device", "shape",
-                 "dtype", "site": {"file", "line", "function"}, "module", "region",
-                 "captured_in_graph", "verdict", "verification", ...}, ...],
-     "ops": [...], "storages": [...]}
+Everything else in copyhunt produces or consumes these records. This module imports only the
+standard library, so a saved trace can be loaded (and tested) anywhere; the file format lives in
+``copyhunt.tracefile``.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Mapping
-
-from copyhunt.errors import TraceFormatError
-
-SCHEMA_NAME = "copyhunt.trace"
-SCHEMA_VERSION = 1
-SCHEMA = f"{SCHEMA_NAME}/{SCHEMA_VERSION}"
 
 #: Copy kinds. ``d2d`` means source and destination on the same device (the CPU included).
 COPY_KINDS = ("d2d", "h2d", "d2h", "p2p")
@@ -66,7 +56,7 @@ class Frame:
     function: str
 
     def short(self) -> str:
-        """``path:line function``, the form shown in tables."""
+        """``path:line function``, unshortened (``copyhunt.text.short_site`` shortens the path)."""
         return f"{self.file}:{self.line} {self.function}"
 
 
@@ -128,21 +118,12 @@ class Access:
     nbytes: int
     dense: bool = True
 
-    def to_json(self) -> list[Any]:
-        return [self.storage, self.offset, self.nbytes, self.dense]
-
-    @classmethod
-    def from_json(cls, raw: Any) -> "Access":
-        if not isinstance(raw, list) or len(raw) != 4:
-            raise TraceFormatError(f"storage access must be [storage, offset, nbytes, dense], got {raw!r}")
-        return cls(int(raw[0]), int(raw[1]), int(raw[2]), bool(raw[3]))
-
 
 @dataclass(frozen=True)
 class CopyRecord:
-    """One executed copy of tensor data."""
+    """One executed copy of tensor data, as captured (or imported)."""
 
-    seq: int  # position in the op stream of the hunt (shared numbering with OpRecord.seq)
+    seq: int  # position in the op stream of the hunt (shared numbering with OpRecord.seq); replays share it
     op: str  # aten overload, e.g. "aten.copy_.default"
     kind: str  # one of COPY_KINDS
     bytes: int  # bytes written to the destination
@@ -160,17 +141,26 @@ class CopyRecord:
     dst_contiguous: bool | None = None
     stack: tuple[Frame, ...] = ()  # short stack, innermost first
     thread: int | None = None
-    src_storage: int | None = None  # storage ids, join with OpRecord accesses
+    src_storage: int | None = None  # storage ids, join with OpRecord accesses (the first source)
     dst_storage: int | None = None
+    src_storages: tuple[int, ...] = ()  # every source storage in argument order, when there are several (cat)
+    src_dtypes: tuple[str, ...] = ()  # and each source's dtype (the verdicts judge every source of a cat)
+    src_contiguity: tuple[bool | None, ...] = ()  # and whether each source is contiguous
+    bytes_exact: bool = True  # False: `bytes` is an upper bound (bool-mask index on a GPU) or unknown (0)
     origin: str = "dispatch"  # one of ORIGINS
     graph_replay: int | None = None  # replay index for origin == "graph-replay"
-    device: DeviceTiming | None = None  # joined GPU profiler event
-    verdict: str | None = None  # strongest finding (analysis)
-    reason: str | None = None
-    suggestion: str | None = None
-    findings: tuple[Finding, ...] = ()
-    verification: Verification | None = None  # copyhunt verify's result for this copy's site; None: not tested
-    extra: Mapping[str, Any] = field(default_factory=dict)  # room for additions
+    graph: int | None = None  # which captured graph a replay ran (its capture order in the device trace)
+    extra: Mapping[str, Any] = field(default_factory=dict)  # keys written by a newer copyhunt, kept as read
+
+    @property
+    def moved_bytes(self) -> int:
+        """Bytes this copy really moved: a noop copy is counted as a copy but moves nothing."""
+        return 0 if self.noop else self.bytes
+
+
+def moved_bytes(copies: Iterable[Any]) -> int:
+    """Bytes the copies really moved (noop copies move none): THE byte total of every table and budget."""
+    return sum(c.moved_bytes for c in copies)
 
 
 @dataclass(frozen=True)
@@ -216,197 +206,95 @@ class TraceMeta:
     complete: bool = True  # False when the target raised or was interrupted
     error: str | None = None  # one line: why the trace is incomplete
     gpu_time_us: float | None = None  # all GPU time in the traced region (device capture), for shares
-    filters: Mapping[str, Any] = field(default_factory=dict)  # region / kind filters applied
+    focus: tuple[str, ...] = ()  # attribution globs the capture used (they chose the sites)
+    hide: tuple[str, ...] = ()
+    view: Mapping[str, Any] = field(default_factory=dict)  # the selection shown by default (Selection.to_json)
+    ops_complete: bool = False  # every op's storage accesses were recorded: the verdicts can be judged
+    kineto_trace: str | None = None  # the Kineto (Chrome) trace of the same region, when one was kept
+    device_join: Mapping[str, Any] | None = None  # device join statistics and post-processing timings
+    imported_from: str | None = None  # the foreign format a trace was imported from ("chrome", "rocprofv3-csv"...)
     notes: tuple[str, ...] = ()  # plain statements for the reader (what a file lacks, fallbacks...)
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)  # keys written by a newer copyhunt, kept as read
 
 
 @dataclass(frozen=True)
 class Trace:
-    """A whole trace: metadata, copies, and the per-op storage accesses."""
+    """A whole trace: metadata, copies, per-op storage accesses; timings and findings beside the copies.
+
+    ``timings``, ``findings`` and ``verifications`` are keyed by a copy's position in ``copies`` (its
+    key: graph replays share the capture-time ``seq``, positions never repeat). ``findings`` is None
+    until the verdict analysis ran; then every copy it judged has at least one finding.
+    ``verifications`` holds the copies whose site ``copyhunt verify`` re-ran.
+    """
 
     meta: TraceMeta = field(default_factory=TraceMeta)
     copies: tuple[CopyRecord, ...] = ()
     ops: tuple[OpRecord, ...] = ()
     storages: tuple[StorageInfo, ...] = ()
+    timings: Mapping[int, DeviceTiming] = field(default_factory=dict)
+    findings: Mapping[int, tuple[Finding, ...]] | None = None
+    verifications: Mapping[int, Verification] = field(default_factory=dict)  # copyhunt verify, by copy position
+
+    @property
+    def judged(self) -> bool:
+        """True once the verdict analysis ran over this trace (zero copies included)."""
+        return self.findings is not None
 
     @property
     def total_bytes(self) -> int:
-        """Bytes written by all copies that did real work."""
-        return sum(c.bytes for c in self.copies if not c.noop)
+        """Bytes moved by all copies (noop copies move none)."""
+        return moved_bytes(self.copies)
 
-    def with_copies(self, copies: Iterable[CopyRecord]) -> "Trace":
-        """A copy of this trace with other copy records (records are immutable)."""
-        return replace(self, copies=tuple(copies))
+    @property
+    def verified(self) -> bool:
+        """True when copyhunt verify re-ran some of this trace's sites."""
+        return bool(self.verifications)
 
-    def to_json(self) -> dict[str, Any]:
-        """The trace document (schema ``copyhunt.trace/1``)."""
-        return {
-            "schema": SCHEMA,
-            "meta": _meta_to_json(self.meta),
-            "copies": [_copy_to_json(c) for c in self.copies],
-            "ops": [_op_to_json(o) for o in self.ops],
-            "storages": [_plain(s) for s in self.storages],
-        }
-
-    @classmethod
-    def from_json(cls, doc: Any, source: str = "trace") -> "Trace":
-        """Parse a trace document; raise TraceFormatError with one clear line if it is not one."""
-        if not isinstance(doc, dict) or "schema" not in doc:
-            raise TraceFormatError(f"{source}: not a copyhunt trace (no 'schema' key)")
-        schema = doc["schema"]
-        name, _, version = str(schema).partition("/")
-        if name != SCHEMA_NAME:
-            raise TraceFormatError(f"{source}: not a copyhunt trace (schema {schema!r}, expected {SCHEMA!r})")
-        if not version.isdigit():
-            raise TraceFormatError(f"{source}: malformed schema version {schema!r}")
-        if int(version) > SCHEMA_VERSION:
-            raise TraceFormatError(
-                f"{source}: written by a newer copyhunt (schema {schema!r}; this copyhunt reads up to {SCHEMA!r}); upgrade copyhunt"
-            )
-        try:
-            return cls(
-                meta=_meta_from_json(doc.get("meta", {})),
-                copies=tuple(_copy_from_json(c) for c in doc.get("copies", [])),
-                ops=tuple(_op_from_json(o) for o in doc.get("ops", [])),
-                storages=tuple(StorageInfo(**s) for s in doc.get("storages", [])),
-            )
-        except TraceFormatError:
-            raise
-        except (TypeError, KeyError, ValueError, AttributeError) as exc:
-            raise TraceFormatError(f"{source}: malformed trace record ({type(exc).__name__}: {exc})") from None
+    def read_copies(self) -> tuple["Copy", ...]:
+        """Every copy with its timing, findings and verification, in trace order."""
+        timings, findings, proofs = self.timings, self.findings or {}, self.verifications
+        return tuple(Copy(i, c, timings.get(i), findings.get(i, ()), proofs.get(i)) for i, c in enumerate(self.copies))
 
 
-# --- save / load -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Copy:
+    """One copy as readers see it: the captured record, its GPU timing, its findings and its verification.
+
+    Every ``CopyRecord`` field reads through (``c.site``, ``c.bytes``...); ``verdict``, ``reason``
+    and ``suggestion`` are the strongest finding's (None when the copy was not judged).
+    """
+
+    key: int  # position in Trace.copies
+    record: CopyRecord
+    device: DeviceTiming | None = None
+    findings: tuple[Finding, ...] = ()
+    verification: Verification | None = None  # copyhunt verify's result for the copy's site; None: not re-run
+
+    @property
+    def verdict(self) -> str | None:
+        """The strongest finding's verdict, or None when not judged."""
+        return self.findings[0].verdict if self.findings else None
+
+    @property
+    def reason(self) -> str | None:
+        """The strongest finding's one-line reason."""
+        return self.findings[0].reason if self.findings else None
+
+    @property
+    def suggestion(self) -> str | None:
+        """The strongest finding's one-line suggestion."""
+        return self.findings[0].suggestion if self.findings else None
+
+    @property
+    def moved_bytes(self) -> int:
+        """Bytes this copy really moved (0 for a noop copy)."""
+        return self.record.moved_bytes
 
 
-def dumps(trace: Trace, indent: int | None = None) -> str:
-    """The trace document as JSON text."""
-    return json.dumps(trace.to_json(), indent=indent)
+def _read_through(name: str) -> property:
+    return property(lambda self: getattr(self.record, name), doc=f"The record's ``{name}``.")
 
 
-def save(trace: Trace, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
-    """Write ``trace`` to ``path`` atomically; refuse to replace an existing file unless asked."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write to a temporary file in the same folder and rename: a crash never leaves half a trace.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(dumps(trace))
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def load(path: str | os.PathLike[str]) -> Trace:
-    """Read a trace file; TraceFormatError (one line) when missing, truncated, foreign or newer."""
-    path = Path(path)
-    if not path.exists():
-        raise TraceFormatError(f"{path}: no such file")
-    if path.is_dir():
-        raise TraceFormatError(f"{path}: is a directory, not a trace file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TraceFormatError(f"{path}: cannot read ({exc})") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise TraceFormatError(f"{path}: not valid JSON, truncated or corrupt (line {exc.lineno}: {exc.msg})") from None
-    return Trace.from_json(doc, source=str(path))
-
-
-# --- JSON helpers ---------------------------------------------------------------------------
-
-
-def _plain(obj: Any) -> Any:
-    """Dataclasses/tuples/mappings -> JSON-ready builtins."""
-    if hasattr(obj, "__dataclass_fields__"):
-        return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
-    if isinstance(obj, (tuple, list)):
-        return [_plain(x) for x in obj]
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    return obj
-
-
-def _frame_from_json(raw: Any) -> Frame | None:
-    if raw is None:
-        return None
-    return Frame(file=str(raw["file"]), line=int(raw["line"]), function=str(raw["function"]))
-
-
-def _copy_to_json(c: CopyRecord) -> dict[str, Any]:
-    d = _plain(c)
-    d["device"] = None if c.device is None else _plain(c.device)
-    return d
-
-
-def _copy_from_json(raw: dict[str, Any]) -> CopyRecord:
-    known = {f.name for f in fields(CopyRecord)}
-    kw = {k: v for k, v in raw.items() if k in known}
-    missing = [k for k in ("seq", "op", "kind", "bytes", "noop", "src_device", "dst_device", "shape", "dtype") if k not in raw]
-    if missing:
-        raise TraceFormatError(f"copy record is missing {', '.join(missing)}: {json.dumps(raw)[:120]}")
-    kw["shape"] = tuple(int(x) for x in raw["shape"])
-    kw["site"] = _frame_from_json(raw.get("site"))
-    kw["stack"] = tuple(_frame_from_json(f) for f in raw.get("stack", ()))
-    kw["device"] = None if raw.get("device") is None else DeviceTiming(**raw["device"])
-    kw["findings"] = tuple(Finding(**f) for f in raw.get("findings", ()))
-    kw["verification"] = _verification_from_json(raw.get("verification"))
-    # Unknown keys written by a later minor addition are kept, not dropped.
-    extra = dict(raw.get("extra", {}))
-    extra.update({k: v for k, v in raw.items() if k not in known})
-    kw["extra"] = extra
-    return CopyRecord(**kw)
-
-
-def _verification_from_json(raw: Any) -> Verification | None:
-    if raw is None:
-        return None
-    v = Verification(status=str(raw["status"]), detail=str(raw["detail"]), seq=None if raw.get("seq") is None else int(raw["seq"]))
-    if v.status not in VERIFICATION_STATUSES:
-        raise TraceFormatError(f"unknown verification status {v.status!r} (valid: {', '.join(VERIFICATION_STATUSES)})")
-    return v
-
-
-def _op_to_json(o: OpRecord) -> dict[str, Any]:
-    d = _plain(o)
-    d["reads"] = [a.to_json() for a in o.reads]
-    d["writes"] = [a.to_json() for a in o.writes]
-    return d
-
-
-def _op_from_json(raw: dict[str, Any]) -> OpRecord:
-    known = {f.name for f in fields(OpRecord)}
-    kw = {k: v for k, v in raw.items() if k in known}
-    kw["reads"] = tuple(Access.from_json(a) for a in raw.get("reads", ()))
-    kw["writes"] = tuple(Access.from_json(a) for a in raw.get("writes", ()))
-    kw["allocs"] = tuple(int(s) for s in raw.get("allocs", ()))
-    kw["frees"] = tuple(int(s) for s in raw.get("frees", ()))
-    kw["site"] = _frame_from_json(raw.get("site"))
-    return OpRecord(**kw)
-
-
-def _meta_to_json(m: TraceMeta) -> dict[str, Any]:
-    return _plain(m)
-
-
-def _meta_from_json(raw: Any) -> TraceMeta:
-    if not isinstance(raw, dict):
-        raise TraceFormatError(f"'meta' must be an object, got {type(raw).__name__}")
-    known = {f.name for f in fields(TraceMeta)}
-    kw = {k: v for k, v in raw.items() if k in known}
-    kw["argv"] = tuple(raw.get("argv", ()))
-    kw["notes"] = tuple(raw.get("notes", ()))
-    extra = dict(raw.get("extra", {}))
-    extra.update({k: v for k, v in raw.items() if k not in known})
-    kw["extra"] = extra
-    return TraceMeta(**kw)
+for _f in fields(CopyRecord):
+    setattr(Copy, _f.name, _read_through(_f.name))
+del _f

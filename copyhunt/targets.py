@@ -23,7 +23,7 @@ from typing import Any, Iterator, Sequence
 from copyhunt.errors import TargetNotFoundError
 
 #: The target `copyhunt trace` runs when none is given: the bundled MoE demo (baseline path).
-DEFAULT_TARGET = "copyhunt.moe.demo:baseline"
+DEFAULT_TARGET = "copyhunt_moe.demo:baseline"
 
 _IDENTIFIER_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 

@@ -7,7 +7,8 @@ import struct
 import zlib
 from pathlib import Path
 
-from copyhunt.records import CopyRecord, Frame, Trace, TraceMeta
+from copyhunt.records import Copy, Frame, Trace, TraceMeta
+import factories
 from copyhunt.report.html import PNG_SIGNATURE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,11 +17,10 @@ MOE_H200 = ROOT / "traces" / "moe-h200" / "moe-baseline.json"
 
 
 def copy(seq: int, site: Frame | None, *, stack: tuple[Frame, ...] = (), nbytes: int = 1024, verdict: str | None = None,
-         **kw) -> CopyRecord:
+         device=None, **kw) -> Copy:
     """A clone (by default) of ``nbytes`` on the CPU at ``site``, its stack just the site unless given."""
-    return CopyRecord(seq=seq, op=kw.pop("op", "aten.clone.default"), kind=kw.pop("kind", "d2d"), bytes=nbytes,
-                      noop=kw.pop("noop", False), src_device="cpu", dst_device="cpu", shape=(nbytes // 4,),
-                      dtype="torch.float32", site=site, stack=stack or ((site,) if site else ()), verdict=verdict, **kw)
+    return factories.copy(seq, nbytes, op=kw.pop("op", "aten.clone.default"), site=site, stack=stack or ((site,) if site else ()),
+                          verdict=verdict, timing=device, **kw)
 
 
 def ten_thousand_copies(n: int = 10_000) -> Trace:
@@ -32,7 +32,7 @@ def ten_thousand_copies(n: int = 10_000) -> Trace:
         copies.append(copy(i, site, stack=(site, caller, Frame("/srv/serve.py", 9, "main")), nbytes=512 * (1 + i % 40),
                            verdict="fresh-temporary" if (i // 200) % 2 else "needed", reason=f"buffer #{i} made at line {i}",
                            suggestion="write into the destination", module=f"net.layers.{i % 12}", region="decode"))
-    return Trace(meta=TraceMeta(target="serve.py"), copies=tuple(copies))
+    return factories.trace(*copies, meta=TraceMeta(target="serve.py"))
 
 
 HOSTILE = '</script><script>document.title="PWNED"</script><img src=x onerror="document.body.dataset.pwned=1">&amp;'

@@ -102,7 +102,7 @@ def t5(generate: bool) -> Program:
 
 
 def moe_demo() -> Program:
-    from copyhunt.moe import demo
+    from copyhunt_moe import demo
 
     return demo.baseline
 

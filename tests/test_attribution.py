@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import copyhunt
-from copyhunt.attribution import BadGlobError, SiteRule, attribute, choose_site, is_library_file
+from copyhunt.attribution import BadGlobError, SiteRule, attribute, is_library_file
 from copyhunt.errors import CopyhuntError
-from copyhunt.hunt import hunt
+from copyhunt.hunting import hunt
 from copyhunt.records import Frame
 
 TORCH_FILE = os.path.join(os.path.dirname(torch.__file__), "nn", "functional.py")
@@ -27,6 +27,11 @@ LIB = "/home/u/app/lib/helpers.py"
 
 def fr(file: str, line: int, fn: str = "f") -> Frame:
     return Frame(file, line, fn)
+
+
+def choose_site(stack: tuple[Frame, ...], focus: tuple[str, ...] | list[str] = (), hide: tuple[str, ...] | list[str] = ()) -> Frame | None:
+    """The site ``attribute`` picks under these globs."""
+    return attribute(stack, SiteRule(focus, hide), depth=8)[0]
 
 
 STACK = (
@@ -51,9 +56,10 @@ def test_library_files() -> None:
     site_pkgs = sysconfig.get_paths()["purelib"]
     assert is_library_file(os.path.join(site_pkgs, "vllm", "layer.py")) is False
     assert is_library_file(os.path.join(site_pkgs, "torch", "x.py")) is True
-    # The bundled MoE workload stands in for user model code: its lines are sites.
-    moe_file = os.path.join(os.path.dirname(copyhunt.__file__), "moe", "modular.py")
-    assert is_library_file(moe_file) is False
+    # The bundled MoE demo is a package apart: user code to the tracer, with no special case.
+    import copyhunt_moe.modular
+
+    assert is_library_file(copyhunt_moe.modular.__file__) is False
 
 
 def test_default_site_is_first_frame_outside_torch_copyhunt_stdlib() -> None:
@@ -128,7 +134,7 @@ def test_hunt_default_focus_and_hide(helper_module) -> None:  # type: ignore[no-
     # the per-op site follows the same rule
     (op,) = [o for o in h.trace.ops if o.is_copy]
     assert op.site == c.site
-    assert h.trace.meta.filters == {"hide": ["*/ch_attr_helper.py"]}
+    assert (h.trace.meta.hide, h.trace.meta.focus) == (("*/ch_attr_helper.py",), ())
 
     with hunt(focus=["*/test_attribution.py"]) as h:
         call_line = _line(); helper_module.dup(x)  # fmt: skip

@@ -10,7 +10,7 @@ import pytest
 
 from copyhunt.bench.moe import BenchConfig, BenchConfigError, _row, run_bench, smoke_config
 from copyhunt.cli import main
-from copyhunt.moe import get_preset
+from copyhunt_moe import get_preset
 
 
 def test_row_arithmetic_on_paired_samples() -> None:

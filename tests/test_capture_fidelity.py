@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from copyhunt.capture import copy_ops
 from copyhunt.cli import main
 from copyhunt.capture.dispatch import _COMPOSITE, classify
-from copyhunt.hunt import hunt
+from copyhunt.hunting import hunt
 
 aten = torch.ops.aten
 MODES = ("normal", "no_grad", "inference_mode", "inference_tensors")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import copyhunt
-from copyhunt.hunt import hunt
+from copyhunt.hunting import hunt
 
 pytestmark = pytest.mark.gpu
 

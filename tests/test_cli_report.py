@@ -9,8 +9,12 @@ import pytest
 from rich.console import Console
 
 from copyhunt.cli import main
-from copyhunt.records import SCHEMA, CopyRecord, DeviceTiming, Frame, Trace, TraceMeta, save
+from copyhunt.records import DeviceTiming, Frame, Trace, TraceMeta
+from copyhunt.tracefile import SCHEMA, save
 from copyhunt.report.table import render_table
+from copyhunt.selection import Selection
+from copyhunt.view import view
+from factories import copy, trace
 
 
 @pytest.fixture(autouse=True)
@@ -22,21 +26,18 @@ def _fixed_width(monkeypatch):
 
 def sample_trace() -> Trace:
     site = Frame("model.py", 7, "forward")
-    copies = (
-        CopyRecord(seq=1, op="aten.copy_.default", kind="d2d", bytes=4096, noop=False, src_device="cpu",
-                   dst_device="cpu", shape=(1024,), dtype="torch.float32", site=site, region="decode/moe",
-                   verdict="fresh-temporary", reason="r", suggestion="s",
-                   device=DeviceTiming("Memcpy DtoD (Device -> Device)", 3.0, 4096, start_us=100.0)),
-        CopyRecord(seq=2, op="aten._to_copy.default", kind="h2d", bytes=1024, noop=False, src_device="cpu",
-                   dst_device="cuda:0", shape=(256,), dtype="torch.float32", site=Frame("model.py", 9, "forward"),
-                   verdict="needed", device=DeviceTiming("Memcpy HtoD (Pageable -> Device)", 1.0, 1024, start_us=90.0)),
+    return trace(
+        copy(1, 4096, site=site, region="decode/moe", verdict="fresh-temporary", reason="r", suggestion="s",
+             timing=DeviceTiming("Memcpy DtoD (Device -> Device)", 3.0, 4096, start_us=100.0)),
+        copy(2, 1024, op="aten._to_copy.default", kind="h2d", dst_device="cuda:0", site=Frame("model.py", 9, "forward"),
+             verdict="needed", timing=DeviceTiming("Memcpy HtoD (Pageable -> Device)", 1.0, 1024, start_us=90.0)),
+        meta=TraceMeta(target="model.py", device="cuda:0", gpu_time_us=40.0),
     )
-    return Trace(meta=TraceMeta(target="model.py", device="cuda:0", gpu_time_us=40.0), copies=copies)
 
 
-def expected_table(trace: Trace, path: str, **kw) -> str:
+def expected_table(t: Trace, path: str, selection: Selection | None = None, **kw) -> str:
     console = Console(width=100, file=io.StringIO())
-    render_table(trace, console, trace_path=path, **kw)
+    render_table(view(t, selection), console, trace_path=path, **kw)
     return console.file.getvalue()
 
 
@@ -60,7 +61,7 @@ def test_report_display_options(tmp_path, monkeypatch, capsys):
     save(sample_trace(), "t.json")
     assert main(["report", "t.json", "--kind", "h2d", "--by", "region", "--top", "1"]) == 0
     out = capsys.readouterr().out
-    assert out == expected_table(sample_trace(), "t.json", kinds=("h2d",), by="region", top=1)
+    assert out == expected_table(sample_trace(), "t.json", selection=Selection(kinds=("h2d",)), by="region", top=1)
     assert "1 copy, 1.0 KiB written" in out and "(no region)" in out and "decode/moe" not in out
 
 
@@ -104,10 +105,10 @@ def test_report_perfetto(tmp_path, monkeypatch, capsys):
         ('{"schema": "copyhunt.trace/1", "copies": [', "bad.json: not valid JSON, truncated or corrupt (line 1: Expecting value)"),
         # Foreign JSON: the importers name the formats they know; the line starts the same either way.
         ('{"someOtherTool": 5}', "bad.json: not a copyhunt trace*"),
-        ('{"schema": "other.tool/1"}', "bad.json: not a copyhunt trace (schema 'other.tool/1', expected 'copyhunt.trace/1')"),
+        ('{"schema": "other.tool/1"}', "bad.json: not a copyhunt trace (schema 'other.tool/1', expected 'copyhunt.trace/2')"),
         (
             '{"schema": "copyhunt.trace/99"}',
-            "bad.json: written by a newer copyhunt (schema 'copyhunt.trace/99'; this copyhunt reads up to 'copyhunt.trace/1'); upgrade copyhunt",
+            "bad.json: written by a newer copyhunt (schema 'copyhunt.trace/99'; this copyhunt reads up to 'copyhunt.trace/2'); upgrade copyhunt",
         ),
         (None, "bad.json: no such file"),
     ],
@@ -130,7 +131,7 @@ def test_bad_options_exit_2(tmp_path, monkeypatch, capsys):
     save(sample_trace(), "t.json")
     assert main(["report", "t.json", "--kind", "d2d,x2y"]) == 2
     assert capsys.readouterr().err == (
-        "copyhunt: error: --kind 'd2d,x2y': unknown kind 'x2y'; expected a comma-separated list of d2d, h2d, d2h, p2p\n"
+        "copyhunt: error: --kind 'x2y' is not a copy kind (valid: d2d, h2d, d2h, p2p)\n"
     )
     assert main(["report", "t.json", "--by", "file"]) == 2
     assert "Invalid value for '--by'" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from copyhunt.cli import main
-from copyhunt.records import load
+from copyhunt.tracefile import load
 
 # The target scripts below copy a float32 tensor of 4 x 8 = 32 elements: 32 * 4 = 128 bytes per copy.
 SCRIPT = """\
@@ -129,7 +129,7 @@ def test_a_function_targets_result_is_alive_when_the_hunt_ends(tmp_path, monkeyp
         assert main(["trace", "retpkg:made", "-o", "r.json"]) == 0
     finally:
         sys.modules.pop("retpkg", None)
-    (copy,) = load("r.json").copies
+    (copy,) = load("r.json").read_copies()
     assert (copy.site.line, copy.verdict) == (4, "fresh-temporary")
 
 
@@ -173,7 +173,7 @@ def test_existing_output_is_untouched_without_force(tmp_path, capsys):
         (["trace", "missing.py"], "no such script: missing.py"),
         (["trace", "-m", "no_such_module_xyz"], "no module named 'no_such_module_xyz' (is it installed, or on sys.path?)"),
         (["trace", "chtrace.work:nothing"], "module 'chtrace.work' has no function 'nothing'"),
-        (["trace", "s.py", "--kind", "d2d,bogus"], "--kind 'd2d,bogus': unknown kind 'bogus'; expected a comma-separated list of d2d, h2d, d2h, p2p"),
+        (["trace", "s.py", "--kind", "d2d,bogus"], "--kind 'bogus' is not a copy kind (valid: d2d, h2d, d2h, p2p)"),
     ],
 )
 def test_bad_input_exits_2_in_one_line_without_a_trace(tpkg, capsys, argv, message):
@@ -227,7 +227,7 @@ def test_sys_exit(tmp_path, capsys, code, expected):
         assert trace.meta.error == "target exited with status 5"
 
 
-def test_kind_and_region_filters_apply_while_tracing(tmp_path, capsys):
+def test_kind_and_region_are_a_view_recorded_with_the_full_trace(tmp_path, capsys):
     write(
         tmp_path / "f.py",
         """\
@@ -241,11 +241,17 @@ def test_kind_and_region_filters_apply_while_tracing(tmp_path, capsys):
         """,
     )
     assert main(["trace", "f.py", "-o", "r.json", "--region", "moe"]) == 0
-    assert copies_of("r.json") == [("aten.clone.default", "d2d", 128, "f.py", 6), ("aten._to_copy.default", "d2d", 256, "f.py", 7)]
-    assert load("r.json").meta.filters == {"region": "moe"}
+    traced = capsys.readouterr().out
+    # The file holds every copy; the view is recorded, so `report` shows the region's copies only.
+    assert [line for *_, line in copies_of("r.json")] == [4, 6, 7]
+    assert load("r.json").meta.view == {"region": "moe"}
+    assert "f.py:6 <module>" in traced and "f.py:7 <module>" in traced and "f.py:4 <module>" not in traced
+    assert "2 copies, 384 B written" in traced and "filters     region=moe" in traced
+    assert main(["report", "r.json"]) == 0
+    assert capsys.readouterr().out == traced
     assert main(["trace", "f.py", "-o", "k.json", "--kind", "h2d"]) == 0
-    assert copies_of("k.json") == []
-    assert "No copies recorded." in capsys.readouterr().out
+    assert len(copies_of("k.json")) == 3
+    assert "No copies match the filters." in capsys.readouterr().out
 
 
 def test_failing_op_traceback_hides_the_tracer(tmp_path, capsys):

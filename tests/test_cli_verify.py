@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from copyhunt.cli import main
-from copyhunt.records import load
+from copyhunt.tracefile import load
 
 MODULE = """\
 import torch
@@ -54,7 +54,7 @@ def _env(monkeypatch, tmp_path):
 
 
 def by_line(path: str | Path) -> dict[int, tuple[str | None, str | None]]:
-    return {c.site.line: (c.verdict, c.verification.status if c.verification else None) for c in load(path).copies}
+    return {c.site.line: (c.verdict, c.verification.status if c.verification else None) for c in load(path).read_copies()}
 
 
 def test_function_target_table_and_saved_trace(capsys):
@@ -72,7 +72,7 @@ def test_script_target_compares_every_op_and_what_it_prints(capsys):
     got = by_line("v.json")
     assert got[4] == ("needed", None)
     assert got[6][1] == "verified"
-    (c,) = [c for c in load("v.json").copies if c.site.line == 6]
+    (c,) = [c for c in load("v.json").read_copies() if c.site.line == 6]
     assert c.verification.detail == "identical outputs of every later op and identical printed output on this input"
     assert "sum" not in capsys.readouterr().out  # the program's prints are compared, not shown
 
@@ -84,15 +84,17 @@ def test_trace_file_form_reruns_its_target(capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["meta"]["target"] == "vmod:step"
     assert doc["meta"]["notes"][-1] == "verified against a fresh trace of t.json's target: the same copies and verdicts as t.json"
-    (dead,) = [c for c in doc["copies"] if c["site"]["line"] == 5]
-    assert dead["verification"] == {"status": "verified", "detail": "identical return value and printed output on this input", "seq": None}
+    (dead,) = [i for i, c in enumerate(doc["copies"]) if c["site"]["line"] == 5]
+    assert doc["verifications"] == [
+        {"copy": dead, "status": "verified", "detail": "identical return value and printed output on this input", "seq": None}
+    ]
 
 
 def test_sites_filter_and_time_budget(capsys):
     assert main(["verify", "vmod:step", "-o", "a.json", "--no-progress", "--sites", "*other.py:1"]) == 0
     assert by_line("a.json")[5] == ("dead-store", None)  # filtered out: not re-run
     assert main(["verify", "vmod:step", "-o", "b.json", "--no-progress", "--time-budget", "0"]) == 0
-    (c,) = [c for c in load("b.json").copies if c.site.line == 5]
+    (c,) = [c for c in load("b.json").read_copies() if c.site.line == 5]
     assert (c.verification.status, c.verification.detail) == ("not-testable", "not run: the time budget of 0 s was spent on earlier sites")
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from copyhunt.capture import device, kineto
+from copyhunt import kineto
+from copyhunt.capture import device
 from copyhunt.records import CopyRecord, Frame, OpRecord, Trace
 
 TID, GPU_TID = 410, 7
@@ -107,7 +108,7 @@ def program() -> tuple[Trace, kineto.KinetoTrace]:
 def test_item_memcpy_joins_its_dispatch_d2h_record() -> None:
     trace, kt = program()
     j = device.join_kineto(trace, kt)
-    (item,) = [c for c in j.copies if c.seq == 5]
+    (item,) = [c for c in j.read_copies() if c.seq == 5]
     assert (item.origin, item.kind, item.site, item.device.name, item.device.bytes) == (  # type: ignore[union-attr]
         "dispatch", "d2h", site(10), "Memcpy DtoH (Device -> Pageable)", 4
     )
@@ -116,27 +117,27 @@ def test_item_memcpy_joins_its_dispatch_d2h_record() -> None:
 def test_copy_inside_a_non_copy_op_gets_that_ops_line_module_and_region() -> None:
     trace, kt = program()
     j = device.join_kineto(trace, kt)
-    (inside,) = [c for c in j.copies if c.seq == 6]
+    (inside,) = [c for c in j.read_copies() if c.seq == 6]
     # The 8-byte count read inside aten::index: on x[mask]'s line, in model.router, region decode.
     assert (inside.origin, inside.op, inside.kind, inside.bytes, inside.site, inside.module, inside.region) == (
         "device", "aten.index.Tensor", "d2h", 8, site(11), "model.router", "decode"
     )
     # The count kernel and the index kernel are not copies: one record, not three.
-    assert len([c for c in j.copies if c.seq == 6]) == 1
+    assert len([c for c in j.read_copies() if c.seq == 6]) == 1
 
 
 def test_copy_kernel_of_a_composite_joins_the_dispatch_copy() -> None:
     trace, kt = program()
-    (cast,) = [c for c in device.join_kineto(trace, kt).copies if c.seq == 7]
+    (cast,) = [c for c in device.join_kineto(trace, kt).read_copies() if c.seq == 7]
     assert cast.origin == "dispatch" and cast.device is not None and cast.device.name == "direct_copy_kernel_cuda"
 
 
 def test_only_the_untraced_threads_copy_lacks_a_line_and_the_trace_says_so() -> None:
     trace, kt = program()
     j = device.join_kineto(trace, kt)
-    lost = [c for c in j.copies if c.site is None]
+    lost = [c for c in j.read_copies() if c.site is None]
     assert [(c.origin, c.seq, c.op, c.kind, c.bytes) for c in lost] == [("device", -1, "aten::copy_", "h2d", 24)]
-    dj = j.meta.extra["device_join"]
+    dj = j.meta.device_join
     assert (dj["joined"], dj["unexplained"], dj["no_site"]) == (2, 2, 1)
     assert any(n.startswith("1 device copy(ies) launched outside every op the hunt saw") for n in j.meta.notes)
 
@@ -144,7 +145,7 @@ def test_only_the_untraced_threads_copy_lacks_a_line_and_the_trace_says_so() -> 
 def test_without_op_records_a_copy_inside_an_op_has_no_line_and_a_note_says_why() -> None:
     trace, kt = program()
     j = device.join_kineto(Trace(copies=trace.copies), kt)  # record_ops=False: copy records only
-    (inside,) = [c for c in j.copies if c.seq == 6]
+    (inside,) = [c for c in j.read_copies() if c.seq == 6]
     assert inside.site is None and inside.op == "aten::nonzero"  # named by the innermost cpu_op in Kineto
     assert any("record_ops=False" in n for n in j.meta.notes)
 
@@ -155,11 +156,12 @@ def test_table_names_the_op_that_launched_each_device_copy() -> None:
     from rich.console import Console
 
     from copyhunt.report.table import render_table
+    from copyhunt.view import view
 
     trace, kt = program()
     j = device.join_kineto(trace, kt)
     buf = io.StringIO()
-    render_table(j, Console(file=buf, width=100, color_system=None), top=0)
+    render_table(view(j), Console(file=buf, width=100, color_system=None), top=0)
     rows = {line.split()[0]: line for line in buf.getvalue().splitlines() if "model.py:" in line}
     # item() is named with the call users write; the copy inside x[mask] names aten.index.
     assert rows["model.py:10"].split()[2:6] == ["item", "->", "_local_scalar_dense", "d2h"]
@@ -197,10 +199,10 @@ def test_real_h200_fixtures_every_copy_finds_its_op_through_per_op_ranges() -> N
     for name, n in want.items():
         trace, kt = _bridge_every_top_level_op(name)
         j = device.join_kineto(trace, kt)
-        assert len(j.copies) == n, name
-        assert all(c.origin == "device" and c.site is not None and c.seq >= 0 for c in j.copies), name
-        assert j.meta.extra["device_join"]["no_site"] == 0
+        assert len(j.read_copies()) == n, name
+        assert all(c.origin == "device" and c.site is not None and c.seq >= 0 for c in j.read_copies()), name
+        assert j.meta.device_join["no_site"] == 0
     trace, kt = _bridge_every_top_level_op("host_device")
-    kinds = [(c.op, c.kind, c.bytes) for c in device.join_kineto(trace, kt).copies]
+    kinds = [(c.op, c.kind, c.bytes) for c in device.join_kineto(trace, kt).read_copies()]
     # h.to(DEV), hp.to(DEV, non_blocking=True), d.cpu(): 64 x 3072 bf16 = 393216 bytes each
     assert kinds == [("aten.to.default", "h2d", 393216), ("aten.to.default", "h2d", 393216), ("aten.to.default", "d2h", 393216)]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from copyhunt.capture import device, kineto
-from copyhunt.hunt import hunt
+from copyhunt import kineto
+from copyhunt.capture import device
+from copyhunt.hunting import hunt
 
 
 def test_hunt_opens_one_bridge_range_per_op(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
@@ -22,7 +23,7 @@ def test_hunt_opens_one_bridge_range_per_op(monkeypatch: pytest.MonkeyPatch, tmp
         d = a + 1  # noqa: F841
     assert [(x.seq, x.op) for x in h.copies] == [(0, "aten.clone.default"), (1, "aten.copy_.default")]
     assert [(o.seq, o.op) for o in h.trace.ops][2] == (2, "aten.add.Tensor")
-    kt = kineto.load(h.trace.meta.extra["kineto_trace"])
+    kt = kineto.load(h.trace.meta.kineto_trace)
     assert sorted(int(e.name.split("#")[1]) for e in kt.bridge) == [0, 1, 2]
     # Each range encloses the cpu_op of its own op (same thread): aten::clone, aten::copy_, aten::add.
     for e in kt.bridge:
@@ -30,5 +31,7 @@ def test_hunt_opens_one_bridge_range_per_op(monkeypatch: pytest.MonkeyPatch, tmp
         assert inner[0] == ["aten::clone", "aten::copy_", "aten::add"][int(e.name.split("#")[1])]
     # No GPU events on the CPU: nothing joined, GPU time 0, copies untouched.
     assert h.trace.meta.gpu_time_us == 0 and all(x.device is None for x in h.copies)
-    assert h.trace.meta.extra["device_join"]["joined"] == 0
-    assert not device.bridge_active()
+    assert h.trace.meta.device_join["joined"] == 0
+    # The hunt released its device capture: another one starts (a held one raises "already running").
+    with device.DeviceCapture(trace_path=tmp_path / "again.json"):
+        pass

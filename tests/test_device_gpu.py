@@ -7,7 +7,7 @@ import inspect
 import pytest
 import torch
 
-from copyhunt.hunt import hunt
+from copyhunt.hunting import hunt
 
 pytestmark = pytest.mark.gpu
 M, K = 64, 3072
@@ -37,7 +37,7 @@ def test_eager_copies_get_device_events_and_gpu_time() -> None:
     assert tr.device is not None and "copy_kernel" in tr.device.name
     gpu = h.trace.meta.gpu_time_us
     assert gpu is not None and gpu >= mc.device.time_us + cast.device.time_us + tr.device.time_us > 0
-    assert h.trace.meta.extra["device_join"]["joined"] == 3
+    assert h.trace.meta.device_join["joined"] == 3
 
 
 def test_graph_with_two_copies_replayed_three_times_gives_six_copies_at_two_lines() -> None:
@@ -76,13 +76,13 @@ def test_graph_with_two_copies_replayed_three_times_gives_six_copies_at_two_line
 
 
 def test_moe_demo_baseline_copies_have_device_time_and_fixed_has_none() -> None:
-    from copyhunt.moe import copy_sites, demo
+    from copyhunt_moe import copy_sites, demo
 
     sites = {(s.file, s.line) for s in copy_sites().values()}
     counts = {}
     for path in ("baseline", "fixed"):
         getattr(demo, path)(layers=2, tokens=8)  # warm-up: Triton compiles outside the hunt
-        with hunt(device_trace=True, focus=("*/copyhunt/moe/*",)) as h:
+        with hunt(device_trace=True, focus=("*/copyhunt_moe/*",)) as h:
             getattr(demo, path)(layers=2, tokens=8)
         at = [c for c in h.copies if c.site is not None and (c.site.file, c.site.line) in sites]
         assert all(c.device is not None and c.device.time_us > 0 for c in at)

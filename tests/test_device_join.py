@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
-from copyhunt.capture import device, kineto
-from copyhunt.capture.graphs import account_replays
+from copyhunt import kineto
+from copyhunt.capture import device
+from copyhunt.kineto.graphs import account_replays
 from copyhunt.errors import NoDeviceError
 from copyhunt.records import CopyRecord, Frame, OpRecord, Trace
+from factories import record
 
 FIX = Path(__file__).resolve().parent.parent / "traces" / "kineto-h200"
 MK = 64 * 3072  # the fixtures copy 64 x 3072 elements
@@ -43,11 +45,8 @@ def with_bridge(doc: dict[str, Any], seqs: dict[int, int]) -> kineto.KinetoTrace
 
 
 def rec(seq: int, nbytes: int, line: int, *, dtype: str = "torch.bfloat16", graph: bool = False, kind: str = "d2d") -> CopyRecord:
-    return CopyRecord(
-        seq=seq, op="aten.copy_.default", kind=kind, bytes=nbytes, noop=False, src_device="cuda:0",
-        dst_device="cuda:0", shape=(64, 3072), dtype=dtype, site=Frame("capture_torch_fixtures.py", line, "body"),
-        captured_in_graph=graph,
-    )
+    return record(seq, nbytes, kind=kind, src_device="cuda:0", dst_device="cuda:0", shape=(64, 3072), dtype=dtype,
+                  site=Frame("capture_torch_fixtures.py", line, "body"), captured_in_graph=graph)
 
 
 def test_bridge_ranges_join_memcpy_and_copy_kernel() -> None:
@@ -55,7 +54,7 @@ def test_bridge_ranges_join_memcpy_and_copy_kernel() -> None:
     kt = kineto.load(FIX / "bridge_record_function.json.gz")
     t = Trace(copies=(rec(7, MK * 2, 81), rec(8, MK * 4, 83, dtype="torch.float32")))
     j = device.join_kineto(t, kt)
-    a, b = j.copies
+    a, b = j.read_copies()
     assert a.device is not None and b.device is not None
     # seq 7: contiguous bf16 -> bf16 is a memcpy: 393216 bytes in 1.152 us (Kineto's numbers).
     assert (a.device.name, a.device.time_us, a.device.bytes, a.device.stream) == ("Memcpy DtoD (Device -> Device)", 1.152, 393216, 7)
@@ -64,7 +63,7 @@ def test_bridge_ranges_join_memcpy_and_copy_kernel() -> None:
     assert a.device.bandwidth_gbps == pytest.approx(393216 / 1152)  # bytes / ns = GB/s
     # All GPU time: randn kernel 3.936 + memcpy 1.152 + copy kernel 2.272 = 7.36 us.
     assert j.meta.gpu_time_us == pytest.approx(7.36)
-    assert j.meta.extra["device_join"]["joined"] == 2
+    assert j.meta.device_join["joined"] == 2
     assert [c.origin for c in j.copies] == ["dispatch", "dispatch"]
 
 
@@ -74,7 +73,7 @@ def test_unexplained_device_copy_is_attributed_to_its_launching_op() -> None:
     kt = with_bridge(raw("d2d_contiguous"), {6: 3})
     op = OpRecord(seq=3, op="mylib.fused.default", site=Frame("model.py", 42, "forward"), module="m.moe")
     j = device.join_kineto(Trace(ops=(op,)), kt)
-    (c,) = j.copies
+    (c,) = j.read_copies()
     assert (c.origin, c.seq, c.op, c.kind, c.bytes, c.site, c.module) == (
         "device", 3, "mylib.fused.default", "d2d", 393216, Frame("model.py", 42, "forward"), "m.moe"
     )
@@ -91,7 +90,7 @@ def test_host_device_kinds_and_bytes() -> None:
     # Three copies: pageable h2d, pinned h2d, d2h (External ids 2060, 2064, 2068), each 393216 bytes.
     kt = with_bridge(raw("host_device"), {2060: 1, 2064: 2, 2068: 3})
     t = Trace(copies=(rec(1, MK * 2, 69, kind="h2d"), rec(2, MK * 2, 70, kind="h2d"), rec(3, MK * 2, 71, kind="d2h")))
-    names = [c.device.name for c in device.join_kineto(t, kt).copies if c.device]
+    names = [c.device.name for c in device.join_kineto(t, kt).read_copies() if c.device]
     assert names == ["Memcpy HtoD (Pageable -> Device)", "Memcpy HtoD (Pinned -> Device)", "Memcpy DtoH (Device -> Pageable)"]
 
 
@@ -106,7 +105,7 @@ def test_graph_replays_counted_per_replay_at_capture_lines() -> None:
         )
     )
     j = device.join_kineto(t, kt)
-    replays = [c for c in j.copies if c.origin == "graph-replay"]
+    replays = [c for c in j.read_copies() if c.origin == "graph-replay"]
     # 2 copies in the graph x 3 replays = 6 copies, at lines 97 and 100, replay index 0..2 each.
     assert len(replays) == 6
     assert sorted((c.site.line, c.graph_replay) for c in replays if c.site) == [
@@ -116,8 +115,8 @@ def test_graph_replays_counted_per_replay_at_capture_lines() -> None:
     assert {c.device.name for c in replays if c.site and c.site.line == 100 and c.device} == {"direct_copy_kernel_cuda"}
     # The capture itself moved nothing: its records are represented by their replays.
     assert [c.seq for c in j.copies if c.origin == "dispatch"] == [1, 2, 3, 4]
-    assert all(c.device is not None for c in j.copies)
-    assert j.meta.extra["device_join"]["graph_replays"] == 6
+    assert all(c.device is not None for c in j.read_copies())
+    assert j.meta.device_join["graph_replays"] == 6
 
 
 def test_replays_of_a_graph_captured_elsewhere_are_listed_with_a_note() -> None:
@@ -143,4 +142,3 @@ def test_no_gpu_raises_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(NoDeviceError, match="needs a CUDA or ROCm GPU"):
         with device.DeviceCapture():
             pass
-    assert not device.bridge_active()

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from copyhunt.analysis.diff import SiteKey, SiteStats, diff_traces, display_path, site_key
-from copyhunt.records import CopyRecord, DeviceTiming, Frame, Trace
+from copyhunt.analysis.diff import SiteKey, SiteStats, diff_traces, site_key
+from copyhunt.text import display_path
+from copyhunt.records import Copy, Frame
+from copyhunt.view import view
+from factories import copy, record, trace
 
 ROOT = "/repo"
 
 
-def _copy(line: int, nbytes: int = 100, file: str = "/repo/pkg/model.py", op: str = "aten.copy_.default", kind: str = "d2d",
-          us: float | None = None, verdict: str | None = None) -> CopyRecord:
-    return CopyRecord(
-        seq=0, op=op, kind=kind, bytes=nbytes, noop=False, src_device="cpu", dst_device="cpu", shape=(1,), dtype="torch.float32",
-        site=Frame(file, line, "forward"), device=None if us is None else DeviceTiming("Memcpy DtoD", us, nbytes), verdict=verdict,
-    )
+def _copy(line: int, nbytes: int = 100, file: str = "/repo/pkg/model.py", **kw) -> Copy:
+    return copy(0, nbytes, site=Frame(file, line, "forward"), **kw)
 
 
 def test_display_path():
@@ -28,13 +27,13 @@ def test_site_key_is_stable_across_checkouts():
     a = _copy(5, file="/ci/checkout/pkg/model.py")
     b = _copy(5, file="/home/me/src/pkg/model.py")
     assert site_key(a, "/ci/checkout") == site_key(b, "/home/me/src") == SiteKey("pkg/model.py", 5, "forward", "aten.copy_.default", "d2d")
-    no_site = CopyRecord(0, "aten.clone.default", "d2d", 4, False, "cpu", "cpu", (1,), "f", None)
+    no_site = record(0, 4, op="aten.clone.default")
     assert site_key(no_site, ROOT) == SiteKey("<unknown>", 0, "", "aten.clone.default", "d2d")
 
 
 def test_added_removed_changed_same():
-    a = Trace(copies=(_copy(10), _copy(10), _copy(20, 400, us=2.0), _copy(30), _copy(40, verdict="noop")))
-    b = Trace(copies=(_copy(10), _copy(20, 400, us=3.5), _copy(31), _copy(40, verdict="noop"), _copy(50, kind="h2d", op="aten._to_copy.default")))
+    a = view(trace(_copy(10), _copy(10), _copy(20, 400, us=2.0), _copy(30), _copy(40, verdict="noop")))
+    b = view(trace(_copy(10), _copy(20, 400, us=3.5), _copy(31), _copy(40, verdict="noop"), _copy(50, kind="h2d", op="aten._to_copy.default")))
     d = diff_traces(a, b, ROOT)
     rows = [(c.status, c.key.line, c.key.kind, c.before.count, c.after.count, c.before.bytes, c.after.bytes, c.grew) for c in d.changes]
     assert rows == [
@@ -52,13 +51,12 @@ def test_added_removed_changed_same():
     assert d.before == SiteStats(5, 800, 2.0, 1)
     assert d.after == SiteStats(5, 800, 3.5, 1)
     assert [c.key.line for c in d.grown] == [31, 50]
-    assert d.changed_any
 
 
 def test_identical_traces_show_no_change():
-    a = Trace(copies=(_copy(1), _copy(2)))
+    a = view(trace(_copy(1), _copy(2)))
     d = diff_traces(a, a, ROOT)
-    assert not d.changed_any and d.grown == ()
+    assert d.grown == ()
     assert [c.status for c in d.changes] == ["same", "same"]
 
 

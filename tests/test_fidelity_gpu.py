@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from copyhunt.hunt import hunt
+from copyhunt.hunting import hunt
 
 pytestmark = pytest.mark.gpu
 
@@ -40,7 +40,7 @@ def test_host_reads_are_d2h_copies_on_their_lines() -> None:
     for c in (item, flag, lst):
         assert c.origin == "dispatch" and c.device is not None and c.device.name.startswith("Memcpy DtoH")
     assert [c for c in h.copies if c.site is None] == []
-    assert h.trace.meta.extra["device_join"]["no_site"] == 0
+    assert h.trace.meta.device_join["no_site"] == 0
 
 
 def test_tensor_constructor_on_a_device_is_an_h2d_copy_on_its_line() -> None:
@@ -100,4 +100,4 @@ def test_transformers_moe_generate_every_device_copy_has_a_line() -> None:
         got = model.generate(ids, **kw)
     assert torch.equal(ref, got)
     assert len(h.copies) > 0 and [c for c in h.copies if c.site is None] == []
-    assert h.trace.meta.extra["device_join"]["no_site"] == 0
+    assert h.trace.meta.device_join["no_site"] == 0

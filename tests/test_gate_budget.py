@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from copyhunt.errors import EXIT_BAD_INPUT, BudgetError
-from copyhunt.gate.budget import Allow, Budget, Limit, Rule, Selector, load_budget, parse_budget, parse_size
+from copyhunt.gate.budget import Allow, Budget, Limit, Rule, load_budget, parse_budget, parse_size
+from copyhunt.selection import Selection
 from copyhunt.gate.check import find_budget
 
 GOOD = """
@@ -45,16 +46,16 @@ def test_good_budget_parses_into_objects(tmp_path):
     budget = load_budget(_write(tmp_path, GOOD))
     assert budget == Budget(
         rules=(
-            Rule("moe output copies", Selector(kinds=("d2d",), region="moe"), max_copies=Limit(0, 10.0)),
+            Rule("moe output copies", Selection(kinds=("d2d",), region="moe"), max_copies=Limit(0, 10.0)),
             Rule(
                 "kind=h2d,d2h site=src/*.py",  # default name: the selector
-                Selector(kinds=("h2d", "d2h"), site="src/*.py"),
+                Selection(kinds=("h2d", "d2h"), site="src/*.py"),
                 max_bytes=Limit(1536, 0.0),  # 1.5 * 1024
                 max_eliminable=Limit(3, 0.0),
                 max_refuted=Limit(0, 0.0),
             ),
         ),
-        allow=(Allow(Selector(kinds=("h2d",), site="*/tokenizer.py"), "token ids go to the GPU once per step"),),
+        allow=(Allow(Selection(kinds=("h2d",), site="*/tokenizer.py"), "token ids go to the GPU once per step"),),
         headroom=10.0,
         source=str(tmp_path / "copyhunt.toml"),
     )
@@ -66,7 +67,7 @@ def test_pyproject_tool_table(tmp_path):
     text = "[project]\nname = 'x'\n\n[tool.copyhunt]\nheadroom = 5\n\n[[tool.copyhunt.rules]]\nmax_copies = 4\n"
     path = _write(tmp_path, text, "pyproject.toml")
     budget = load_budget(path)
-    assert budget.rules == (Rule("all copies", Selector(), max_copies=Limit(4, 5.0)),)
+    assert budget.rules == (Rule("all copies", Selection(), max_copies=Limit(4, 5.0)),)
     assert find_budget(tmp_path) == path
 
 

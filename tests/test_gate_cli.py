@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from copyhunt.cli import main
-from copyhunt.records import CopyRecord, Frame, Trace, TraceMeta, save
+from copyhunt.records import Copy, Frame, TraceMeta
+from copyhunt.tracefile import save
+from factories import copy, trace
 
 BUDGET = """
 [[rules]]
@@ -18,11 +20,8 @@ max_copies = {limit}
 """
 
 
-def _copy(file: str, line: int, nbytes: int = 64, verdict: str | None = None) -> CopyRecord:
-    return CopyRecord(
-        seq=0, op="aten.copy_.default", kind="d2d", bytes=nbytes, noop=False, src_device="cpu", dst_device="cpu",
-        shape=(nbytes // 4,), dtype="torch.float32", site=Frame(file, line, "forward"), verdict=verdict,
-    )
+def _copy(file: str, line: int, nbytes: int = 64, verdict: str | None = None) -> Copy:
+    return copy(0, nbytes, site=Frame(file, line, "forward"), verdict=verdict)
 
 
 @pytest.fixture
@@ -31,7 +30,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "model.py").write_text("def forward(x, y):\n    y.copy_(x)\n    x.copy_(y)\n")
     model = str(tmp_path / "model.py")
-    save(Trace(meta=TraceMeta(target="t"), copies=(_copy(model, 2), _copy(model, 2), _copy(model, 3))), tmp_path / "t.json")
+    save(trace(_copy(model, 2), _copy(model, 2), _copy(model, 3), meta=TraceMeta(target="t")), tmp_path / "t.json")
     return tmp_path
 
 
@@ -95,7 +94,7 @@ def test_gate_github_annotations(project, capsys):
         (["gate", "missing.json", "--budget", "copyhunt.toml"], "missing.json: no such file"),
         (["gate", "t.json", "--budget", "nope.toml"], "nope.toml: no such budget file"),
         (["gate", "t.json", "--budget", "bad.toml"], "unknown key 'max_copy' in rules[0]"),
-        (["gate", "t.json", "--budget", "copyhunt.toml", "--format", "xml"], "'xml' is not one of text, json, github"),
+        (["gate", "t.json", "--budget", "copyhunt.toml", "--format", "xml"], "'xml' is not one of 'text', 'json', 'github'"),
         (["gate", "t.json", "--fail-on-increase"], "needs --baseline TRACE"),
         (["gate", "--budget", "copyhunt.toml"], "give exactly one TRACE file"),
         (["gate", "t.json", "t.json", "--budget", "copyhunt.toml"], "one TRACE file expected, got 2"),
@@ -121,7 +120,7 @@ def test_gate_without_any_budget_exits_2(project, capsys):
 
 def test_gate_baseline_fail_on_increase(project, capsys):
     model = str(project / "model.py")
-    save(Trace(copies=(_copy(model, 2), _copy(model, 3))), project / "base.json")  # 2 copies before, 3 now
+    save(trace(_copy(model, 2), _copy(model, 3)), project / "base.json")  # 2 copies before, 3 now
     # Growth alone is only a note without --fail-on-increase (no budget needed with a baseline).
     assert main(["gate", "t.json", "--baseline", "base.json"]) == 0
     assert "note: 1 site(s) grew against the baseline (not failing: no --fail-on-increase)" in capsys.readouterr().out
@@ -134,7 +133,7 @@ def test_gate_baseline_fail_on_increase(project, capsys):
 
 def test_diff_text_json_github_and_exit_codes(project, capsys):
     model = str(project / "model.py")
-    save(Trace(copies=(_copy(model, 2), _copy(model, 3, 256))), project / "base.json")
+    save(trace(_copy(model, 2), _copy(model, 3, 256)), project / "base.json")
     # base: line 2 once (64 B), line 3 once (256 B); t: line 2 twice (128 B), line 3 once (64 B).
     assert main(["diff", "base.json", "t.json"]) == 0
     out = capsys.readouterr().out

@@ -1,6 +1,6 @@
 """copyhunt gates itself: the bundled MoE demo through the marker, and the stored traces through the CLI.
 
-Baseline: exactly 2 d2d copies per MoE layer (experts-copy and finalize-copy in copyhunt/moe/modular.py).
+Baseline: exactly 2 d2d copies per MoE layer (experts-copy and finalize-copy in copyhunt_moe/modular.py).
 Fixed: none.
 """
 
@@ -16,9 +16,9 @@ import torch
 
 import copyhunt
 from copyhunt.cli import main
-from copyhunt.moe import demo
-from copyhunt.moe.modular import copy_sites
-from copyhunt.records import load
+from copyhunt_moe import demo
+from copyhunt_moe.modular import copy_sites
+from copyhunt.tracefile import load
 
 pytest_plugins = ["pytester"]
 
@@ -65,7 +65,7 @@ def test_baseline_one_below_the_limit_fails(pytester, warm_demo):
     pytester.makepyfile(test_inner=f"""
 import pytest
 import copyhunt
-from copyhunt.moe import demo
+from copyhunt_moe import demo
 
 DEMO = {DEMO!r}
 
@@ -106,7 +106,7 @@ def test_ci_gate_fails_the_baseline_trace_at_the_two_copy_lines(in_repo, capsys)
     # The stored trace still points at the current copy lines (regenerate it with
     # traces/make_moe_cpu_traces.py when modular.py moves them).
     assert sorted((s["file"], s["line"], s["count"]) for s in output["sites"]) == sorted(
-        ("copyhunt/moe/modular.py", sites[name].line, layers) for name in ("experts-copy", "finalize-copy")
+        ("copyhunt_moe/modular.py", sites[name].line, layers) for name in ("experts-copy", "finalize-copy")
     )
     # Each copy is one M x K fp32 output: 4 tokens x 32 hidden x 4 bytes = 512 B; 8 copies = 4096 B.
     assert doc["rules"][0]["bytes"] == 2 * layers * 512

@@ -7,21 +7,20 @@ import io
 from rich.console import Console
 
 from copyhunt.analysis.diff import diff_traces
-from copyhunt.gate.budget import Allow, Budget, Limit, Rule, Selector
+from copyhunt.gate.budget import Allow, Budget, Limit, Rule
+from copyhunt.selection import Selection
 from copyhunt.gate.check import check
-from copyhunt.records import CopyRecord, DeviceTiming, Frame, Trace
+from copyhunt.records import Copy, Frame
+from copyhunt.view import view
+from factories import copy, trace
 from copyhunt.report.diff_report import render_diff_text
 from copyhunt.report.gate_report import annotation, render_gate_text
 
 ROOT = "/repo"
 
 
-def _copy(line: int, nbytes: int, kind: str = "d2d", us: float | None = None, verdict: str | None = None) -> CopyRecord:
-    return CopyRecord(
-        seq=0, op="aten.copy_.default", kind=kind, bytes=nbytes, noop=False, src_device="cpu", dst_device="cpu",
-        shape=(1,), dtype="torch.float32", site=Frame("/repo/m.py", line, "f"),
-        device=None if us is None else DeviceTiming("Memcpy DtoD", us, nbytes), verdict=verdict,
-    )
+def _copy(line: int, nbytes: int, kind: str = "d2d", us: float | None = None, verdict: str | None = None) -> Copy:
+    return copy(0, nbytes, kind=kind, site=Frame("/repo/m.py", line, "f"), us=us, verdict=verdict)
 
 
 def _console() -> Console:
@@ -29,17 +28,17 @@ def _console() -> Console:
 
 
 def test_gate_text_exact():
-    trace = Trace(copies=(_copy(3, 2048), _copy(3, 2048), _copy(7, 100, kind="h2d")))
+    traced = trace(_copy(3, 2048), _copy(3, 2048), _copy(7, 100, kind="h2d"))
     budget = Budget(
         rules=(
-            Rule("d2d", Selector(kinds=("d2d",)), max_copies=Limit(1), max_bytes=Limit(8192)),
-            Rule("all copies", Selector(), max_eliminable=Limit(0)),
+            Rule("d2d", Selection(kinds=("d2d",)), max_copies=Limit(1), max_bytes=Limit(8192)),
+            Rule("all copies", Selection(), max_eliminable=Limit(0)),
         ),
-        allow=(Allow(Selector(kinds=("h2d",)), "inputs go up once"),),
+        allow=(Allow(Selection(kinds=("h2d",)), "inputs go up once"),),
     )
     console = _console()
     # m.py does not exist here, so no source lines are printed.
-    render_gate_text(console, check(trace, budget, ROOT), trace="t.json", budget="copyhunt.toml")
+    render_gate_text(console, check(traced, budget, ROOT), trace="t.json", budget="copyhunt.toml")
     assert console.export_text() == (
         "copyhunt gate: FAIL - 1 violation\n"
         "  trace    t.json\n"
@@ -59,8 +58,8 @@ def test_gate_text_exact():
 
 
 def test_diff_text_with_device_time_exact():
-    a = Trace(copies=(_copy(3, 2048, us=2.0), _copy(9, 64)))
-    b = Trace(copies=(_copy(3, 2048, us=2.5), _copy(3, 2048, us=2.5), _copy(5, 64)))
+    a = view(trace(_copy(3, 2048, us=2.0), _copy(9, 64)))
+    b = view(trace(_copy(3, 2048, us=2.5), _copy(3, 2048, us=2.5), _copy(5, 64)))
     console = _console()
     render_diff_text(console, diff_traces(a, b, ROOT), a="a.json", b="b.json")
     # A: 2048 + 64 = 2112 B; B: 2 * 2048 + 64 = 4160 B (+2048 B); device 2.0 -> 5.0 us.

@@ -1,4 +1,4 @@
-"""group_copies / select_copies: exact totals on hand-built records."""
+"""group_copies and selections: exact totals on hand-built copies."""
 
 from __future__ import annotations
 
@@ -9,34 +9,18 @@ from copyhunt.analysis.grouping import (
     NO_REGION,
     NO_SITE,
     group_copies,
-    region_matches,
-    select_copies,
     strongest_verdict,
 )
-from copyhunt.records import CopyRecord, DeviceTiming, Frame
+from copyhunt.records import Copy, Frame
+from copyhunt.selection import Selection, region_matches
+from factories import copy
 
 A = Frame("model.py", 10, "forward")
 B = Frame("model.py", 20, "finalize")
 
 
-def cp(
-    seq: int,
-    nbytes: int,
-    site: Frame | None,
-    *,
-    op: str = "aten.copy_.default",
-    kind: str = "d2d",
-    noop: bool = False,
-    verdict: str | None = None,
-    time_us: float | None = None,
-    module: str | None = None,
-    region: str | None = None,
-) -> CopyRecord:
-    return CopyRecord(
-        seq=seq, op=op, kind=kind, bytes=nbytes, noop=noop, src_device="cpu", dst_device="cpu",
-        shape=(nbytes // 4,), dtype="torch.float32", site=site, module=module, region=region,
-        verdict=verdict, device=None if time_us is None else DeviceTiming("Memcpy DtoD (Device -> Device)", time_us, nbytes),
-    )
+def cp(seq: int, nbytes: int, site: Frame | None, *, time_us: float | None = None, **kw) -> Copy:
+    return copy(seq, nbytes, site=site, us=time_us, **kw)
 
 
 def test_group_by_site_totals_and_order():
@@ -119,7 +103,6 @@ def test_strongest_verdict():
         ("decode/moe", "mo", False),
         ("decode/moe", "moe/decode", False),
         (None, "moe", False),
-        ("moe", "", False),
     ],
 )
 def test_region_matches(region, wanted, expected):
@@ -132,7 +115,7 @@ def test_select_copies():
         cp(2, 1, A, kind="h2d", region="decode"),
         cp(3, 1, A, kind="d2h", region=None),
     ]
-    assert [c.seq for c in select_copies(copies)] == [1, 2, 3]
-    assert [c.seq for c in select_copies(copies, kinds=("d2d", "d2h"))] == [1, 3]
-    assert [c.seq for c in select_copies(copies, region="decode")] == [1, 2]
-    assert [c.seq for c in select_copies(copies, kinds=("h2d",), region="moe")] == []
+    assert [c.seq for c in Selection().select(copies)] == [1, 2, 3]
+    assert [c.seq for c in Selection(kinds=("d2d", "d2h")).select(copies)] == [1, 3]
+    assert [c.seq for c in Selection(region="decode").select(copies)] == [1, 2]
+    assert [c.seq for c in Selection(kinds=("h2d",), region="moe").select(copies)] == []

@@ -10,8 +10,9 @@ import pytest
 
 from copyhunt.errors import TraceFormatError
 from copyhunt.importers import load_any
-from copyhunt.importers.chrome import is_library_frame, site_from_stack
-from copyhunt.records import Frame, save
+from copyhunt.attribution import KinetoSiteRule, attribute, is_kineto_library_frame
+from copyhunt.records import Frame
+from copyhunt.tracefile import save
 
 FIX = Path(__file__).resolve().parent.parent / "traces" / "kineto-h200"
 
@@ -27,7 +28,7 @@ def test_graph_replays_imported_with_function_level_sites() -> None:
     assert any("function-level" in n for n in t.meta.notes)
     # Memcpy nodes carry bytes (64*3072*2 = 393216); copy kernels have none without record_shapes.
     assert [c.bytes for c in t.copies] == [393216, 0] * 5
-    assert [c.device.name for c in t.copies[:2] if c.device] == ["Memcpy DtoD (Device -> Device)", "direct_copy_kernel_cuda"]
+    assert [t.timings[i].name for i in (0, 1)] == ["Memcpy DtoD (Device -> Device)", "direct_copy_kernel_cuda"]
     assert t.meta.device == "cuda:0 NVIDIA H200"
     assert all(c.origin == "imported" for c in t.copies)
 
@@ -64,7 +65,7 @@ def test_load_any_reads_copyhunt_traces_and_rejects_foreign_json(tmp_path: Path)
     t = load_any(FIX / "d2d_contiguous.json.gz")
     saved = save(t, tmp_path / "t.json")
     again = load_any(saved)
-    assert again.copies == t.copies
+    assert again.copies == t.copies and again.timings == t.timings
     (tmp_path / "x.json").write_text('{"hello": 1}')
     with pytest.raises(TraceFormatError, match="not a copyhunt trace, torch.profiler Chrome trace or rocprofv3"):
         load_any(tmp_path / "x.json")
@@ -75,11 +76,13 @@ def test_load_any_reads_copyhunt_traces_and_rejects_foreign_json(tmp_path: Path)
 
 
 def test_library_frames() -> None:
-    assert is_library_frame("torch/cuda/__init__.py") and is_library_frame("<built-in method copy_>")
-    assert is_library_frame("inspect.py") and is_library_frame("copyhunt/capture/device.py")
-    assert not is_library_frame("model.py") and not is_library_frame("copyhunt/moe/modular.py")
-    site, stack = site_from_stack([("torch/nn/modules/module.py", 1, "_call_impl"), ("model.py", 7, "forward")])
-    assert site == Frame("model.py", 7, "forward") and len(stack) == 2
+    assert is_kineto_library_frame("torch/cuda/__init__.py") and is_kineto_library_frame("<built-in method copy_>")
+    assert is_kineto_library_frame("inspect.py") and is_kineto_library_frame("copyhunt/capture/device.py")
+    assert not is_kineto_library_frame("model.py") and not is_kineto_library_frame("copyhunt_moe/modular.py")
+    # The one chooser: the short stack starts at the site, as for live frames.
+    stack = [Frame("torch/nn/modules/module.py", 1, "_call_impl"), Frame("model.py", 7, "forward"), Frame("run.py", 2, "main")]
+    assert attribute(stack, KinetoSiteRule(), 8) == (Frame("model.py", 7, "forward"), tuple(stack[1:]))
+    assert attribute(stack, KinetoSiteRule(hide=["model.py"]), 1) == (Frame("run.py", 2, "main"), (stack[2],))
 
 
 def test_rocm_style_chrome_trace_synthetic(tmp_path: Path) -> None:
@@ -100,7 +103,7 @@ def test_rocm_style_chrome_trace_synthetic(tmp_path: Path) -> None:
     p = tmp_path / "rocm.json"
     p.write_text(json.dumps({"traceEvents": ev}))
     t = load_any(p)
-    assert [(c.op, c.kind, c.bytes, c.device.time_us if c.device else None) for c in t.copies] == [
+    assert [(c.op, c.kind, c.bytes, c.device.time_us if c.device else None) for c in t.read_copies()] == [
         ("aten::copy_", "d2d", 4096, 2.0), ("aten::clone", "d2d", 0, 4.0)
     ]
     assert t.meta.device == "rocm" and t.meta.gpu_time_us == 6.0

@@ -18,15 +18,15 @@ from typing import Any, Iterator
 import pytest
 import torch
 
-from copyhunt.moe.aiter_experts import AiterExperts, check_aiter_package, detect_destination_mode, import_aiter_fused_moe
-from copyhunt.moe.backends import backend_notes
-from copyhunt.moe.errors import AiterImpostorError, BackendUnavailableError
-from copyhunt.moe.modular import ModularMoE, copy_sites
-from copyhunt.moe.reference import reference_experts
-from copyhunt.moe.routing import route
-from copyhunt.moe.testing import TOLERANCE, CopyCounter, poison_, rel_error
-from copyhunt.moe.torch_experts import dense_experts
-from copyhunt.moe.workspace import WorkspaceManager
+from copyhunt_moe.aiter_experts import AiterExperts, check_aiter_package, detect_destination_mode, import_aiter_fused_moe
+from copyhunt_moe.backends import backend_notes
+from copyhunt_moe.errors import AiterImpostorError, BackendUnavailableError
+from copyhunt_moe.modular import ModularMoE, copy_sites
+from copyhunt_moe.reference import reference_experts
+from copyhunt_moe.routing import route
+from copyhunt_moe.testing import TOLERANCE, CopyCounter, poison_, rel_error
+from copyhunt_moe.torch_experts import dense_experts
+from copyhunt_moe.workspace import WorkspaceManager
 
 SITES = copy_sites()
 M, K, N, E = 6, 64, 32, 8

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import copyhunt.moe
-from copyhunt.moe.backends import auto_backend_name, backend_names, backend_notes, make_backend
-from copyhunt.moe.errors import BackendUnavailableError, MoEConfigError
+import copyhunt_moe
+from copyhunt_moe.backends import auto_backend_name, backend_names, backend_notes, make_backend
+from copyhunt_moe.errors import BackendUnavailableError, MoEConfigError
 
 
 def test_names() -> None:
@@ -43,8 +43,8 @@ def test_aiter_without_rocm_is_unavailable_with_a_reason() -> None:
 
 def test_importing_moe_does_not_import_optional_packages() -> None:
     code = (
-        "import sys, copyhunt.moe, copyhunt.moe.demo, copyhunt.moe.backends;"
-        "print(sorted(m for m in ('triton', 'aiter', 'copyhunt.moe.triton_experts', 'copyhunt.moe.aiter_experts')"
+        "import sys, copyhunt_moe, copyhunt_moe.demo, copyhunt_moe.backends;"
+        "print(sorted(m for m in ('triton', 'aiter', 'copyhunt_moe.triton_experts', 'copyhunt_moe.aiter_experts')"
         " if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -52,17 +52,17 @@ def test_importing_moe_does_not_import_optional_packages() -> None:
 
 
 def test_moe_imports_nothing_from_the_profiler_side() -> None:
-    # `import copyhunt` itself loads copyhunt.records; moe must add nothing outside copyhunt.moe.
+    # `import copyhunt` itself loads copyhunt.records; moe must add nothing outside copyhunt_moe.
     code = (
         "import sys, copyhunt; before = set(sys.modules);"
-        "import copyhunt.moe, copyhunt.moe.demo, copyhunt.moe.testing;"
+        "import copyhunt_moe, copyhunt_moe.demo, copyhunt_moe.testing;"
         "print(sorted(m for m in set(sys.modules) - before"
-        " if m.startswith('copyhunt.') and not m.startswith('copyhunt.moe')))"
+        " if m.startswith('copyhunt.') and not m.startswith('copyhunt_moe')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     # And statically: no module of the package names another copyhunt package.
-    moe_dir = Path(copyhunt.moe.__file__).parent
+    moe_dir = Path(copyhunt_moe.__file__).parent
     offenders = [
         f"{path.name}: {line.strip()}"
         for path in sorted(moe_dir.glob("*.py"))

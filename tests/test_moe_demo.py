@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from copyhunt.moe import demo
-from copyhunt.moe.errors import MoEConfigError, UnknownPresetError
-from copyhunt.moe.layer import MoELayer, MoEStack, make_expert_map
-from copyhunt.moe.modular import copy_sites
-from copyhunt.moe.presets import PRESETS, MoEPreset, get_preset
-from copyhunt.moe.reference import reference_experts
-from copyhunt.moe.testing import TOLERANCE, CopyCounter, poison_, rel_error
-from copyhunt.moe.torch_experts import TorchExperts
-from copyhunt.moe.workspace import WorkspaceManager
+from copyhunt_moe import demo
+from copyhunt_moe.errors import MoEConfigError, UnknownPresetError
+from copyhunt_moe.layer import MoELayer, MoEStack, make_expert_map
+from copyhunt_moe.modular import copy_sites
+from copyhunt_moe.presets import PRESETS, MoEPreset, get_preset
+from copyhunt_moe.reference import reference_experts
+from copyhunt_moe.testing import TOLERANCE, CopyCounter, poison_, rel_error
+from copyhunt_moe.torch_experts import TorchExperts
+from copyhunt_moe.workspace import WorkspaceManager
 
 SITES = copy_sites()
 

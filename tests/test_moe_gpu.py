@@ -12,15 +12,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from copyhunt.moe import demo
-from copyhunt.moe.backends import make_backend
-from copyhunt.moe.errors import BackendUnavailableError
-from copyhunt.moe.layer import MoELayer, MoEStack
-from copyhunt.moe.modular import ModularMoE, copy_sites
-from copyhunt.moe.presets import get_preset
-from copyhunt.moe.reference import reference_experts
-from copyhunt.moe.testing import TOLERANCE, CopyCounter, poison_, rel_error
-from copyhunt.moe.workspace import WorkspaceManager
+from copyhunt_moe import demo
+from copyhunt_moe.backends import make_backend
+from copyhunt_moe.errors import BackendUnavailableError
+from copyhunt_moe.layer import MoELayer, MoEStack
+from copyhunt_moe.modular import ModularMoE, copy_sites
+from copyhunt_moe.presets import get_preset
+from copyhunt_moe.reference import reference_experts
+from copyhunt_moe.testing import TOLERANCE, CopyCounter, poison_, rel_error
+from copyhunt_moe.workspace import WorkspaceManager
 
 pytestmark = pytest.mark.gpu
 DEV = "cuda"

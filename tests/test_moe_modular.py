@@ -9,13 +9,13 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from copyhunt.moe.errors import MoEConfigError
-from copyhunt.moe.modular import ModularMoE, copy_sites
-from copyhunt.moe.reference import reference_experts
-from copyhunt.moe.routing import route
-from copyhunt.moe.testing import TOLERANCE, CopyCounter, poison_, rel_error
-from copyhunt.moe.torch_experts import LibraryExperts, ReferenceExperts, TorchExperts
-from copyhunt.moe.workspace import WorkspaceManager
+from copyhunt_moe.errors import MoEConfigError
+from copyhunt_moe.modular import ModularMoE, copy_sites
+from copyhunt_moe.reference import reference_experts
+from copyhunt_moe.routing import route
+from copyhunt_moe.testing import TOLERANCE, CopyCounter, poison_, rel_error
+from copyhunt_moe.torch_experts import LibraryExperts, ReferenceExperts, TorchExperts
+from copyhunt_moe.workspace import WorkspaceManager
 
 M, K, N, E, TOP_K = 5, 64, 32, 8, 2
 SITES = copy_sites()

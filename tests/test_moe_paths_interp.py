@@ -26,12 +26,12 @@ CASES = [(mode, dtype, ep) for mode in ("baseline", "fixed") for dtype in ("floa
 def _child() -> list[dict[str, Any]]:
     import torch
 
-    from copyhunt.moe.modular import ModularMoE, copy_sites
-    from copyhunt.moe.reference import reference_experts
-    from copyhunt.moe.routing import route
-    from copyhunt.moe.testing import CopyCounter, poison_, rel_error
-    from copyhunt.moe.triton_experts import TritonExperts
-    from copyhunt.moe.workspace import WorkspaceManager
+    from copyhunt_moe.modular import ModularMoE, copy_sites
+    from copyhunt_moe.reference import reference_experts
+    from copyhunt_moe.routing import route
+    from copyhunt_moe.testing import CopyCounter, poison_, rel_error
+    from copyhunt_moe.triton_experts import TritonExperts
+    from copyhunt_moe.workspace import WorkspaceManager
 
     modular_file = copy_sites()["experts-copy"].file
     results = []
@@ -72,7 +72,7 @@ def child_results() -> list[dict[str, Any]]:
 @pytest.mark.triton_interpret
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[f"{m}-{d}-{'ep' if e else 'local'}" for m, d, e in CASES])
 def test_triton_backend_through_both_paths(child_results: list[dict[str, Any]], index: int) -> None:
-    from copyhunt.moe.modular import copy_sites
+    from copyhunt_moe.modular import copy_sites
 
     sites = copy_sites()
     r = child_results[index]

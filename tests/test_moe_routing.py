@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from copyhunt.moe.errors import MoEConfigError
-from copyhunt.moe.routing import route
+from copyhunt_moe.errors import MoEConfigError
+from copyhunt_moe.routing import route
 
 
 def test_softmax_top2_renormalised() -> None:

@@ -10,9 +10,9 @@ from importlib import resources
 import pytest
 import torch
 
-from copyhunt.moe.align import max_padded_blocks
-from copyhunt.moe.errors import MoEConfigError
-from copyhunt.moe.triton_experts import (
+from copyhunt_moe.align import max_padded_blocks
+from copyhunt_moe.errors import MoEConfigError
+from copyhunt_moe.triton_experts import (
     GemmConfig,
     MoEConfig,
     config_file_name,
@@ -60,7 +60,7 @@ def test_max_padded_blocks(numel: int, experts: int, block_m: int, expected: int
 
 
 def test_checked_in_table_loads_and_covers_the_benchmark_token_counts() -> None:
-    path = resources.files("copyhunt.moe").joinpath("configs", config_file_name(256, 384, 3072))
+    path = resources.files("copyhunt_moe").joinpath("configs", config_file_name(256, 384, 3072))
     data = json.loads(path.read_text())
     assert data["shape"] == {"E": 256, "N": 384, "K": 3072, "top_k": 8, "dtype": "bfloat16"}
     table = load_config_table(256, 384, 3072)
@@ -73,7 +73,7 @@ def test_checked_in_table_loads_and_covers_the_benchmark_token_counts() -> None:
 def test_pick_config_nearest_in_log_scale(monkeypatch: pytest.MonkeyPatch) -> None:
     small, mid, big = MoEConfig(16), MoEConfig(32), MoEConfig(128)
     table = {1: small, 64: mid, 4096: big}
-    monkeypatch.setattr("copyhunt.moe.triton_experts.load_config_table", lambda e, n, k: table)
+    monkeypatch.setattr("copyhunt_moe.triton_experts.load_config_table", lambda e, n, k: table)
     # bit_length: 1 -> 1, 64 -> 7, 4096 -> 13. M=5 (3) is 2 from 1 and 4 from 64;
     # M=512 (10) is 3 from both 64 and 4096: a tie goes to the smaller key, 64.
     assert pick_config(5, 1, 1, 1, 8) is small
@@ -122,7 +122,7 @@ def test_bad_destination_is_rejected() -> None:
 
 def test_import_does_not_need_triton() -> None:
     code = (
-        "import sys, copyhunt.moe.triton_experts, copyhunt.moe.grouped_mm_experts, copyhunt.moe.align;"
+        "import sys, copyhunt_moe.triton_experts, copyhunt_moe.grouped_mm_experts, copyhunt_moe.align;"
         "print('triton' in sys.modules)"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

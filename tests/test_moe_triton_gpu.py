@@ -45,7 +45,7 @@ def _inputs(name: str, M: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, t
 
 
 def _reference(x, w13, w2, tw, ids, emap) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    from copyhunt.moe.reference import reference_experts
+    from copyhunt_moe.reference import reference_experts
 
     ref = torch.empty(x.shape, dtype=torch.float32, device="cuda")
     return reference_experts(x, w13, w2, tw, ids, expert_map=emap, out=ref)
@@ -62,8 +62,8 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("M", [1, 33, 257, 2048])
 def test_bf16_triton_and_grouped_mm_match_reference(name: str, M: int) -> None:
     pytest.importorskip("triton")
-    from copyhunt.moe.grouped_mm_experts import GroupedMMExperts
-    from copyhunt.moe.triton_experts import TritonExperts
+    from copyhunt_moe.grouped_mm_experts import GroupedMMExperts
+    from copyhunt_moe.triton_experts import TritonExperts
 
     w13, w2, emap = _weights(name, seed=M)
     x, tw, ids = _inputs(name, M, seed=M + 1)
@@ -78,7 +78,7 @@ def test_bf16_triton_and_grouped_mm_match_reference(name: str, M: int) -> None:
 
 def _direct_config(pdl: bool = True, split_k: int = 1):  # type: ignore[no-untyped-def]
     """The decode path (no align, GEMM2 sums the top-k) with PDL; split-K runs with the GEMM2 prefetch."""
-    from copyhunt.moe.triton_experts import GemmConfig, MoEConfig
+    from copyhunt_moe.triton_experts import GemmConfig, MoEConfig
 
     return MoEConfig(16, GemmConfig(32, 128, 1, 4, 4), GemmConfig(16, 128, 1, 8, 1), pdl=pdl, direct=True,
                      split_k=split_k, prefetch=split_k > 1)
@@ -89,7 +89,7 @@ def _direct_config(pdl: bool = True, split_k: int = 1):  # type: ignore[no-untyp
 @pytest.mark.parametrize("split_k", [1, 2])
 def test_bf16_direct_decode_path_matches_reference(name: str, M: int, split_k: int) -> None:
     pytest.importorskip("triton")
-    from copyhunt.moe.triton_experts import triton_moe_experts
+    from copyhunt_moe.triton_experts import triton_moe_experts
 
     w13, w2, emap = _weights(name, seed=20 + M)
     x, tw, ids = _inputs(name, M, seed=21 + M)
@@ -107,7 +107,7 @@ def test_bf16_direct_decode_path_matches_reference(name: str, M: int, split_k: i
 )
 def test_graph_replay_with_new_inputs_equals_eager(name: str, M: int, direct: bool | str) -> None:
     pytest.importorskip("triton")
-    from copyhunt.moe.triton_experts import triton_moe_experts
+    from copyhunt_moe.triton_experts import triton_moe_experts
 
     cfg = _direct_config(split_k=2 if direct == "split" else 1) if direct else None
     w13, w2, emap = _weights(name, seed=5)
@@ -133,8 +133,8 @@ def test_graph_replay_with_new_inputs_equals_eager(name: str, M: int, direct: bo
 
 def test_token_routed_only_to_other_ranks_gives_exact_zero() -> None:
     pytest.importorskip("triton")
-    from copyhunt.moe.grouped_mm_experts import grouped_mm_experts
-    from copyhunt.moe.triton_experts import triton_moe_experts
+    from copyhunt_moe.grouped_mm_experts import grouped_mm_experts
+    from copyhunt_moe.triton_experts import triton_moe_experts
 
     w13, w2, emap = _weights("minimax-m2.5-ep8", seed=13)
     x, tw, ids = _inputs("minimax-m2.5-ep8", 3, seed=14)
@@ -152,8 +152,8 @@ def test_token_routed_only_to_other_ranks_gives_exact_zero() -> None:
 
 def test_no_host_synchronisation() -> None:
     pytest.importorskip("triton")
-    from copyhunt.moe.grouped_mm_experts import grouped_mm_experts
-    from copyhunt.moe.triton_experts import triton_moe_experts
+    from copyhunt_moe.grouped_mm_experts import grouped_mm_experts
+    from copyhunt_moe.triton_experts import triton_moe_experts
 
     w13, w2, emap = _weights("minimax-m2.5-ep8", seed=9)
     x, tw, ids = _inputs("minimax-m2.5-ep8", 100, seed=10)
@@ -170,7 +170,7 @@ def test_no_host_synchronisation() -> None:
 
 def test_non_contiguous_destination_is_fully_written() -> None:
     pytest.importorskip("triton")
-    from copyhunt.moe.triton_experts import triton_moe_experts
+    from copyhunt_moe.triton_experts import triton_moe_experts
 
     w13, w2, emap = _weights("minimax-m2.5-tp8", seed=11)
     x, tw, ids = _inputs("minimax-m2.5-tp8", 40, seed=12)

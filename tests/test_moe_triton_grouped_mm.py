@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from copyhunt.moe.experts import ExpertsBackend
-from copyhunt.moe.grouped_mm_experts import GroupedMMExperts, grouped_mm_experts
-from copyhunt.moe.reference import reference_experts
+from copyhunt_moe.experts import ExpertsBackend
+from copyhunt_moe.grouped_mm_experts import GroupedMMExperts, grouped_mm_experts
+from copyhunt_moe.reference import reference_experts
 
 # fp32 everywhere, so only the accumulation order differs from the reference: ~1e-7 seen.
 FP32_BOUND = 1e-5

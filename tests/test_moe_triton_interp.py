@@ -72,8 +72,8 @@ def _run_case(spec: dict[str, Any], seed: int) -> dict[str, Any]:
     """Run one case in the interpreter child; returns plain numbers for the parent's asserts."""
     import torch
 
-    from copyhunt.moe.reference import reference_experts
-    from copyhunt.moe.triton_experts import GemmConfig, MoEConfig, triton_moe_experts
+    from copyhunt_moe.reference import reference_experts
+    from copyhunt_moe.triton_experts import GemmConfig, MoEConfig, triton_moe_experts
 
     g = torch.Generator().manual_seed(seed)
     dtype = getattr(torch, spec["dtype"])
@@ -111,7 +111,7 @@ def _align_exact(blocks_per_iter: int) -> dict[str, Any]:
     """align_block_size on a hand-made routing: ids [[0,2],[2,3],[0,2]], E=4, BLOCK_M=16."""
     import torch
 
-    from copyhunt.moe.align import align_block_size
+    from copyhunt_moe.align import align_block_size
 
     ids = torch.tensor([[0, 2], [2, 3], [0, 2]], dtype=torch.int32)
     al = align_block_size(ids, num_experts=4, block_m=16, blocks_per_iter=blocks_per_iter)
@@ -129,7 +129,7 @@ def _align_invariants(seed: int, M: int, blocks_per_iter: int) -> dict[str, Any]
     """Random top-8 routing with an expert map: check the layout's invariants."""
     import torch
 
-    from copyhunt.moe.align import align_block_size
+    from copyhunt_moe.align import align_block_size
 
     g = torch.Generator().manual_seed(seed)
     top_k, e_global, e_local, bm = 8, 24, 16, 16

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from copyhunt.moe.workspace import ALIGN_BYTES, WorkspaceManager
+from copyhunt_moe.workspace import ALIGN_BYTES, WorkspaceManager
 
 
 def test_get_is_a_view_of_the_one_shared_buffer() -> None:

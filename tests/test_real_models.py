@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from configs: nothin
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import transformers  # noqa: E402
 
-from copyhunt.hunt import hunt  # noqa: E402
+from copyhunt.hunting import hunt  # noqa: E402
 from copyhunt.records import Trace  # noqa: E402
 
 from copy_reference import CopyCounter  # noqa: E402 - tests/ is on sys.path (rootdir conftest)

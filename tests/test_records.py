@@ -1,57 +1,66 @@
-"""The trace file contract: round trip, and one clear error for files that are not ours."""
+"""The trace file contract: round trip of schema 2, version-1 files read into the same records, and one
+clear error for files that are not ours."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from copyhunt.errors import TraceFormatError
-from copyhunt.records import (
-    SCHEMA,
-    Access,
-    CopyRecord,
-    DeviceTiming,
-    Finding,
-    Frame,
-    OpRecord,
-    StorageInfo,
-    Trace,
-    TraceMeta,
-    load,
-    save,
-)
+from copyhunt.records import Access, DeviceTiming, Finding, Frame, OpRecord, StorageInfo, Trace, TraceMeta
+from copyhunt.tracefile import SCHEMA, from_json, load, save, to_json
+from factories import copy, trace
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _trace() -> Trace:
-    copy = CopyRecord(
-        seq=3, op="aten.copy_.default", kind="d2d", bytes=24, noop=False,
-        src_device="cpu", dst_device="cpu", shape=(2, 3), dtype="torch.float32",
-        site=Frame("demo.py", 12, "forward"), module="model.moe", region="decode/moe",
-        stack=(Frame("demo.py", 12, "forward"), Frame("run.py", 3, "<module>")),
-        device=DeviceTiming("Memcpy DtoD (Device -> Device)", 2.5, 24),
-        findings=(Finding("fresh-temporary", "r", "s"),), verdict="fresh-temporary",
-    )
+    c = copy(3, 24, site=Frame("demo.py", 12, "forward"), module="model.moe", region="decode/moe", shape=(2, 3),
+             stack=(Frame("demo.py", 12, "forward"), Frame("run.py", 3, "<module>")), src_storages=(1, 3),
+             bytes_exact=False, timing=DeviceTiming("Memcpy DtoD (Device -> Device)", 2.5, 24),
+             findings=(Finding("fresh-temporary", "r", "s"), Finding("chained", "r2", "s2")))
     op = OpRecord(seq=3, op="aten.copy_.default", reads=(Access(1, 0, 24),), writes=(Access(2, 0, 24, True),), is_copy=True)
-    return Trace(
-        meta=TraceMeta(device="cpu", target="demo.py", argv=("a", "b"), notes=("n",)),
-        copies=(copy,), ops=(op,), storages=(StorageInfo(1, "cpu", 24, False), StorageInfo(2, "cpu", 24, True)),
+    return trace(
+        c, copy(4, 8),
+        meta=TraceMeta(device="cpu", target="demo.py", argv=("a", "b"), notes=("n",), focus=("*/m/*",), view={"kinds": ["d2d"]},
+                       ops_complete=True, kineto_trace="k.json", device_join={"joined": 1}),
+        ops=(op,), storages=(StorageInfo(1, "cpu", 24, False), StorageInfo(2, "cpu", 24, True)),
     )
 
 
 def test_round_trip_is_exact(tmp_path):
-    trace = _trace()
-    path = save(trace, tmp_path / "t.json")
-    assert load(path) == trace
+    t = _trace()
+    path = save(t, tmp_path / "t.json")
+    assert load(path) == t
     doc = json.loads(path.read_text())
-    assert doc["schema"] == SCHEMA == "copyhunt.trace/1"
+    assert doc["schema"] == SCHEMA == "copyhunt.trace/2"
     c = doc["copies"][0]
     # The minimum contract other tools rely on.
     for key in ("seq", "op", "kind", "bytes", "noop", "src_device", "dst_device", "shape", "dtype", "site", "module", "region", "captured_in_graph"):
         assert key in c
     assert c["site"] == {"file": "demo.py", "line": 12, "function": "forward"}
-    assert c["device"] == {"name": "Memcpy DtoD (Device -> Device)", "time_us": 2.5, "bytes": 24, "stream": None, "start_us": None}
+    assert (c["src_storages"], c["bytes_exact"]) == ([1, 3], False)
+    # Timings and findings sit beside the copies, pointing at them by position; the second copy has none.
+    assert doc["timings"] == [{"copy": 0, "name": "Memcpy DtoD (Device -> Device)", "time_us": 2.5, "bytes": 24, "stream": None, "start_us": None}]
+    assert doc["findings"] == [
+        {"copy": 0, "verdict": "fresh-temporary", "reason": "r", "suggestion": "s"},
+        {"copy": 0, "verdict": "chained", "reason": "r2", "suggestion": "s2"},
+    ]
+    assert "verdict" not in c and "device" not in c  # no fact stored twice
     assert doc["ops"][0]["writes"] == [[2, 0, 24, True]]
+    assert doc["meta"]["view"] == {"kinds": ["d2d"]} and doc["meta"]["ops_complete"] is True
+
+
+def test_the_read_side_joins_record_timing_and_findings():
+    first, second = _trace().read_copies()
+    assert (first.key, first.verdict, first.reason, first.suggestion) == (0, "fresh-temporary", "r", "s")
+    assert (first.site.line, first.bytes, first.moved_bytes, first.device.time_us) == (12, 24, 24, 2.5)
+    assert (second.key, second.verdict, second.device) == (1, None, None)
+    assert _trace().judged and not trace(copy()).judged
+    # An unjudged trace is not the same as a judged one without copies.
+    assert trace(judged=True).judged and trace(judged=True).findings == {}
 
 
 def test_save_refuses_to_overwrite(tmp_path):
@@ -64,24 +73,69 @@ def test_save_refuses_to_overwrite(tmp_path):
     assert load(path) == _trace()
 
 
-def test_unknown_keys_are_kept(tmp_path):
-    doc = _trace().to_json()
+def test_unknown_keys_are_kept_where_they_were():
+    doc = to_json(_trace())
     doc["copies"][0]["future_field"] = 7
     doc["meta"]["future_meta"] = "x"
-    t = Trace.from_json(doc)
+    t = from_json(doc)
     assert t.copies[0].extra == {"future_field": 7}
     assert t.meta.extra == {"future_meta": "x"}
+    again = to_json(t)
+    assert again["copies"][0]["future_field"] == 7 and again["meta"]["future_meta"] == "x"
+
+
+def test_version_1_files_read_into_the_same_records():
+    # copyhunt 0.1 wrote device timing and verdicts inside each copy, first-party facts in `extra`,
+    # and the capture's filters in meta.filters.
+    v1 = {
+        "schema": "copyhunt.trace/1",
+        "meta": {"device": "cpu", "filters": {"kinds": ["d2d"], "focus": ["*/m/*"]}, "notes": [],
+                 "extra": {"kineto_trace": "k.json", "device_join": {"joined": 1}, "mine": 1}},
+        "copies": [
+            {"seq": 3, "op": "aten.cat.default", "kind": "d2d", "bytes": 8, "noop": False, "src_device": "cpu", "dst_device": "cpu",
+             "shape": [2], "dtype": "torch.float32", "site": None, "origin": "graph-replay", "graph_replay": 1,
+             "device": {"name": "memcpy128", "time_us": 1.0, "bytes": 8, "stream": 7, "start_us": 5.0},
+             "verdict": "needed", "reason": "r", "suggestion": "s", "findings": [{"verdict": "needed", "reason": "r", "suggestion": "s"}],
+             "extra": {"src_storages": [1, 2], "bytes_exact": False, "graph": 0, "later": "kept"}},
+            {"seq": 4, "op": "aten.clone.default", "kind": "d2d", "bytes": 4, "noop": False, "src_device": "cpu", "dst_device": "cpu",
+             "shape": [1], "dtype": "torch.float32", "site": None, "verdict": "noop", "reason": "same storage", "suggestion": "drop it"},
+        ],
+        "ops": [{"seq": 3, "op": "aten.cat.default", "reads": [[1, 0, 4, True]], "writes": [], "allocs": [], "frees": []}],
+        "storages": [],
+    }
+    t = from_json(v1)
+    a, b = t.read_copies()
+    assert (a.src_storages, a.bytes_exact, a.graph, a.graph_replay, a.record.extra) == ((1, 2), False, 0, 1, {"later": "kept"})
+    assert a.device == DeviceTiming("memcpy128", 1.0, 8, 7, 5.0)
+    assert [f.verdict for f in a.findings] == ["needed"]
+    # A version-1 copy with a verdict but no findings list reads as one finding.
+    assert b.findings == (Finding("noop", "same storage", "drop it"),)
+    m = t.meta
+    assert (m.focus, m.view, m.kineto_trace, m.device_join, m.extra) == (("*/m/*",), {"kinds": ["d2d"]}, "k.json", {"joined": 1}, {"mine": 1})
+    assert m.ops_complete is True  # op records and no record_ops=False note: a full hunt
+    assert m.notes == ("traced by copyhunt 0.1 with filters (kinds=d2d): the file holds no other copies",)
+    assert to_json(t)["schema"] == "copyhunt.trace/2"
+
+
+def test_stored_version_1_traces_still_load():
+    base = load(ROOT / "traces" / "moe-h200" / "moe-baseline.json")  # a real device-captured hunt, version 1
+    assert base.judged and len(base.copies) == 8 and len(base.timings) == 8
+    assert base.meta.device_join["joined"] == 8 and base.meta.kineto_trace == "traces/moe-h200/moe-baseline.kineto.json.gz"
+    graph = load(ROOT / "traces" / "moe-h200" / "graph-hunt.json")
+    assert [(c.graph, c.graph_replay) for c in graph.copies] == [(0, 0), (0, 1), (0, 2)] * 2
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
-        ('{"schema": "copyhunt.trace/1", "copies": [', "not valid JSON, truncated or corrupt"),
+        ('{"schema": "copyhunt.trace/2", "copies": [', "not valid JSON, truncated or corrupt"),
         ('{"traceEvents": []}', "not a copyhunt trace (no 'schema' key)"),
         ('{"schema": "other.trace/1"}', "not a copyhunt trace (schema 'other.trace/1'"),
-        ('{"schema": "copyhunt.trace/2"}', "written by a newer copyhunt"),
+        ('{"schema": "copyhunt.trace/3"}', "written by a newer copyhunt"),
         ('{"schema": "copyhunt.trace/x"}', "malformed schema version"),
+        ('{"schema": "copyhunt.trace/2", "copies": [{"seq": 1}]}', "copy record is missing op, kind"),
         ('{"schema": "copyhunt.trace/1", "copies": [{"seq": 1}]}', "copy record is missing op, kind"),
+        ('{"schema": "copyhunt.trace/2", "timings": [{"copy": 0, "name": "x", "time_us": 1}]}', "'copy' 0 names no copy (the trace has 0)"),
         ('[1, 2]', "not a copyhunt trace"),
     ],
 )
@@ -99,22 +153,29 @@ def test_missing_file(tmp_path):
         load(tmp_path / "nope.json")
 
 
-def test_verification_round_trips_and_older_files_have_none(tmp_path):
+def test_verifications_round_trip_beside_the_copies_and_older_files_have_none(tmp_path):
     from dataclasses import replace
 
     from copyhunt.records import Verification
 
     v = Verification("refuted", "the return value differs; first diverging op #7 aten.mul.Tensor (m.py:3)", 7)
-    trace = _trace().with_copies([replace(_trace().copies[0], verification=v)])
-    path = save(trace, tmp_path / "v.json")
-    assert load(path) == trace
-    assert json.loads(path.read_text())["copies"][0]["verification"] == {
-        "status": "refuted", "detail": "the return value differs; first diverging op #7 aten.mul.Tensor (m.py:3)", "seq": 7,
-    }
-    # A file written before copyhunt verify existed has no such key: the copies are simply unverified.
-    doc = _trace().to_json()
-    del doc["copies"][0]["verification"]
-    assert Trace.from_json(doc).copies[0].verification is None
-    doc["copies"][0]["verification"] = {"status": "maybe", "detail": "?"}
+    t = replace(_trace(), verifications={1: v})
+    path = save(t, tmp_path / "v.json")
+    assert load(path) == t
+    assert load(path).read_copies()[1].verification == v and load(path).read_copies()[0].verification is None
+    assert json.loads(path.read_text())["verifications"] == [
+        {"copy": 1, "status": "refuted", "detail": "the return value differs; first diverging op #7 aten.mul.Tensor (m.py:3)", "seq": 7},
+    ]
+    # A file written before copyhunt verify existed has no such key: nothing was re-run.
+    doc = to_json(_trace())
+    del doc["verifications"]
+    assert from_json(doc).verifications == {} and not from_json(doc).verified
+    doc["verifications"] = [{"copy": 0, "status": "maybe", "detail": "?"}]
     with pytest.raises(TraceFormatError, match="unknown verification status 'maybe'"):
-        Trace.from_json(doc)
+        from_json(doc)
+
+
+def test_every_source_of_a_cat_keeps_its_dtype_and_layout(tmp_path):
+    t = trace(copy(1, 32, op="aten.cat.default", src_storage=1, src_storages=(1, 2), src_dtypes=("torch.float32", "torch.float16"),
+                   src_contiguity=(True, None)))
+    assert load(save(t, tmp_path / "c.json")).copies[0].src_contiguity == (True, None)

@@ -15,7 +15,9 @@ import pytest
 from html_samples import HOSTILE, MOE_BASELINE, MOE_H200, ROOT, bench_doc, copy, ten_thousand_copies, tiny_png, write_hostile_trace
 
 from copyhunt.cli import main
-from copyhunt.records import DeviceTiming, Frame, Trace, TraceMeta, load, save
+import factories
+from copyhunt.records import DeviceTiming, Frame, Trace, TraceMeta
+from copyhunt.tracefile import load, save
 from copyhunt.errors import OutputExistsError
 from copyhunt.report.html import BenchFileError, OutputWriteError, embed_json, read_bench, render_html, write_html
 from copyhunt.report.html_data import MAX_STACKS, MAX_TEXT, clean_text, report_data
@@ -44,7 +46,7 @@ def test_moe_baseline_data_is_two_stacks_of_four_copies():
     assert data["timed"] is False and data["judged"] is True
     frames = data["frames"]
     sites = [f"{frames[s['s']][0]}:{frames[s['s']][1]} {frames[s['s']][2]}" for s in data["stacks"]]
-    assert sites == ["copyhunt/moe/modular.py:51 apply", "copyhunt/moe/modular.py:86 apply"]
+    assert sites == ["copyhunt_moe/modular.py:51 apply", "copyhunt_moe/modular.py:86 apply"]
     for s in data["stacks"]:
         assert (s["op"], s["kind"], s["v"], s["n"], s["b"], s["e"]) == ("copy_", "d2d", "fresh-temporary", 4, 2048, 4)
         assert s["m"] == [f"MoEStack.layers.{i}" for i in range(4)]
@@ -59,7 +61,7 @@ def test_device_time_and_gpu_share_from_the_h200_trace():
     data = report_data(load(MOE_H200))
     t = data["totals"]
     trace = load(MOE_H200)
-    us = sum(c.device.time_us for c in trace.copies)
+    us = sum(c.device.time_us for c in trace.read_copies())
     assert data["timed"] is True and t["us"] == pytest.approx(us) and t["elim_us"] == pytest.approx(us)
     assert data["meta"]["gpu_us"] == 516.508
     assert round(t["us"], 1) == 8.5  # README: 8.5 us of device time in all
@@ -76,7 +78,7 @@ def test_copies_fold_by_stack_op_kind_and_verdict():
         copy(4, b, stack=(b, caller), nbytes=4096, noop=True, op="aten.copy_.default"),
         copy(5, None, nbytes=8),
     ]
-    data = report_data(Trace(meta=TraceMeta(target="t"), copies=tuple(copies)))
+    data = report_data(factories.trace(*copies, meta=TraceMeta(target="t")))
     rows = [(s["op"], s["v"], s["n"], s["z"], s["b"], s["t"], s["e"], s["r"]) for s in data["stacks"]]
     # Sorted by bytes: a/needed 2048 B, a/dead-store 1024 B, no-site 8 B, then the noop (moves 0 bytes).
     assert rows == [
@@ -94,7 +96,7 @@ def test_copies_fold_by_stack_op_kind_and_verdict():
 
 def test_stacks_beyond_the_limit_are_summed_not_shipped():
     copies = [copy(i, Frame("m.py", i + 1, "f"), nbytes=4 * (i + 1)) for i in range(MAX_STACKS + 3)]
-    data = report_data(Trace(copies=tuple(copies)))
+    data = report_data(factories.trace(*copies))
     assert len(data["stacks"]) == MAX_STACKS
     # The 3 smallest (4, 8 and 12 bytes) are left out; the totals still count them.
     assert data["totals"]["left_out"] == {"stacks": 3, "copies": 3, "bytes": 24}
@@ -274,7 +276,7 @@ def test_report_html_command(tmp_path, monkeypatch, capsys):
     assert main(["report", "t.json", "--html", "r.html", "--bench", "b.png"]) == 0
     out, err = capsys.readouterr()
     assert err == "copyhunt: HTML report written to r.html\n"
-    assert "copyhunt/moe/modular.py:51" in out  # the table is printed as without --html
+    assert "copyhunt_moe/modular.py:51" in out  # the table is printed as without --html
     data = page_data((tmp_path / "r.html").read_text())
     assert data["meta"]["trace_file"] == "t.json" and data["totals"]["copies"] == 8 and data["plot"]
     # An existing file needs --force (checked before any work); exit 2 with one line.

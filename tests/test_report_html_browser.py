@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from copyhunt.records import load
+import factories
+from copyhunt.tracefile import load
 from copyhunt.report.html import read_bench, render_html
 from html_samples import HOSTILE, MOE_BASELINE, bench_doc, ten_thousand_copies, tiny_png, write_hostile_trace
 
@@ -74,7 +75,7 @@ def pages(chromium, tmp_path_factory) -> dict[str, Page]:
     (work / "b.json").write_text(json.dumps(bench_doc(preset=HOSTILE)))
     hostile = load(write_hostile_trace(work / "hostile.json"))
     # One launch per page costs 2-3 s of this 2-core box, so the hostile records ride on the 10k-copy trace.
-    hostile_10k = hostile.with_copies(hostile.copies + ten_thousand_copies().copies)
+    hostile_10k = factories.trace(*hostile.read_copies(), *ten_thousand_copies().read_copies(), meta=hostile.meta)
     sources = {
         "moe-baseline": render_html(load(MOE_BASELINE), trace_path="traces/moe-baseline-cpu.json"),
         "hostile-10k": render_html(hostile_10k, trace_path=HOSTILE, bench=read_bench([work / "b.png", work / "b.json"])),
@@ -127,22 +128,22 @@ def test_page_loads_clean_and_its_tree_expands(pages, name):
 def test_moe_baseline_shows_its_two_sites(pages):
     page = pages["moe-baseline"]
     st = page.selftest
-    # First view, torch frames hidden: layer.py:114 -> layer.py:79 -> modular.py:151/152 -> the two sites -> copy_.
+    # First view, torch frames hidden: layer.py:114 -> layer.py:79 -> modular.py:159/160 -> the two sites -> copy_.
     assert st["default_rows"] == [
-        "forward copyhunt/moe/layer.py:114",
-        "forward copyhunt/moe/layer.py:79",
-        "apply copyhunt/moe/modular.py:151",
-        "apply copyhunt/moe/modular.py:51 site",
+        "forward copyhunt_moe/layer.py:114",
+        "forward copyhunt_moe/layer.py:79",
+        "apply copyhunt_moe/modular.py:159",
+        "apply copyhunt_moe/modular.py:51 site",
         "copy_ d2d",
-        "apply copyhunt/moe/modular.py:152",
-        "apply copyhunt/moe/modular.py:86 site",
+        "apply copyhunt_moe/modular.py:160",
+        "apply copyhunt_moe/modular.py:86 site",
         "copy_ d2d",
     ]
-    assert st["sites_in_view"] == ["copyhunt/moe/modular.py:51", "copyhunt/moe/modular.py:86"]
+    assert st["sites_in_view"] == ["copyhunt_moe/modular.py:51", "copyhunt_moe/modular.py:86"]
     assert st["nodes"] == 8 and st["sites_rows"] == 5  # header + 2 sites + their 2 "why" rows
     # The DOM as the screenshot was taken: reasons and suggestions of both sites are on the page.
     text = re.sub(r"<[^>]+>", " ", page.dom)
-    for needle in ("copyhunt/moe/modular.py:51 apply", "copyhunt/moe/modular.py:86 apply", "8 of 8 copies",
+    for needle in ("copyhunt_moe/modular.py:51 apply", "copyhunt_moe/modular.py:86 apply", "8 of 8 copies",
                    "let aten.sum.IntList_out at torch_experts.py:90 write straight into this copy",
                    "pass this copy's destination to aten.copy_ at modular.py:51 as its output"):
         assert needle in html.unescape(text), needle

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import json
 
-from copyhunt.records import CopyRecord, DeviceTiming, Frame, Trace, TraceMeta
+from copyhunt.records import Copy, DeviceTiming, Frame, TraceMeta
+from copyhunt.view import view
+from factories import copy, trace
 from copyhunt.report.perfetto import to_chrome_trace, write_perfetto
 
 
-def cp(seq: int, site: Frame | None, **kw) -> CopyRecord:
-    return CopyRecord(seq=seq, op="aten.copy_.default", kind="d2d", bytes=8, noop=False, src_device="cpu",
-                      dst_device="cpu", shape=(2,), dtype="torch.float32", site=site, **kw)
+def cp(seq: int, site: Frame | None, **kw) -> Copy:
+    return copy(seq, 8, site=site, shape=(2,), **kw)
 
 
 def test_logical_clock_without_device_times(tmp_path):
-    trace = Trace(meta=TraceMeta(target="t.py"), copies=(
+    shown = view(trace(
         cp(4, Frame("a.py", 3, "f"), verdict="noop", module="m"),
-        cp(9, None, device=DeviceTiming("Memcpy DtoD (Device -> Device)", 2.0, 8)),  # no start time
+        cp(9, None, timing=DeviceTiming("Memcpy DtoD (Device -> Device)", 2.0, 8)),  # no start time
+        meta=TraceMeta(target="t.py"),
     ))
-    doc = to_chrome_trace(trace)
+    doc = to_chrome_trace(shown)
     meta = [e for e in doc["traceEvents"] if e["ph"] == "M"]
     assert [(e["name"], e["args"]["name"]) for e in meta] == [("process_name", "copyhunt"), ("thread_name", "copies")]
     events = [e for e in doc["traceEvents"] if e["ph"] == "X"]
@@ -31,10 +33,10 @@ def test_logical_clock_without_device_times(tmp_path):
     }
     assert events[1]["args"]["device_time_us"] == 2.0
     assert doc["otherData"]["clock"] == "logical: ts = op sequence number"
-    path = write_perfetto(trace, tmp_path / "sub" / "tl.json")
+    path = write_perfetto(shown, tmp_path / "sub" / "tl.json")
     assert json.loads(path.read_text()) == doc
 
 
 def test_empty_trace_has_only_the_track():
-    doc = to_chrome_trace(Trace())
+    doc = to_chrome_trace(view(trace()))
     assert [e["ph"] for e in doc["traceEvents"]] == ["M", "M"]

@@ -8,9 +8,12 @@ from typing import Any
 
 from rich.console import Console
 
-from copyhunt.records import CopyRecord, DeviceTiming, Frame, Trace, TraceMeta
+from copyhunt.records import Copy, DeviceTiming, Frame, Trace, TraceMeta
+from copyhunt.selection import Selection
+from copyhunt.view import recorded_selection, view
+from factories import copy, trace
 from copyhunt.report.table import render_table
-from copyhunt.report.units import human_bytes, percent, short_op, short_path
+from copyhunt.text import display_path, human_bytes, percent, short_op
 
 CWD = "/home/u/proj"
 MOE = Frame(f"{CWD}/model/moe.py", 120, "forward")
@@ -19,13 +22,8 @@ LIB = Frame("/opt/lib/x.py", 9, "f")
 MIB = 1024 * 1024
 
 
-def cp(seq: int, nbytes: int, site: Frame | None, **kw: Any) -> CopyRecord:
-    base: dict[str, Any] = dict(
-        seq=seq, op="aten.copy_.default", kind="d2d", bytes=nbytes, noop=False, src_device="cpu",
-        dst_device="cpu", shape=(nbytes // 2,), dtype="torch.bfloat16", site=site,
-    )
-    base.update(kw)
-    return CopyRecord(**base)
+def cp(seq: int, nbytes: int, site: Frame | None, **kw: Any) -> Copy:
+    return copy(seq, nbytes, site=site, **{"shape": (nbytes // 2,), "dtype": "torch.bfloat16", **kw})
 
 
 def judged_trace() -> Trace:
@@ -40,19 +38,19 @@ def judged_trace() -> Trace:
     )
     meta = TraceMeta(device="cpu", torch_version="2.13.0", target="demo.py", argv=("demo.py", "--layers", "2"),
                      complete=False, error="ValueError: boom", notes=("a note for the reader",))
-    return Trace(meta=meta, copies=copies)
+    return trace(*copies, meta=meta)
 
 
 def timed_trace() -> Trace:
     """Two sites with device time (GPU total 200 us), no verdicts."""
     copies = (
-        cp(1, 2 * MIB, MOE, device=DeviceTiming("Memcpy DtoD (Device -> Device)", 10.0, 2 * MIB)),
-        cp(2, 2 * MIB, MOE, device=DeviceTiming("Memcpy DtoD (Device -> Device)", 12.0, 2 * MIB)),
-        cp(3, 1 * MIB, FIN, device=None),
+        cp(1, 2 * MIB, MOE, timing=DeviceTiming("Memcpy DtoD (Device -> Device)", 10.0, 2 * MIB)),
+        cp(2, 2 * MIB, MOE, timing=DeviceTiming("Memcpy DtoD (Device -> Device)", 12.0, 2 * MIB)),
+        cp(3, 1 * MIB, FIN),
     )
     meta = TraceMeta(device="cuda:0 NVIDIA H100 80GB HBM3", torch_version="2.11.0", target="-m app.serve",
-                     gpu_time_us=200.0, filters={"kinds": ["d2d"]})
-    return Trace(meta=meta, copies=copies)
+                     gpu_time_us=200.0, view={"kinds": ["d2d"]})
+    return trace(*copies, meta=meta)
 
 
 CASES = {
@@ -61,9 +59,10 @@ CASES = {
 }
 
 
-def render(trace: Trace, width: int, **kw: Any) -> str:
+def render(t: Trace, width: int, selection: Selection | None = None, **kw: Any) -> str:
     console = Console(width=width, no_color=True, force_terminal=False, file=io.StringIO())
-    render_table(trace, console, cwd=CWD, **kw)
+    # No selection: the view the trace records, as `copyhunt trace` / `report` show it.
+    render_table(view(t, selection if selection is not None else recorded_selection(t)), console, cwd=CWD, **kw)
     # rich pads table cells to the column width; trailing blanks are not part of the contract.
     return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines()) + "\n"
 
@@ -175,11 +174,11 @@ def render_case(name: str, width: int) -> str:
 
 def test_top_hides_the_rest_and_says_so():
     copies = tuple(cp(i, (10 - i) * 1024, Frame(f"{CWD}/m.py", i, "f")) for i in range(1, 6))
-    out = render(Trace(meta=TraceMeta(target="t.py"), copies=copies), 100, top=2)
+    out = render(trace(*copies, meta=TraceMeta(target="t.py")), 100, top=2)
     # Rows for lines 1 (9 KiB) and 2 (8 KiB) shown; lines 3..5 hidden: 7 + 6 + 5 = 18 KiB in 3 copies.
     assert "m.py:1 f" in out and "m.py:2 f" in out and "m.py:3 f" not in out
     assert "... 3 more source sites: 3 copies, 18.0 KiB (--top 0 shows all)\n" in out
-    assert "m.py:5 f" in render(Trace(meta=TraceMeta(target="t.py"), copies=copies), 100, top=0)
+    assert "m.py:5 f" in render(trace(*copies, meta=TraceMeta(target="t.py")), 100, top=0)
 
 
 def test_group_by_module_and_display_filters():
@@ -188,35 +187,35 @@ def test_group_by_module_and_display_filters():
         cp(2, 2048, FIN, module="layers.0.moe", region="decode"),
         cp(3, 1024, FIN, module="layers.1.moe", kind="h2d", region="prefill"),
     )
-    trace = Trace(meta=TraceMeta(target="t.py"), copies=copies)
-    out = render(trace, 100, by="module")
+    t = trace(*copies, meta=TraceMeta(target="t.py"))
+    out = render(t, 100, by="module")
     assert "Module " in out
     # layers.0.moe: 4096 + 2048 = 6.0 KiB of 7.0 KiB = 85.7%.
     assert "layers.0.moe" in out and "6.0 KiB  85.7%" in out
-    shown = render(trace, 100, kinds=("d2d",), region="decode")
+    shown = render(t, 100, selection=Selection(kinds=("d2d",), region="decode"))
     # Only seq 1 and 2 match; totals are over what is shown: 6.0 KiB.
     assert "copies   2 copies, 6.0 KiB written" in shown
     assert "filters  showing kind=d2d, region=decode" in shown
-    assert "No copies match the filters." in render(trace, 100, region="nowhere")
+    assert "No copies match the filters." in render(t, 100, selection=Selection(region="nowhere"))
 
 
 def test_empty_trace():
-    out = render(Trace(meta=TraceMeta(target="t.py")), 80, trace_path="x.json")
+    out = render(trace(meta=TraceMeta(target="t.py")), 80, trace_path="x.json")
     assert "copies  0 copies, 0 B written" in out
     assert "status  complete\n\nNo copies recorded.\n" in out
     assert out.endswith("\ntrace file: x.json\n")
 
 
 def test_no_ansi_when_piped_or_no_color():
-    trace = judged_trace()
+    shown = view(judged_trace())
     piped = Console(width=80, file=io.StringIO())  # a StringIO is not a terminal
-    render_table(trace, piped, cwd=CWD)
+    render_table(shown, piped, cwd=CWD)
     assert "\x1b[" not in piped.file.getvalue()
     no_color = Console(width=80, file=io.StringIO(), force_terminal=True, no_color=True)
-    render_table(trace, no_color, cwd=CWD)
+    render_table(shown, no_color, cwd=CWD)
     assert "\x1b[3" not in no_color.file.getvalue()  # no colour codes (bold may remain, as NO_COLOR allows)
     colour = Console(width=80, file=io.StringIO(), force_terminal=True, color_system="standard")
-    render_table(trace, colour, cwd=CWD)
+    render_table(shown, colour, cwd=CWD)
     assert "\x1b[" in colour.file.getvalue()  # the check above can fail: a terminal does get colour
 
 
@@ -234,23 +233,24 @@ def test_units():
     assert short_op("aten.cat.out") == "cat.out"
     assert short_op("aten::copy_") == "copy_"  # op names imported from torch.profiler files
     assert short_op("Memcpy DtoD") == "Memcpy DtoD"
-    assert short_path("/home/u/proj/a/b.py", "/home/u/proj") == "a/b.py"
-    assert short_path("/elsewhere/b.py", "/home/u/proj") == "/elsewhere/b.py"
-    assert short_path("rel/b.py", "/home/u/proj") == "rel/b.py"
+    assert display_path("/home/u/proj/a/b.py", "/home/u/proj") == "a/b.py"
+    assert display_path("/elsewhere/b.py", "/home/u/proj") == "/elsewhere/b.py"
+    assert display_path("rel/b.py", "/home/u/proj") == "rel/b.py"
 
 
 def test_paths_outside_cwd_show_their_import_path(tmp_path):
     # A file of an installed package, seen from an unrelated folder, is named by its import path.
     import os
 
-    import copyhunt
-    from copyhunt.report.units import short_path
+    import copyhunt_moe
 
-    moe = os.path.join(os.path.dirname(os.path.abspath(copyhunt.__file__)), "moe", "modular.py")
-    assert short_path(moe, str(tmp_path)) == os.path.join("copyhunt", "moe", "modular.py")
+    moe = os.path.join(os.path.dirname(os.path.abspath(copyhunt_moe.__file__)), "modular.py")
+    assert display_path(moe, str(tmp_path)) == os.path.join("copyhunt_moe", "modular.py")
+    # A path recorded on another machine: the part after site-packages/.
+    assert display_path("/opt/venv/lib/python3.12/site-packages/vllm/layer.py", str(tmp_path)) == "vllm/layer.py"
     # Below the current folder, the path stays relative to it; elsewhere an unknown path stays absolute.
-    assert short_path(str(tmp_path / "a" / "b.py"), str(tmp_path)) == os.path.join("a", "b.py")
-    assert short_path("/nowhere/x.py", str(tmp_path)) == "/nowhere/x.py"
+    assert display_path(str(tmp_path / "a" / "b.py"), str(tmp_path)) == os.path.join("a", "b.py")
+    assert display_path("/nowhere/x.py", str(tmp_path)) == "/nowhere/x.py"
 
 
 def verified_trace() -> Trace:
@@ -269,7 +269,7 @@ def verified_trace() -> Trace:
         cp(4, 1024, FIN, module="layers.1", verification=bad, **fresh),
         cp(5, 1024, FIN, module="layers.1", verdict="needed", reason="none of the rules applied"),
     )
-    return Trace(meta=TraceMeta(device="cpu", torch_version="2.13.0", target="m:f", argv=("m:f",)), copies=copies)
+    return trace(*copies, meta=TraceMeta(device="cpu", torch_version="2.13.0", target="m:f", argv=("m:f",)))
 
 
 def test_verified_trace_shows_the_proof_per_row_and_per_site():

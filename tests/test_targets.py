@@ -59,7 +59,7 @@ def test_parse_forms(tmp_path, monkeypatch):
     assert parse_target("x", "a.b", ["y"]) == Target("module", "a.b", ("x", "y"))
     assert parse_target(None, None, []) == Target("function", DEFAULT_TARGET, ())
     assert Target("module", "a.b").display == "-m a.b"
-    assert Target("function", "copyhunt.moe.demo:baseline").stem == "copyhunt.moe.demo.baseline"
+    assert Target("function", "copyhunt_moe.demo:baseline").stem == "copyhunt_moe.demo.baseline"
     assert Target("script", "dir/my script.py").stem == "my_script"
 
 

@@ -15,7 +15,8 @@ import torch
 
 import copyhunt
 from copyhunt.analysis import eliminable_summary, judge
-from copyhunt.records import CopyRecord, Trace
+from copyhunt.records import Copy
+from copyhunt.view import TraceView, view
 
 HERE = Path(__file__)
 _SOURCE = HERE.read_text().splitlines()
@@ -33,25 +34,25 @@ def at(mark: str) -> str:
     return f"{HERE.name}:{line(mark)}"
 
 
-def hunt(fn, *args) -> tuple[Trace, object]:
+def hunt(fn, *args) -> tuple[TraceView, object]:
     """Trace ``fn(*args)``, judge the trace; also return fn's result (kept alive past the hunt)."""
     with copyhunt.hunt() as h:
         result = fn(*args)
-    return judge(h.trace), result
+    return view(judge(h.trace)), result
 
 
-def death(trace: Trace, storage: int) -> str:
+def death(judged: TraceView, storage: int) -> str:
     """How reasons describe the recorded death of ``storage``: freed before an op, or at the end."""
-    freed = [o.seq for o in trace.ops if storage in o.frees]
+    freed = [o.seq for o in judged.trace.ops if storage in o.frees]
     if freed:
         return f"freed (before #{freed[0]})"
-    (info,) = [s for s in trace.storages if s.id == storage]
+    (info,) = [s for s in judged.trace.storages if s.id == storage]
     assert not info.alive_at_end
     return "dead when the hunt ended"
 
 
-def only(trace: Trace) -> CopyRecord:
-    (c,) = trace.copies
+def only(judged: TraceView) -> Copy:
+    (c,) = judged.copies
     return c
 
 
@@ -165,7 +166,7 @@ def test_empty_like_is_no_read_of_its_argument():
     trace, _ = hunt(empty_like_then_copy, torch.arange(4.0))
     c = only(trace)
     assert (c.verdict, c.bytes, c.site.line) == ("fresh-temporary", 16, line("empty-like-copy"))
-    (empty,) = [o for o in trace.ops if o.op == "aten.empty_like.default"]
+    (empty,) = [o for o in trace.trace.ops if o.op == "aten.empty_like.default"]
     assert empty.reads == () and [a.storage for a in empty.writes] == [c.dst_storage]
     assert c.reason.startswith(f"source (a fresh 16 B buffer #{c.src_storage} made by aten.add.Tensor at {at('empty-like-producer')})")
 
@@ -250,8 +251,7 @@ def test_needed_cross_device_copies_of_fresh_temporaries():
     with copyhunt.hunt() as h:
         d = (a * 2).cuda()  # h2d of a host temporary
         back = (d * 2).cpu()  # d2h of a device temporary
-    trace = judge(h.trace)
-    assert [(c.kind, c.verdict) for c in trace.copies] == [("h2d", "needed"), ("d2h", "needed")]
+    assert [(c.kind, c.verdict) for c in h.copies] == [("h2d", "needed"), ("d2h", "needed")]
     assert back.sum().item() == 24.0  # (0+1+2+3) * 4
 
 
@@ -314,8 +314,26 @@ def test_cli_trace_json_carries_verdict_reason_suggestion(tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)
     (tmp_path / "s.py").write_text(SCRIPT)
     assert main(["trace", "s.py", "--json", "-o", "t.json"]) == 0
-    (copy,) = json.loads(capsys.readouterr().out)["copies"]
-    assert (copy["verdict"], copy["site"]["line"]) == ("fresh-temporary", 4)
-    assert copy["reason"].startswith(f"source (a fresh 16 B buffer #{copy['src_storage']} made by aten.add.Tensor at s.py:4)")
-    assert copy["suggestion"].startswith("let aten.add.Tensor at s.py:4 write straight into this copy's destination")
-    assert [f["verdict"] for f in copy["findings"]] == ["fresh-temporary"]
+    doc = json.loads(capsys.readouterr().out)
+    (copy,) = doc["copies"]
+    (finding,) = doc["findings"]  # beside the copies, pointing at copy 0
+    assert (finding["copy"], finding["verdict"], copy["site"]["line"]) == (0, "fresh-temporary", 4)
+    assert finding["reason"].startswith(f"source (a fresh 16 B buffer #{copy['src_storage']} made by aten.add.Tensor at s.py:4)")
+    assert finding["suggestion"].startswith("let aten.add.Tensor at s.py:4 write straight into this copy's destination")
+
+
+def test_an_api_saved_trace_reports_with_verdicts(tmp_path, monkeypatch, capsys):
+    # The README's API: hunt, read c.verdict, save h.trace as it is (unjudged), then `copyhunt report`.
+    from copyhunt.cli import main
+
+    a, out = torch.arange(4.0), torch.empty(4)
+    with copyhunt.hunt() as h:
+        fresh_into(a, out)
+    assert h.trace.findings is None  # saved as captured...
+    assert [(c.verdict, c.site.line) for c in h.copies] == [("fresh-temporary", line("fresh"))]  # ...read judged
+    copyhunt.save_trace(h.trace, tmp_path / "t.json")
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["report", str(tmp_path / "t.json")]) == 0
+    shown = capsys.readouterr().out
+    assert "eliminable  1 of 1 copies, 16 B look eliminable" in shown
+    assert "fresh-temporary" in shown and "Why they look eliminable:" in shown

@@ -11,21 +11,22 @@ from pathlib import Path
 
 import copyhunt
 from copyhunt.analysis import eliminable_summary, judge
-from copyhunt.moe import demo
-from copyhunt.moe.modular import copy_sites
-from copyhunt.records import Trace, is_eliminable
+from copyhunt_moe import demo
+from copyhunt_moe.modular import copy_sites
+from copyhunt.records import is_eliminable
+from copyhunt.view import TraceView, view
 
 LAYERS = 4
 # One MoE output is tokens x hidden bf16 = 4 x 64 x 2 B = 512 B (tiny preset, hidden 64).
 OUTPUT_BYTES = 512
 
 
-def _trace(fn) -> Trace:
+def _trace(fn) -> TraceView:
     # focus on the MoE package so sites are the modular kernel's lines, not this test's call.
-    with copyhunt.hunt(focus=("*copyhunt/moe/*",)) as h:
+    with copyhunt.hunt(focus=("*/copyhunt_moe/*",)) as h:
         out = fn(device="cpu", layers=LAYERS)
     assert out.shape == (4, 64)
-    return judge(h.trace)
+    return view(judge(h.trace))
 
 
 def test_baseline_two_eliminable_output_copies_per_layer():
@@ -89,4 +90,4 @@ def test_baseline_copies_are_verified_by_re_execution():
     got = {(Path(r.plan.site.file).name, r.plan.site.line): (len(r.plan.copies), r.verification.status) for r in result.sites}
     assert got == {("modular.py", sites["experts-copy"].line): (LAYERS, "verified"),
                    ("modular.py", sites["finalize-copy"].line): (LAYERS, "verified")}
-    assert all(c.verification is not None and c.verification.status == "verified" for c in result.trace.copies)
+    assert all(c.verification is not None and c.verification.status == "verified" for c in result.trace.read_copies())

@@ -17,7 +17,8 @@ import torch
 
 import copyhunt
 from copyhunt.analysis import judge
-from copyhunt.records import CopyRecord, Trace
+from copyhunt.records import Copy
+from copyhunt.view import TraceView, view
 
 HERE = Path(__file__)
 _SOURCE = HERE.read_text().splitlines()
@@ -35,21 +36,21 @@ def at(mark: str) -> str:
     return f"{HERE.name}:{line(mark)}"
 
 
-def hunt(fn, *args) -> tuple[Trace, object]:
+def hunt(fn, *args) -> tuple[TraceView, object]:
     """Trace ``fn(*args)`` under inference_mode (as generate() runs), judge it; keep fn's result alive."""
     with torch.inference_mode(), copyhunt.hunt() as h:
         result = fn(*args)
-    return judge(h.trace), result
+    return view(judge(h.trace)), result
 
 
-def only(trace: Trace) -> CopyRecord:
-    (c,) = trace.copies
+def only(judged: TraceView) -> Copy:
+    (c,) = judged.copies
     return c
 
 
-def producer_buffer(trace: Trace, op: str) -> int:
+def producer_buffer(judged: TraceView, op: str) -> int:
     """The storage the (single) op named ``op`` allocated."""
-    (o,) = [o for o in trace.ops if o.op == op]
+    (o,) = [o for o in judged.trace.ops if o.op == op]
     (sid,) = o.allocs
     return sid
 
@@ -88,7 +89,7 @@ def test_rotate_half_keeps_the_copy_of_the_half_that_is_not_a_temporary():
     assert (c.verdict, c.op, c.bytes, c.site.line) == ("needed", "aten.cat.default", 32, line("rotate-half"))
     assert c.reason == (
         f"only part of it could be avoided: source 1 of 2 (a fresh 16 B buffer #{neg} made by aten.neg at "
-        f"{at('rotate-half')}) could be written in place, but source 2 (buffer #{c.extra['src_storages'][1]}: "
+        f"{at('rotate-half')}) could be written in place, but source 2 (buffer #{c.src_storages[1]}: "
         "not a temporary made for this copy) must still be copied"
     )
     assert c.suggestion == "keep it: whatever writes the first slices, the rest is still a copy"
@@ -222,7 +223,7 @@ def test_cat_with_an_empty_first_source_is_an_alias_in_disguise():
     trace, _ = hunt(first_cache_update, k)
     c = only(trace)
     assert (c.verdict, c.bytes, c.site.line) == ("defensive-clone", 96, line("first-update"))
-    (src,) = [s for s in c.extra["src_storages"] if s != c.src_storage]
+    (src,) = [s for s in c.src_storages if s != c.src_storage]
     assert c.reason == (
         f"its other sources are empty, so it copies buffer #{src} unchanged; neither the source nor this copy "
         "is written until it dies: an alias would do"

@@ -15,7 +15,9 @@ from copyhunt.analysis import index as index_mod
 from copyhunt.analysis import judge
 from copyhunt.analysis.rules import registered, rule, run_rules
 from copyhunt.analysis.index import TraceIndex
-from copyhunt.records import VERDICTS, Access, CopyRecord, Finding, Frame, OpRecord, StorageInfo, Trace, load, save
+from copyhunt.records import VERDICTS, Access, Copy, CopyRecord, Finding, Frame, OpRecord, StorageInfo, Trace
+from copyhunt.tracefile import load, save
+from factories import record, with_copies
 
 # An access spec: a storage id (its whole range, dense) or (storage, offset, nbytes[, dense]).
 Spec = Union[int, tuple]
@@ -66,8 +68,8 @@ class TraceBuilder:
         seq = self.op(name, reads, writes, allocs, frees, line, is_copy=True, captured=captured) if record_op else len(self.ops)
         nbytes = sum(self._access(w).nbytes for w in writes)
         kind = "d2d" if src_device == dst_device else "h2d" if src_device == "cpu" else "d2h" if dst_device == "cpu" else "p2p"
-        self.copies.append(CopyRecord(
-            seq=seq, op=f"aten.{name}.default", kind=kind, bytes=nbytes, noop=noop,
+        self.copies.append(record(
+            seq, nbytes, op=f"aten.{name}.default", kind=kind, noop=noop,
             src_device=src_device, dst_device=dst_device, shape=shape, dtype=dtype,
             site=None if line is None else Frame("/src/t.py", line, "f"),
             src_dtype=src_dtype, src_contiguous=src_contiguous, dst_contiguous=dst_contiguous,
@@ -82,12 +84,12 @@ class TraceBuilder:
 
 def verdicts(trace: Trace) -> list[str | None]:
     """Verdict of every copy, in trace order."""
-    return [c.verdict for c in judge(trace).copies]
+    return [c.verdict for c in judge(trace).read_copies()]
 
 
-def only(trace: Trace) -> CopyRecord:
+def only(trace: Trace) -> Copy:
     """The single judged copy of a trace."""
-    (c,) = judge(trace).copies
+    (c,) = judge(trace).read_copies()
     return c
 
 
@@ -298,7 +300,7 @@ def test_moe_like_pair_result_copy_then_workspace_copy():
     b.copy("copy_", 4, 2, writes=((2, 0, 16),), line=31)
     b.copy("copy_", 2, 5, reads=((2, 0, 16),), frees=(4,), line=32)
     b.op("add", reads=(3, 5), frees=(2,), line=33)
-    judged = judge(b.trace()).copies
+    judged = judge(b.trace()).read_copies()
     assert [c.verdict for c in judged] == ["fresh-temporary"] * 4
     one, two = judged[0], judged[1]
     assert (one.seq, two.seq) == (first, second)
@@ -334,7 +336,7 @@ def test_round_trip_back_into_the_original():
     b = TraceBuilder()
     _there_and_back(b, "torch.float16", "torch.float32", 8, 16)
     b.op("sum", reads=(1,), frees=(2,), line=53)
-    first, back = judge(b.trace()).copies
+    first, back = judge(b.trace()).read_copies()
     assert first.verdict == "needed"
     assert back.verdict == "round-trip"
     assert back.reason == "writes back into buffer #1 the values aten._to_copy at t.py:50 copied out of it; neither side changed since"
@@ -370,7 +372,7 @@ def test_round_trip_into_a_new_buffer():
     b.op("relu", reads=(2,), writes=(3,), allocs=(3,), line=51)
     b.copy("_to_copy", 2, 4, allocs=(4,), line=52, dtype="torch.float16", src_dtype="torch.float32")
     b.op("add", reads=(4, 1), frees=(2,), line=53)
-    first, back = judge(b.trace()).copies
+    first, back = judge(b.trace()).read_copies()
     assert back.verdict == "round-trip"
     assert back.reason == "recreates buffer #1 (which aten._to_copy at t.py:50 copied out) unchanged; neither is written while this copy lives"
     assert back.suggestion == "use the original (buffer #1) instead of copying it back"
@@ -389,7 +391,7 @@ def test_chained_copy_of_part_of_a_clone():
     b.copy("_to_copy", 2, 3, reads=((2, 0, 8),), allocs=(3,), line=61, dtype="torch.float64",
            src_dtype="torch.float32", shape=(2,))
     b.op("sum", reads=(3,), frees=(2,), line=62)
-    clone, part = judge(b.trace()).copies
+    clone, part = judge(b.trace()).read_copies()
     assert part.verdict == "chained"
     assert part.reason == "copies 8 B of the 16 B buffer #2, which aten.clone at t.py:60 had just copied from buffer #1; nothing else reads it"
     assert part.suggestion == "copy from buffer #1 straight into the destination in one op (e.g. one .to(dtype, memory_format=...) or one copy_)"
@@ -514,7 +516,7 @@ def test_graph_replay_shares_its_capture_time_verdict():
     b.op("relu", reads=(1,), frees=(2,), line=72)
     base = b.trace()
     replayed = replace(base.copies[0], origin="graph-replay", graph_replay=0)
-    captured, replay = judge(base.with_copies([base.copies[0], replayed])).copies
+    captured, replay = judge(with_copies(base, [base.copies[0], replayed])).read_copies()
     assert replay.verdict == captured.verdict == "defensive-clone"
     assert replay.reason == captured.reason + " (as at capture, #0)"
     assert captured.reason == "neither the source (buffer #1) nor this copy is written until it is freed (before #2): an alias would do"
@@ -571,7 +573,7 @@ def test_judge_is_deterministic_idempotent_and_ignores_op_order():
     assert judge(trace) == once
     assert judge(once) == once
     shuffled = replace(trace, ops=tuple(reversed(trace.ops)))
-    assert judge(shuffled).copies == once.copies
+    assert judge(shuffled).findings == once.findings
 
 
 def test_judged_trace_round_trips_through_the_file(tmp_path):
@@ -583,11 +585,10 @@ def test_judged_trace_round_trips_through_the_file(tmp_path):
     assert load(path) == judged
     import json
 
-    doc = json.loads(path.read_text())["copies"][0]
-    assert doc["verdict"] == "fresh-temporary"
-    assert doc["reason"].startswith("source (a fresh 16 B buffer #3")
-    assert doc["suggestion"].startswith("let aten.mm at t.py:20")
-    assert [f["verdict"] for f in doc["findings"]] == ["fresh-temporary"]
+    (finding,) = json.loads(path.read_text())["findings"]
+    assert (finding["copy"], finding["verdict"]) == (0, "fresh-temporary")
+    assert finding["reason"].startswith("source (a fresh 16 B buffer #3")
+    assert finding["suggestion"].startswith("let aten.mm at t.py:20")
 
 
 def test_fresh_temporary_in_an_empty_buffer_filled_by_an_out_op():
@@ -676,7 +677,7 @@ def test_eager_copy_into_a_graph_input_is_not_a_dead_store():
     # Without the capture, step 1's refill really is overwritten unread (control)...
     assert verdicts(_static_input_refill(captured=False))[0] == "dead-store"
     # ...but a graph reads #2 at every replay, and replays leave no op records: keep it.
-    refills = judge(_static_input_refill(captured=True)).copies
+    refills = judge(_static_input_refill(captured=True)).read_copies()
     assert [(c.verdict, c.reason) for c in refills] == [
         ("needed", "a CUDA graph may read or write its buffers unseen (replays leave no op records)")
     ] * 2
@@ -690,9 +691,8 @@ def test_replays_of_a_graph_captured_elsewhere_make_device_storages_unjudgeable(
         b.copy("copy_", 1, 2, line=10, src_device=device, dst_device=device)
         b.op("fill_", writes=(2,), line=11)
         base = b.trace()
-        replay = CopyRecord(seq=99, op="aten.copy_.default", kind="d2d", bytes=16, noop=False, src_device="cuda:0",
-                            dst_device="cuda:0", shape=(4,), dtype="torch.float32", site=None, origin="graph-replay")
-        judged = judge(base.with_copies([*base.copies, replay])).copies
+        replay = record(99, 16, src_device="cuda:0", dst_device="cuda:0", origin="graph-replay")
+        judged = judge(with_copies(base, [*base.copies, replay])).read_copies()
         assert [c.verdict for c in judged] == [expected, "needed"]
 
 
@@ -724,9 +724,9 @@ def test_producer_copy_filtered_out_of_the_trace_is_not_guessed():
     b.copy("copy_", 2, 3, line=51, dtype="torch.float32", src_dtype="torch.bfloat16")
     b.op("relu", reads=(3,), frees=(2,), line=52)
     trace = b.trace()
-    full = judge(trace).copies
+    full = judge(trace).read_copies()
     assert [c.verdict for c in full] == ["needed", "needed"]  # lossy then widening: needed either way
-    dropped = judge(trace.with_copies(trace.copies[1:])).copies
+    dropped = judge(with_copies(trace, trace.copies[1:])).read_copies()
     assert [c.verdict for c in dropped] == ["needed"]
 
 

@@ -21,7 +21,8 @@ import transformers  # noqa: E402
 
 import copyhunt  # noqa: E402
 from copyhunt.analysis import judge  # noqa: E402
-from copyhunt.records import CopyRecord, Trace  # noqa: E402
+from copyhunt.records import Copy, Trace  # noqa: E402
+from copyhunt.view import view  # noqa: E402
 
 from test_real_models import LLAMA, _where  # noqa: E402 - tests/ is on sys.path
 
@@ -58,12 +59,12 @@ def qwen3_grouped_mm() -> Trace:
     return _hunt(lambda: model(x).logits)
 
 
-def at(trace: Trace, path: str, snippet: str, op: str) -> list[CopyRecord]:
+def at(trace: Trace, path: str, snippet: str, op: str) -> list[Copy]:
     file, line = _where(path, snippet)
-    return [c for c in trace.copies if c.site is not None and (c.site.file, c.site.line, c.op) == (file, line, op)]
+    return [c for c in view(trace).copies if c.site is not None and (c.site.file, c.site.line, c.op) == (file, line, op)]
 
 
-def verdicts(copies: list[CopyRecord]) -> dict[str, int]:
+def verdicts(copies: list[Copy]) -> dict[str, int]:
     return dict(collections.Counter(c.verdict for c in copies))
 
 

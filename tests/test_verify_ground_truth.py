@@ -88,11 +88,11 @@ def patch_source(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, old: st
 def force(trace: Trace, file: str, line: int, verdict: str) -> Trace:
     """The trace with every copy at file:line judged ``verdict`` (the false positive issue 11 reported)."""
     f = Finding(verdict, "forced by the test: the verdict before issue 11", "forced")
-    return trace.with_copies([
-        replace(c, verdict=verdict, reason=f.reason, suggestion=f.suggestion, findings=(f,))
-        if c.site is not None and (c.site.file, c.site.line) == (file, line) else c
-        for c in trace.copies
-    ])
+    findings = dict(trace.findings or {})
+    for i, c in enumerate(trace.copies):
+        if c.site is not None and (c.site.file, c.site.line) == (file, line):
+            findings[i] = (f,)
+    return replace(trace, findings=findings)
 
 
 def status(result: Any, file: str, line: int) -> Any:
@@ -145,7 +145,7 @@ def eager() -> tuple[Callable[[], Any], Trace, Any, Any]:
 def test_min_new_tokens_clone_dead_store(sdpa, monkeypatch):
     program, trace, untouched, result = sdpa
     file, line = _where(*MIN_NEW)
-    assert {c.verdict for c in trace.copies if c.site.line == line and c.site.file == file} == {"dead-store"}
+    assert {c.verdict for c in trace.read_copies() if c.site.line == line and c.site.file == file} == {"dead-store"}
     assert status(result, file, line).status == "verified"
     patch_source(monkeypatch, transformers.generation.logits_process.MinNewTokensLengthLogitsProcessor, "__call__",
                  "scores_processed = scores.clone()", "scores_processed = scores")
@@ -156,7 +156,7 @@ def test_min_new_tokens_clone_dead_store(sdpa, monkeypatch):
 def test_first_cache_update_uses_the_new_keys(sdpa, monkeypatch):
     program, trace, untouched, result = sdpa
     file, line = _where(*KEYS)
-    assert sorted(c.verdict for c in trace.copies if (c.site.file, c.site.line) == (file, line)) == ["fresh-temporary"] * 2 + ["needed"] * 6
+    assert sorted(c.verdict for c in trace.read_copies() if (c.site.file, c.site.line) == (file, line)) == ["fresh-temporary"] * 2 + ["needed"] * 6
     assert status(result, file, line).status == "verified"
     patch_source(monkeypatch, transformers.cache_utils.DynamicLayer, "update",
                  "self.keys = torch.cat([self.keys, key_states], dim=-2)",
@@ -169,7 +169,7 @@ def test_next_token_logits_copy(sdpa, monkeypatch):
     program, trace, untouched, result = sdpa
     text = LOGITS[1]
     file, line = _where(*LOGITS)
-    assert {c.verdict for c in trace.copies if (c.site.file, c.site.line) == (file, line)} == {"fresh-temporary"}
+    assert {c.verdict for c in trace.read_copies() if (c.site.file, c.site.line) == (file, line)} == {"fresh-temporary"}
     assert status(result, file, line).status == "verified"
     patch_source(monkeypatch, transformers.generation.utils.GenerationMixin, "_sample", text,
                  "next_token_logits = outputs.logits[:, -1].to(dtype=torch.float32, device=input_ids.device)")

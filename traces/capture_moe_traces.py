@@ -9,7 +9,7 @@ Run on a GPU from the repository root: ``python traces/capture_moe_traces.py OUT
 - ``graph-hunt.json`` + ``graph-hunt.kineto.json.gz``: a CUDA graph holding 2 copies among other
   kernels, captured and replayed 3 times inside one hunt.
 
-``meta.extra["kineto_trace"]`` is rewritten to the path relative to the repository root.
+``meta.kineto_trace`` is rewritten to the path relative to the repository root.
 """
 
 from __future__ import annotations
@@ -22,38 +22,36 @@ from pathlib import Path
 
 import torch
 
-from copyhunt.hunt import hunt
-from copyhunt.records import Trace, save
+from copyhunt.hunting import hunt
+from copyhunt.records import Trace
+from copyhunt.tracefile import save
 
 REL = "traces/moe-h200"
 
 
 def _keep(trace: Trace, out: Path, name: str) -> None:
-    src = trace.meta.extra.get("kineto_trace")
-    extra = dict(trace.meta.extra)
+    src = trace.meta.kineto_trace
+    meta = trace.meta
     if src:
         with open(src, "rb") as fin, gzip.open(out / f"{name}.kineto.json.gz", "wb") as fout:
             shutil.copyfileobj(fin, fout)
-        extra["kineto_trace"] = f"{REL}/{name}.kineto.json.gz"
-    try:
-        from copyhunt.analysis import judge
+        meta = replace(meta, kineto_trace=f"{REL}/{name}.kineto.json.gz")
+    from copyhunt.analysis import ensure_judged
 
-        trace = judge(trace)
-    except Exception as exc:  # noqa: BLE001 - a fixture without verdicts is still a fixture
-        extra["judge_error"] = str(exc)
-    save(replace(trace, meta=replace(trace.meta, extra=extra)), out / f"{name}.json", overwrite=True)
-    print(f"{name}: {len(trace.copies)} copies, gpu {trace.meta.gpu_time_us} us, {trace.meta.extra.get('device_join')}")
+    trace = ensure_judged(replace(trace, meta=meta))  # a failure of the analysis leaves a note, not a crash
+    save(trace, out / f"{name}.json", overwrite=True)
+    print(f"{name}: {len(trace.copies)} copies, gpu {trace.meta.gpu_time_us} us, {trace.meta.device_join}")
 
 
 def moe(out: Path) -> None:
-    from copyhunt.moe import demo
+    from copyhunt_moe import demo
 
     for path in ("baseline", "fixed"):
         fn = getattr(demo, path)
         fn()  # warm-up: Triton compiles outside the region
-        with hunt(device_trace=True, focus=("*/copyhunt/moe/*",)) as h:
+        with hunt(device_trace=True) as h:
             fn()
-        _keep(replace(h.trace, meta=replace(h.trace.meta, target=f"copyhunt.moe.demo:{path}")), out, f"moe-{path}")
+        _keep(replace(h.trace, meta=replace(h.trace.meta, target=f"copyhunt_moe.demo:{path}")), out, f"moe-{path}")
 
 
 def graph(out: Path) -> None:

@@ -2,7 +2,7 @@
 
     python traces/make_moe_cpu_traces.py        (from the repository root)
 
-Runs ``copyhunt trace copyhunt.moe.demo:<mode> --no-device-trace`` (tiny preset, 4 layers, 4 tokens:
+Runs ``copyhunt trace copyhunt_moe.demo:<mode> --no-device-trace`` (tiny preset, 4 layers, 4 tokens:
 the demo's CPU defaults) and stores the trace with paths relative to the repository root, so that CI
 checks it from any checkout (`copyhunt gate traces/moe-fixed-cpu.json --budget copyhunt.toml`).
 """
@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 
 from copyhunt.cli import main
-from copyhunt.records import Frame, Trace, load, save
+from copyhunt.records import Frame, Trace
+from copyhunt.tracefile import load, save
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +44,7 @@ def make(mode: str) -> Path:
     """Trace one demo mode and store it as traces/moe-<mode>-cpu.json."""
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "trace.json"
-        code = main(["trace", f"copyhunt.moe.demo:{mode}", "--no-device-trace", "-o", str(raw)])
+        code = main(["trace", f"copyhunt_moe.demo:{mode}", "--no-device-trace", "-o", str(raw)])
         if code != 0:
             raise SystemExit(f"copyhunt trace exited {code}")
         trace = relative_paths(load(raw))

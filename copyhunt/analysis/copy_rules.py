@@ -15,8 +15,9 @@ from copyhunt.analysis.op_facts import (
 from copyhunt.analysis.trust import Window
 from copyhunt.analysis.rules import rule
 from copyhunt.analysis.sources import Fresh, Source, fresh_source, live_sources, made_by_reshape, merge_exact, sources
-from copyhunt.analysis.wording import ITEMSIZE, buffer, human_bytes, lossless, op_at, op_name
+from copyhunt.analysis.wording import ITEMSIZE, buffer, lossless, op_at
 from copyhunt.records import CopyRecord, Finding
+from copyhunt.text import human_bytes, op_name
 
 #: The suggestion of a copy that must stay although part of it looked avoidable.
 KEEP_REST = "keep it: whatever writes the first slices, the rest is still a copy"

@@ -10,33 +10,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable
 
-from copyhunt.records import CopyRecord, Trace, is_eliminable
+from copyhunt.records import Copy, CopyRecord, is_eliminable
+from copyhunt.text import NO_SITE, display_path
+from copyhunt.view import TraceView
 
 UNKNOWN_FILE = "<unknown>"
 
 #: Change statuses, in the order reports list them.
 STATUSES = ("added", "removed", "changed", "same")
-
-
-def display_path(file: str, root: str | os.PathLike[str] | None = None) -> str:
-    """``file`` relative to ``root`` (default: cwd) when under it, else after ``site-packages/``, else as is."""
-    if not file or file.startswith("<"):
-        return file  # "<string>", "<stdin>": not a path
-    path = Path(file)
-    if path.is_absolute():
-        base = Path(root) if root is not None else Path.cwd()
-        try:
-            return path.relative_to(base).as_posix()
-        except ValueError:
-            pass
-    posix = path.as_posix()
-    marker = "site-packages/"
-    if marker in posix:
-        return posix.rsplit(marker, 1)[1]
-    return posix
 
 
 @dataclass(frozen=True, order=True)
@@ -52,7 +35,7 @@ class SiteKey:
     def short(self) -> str:
         """``path:line function``, as the tables show a site (``(no source site)`` when unknown)."""
         if self.file == UNKNOWN_FILE:
-            return "(no source site)"
+            return NO_SITE
         return f"{self.file}:{self.line} {self.function}"
 
 
@@ -66,26 +49,21 @@ class SiteStats:
     eliminable: int = 0  # copies judged eliminable (0 when the trace has no verdicts)
 
 
-def site_key(copy: CopyRecord, root: str | os.PathLike[str] | None = None) -> SiteKey:
+def site_key(copy: Copy | CopyRecord, root: str | os.PathLike[str] | None = None) -> SiteKey:
     """The stable key of a copy's site (file relative to ``root``)."""
     if copy.site is None:
         return SiteKey(UNKNOWN_FILE, 0, "", copy.op, copy.kind)
     return SiteKey(display_path(copy.site.file, root), copy.site.line, copy.site.function, copy.op, copy.kind)
 
 
-def copy_bytes(copy: CopyRecord) -> int:
-    """Bytes a copy really moved: a noop copy counts as a copy but moves nothing."""
-    return 0 if copy.noop else copy.bytes
-
-
-def site_stats(copies: Iterable[CopyRecord], root: str | os.PathLike[str] | None = None) -> dict[SiteKey, SiteStats]:
+def site_stats(copies: Iterable[Copy], root: str | os.PathLike[str] | None = None) -> dict[SiteKey, SiteStats]:
     """Tally copies per site key; keys in sorted order so results are deterministic."""
     acc: dict[SiteKey, list] = {}
     for c in copies:
         k = site_key(c, root)
         a = acc.setdefault(k, [0, 0, None, 0])
         a[0] += 1
-        a[1] += copy_bytes(c)
+        a[1] += c.moved_bytes
         if c.device is not None:
             a[2] = (a[2] or 0.0) + c.device.time_us
         a[3] += is_eliminable(c.verdict)
@@ -141,11 +119,6 @@ class TraceDiff:
         """Sites with more copies or bytes than before (added sites included)."""
         return tuple(c for c in self.changes if c.grew)
 
-    @property
-    def changed_any(self) -> bool:
-        """True when any site was added, removed or changed."""
-        return any(c.status != "same" for c in self.changes)
-
 
 def _totals(stats: dict[SiteKey, SiteStats]) -> SiteStats:
     timed = [s.device_us for s in stats.values() if s.device_us is not None]
@@ -157,8 +130,8 @@ def _totals(stats: dict[SiteKey, SiteStats]) -> SiteStats:
     )
 
 
-def diff_traces(a: Trace, b: Trace, root: str | os.PathLike[str] | None = None) -> TraceDiff:
-    """Compare trace ``a`` (before) with ``b`` (after), per site key."""
+def diff_traces(a: TraceView, b: TraceView, root: str | os.PathLike[str] | None = None) -> TraceDiff:
+    """Compare the copies of view ``a`` (before) with those of ``b`` (after), per site key."""
     sa, sb = site_stats(a.copies, root), site_stats(b.copies, root)
     empty = SiteStats()
     changes = []

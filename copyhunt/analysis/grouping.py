@@ -1,21 +1,30 @@
-"""Grouping and selecting copy records for display: pure, deterministic functions, no printing.
+"""Grouping copy records for display: pure, deterministic functions, no printing.
 
-`group_copies(copies, by=...)` folds copy records into one `CopyGroup` per source site, module or
-region; `select_copies` applies the display filters (`--kind`, `--region`) of `copyhunt report`.
+`group_copies(copies, by=...)` folds copies (``records.Copy``: record, timing, findings) into one `CopyGroup` per source site, module or
+region (which copies are shown is a `copyhunt.selection.Selection`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from enum import Enum
+from typing import Iterable
 
-from copyhunt.records import VERDICTS, CopyRecord, Frame, is_eliminable
+from copyhunt.records import VERDICTS, Copy, Frame, is_eliminable, moved_bytes
+from copyhunt.text import NO_SITE
 
-#: The keys tables can group by (`--by`).
-GROUP_BY = ("site", "module", "region")
+class GroupBy(str, Enum):
+    """What one table row stands for (``--by``)."""
 
-#: Label of the group of copies that have no site / module / region.
-NO_SITE = "(no source site)"
+    site = "site"
+    module = "module"
+    region = "region"
+
+
+#: The keys tables can group by, as text.
+GROUP_BY = tuple(g.value for g in GroupBy)
+
+#: Label of the group of copies that have no module / region (no site: text.NO_SITE).
 NO_MODULE = "(no module)"
 NO_REGION = "(no region)"
 
@@ -34,10 +43,10 @@ class CopyGroup:
     verdict: str | None  # strongest verdict in the group (records.VERDICTS order); None if unjudged
     eliminable_count: int  # copies whose verdict says they could go
     sites: tuple[Frame, ...]  # distinct source sites, in order of first appearance
-    copies: tuple[CopyRecord, ...]  # the members, in trace order
+    copies: tuple[Copy, ...]  # the members, in trace order
 
 
-def group_key(copy: CopyRecord, by: str) -> str:
+def group_key(copy: Copy, by: GroupBy | str) -> str:
     """The key of ``copy`` for grouping ``by`` site, module or region."""
     if by == "site":
         return copy.site.short() if copy.site is not None else NO_SITE
@@ -48,11 +57,11 @@ def group_key(copy: CopyRecord, by: str) -> str:
     raise ValueError(f"cannot group by {by!r}; expected one of {', '.join(GROUP_BY)}")
 
 
-def group_copies(copies: Iterable[CopyRecord], by: str = "site") -> list[CopyGroup]:
+def group_copies(copies: Iterable[Copy], by: GroupBy | str = GroupBy.site) -> list[CopyGroup]:
     """One group per distinct key, sorted by bytes (desc), count (desc), then first appearance in the trace."""
     if by not in GROUP_BY:
         raise ValueError(f"cannot group by {by!r}; expected one of {', '.join(GROUP_BY)}")
-    members: dict[str, list[CopyRecord]] = {}
+    members: dict[str, list[Copy]] = {}
     for copy in copies:
         members.setdefault(group_key(copy, by), []).append(copy)
     groups = [_fold(key, records) for key, records in members.items()]
@@ -70,34 +79,7 @@ def strongest_verdict(verdicts: Iterable[str | None]) -> str | None:
     return min(present, key=lambda v: (rank.get(v, len(VERDICTS)), v))
 
 
-def region_matches(region: str | None, wanted: str) -> bool:
-    """True when region path ``region`` lies inside ``wanted`` at any nesting level.
-
-    ``"decode/moe"`` is inside ``"decode"``, ``"moe"`` and ``"decode/moe"`` (``wanted``'s parts must
-    appear as a contiguous run of the path's parts), but not inside ``"mo"``.
-    """
-    if region is None:
-        return False
-    parts = region.split("/")
-    want = [p for p in wanted.split("/") if p]
-    if not want:
-        return False
-    n = len(want)
-    return any(parts[i : i + n] == want for i in range(len(parts) - n + 1))
-
-
-def select_copies(
-    copies: Iterable[CopyRecord], kinds: Sequence[str] | None = None, region: str | None = None
-) -> tuple[CopyRecord, ...]:
-    """The copies of the given kinds (None: all) inside region ``region`` (None: anywhere)."""
-    return tuple(
-        c
-        for c in copies
-        if (kinds is None or c.kind in kinds) and (region is None or region_matches(c.region, region))
-    )
-
-
-def _fold(key: str, records: list[CopyRecord]) -> CopyGroup:
+def _fold(key: str, records: list[Copy]) -> CopyGroup:
     """Totals of one group's records."""
     timed = [c.device.time_us for c in records if c.device is not None]
     sites: dict[Frame, None] = {}
@@ -108,7 +90,7 @@ def _fold(key: str, records: list[CopyRecord]) -> CopyGroup:
         key=key,
         count=len(records),
         noop_count=sum(1 for c in records if c.noop),
-        bytes=sum(c.bytes for c in records if not c.noop),
+        bytes=moved_bytes(records),
         ops=tuple(sorted({c.op for c in records})),
         kinds=tuple(sorted({c.kind for c in records})),
         device_time_us=sum(timed) if timed else None,

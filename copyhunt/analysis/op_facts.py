@@ -8,7 +8,7 @@ Pure data and functions on op names and dtype strings: no torch import.
 
 from __future__ import annotations
 
-from copyhunt.analysis.wording import op_name, short_op
+from copyhunt.text import op_label, op_name
 
 #: Ops whose fresh output could be a view of their input instead (clone, contiguous, same-dtype
 #: ``to``, ``repeat`` -> ``expand``...). ``cat`` only with a single non-empty source (the rules check
@@ -85,7 +85,7 @@ def write_obstacle(op: str, is_copy: bool, result_dtype: str, dst_dtype: str, sa
     ``same_layout`` is True when source and destination are both contiguous. Returns (reason, what the
     copy is for). A copy op can write any dtype and layout (one op instead of two).
     """
-    producer, shown = op_name(op), short_op(op)
+    producer, shown = op_name(op), op_label(op)
     if producer in CONCAT_OPS and not can_cast(result_dtype, dst_dtype):
         # torch.cat(..., out=<int64>) of float inputs raises TypeError "input types can't be cast to the desired output type"
         want, got = short_dtype(dst_dtype), short_dtype(result_dtype)

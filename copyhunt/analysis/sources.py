@@ -12,7 +12,8 @@ from typing import NamedTuple
 
 from copyhunt.analysis.index import Fate, History, Range, TraceIndex
 from copyhunt.analysis.op_facts import CONCAT_OPS
-from copyhunt.analysis.wording import lossless, op_name
+from copyhunt.analysis.wording import lossless
+from copyhunt.text import op_name
 from copyhunt.records import CopyRecord
 
 
@@ -43,12 +44,12 @@ def sources(copy: CopyRecord, ctx: TraceIndex) -> tuple[Source, ...] | None:
     if op_name(copy.op) in CONCAT_OPS:
         # A cat's reads are its tensors, one access each, in argument order (the capture records
         # them so); the storages must agree with the copy record's, or the trace cannot tell.
-        listed = copy.extra.get("src_storages", [copy.src_storage])
-        if [a.storage for a in op.reads] != list(listed):
+        listed = list(copy.src_storages) or [copy.src_storage]
+        if [a.storage for a in op.reads] != listed:
             return None
         n = len(listed)
-        dtypes = copy.extra.get("src_dtypes") or [copy.src_dtype or copy.dtype] + [None] * (n - 1)
-        contig = copy.extra.get("src_contiguous") or [copy.src_contiguous] + [None] * (n - 1)
+        dtypes = list(copy.src_dtypes) or [copy.src_dtype or copy.dtype] + [None] * (n - 1)
+        contig = list(copy.src_contiguity) or [copy.src_contiguous] + [None] * (n - 1)
         if len(dtypes) != n or len(contig) != n:
             return None
         # A trace without per-source dtypes (an older capture) leaves the later ones unknown: the

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from copyhunt.analysis.wording import human_bytes
-from copyhunt.records import VERDICTS, CopyRecord, Trace, is_eliminable
+from copyhunt.records import VERDICTS, Copy, is_eliminable, moved_bytes
+from copyhunt.text import human_bytes
+from copyhunt.view import TraceView
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class EliminableSummary:
     total_bytes: int
     device_us: float | None  # device time of the eliminable copies; None without device timing
     total_device_us: float | None
-    judged: bool  # False when no copy carries a verdict (judge() was not run)
+    judged: bool  # False when the verdict analysis did not run over the trace
     by_verdict: tuple[VerdictTotal, ...]  # every verdict present, records.VERDICTS order
 
     def line(self) -> str:
@@ -41,34 +42,29 @@ class EliminableSummary:
         return ", ".join(parts) + " look eliminable"
 
 
-def _moved(c: CopyRecord) -> int:
-    # A noop copy is counted but moves nothing (PyTorch returns early).
-    return 0 if c.noop else c.bytes
-
-
-def _device_us(copies: list[CopyRecord]) -> float | None:
+def _device_us(copies: list[Copy]) -> float | None:
     timed = [c.device.time_us for c in copies if c.device is not None]
     return sum(timed) if timed else None
 
 
-def eliminable_summary(trace: Trace) -> EliminableSummary:
-    """Totals of the eliminable copies of a judged trace (pure; verdicts as judge() set them)."""
-    copies = list(trace.copies)
+def eliminable_summary(view: TraceView) -> EliminableSummary:
+    """Totals of the eliminable copies a view shows (pure; verdicts as judge() found them)."""
+    copies = list(view.copies)
     elim = [c for c in copies if is_eliminable(c.verdict)]
     any_timed = any(c.device is not None for c in copies)
     groups: list[VerdictTotal] = []
     for verdict in VERDICTS:
         members = [c for c in copies if c.verdict == verdict]
         if members:
-            groups.append(VerdictTotal(verdict, len(members), sum(_moved(c) for c in members), _device_us(members)))
+            groups.append(VerdictTotal(verdict, len(members), moved_bytes(members), _device_us(members)))
     elim_us = _device_us(elim)
     return EliminableSummary(
         copies=len(elim),
         total_copies=len(copies),
-        bytes=sum(_moved(c) for c in elim),
-        total_bytes=sum(_moved(c) for c in copies),
+        bytes=moved_bytes(elim),
+        total_bytes=moved_bytes(copies),
         device_us=(elim_us if elim_us is not None else 0.0) if any_timed else None,
         total_device_us=_device_us(copies),
-        judged=any(c.verdict is not None for c in copies),
+        judged=view.judged,
         by_verdict=tuple(groups),
     )

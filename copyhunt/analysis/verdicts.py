@@ -1,9 +1,10 @@
 """Copy verdicts: run the rule registry over every copy of a trace (issue 5).
 
-``judge(trace)`` returns a new trace whose every copy carries ``findings`` (strongest first,
-``records.VERDICTS`` order), ``verdict`` / ``reason`` / ``suggestion`` of the strongest, and
-"needed" when no rule could prove the copy eliminable. Pure and deterministic: the same trace
-always gives the same verdicts, and judging a judged trace changes nothing.
+``judge(trace)`` returns a new trace with ``findings`` for every copy (strongest first,
+``records.VERDICTS`` order; "needed" when no rule could prove the copy eliminable), kept beside the
+copies by position. Pure and deterministic: the same trace always gives the same verdicts, and
+judging a judged trace changes nothing. ``ensure_judged`` is the step every reader runs: it judges a
+trace that lacks verdicts when its op records allow it (a full hunt, not an imported profiler file).
 """
 
 from __future__ import annotations
@@ -46,24 +47,23 @@ def judge(trace: Trace) -> Trace:
 def _judge(trace: Trace) -> Trace:
     ctx = TraceIndex(trace)
     judged: dict[int, tuple[Finding, ...]] = {}  # dispatch copies by seq, for their graph replays
-    out: list[CopyRecord] = []
-    for copy in trace.copies:
+    findings: dict[int, tuple[Finding, ...]] = {}  # by copy position
+    for i, copy in enumerate(trace.copies):
         if copy.origin == "dispatch":
             found = run_rules(copy, ctx)
             # Eliminable findings win; else the first rule's explanation of why the copy stays.
-            findings = tuple(f for f in found if f.verdict != "needed") or found[:1] or (_needed(copy, ctx),)
-            judged.setdefault(copy.seq, findings)
+            findings[i] = tuple(f for f in found if f.verdict != "needed") or found[:1] or (_needed(copy, ctx),)
+            judged.setdefault(copy.seq, findings[i])
         else:
             # "device", "imported" (and replays, until matched below) have no op records of their
             # own: judging them from the ops around them would be guessing.
-            findings = (NO_OPS,)
-        out.append(_with(copy, findings))
+            findings[i] = (NO_OPS,)
     # A graph replay re-runs the very copy recorded at capture time: it shares that copy's verdict.
-    for i, copy in enumerate(out):
+    for i, copy in enumerate(trace.copies):
         if copy.origin == "graph-replay" and copy.seq in judged:
             capture = judged[copy.seq]
-            out[i] = _with(copy, tuple(replace(f, reason=f"{f.reason} (as at capture, #{copy.seq})") for f in capture))
-    return trace.with_copies(out)
+            findings[i] = tuple(replace(f, reason=f"{f.reason} (as at capture, #{copy.seq})") for f in capture)
+    return replace(trace, findings=findings)
 
 
 def _needed(copy: CopyRecord, ctx: TraceIndex) -> Finding:
@@ -73,7 +73,19 @@ def _needed(copy: CopyRecord, ctx: TraceIndex) -> Finding:
     return IN_GRAPH if ctx.unseen_graph_access(copy) else NO_RULE
 
 
-def _with(copy: CopyRecord, findings: tuple[Finding, ...]) -> CopyRecord:
-    """The copy record with its findings and the strongest one spelled out."""
-    top = findings[0]
-    return replace(copy, findings=findings, verdict=top.verdict, reason=top.reason, suggestion=top.suggestion)
+def ensure_judged(trace: Trace) -> Trace:
+    """``trace`` with verdicts: judged now when it lacks them and its op records allow it.
+
+    Every reader runs this (the API's ``h.copies``, ``report``, ``gate``, ``diff``), so a trace saved
+    without verdicts (``copyhunt.save_trace(h.trace)``) reads with them. A trace whose ops were not
+    all recorded (an imported profiler file, ``record_ops=False``) stays unjudged: its copies would
+    look eliminable for want of evidence. If the analysis itself fails, the trace comes back
+    unjudged with a note saying so: a bug of ours must not cost the reader the trace.
+    """
+    if trace.judged or not trace.meta.ops_complete:
+        return trace
+    try:
+        return judge(trace)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        note = f"verdict analysis failed ({type(exc).__name__}: {exc}); the trace has no verdicts"
+        return replace(trace, meta=replace(trace.meta, notes=(*trace.meta.notes, note)))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from copyhunt.analysis.index import TraceIndex
-from copyhunt.units import human_bytes
+from copyhunt.text import file_name, human_bytes, op_label
 
-__all__ = ["ITEMSIZE", "human_bytes", "lossless", "short_op", "op_name", "op_at", "buffer"]
+__all__ = ["ITEMSIZE", "lossless", "op_at", "buffer"]
 
 #: Bytes per element, keyed by the dtype strings the capture writes (``str(torch.float32)``).
 ITEMSIZE = {
@@ -36,26 +36,14 @@ def lossless(src_dtype: str, dst_dtype: str) -> bool:
     return src_dtype == dst_dtype or dst_dtype in _EXACT_IN.get(src_dtype, ())
 
 
-def short_op(op: str) -> str:
-    """``aten.copy_.default`` -> ``aten.copy_``; other overloads keep their name (``aten.cat.out``)."""
-    return op[: -len(".default")] if op.endswith(".default") else op
-
-
-def op_name(op: str) -> str:
-    """The bare op name: ``aten._to_copy.default`` -> ``_to_copy``."""
-    name = op[len("aten.") :] if op.startswith("aten.") else op
-    return name.split(".", 1)[0]
-
-
 def op_at(ctx: TraceIndex, seq: int) -> str:
     """``aten.mm at model.py:12`` (file name only: reasons stay one short line), or ``aten.mm (#seq)``."""
     op = ctx.op(seq)
     if op is None:
         return f"op #{seq}"
     if op.site is None:
-        return f"{short_op(op.op)} (#{seq})"
-    file = op.site.file.replace("\\", "/").rsplit("/", 1)[-1]
-    return f"{short_op(op.op)} at {file}:{op.site.line}"
+        return f"{op_label(op.op)} (#{seq})"
+    return f"{op_label(op.op)} at {file_name(op.site.file)}:{op.site.line}"
 
 
 def buffer(ctx: TraceIndex, storage: int, nbytes: int) -> str:

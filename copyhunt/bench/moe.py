@@ -211,38 +211,39 @@ def _row(mode: str, m: int, base: list[float], fixed: list[float], ideal: list[f
 
 def _copy_counts(stack: Any, x: torch.Tensor, layers: int) -> dict[str, dict[str, float]]:
     """Trace one step of each path with copyhunt and count d2d copies per layer."""
-    from copyhunt.hunt import hunt
-    from copyhunt.moe import copy_sites
+    from copyhunt.hunting import hunt
+    from copyhunt_moe import copy_sites
 
     sites = {(s.file, s.line) for s in copy_sites().values()}
     counts: dict[str, dict[str, float]] = {}
     for path in ("baseline", "fixed"):
         stack.set_mode(path)
-        # focus on the bundled MoE: copyhunt's own files are library code for default attribution.
-        with torch.no_grad(), hunt(focus=("*/copyhunt/moe/*",)) as h:
+        with torch.no_grad(), hunt() as h:
             stack(x)
         if x.is_cuda:
             torch.cuda.synchronize()
-        d2d = [c for c in h.copies if c.kind == "d2d" and not c.noop]
-        # The copy sites live in copyhunt/moe, which attribution may skip as library code: look
-        # at the whole short stack, not only the chosen site.
-        at_sites = [c for c in d2d if any((f.file, f.line) in sites for f in (c.site, *c.stack) if f is not None)]
+        # Counting needs the records only (no verdicts): the trace as captured.
+        d2d = [c for c in h.trace.copies if c.kind == "d2d" and not c.noop]
+        at_sites = [c for c in d2d if c.site is not None and (c.site.file, c.site.line) in sites]
         counts[path] = {
             "d2d_per_layer": len(d2d) / layers,
             "output_copies_per_layer": len(at_sites) / layers,
-            "output_copy_bytes_per_layer": sum(c.bytes for c in at_sites) / layers,
+            "output_copy_bytes_per_layer": sum(c.moved_bytes for c in at_sites) / layers,
         }
     return counts
 
 
 def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchResult:
     """Run the whole A/B (GPU), or the CPU smoke version when the config's device is the CPU."""
-    from copyhunt.moe import MoEStack, get_preset, make_backend
+    from copyhunt_moe import MoEError, MoEStack, get_preset, make_backend
 
     device = torch.device(config.device)
     smoke = device.type != "cuda"
-    preset = get_preset(config.preset)
-    backend = make_backend(config.backend, device=device)
+    try:
+        preset = get_preset(config.preset)
+        backend = make_backend(config.backend, device=device)
+    except MoEError as exc:  # the demo's own errors (it is a package apart): one line, exit 2
+        raise BenchConfigError(str(exc)) from None
     stack = MoEStack(preset, backend, layers=config.layers, mode="baseline", device=device, seed=config.seed)
     name = torch.cuda.get_device_name(device) if not smoke else "cpu"
     result = BenchResult(config=config, device=name, backend=backend.name, smoke=smoke)

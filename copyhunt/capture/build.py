@@ -80,14 +80,6 @@ def build_records(
         (seq, op, kind, nb, noop, src_dev, dst_dev, shape, dtype, src_dtype, src_contig, dst_contig,
          stack_i, module, region, tid, in_graph, src_sid, dst_sid, src_sids, exact, layouts) = c  # fmt: skip
         site, stack = attributed[stack_i]
-        extra: dict[str, Any] = {}
-        if len(src_sids) > 1:
-            extra["src_storages"] = list(src_sids)
-        if layouts is not None:
-            extra["src_dtypes"] = [d for d, _ in layouts]
-            extra["src_contiguous"] = [c for _, c in layouts]
-        if not exact:
-            extra["bytes_exact"] = False
         copy_records.append(
             CopyRecord(
                 seq=seq,
@@ -110,7 +102,10 @@ def build_records(
                 thread=tid,
                 src_storage=src_sid,
                 dst_storage=dst_sid,
-                extra=extra,
+                src_storages=src_sids if len(src_sids) > 1 else (),
+                src_dtypes=tuple(d for d, _ in layouts) if layouts is not None else (),
+                src_contiguity=tuple(c for _, c in layouts) if layouts is not None else (),
+                bytes_exact=exact,
             )
         )
 

@@ -192,8 +192,3 @@ def _index_copy_(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Cop
 @register_copy(aten.index_copy.default)
 def _index_copy(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> CopyFacts:
     return CopyFacts((args[0], _arg(args, kwargs, 3, "source")), out, _nbytes(out))
-
-
-def copy_op_names() -> list[str]:
-    """Names of every registered copy op (documentation and tests)."""
-    return sorted(str(op) for op in COPY_OPS)

@@ -3,23 +3,28 @@
 ``DeviceCapture`` is the context manager ``copyhunt.hunt(device_trace=True)`` wraps around the block;
 ``DeviceCapture.join(trace)`` returns the trace with:
 
-- ``CopyRecord.device`` (event name, device time, bytes, stream, start) on every dispatch copy that
+- ``Trace.timings`` (event name, device time, bytes, stream, start) for every dispatch copy that
   made GPU work;
 - ``TraceMeta.gpu_time_us``: the summed duration of every GPU event in the region (the denominator
   of the "GPU share" column);
 - records of origin ``"device"``: GPU copies (memcpys, copy kernels) that no dispatch copy explains
   (made inside the C++ of another op, or by a library), attributed to the dispatched op that launched
-  them (its op name, site, module and region);
+  them (its op name, site, module and region; when the hunt kept no record of that op, or the launch
+  was outside every op it saw, the innermost ``cpu_op``'s name, else the kernel's, and no site);
 - records of origin ``"graph-replay"``: copies executed by CUDA-graph replays, one per replay,
-  attributed to the capture-time record (see ``capture/graphs.py``); a captured copy that was
+  attributed to the capture-time record (see ``kineto/graphs.py``); a captured copy that was
   replayed is represented by its replays (the capture itself moved no data).
 
-The bridge between a dispatch record (``seq``) and Kineto's events: while a capture is active the
-dispatch mode opens a ``copyhunt#<seq>`` profiler range around every op it runs, copy or not
-(``DeviceCapture.op_range`` -> ``bridge_range``), with torch's C++ ``_RecordFunctionFast`` (about 2 us
-per op, against 13 us for the Python ``record_function``). A GPU event belongs to the innermost such
-range enclosing the runtime call that launched it (same thread): exact, nothing matched by order. No
-``with_stack``: the dispatch records already carry stacks.
+The bridge between a dispatch record (``seq``) and Kineto's events: ``copyhunt.hunt`` hands
+``DeviceCapture.op_range`` to the dispatch capture, and from then until the profiler stops the
+dispatch mode runs EVERY op that takes a sequence number inside a ``copyhunt#<seq>`` range
+(``bridge_range``): copies and all other ops alike, in copies-only hunts (``record_ops=False``) too.
+Only profiler bookkeeping and composite ops take no number and no range (the ops a composite's kernel
+calls get their own); ops a kernel calls internally run inside their caller's range, so ranges never
+nest. The range is torch's C++ ``_RecordFunctionFast`` (about 2 us per op, against 13 us for the Python
+``record_function``, the fallback on a torch without it). A GPU event belongs to the innermost such range
+enclosing the runtime call (else the ``cpu_op``) that launched it, on the same thread: exact, nothing
+matched by order. No ``with_stack``: the dispatch records already carry stacks.
 """
 
 from __future__ import annotations
@@ -35,19 +40,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ContextManager, Iterator
 
-from copyhunt.capture import kineto
-from copyhunt.capture.graphs import account_replays
-from copyhunt.capture.kineto import KEvent, KinetoTrace, copy_kind
+from copyhunt import kineto
+from copyhunt.kineto import KEvent, KinetoTrace, copy_kind, short_kernel
+from copyhunt.kineto.graphs import account_replays
 from copyhunt.errors import NoDeviceError
 from copyhunt.records import CopyRecord, DeviceTiming, OpRecord, Trace
 
 _ACTIVE_LOCK = threading.Lock()
 _ACTIVE: "DeviceCapture | None" = None
-
-
-def bridge_active() -> bool:
-    """True while a DeviceCapture is recording: the dispatch mode then wraps each op in ``bridge_range``."""
-    return _ACTIVE is not None
 
 
 def bridge_range(seq: int) -> ContextManager[Any]:
@@ -90,7 +90,7 @@ class DeviceCapture:
     """Context manager: Kineto capture of the block (CPU ops + GPU activity), then ``join`` a trace.
 
     ``trace_path``: where the Kineto Chrome trace is kept (``.json.gz`` is compressed, at a cost); by
-    default a fresh plain ``.json`` file in the temp folder. Its path goes into ``meta.extra["kineto_trace"]`` so reports can
+    default a fresh plain ``.json`` file in the temp folder. Its path goes into ``meta.kineto_trace`` so reports can
     lay copies beside the original GPU timeline.
     """
 
@@ -165,9 +165,8 @@ class DeviceCapture:
         t0 = time.perf_counter()
         out = join_kineto(trace, self.kineto, kineto_trace=str(self.trace_path))
         self.timings_ms["join"] = (time.perf_counter() - t0) * 1e3
-        extra = dict(out.meta.extra)
-        extra["device_join"] = {**extra.get("device_join", {}), "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}
-        return replace(out, meta=replace(out.meta, extra=extra))
+        stats = {**(out.meta.device_join or {}), "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()}}
+        return replace(out, meta=replace(out.meta, device_join=stats))
 
 
 # --- the join (pure: Trace x KinetoTrace -> Trace) --------------------------------------------
@@ -176,7 +175,7 @@ class DeviceCapture:
 def _timing(events: list[KEvent], fallback_bytes: int | None) -> DeviceTiming:
     """One DeviceTiming for the GPU events of one copy (a cat may run several kernels)."""
     first = min(events, key=lambda e: e.ts)
-    name = _short_kernel(first.name) + (f" (+{len(events) - 1})" if len(events) > 1 else "")
+    name = short_kernel(first.name) + (f" (+{len(events) - 1})" if len(events) > 1 else "")
     memcpy_bytes = [e.nbytes for e in events if e.nbytes is not None]
     nbytes = sum(memcpy_bytes) if len(memcpy_bytes) == len(events) else fallback_bytes  # type: ignore[arg-type]
     return DeviceTiming(
@@ -188,18 +187,6 @@ def _timing(events: list[KEvent], fallback_bytes: int | None) -> DeviceTiming:
     )
 
 
-def _short_kernel(name: str) -> str:
-    """A readable kernel name: C++ templates and argument lists dropped, the copy functor kept."""
-    if name.startswith("Memcpy") or name.startswith("Memset"):
-        return name
-    for key in ("direct_copy_kernel_cuda", "bfloat16_copy_kernel_cuda", "float16_copy_kernel_cuda", "CatArrayBatchedCopy", "index_put_kernel"):
-        if key in name:
-            return key
-    head = name.split("(")[0].split("<")[0]
-    head = head.replace("void ", "").strip()
-    return head.rsplit("::", 1)[-1] or name[:60]
-
-
 def _device_of(kind: str, device: Any) -> tuple[str, str]:
     gpu = f"cuda:{device}" if device is not None else "cuda"
     return {"h2d": ("cpu", gpu), "d2h": (gpu, "cpu")}.get(kind, (gpu, gpu))
@@ -207,13 +194,13 @@ def _device_of(kind: str, device: Any) -> tuple[str, str]:
 
 def _device_record(
     ev: KEvent, seq: int, op: OpRecord | None, launcher_op: str | None, *, origin: str, replay: int | None = None
-) -> CopyRecord:
-    """A record for a GPU copy no dispatch copy explains, attributed to its launching op."""
+) -> tuple[CopyRecord, DeviceTiming]:
+    """A record (and its timing) for a GPU copy no dispatch copy explains, attributed to its launching op."""
     kind = copy_kind(ev) or "d2d"
     src, dst = _device_of(kind, ev.args.get("device"))
-    return CopyRecord(
+    record = CopyRecord(
         seq=seq,
-        op=op.op if op is not None else (launcher_op or _short_kernel(ev.name)),
+        op=op.op if op is not None else (launcher_op or short_kernel(ev.name)),
         kind=kind,
         bytes=ev.nbytes or 0,
         noop=False,
@@ -228,9 +215,9 @@ def _device_record(
         thread=op.thread if op is not None else None,
         origin=origin,
         graph_replay=replay,
-        device=_timing([ev], ev.nbytes),
-        extra={"bytes_known": ev.nbytes is not None},
+        bytes_exact=ev.nbytes is not None,
     )
+    return record, _timing([ev], ev.nbytes)
 
 
 def _on_gpu(c: CopyRecord) -> bool:
@@ -253,7 +240,7 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
         return kt.bridge_seq_at(src.tid, src.ts), (inner[-1].name if inner else None)
 
     eager: dict[int, list[KEvent]] = {}
-    unexplained: list[CopyRecord] = []
+    unexplained: list[tuple[CopyRecord, DeviceTiming]] = []
     opless = 0  # device copies inside an op that has no OpRecord (a hunt with record_ops=False)
     for ev in kt.gpu:
         if id(ev) in replayed_ids:
@@ -268,7 +255,7 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
 
     # Graph replays: all nodes a captured copy launched, per replay; copy nodes of other ops as device copies.
     replays: dict[tuple[int, int, int], list[KEvent]] = {}
-    replay_extra: list[CopyRecord] = []
+    replay_extra: list[tuple[CopyRecord, DeviceTiming]] = []
     for node in account.nodes:
         seq, launcher_op = (None, None)
         if node.launch is not None:
@@ -283,27 +270,24 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
                 _device_record(node.event, seq if seq is not None else -1, op, launcher_op, origin="graph-replay", replay=node.replay)
             )
 
-    out: list[CopyRecord] = []
+    out: list[tuple[CopyRecord, DeviceTiming | None]] = []
     replaced = {seq for seq, _, _ in replays}
     unjoined = 0
-    for c in trace.copies:
+    for i, c in enumerate(trace.copies):
         if c.origin == "dispatch" and c.seq in replaced:
             for (seq, graph, r), evs in sorted(replays.items()):
                 if seq == c.seq:
-                    extra = dict(c.extra)
-                    extra["graph"] = graph
-                    out.append(
-                        replace(c, origin="graph-replay", graph_replay=r, captured_in_graph=True, device=_timing(evs, c.bytes), extra=extra)
-                    )
+                    replay = replace(c, origin="graph-replay", graph_replay=r, graph=graph, captured_in_graph=True)
+                    out.append((replay, _timing(evs, c.bytes)))
             continue
         if c.origin == "dispatch" and c.seq in eager:
-            out.append(replace(c, device=_timing(eager[c.seq], c.bytes)))
+            out.append((c, _timing(eager[c.seq], c.bytes)))
             continue
         if c.origin == "dispatch" and _on_gpu(c) and not c.captured_in_graph:
             unjoined += 1
-        out.append(c)
-    out.extend(sorted(replay_extra, key=lambda r: (r.device.start_us or 0.0) if r.device else 0.0))
-    out.extend(sorted(unexplained, key=lambda r: (r.device.start_us or 0.0) if r.device else 0.0))
+        out.append((c, trace.timings.get(i)))
+    out.extend(sorted(replay_extra, key=lambda rt: rt[1].start_us or 0.0))
+    out.extend(sorted(unexplained, key=lambda rt: rt[1].start_us or 0.0))
 
     notes = list(trace.meta.notes) + list(account.notes)
     if not kt.bridge and copies:
@@ -314,23 +298,33 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
         notes.append(f"{len(unexplained)} device copy(ies) made inside library or C++ code (origin 'device'), attributed to the op that launched them")
     if opless:
         notes.append(f"{opless} device copy(ies) made inside ops the hunt did not record (record_ops=False): no source line")
-    unbridged = sum(1 for r in unexplained if r.seq == -1)
+    unbridged = sum(1 for r, _ in unexplained if r.seq == -1)
     if unbridged:
         notes.append(
             f"{unbridged} device copy(ies) launched outside every op the hunt saw (a thread started before "
             "the hunt, or code that bypasses the dispatcher): no source line"
         )
-    extra = dict(trace.meta.extra)
-    extra["device_join"] = {
+    stats = {
         "bridge": "record_function copyhunt#<seq> around every op",
         "joined": len(eager),
         "graph_replays": len(replays),
         "unexplained": len(unexplained) + len(replay_extra),
-        "no_site": sum(1 for c in out if c.site is None),
+        "no_site": sum(1 for r, _ in out if r.site is None),
         "gpu_events": len(kt.gpu),
         "rocm": kt.is_rocm,
     }
-    if kineto_trace is not None:
-        extra["kineto_trace"] = kineto_trace
-    meta = replace(trace.meta, gpu_time_us=round(kt.gpu_time_us(), 3), notes=tuple(dict.fromkeys(notes)), extra=extra)
-    return replace(trace, meta=meta, copies=tuple(out))
+    meta = replace(
+        trace.meta,
+        gpu_time_us=round(kt.gpu_time_us(), 3),
+        notes=tuple(dict.fromkeys(notes)),
+        device_join=stats,
+        kineto_trace=kineto_trace if kineto_trace is not None else trace.meta.kineto_trace,
+    )
+    # Positions changed (replays in, captures out): findings of the old positions would point astray.
+    return replace(
+        trace,
+        meta=meta,
+        copies=tuple(c for c, _ in out),
+        timings={i: t for i, (_, t) in enumerate(out) if t is not None},
+        findings=None,
+    )

@@ -4,6 +4,14 @@ Per op it keeps only cheap raw facts (storage ids, byte ranges, a code object an
 module paths, the thread); records and symbolised stacks are built once, in :meth:`DispatchCapture.build`.
 It never keeps a tensor: storages are known by id and weak reference only.
 
+Sequence numbers and the device bridge: every op the mode dispatches takes the next sequence number,
+except profiler bookkeeping (``profiler::`` ops, e.g. ``copyhunt.region``'s own ``record_function``) and
+composite ops (the mode runs their C++ kernel with itself on, so the ops that kernel calls are
+numbered instead). When ``op_range`` is given, as ``copyhunt.hunt(device_trace=True)`` does while its
+device capture runs, EVERY numbered op runs inside ``op_range(seq, op)``, the ``copyhunt#<seq>``
+profiler range the device join reads (``capture/device.py``): copies and all other ops alike, and in
+copies-only hunts (``record_ops=False``) too, where the other ops get a number and a range but no record.
+
 Threads: the mode stack is per thread, so a hunt installs the mode in threads STARTED while it runs
 (``threading.setprofile``). Threads already running when the hunt starts are not traced. A thread that
 outlives the hunt keeps a pass-through mode until it ends.
@@ -132,9 +140,10 @@ class DispatchCapture(Recorder):
     """Records every op (storage accesses) and every copy (full facts) seen by the dispatcher.
 
     ``rule`` ranks frames for the sites (``rank(filename) -> 0|1|2`` and ``wanted``, see
-    ``copyhunt.attribution.SiteRule``); ``op_range(seq, op)``, when given, wraps each op's execution
-    (the profiler range a device capture joins on). ``record_ops=False`` records copy
-    ops only (no OpRecord for other ops: cheaper, but the verdict analysis then has nothing to use).
+    ``copyhunt.attribution.SiteRule``); ``op_range(seq, op)``, when given, wraps the execution of every
+    numbered op, copy or not (the ``copyhunt#<seq>`` range a device capture joins on; see the module
+    docstring). ``record_ops=False`` records copy ops only (no OpRecord for other ops: cheaper, but the
+    verdict analysis then has nothing to use).
     """
 
     def __init__(

@@ -16,9 +16,7 @@ from typing import Any
 import torch
 
 from copyhunt.errors import CopyhuntError
-
-#: Separator of nested region names in a recorded path.
-SEP = "/"
+from copyhunt.selection import REGION_SEP as SEP  # one separator for recording and selecting regions
 
 
 class RegionNameError(CopyhuntError, ValueError):
@@ -34,11 +32,6 @@ class _RegionState(threading.local):
 
 
 _state = _RegionState()
-
-
-def current_region() -> str | None:
-    """The region path open in the calling thread (``"outer/inner"``), or None outside any region."""
-    return _state.path
 
 
 def _nvtx_enabled() -> bool:

@@ -123,11 +123,6 @@ class StorageTable:
             self.by_cdata[cd] = sid
         return sid, True, old
 
-    def expired(self, sid: int) -> bool:
-        """True when storage ``sid`` has been freed (or the table was closed)."""
-        h = self.weak.get(sid)
-        return True if not h else bool(_expired(h))
-
     def close(self) -> dict[int, bool]:
         """Liveness of every storage now (by id), then release all weak references."""
         alive = {sid: bool(h) and not _expired(h) for sid, h in self.weak.items()}

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from copyhunt.cli import options
 from copyhunt.cli.app import app
 from copyhunt.cli.console import stdout_console
 from copyhunt.errors import EXIT_OK
@@ -37,7 +38,7 @@ def bench_moe(
     preset: str = typer.Option("minimax-m2.5-tp4", "--preset", help="MoE shape preset (GPU run)."),
     tokens: Optional[str] = typer.Option(None, "--tokens", help="Token counts, comma-separated. Default 1,8,64,256,1024,4096,16384 (CPU smoke: 1,8)."),
     layers: int = typer.Option(4, "--layers", help="MoE layers in the decode step (they share one workspace)."),
-    mode: str = typer.Option("both", "--mode", help="graph, eager or both."),
+    mode: options.BenchMode = typer.Option(options.BenchMode.both, "--mode", help="Time CUDA-graph replays, eager calls, or both."),
     rounds: int = typer.Option(15, "--rounds", help="Interleaved A/B rounds per point (>= 3)."),
     backend: str = typer.Option("auto", "--backend", help="MoE experts backend (auto: Triton on CUDA, AITER on ROCm)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout, nothing else."),
@@ -49,8 +50,6 @@ def bench_moe(
     from copyhunt.bench.moe import BenchConfig, run_bench, smoke_config
     from copyhunt.bench.table import render_bench
 
-    if mode not in ("graph", "eager", "both"):
-        raise typer.BadParameter(f"{mode!r} is not one of graph, eager, both", param_hint="--mode")
     toks = parse_tokens(tokens)
     if plot is not None:
         import importlib.util
@@ -61,7 +60,7 @@ def bench_moe(
             raise PlotUnavailableError("--plot needs matplotlib: pip install 'copyhunt[plot]'")
     err = Console(stderr=True)
     if torch.cuda.is_available():
-        modes = ("graph", "eager") if mode == "both" else (mode,)
+        modes = ("graph", "eager") if mode is options.BenchMode.both else (mode.value,)
         config = BenchConfig(preset=preset, tokens=toks or BenchConfig.tokens, layers=layers, modes=modes, rounds=rounds, backend=backend)
     else:
         err.print("copyhunt: no GPU here: running the CPU smoke version (tiny preset, eager; CPU times, copy counts)")

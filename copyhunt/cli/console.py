@@ -8,6 +8,8 @@ from typing import Any
 
 from rich.console import Console
 
+from copyhunt.report import Format
+
 
 class PipeSafeConsole(Console):
     """A rich Console that survives a closed pipe (``copyhunt report t.json | head``).
@@ -28,3 +30,10 @@ class PipeSafeConsole(Console):
 def stdout_console(**kwargs: Any) -> Console:
     """A console on stdout for a command's output."""
     return PipeSafeConsole(**kwargs)
+
+
+def console_for(fmt: Format) -> Console:
+    """stdout console; JSON and GitHub output are plain text that must never wrap or carry colour."""
+    if fmt is Format.text:
+        return stdout_console(file=sys.stdout)
+    return stdout_console(file=sys.stdout, no_color=True, force_terminal=False, width=10_000, soft_wrap=True)

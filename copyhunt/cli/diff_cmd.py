@@ -3,35 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
+from copyhunt.cli import options
 from copyhunt.cli.app import app
-from copyhunt.cli.gate_cmd import check_format, console_for
+from copyhunt.cli.console import console_for
 from copyhunt.errors import EXIT_OK, EXIT_VIOLATION
+from copyhunt.report import Format
 
 
 @app.command("diff")
 def diff(
     a: Path = typer.Argument(..., metavar="A", help="The trace before (e.g. a stored baseline)."),
     b: Path = typer.Argument(..., metavar="B", help="The trace after."),
-    fmt: str = typer.Option("text", "--format", "-f", help="text, json or github (annotations on the lines that grew)."),
+    fmt: Format = options.FORMAT,
     fail_on_increase: bool = typer.Option(False, "--fail-on-increase", help="Exit 1 when any site has more copies or bytes in B."),
     show_same: bool = typer.Option(False, "--all", help="Also list the sites that did not change."),
+    kind: Optional[str] = options.KIND,
+    region: Optional[str] = options.REGION,
+    site: Optional[str] = options.SITE,
+    op: Optional[str] = options.OP,
 ) -> int:
     """Compare two traces per site (file, line, function, op, kind): count, bytes, device time."""
+    from copyhunt.analysis import read_trace
     from copyhunt.analysis.diff import diff_traces
-    from copyhunt.importers import load_any
-    from copyhunt.report.diff_report import render_diff_github, render_diff_json, render_diff_text
+    from copyhunt.report.diff_report import render_diff
+    from copyhunt.view import view
 
-    check_format(fmt)
-    before, after = load_any(a), load_any(b)
-    result = diff_traces(before, after)
-    console = console_for(fmt)
-    if fmt == "text":
-        render_diff_text(console, result, a=str(a), b=str(b), show_same=show_same)
-    elif fmt == "json":
-        render_diff_json(console, result, a=str(a), b=str(b), show_same=show_same)
-    else:
-        render_diff_github(console, result, a=str(a), b=str(b), level="error" if fail_on_increase else "warning")
+    selection = options.selection(kind, region, site, op)
+    result = diff_traces(view(read_trace(a), selection), view(read_trace(b), selection))
+    render_diff(console_for(fmt), result, fmt, a=str(a), b=str(b), show_same=show_same, fail_on_increase=fail_on_increase)
     return EXIT_VIOLATION if fail_on_increase and result.grown else EXIT_OK

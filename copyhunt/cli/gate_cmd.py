@@ -1,33 +1,37 @@
-"""`copyhunt gate`: check a trace (or a fresh run) against a copy budget; exit 1 when over it."""
+"""`copyhunt gate`: check a trace (or a fresh run) against a copy budget; exit 1 when over it.
+
+Four steps: check the arguments (and read the budget) before anything runs, get the trace (load it,
+or run the target), compare (``copyhunt.gate.evaluate``), render.
+"""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 import typer
-from rich.console import Console
 
+from copyhunt.cli import options
 from copyhunt.cli.app import app
-from copyhunt.cli.console import stdout_console
+from copyhunt.cli.console import console_for
 from copyhunt.errors import EXIT_OK, EXIT_VIOLATION, BudgetError
+from copyhunt.report import Format
 
-FORMATS = ("text", "json", "github")
-
-
-def console_for(fmt: str) -> Console:
-    """stdout console; JSON and GitHub output are plain text that must never wrap or carry colour."""
-    if fmt == "text":
-        return stdout_console(file=sys.stdout)
-    return stdout_console(file=sys.stdout, no_color=True, force_terminal=False, width=10_000, soft_wrap=True)
+if TYPE_CHECKING:
+    from copyhunt.cli.tracing import TraceRun
+    from copyhunt.gate.budget import Budget
 
 
-def check_format(fmt: str) -> str:
-    """Validate ``--format`` (a usage error, exit 2)."""
-    if fmt not in FORMATS:
-        raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
-    return fmt
+@dataclass(frozen=True)
+class _GateArgs:
+    """The checked arguments: what to gate, against what."""
+
+    trace_file: str | None  # None with --run
+    budget_path: Path | None
+    budget: "Budget | None"
+    baseline: Path | None
 
 
 @app.command("gate")
@@ -41,25 +45,52 @@ def gate(
     run: Optional[str] = typer.Option(
         None, "--run", metavar="TARGET", help="Trace TARGET first (script, -m module, module:function), then gate that trace."
     ),
-    fmt: str = typer.Option("text", "--format", "-f", help="text, json or github (::error annotations on the offending lines)."),
+    fmt: Format = options.FORMAT,
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="A stored trace to compare with, site by site."),
     fail_on_increase: bool = typer.Option(False, "--fail-on-increase", help="With --baseline: fail when any site has more copies or bytes."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="With --run: where to save the trace."),
     force: bool = typer.Option(False, "--force", help="With --run: overwrite --output if it exists."),
-    focus: Optional[List[str]] = typer.Option(
+    focus: options.Globs = typer.Option(
         None, "--focus", metavar="GLOB", help="With --run: attribute copies to the first frame matching GLOB (repeatable)."
     ),
-    hide: Optional[List[str]] = typer.Option(
+    hide: options.Globs = typer.Option(
         None, "--hide", metavar="GLOB", help="With --run: never attribute copies to frames matching GLOB (repeatable)."
     ),
 ) -> int:
     """Check copies against a budget: exit 0 within it, 1 over it (or grown), 2 on bad input."""
-    from copyhunt.gate import check, check_increase, find_budget, load_budget, merge
-    from copyhunt.importers import load_any
+    from copyhunt.analysis import read_trace
+    from copyhunt.gate import evaluate
     from copyhunt.report.gate_report import render_gate
 
-    check_format(fmt)
     args = list(paths or [])
+    checked = _check_args(args, budget, run, baseline, fail_on_increase, output, force, focus, hide)
+    base_trace = read_trace(checked.baseline) if checked.baseline is not None else None
+    if run is None:
+        trace, trace_label = read_trace(args[0]), args[0]
+    else:
+        traced = _run_target(run, args, output, force, focus or (), hide or (), quiet_stdout=fmt is not Format.text)
+        if traced.exit_code != EXIT_OK:
+            return traced.exit_code  # the target raised (3) or was interrupted (130): no verdict on half a run
+        trace, trace_label = traced.trace, str(traced.path)
+    result = evaluate(trace, checked.budget, base_trace, fail_on_increase)
+    render_gate(
+        console_for(fmt),
+        result,
+        fmt,
+        trace=trace_label,
+        budget=None if checked.budget_path is None else str(checked.budget_path),
+        baseline=None if baseline is None else str(baseline),
+    )
+    return EXIT_OK if result.ok else EXIT_VIOLATION
+
+
+def _check_args(
+    args: list[str], budget: Path | None, run: str | None, baseline: Path | None, fail_on_increase: bool,
+    output: Path | None, force: bool, focus: list[str] | None, hide: list[str] | None,
+) -> _GateArgs:
+    """Usage errors (exit 2), and the budget read and parsed BEFORE running anything: a typo must not cost a run."""
+    from copyhunt.gate import find_budget, load_budget
+
     if fail_on_increase and baseline is None:
         raise typer.BadParameter("needs --baseline TRACE to compare with", param_hint="--fail-on-increase")
     if run is None:
@@ -70,46 +101,24 @@ def gate(
             )
         if output is not None or force or focus or hide:
             raise typer.BadParameter("only with --run", param_hint="--output/--force/--focus/--hide")
-    # Resolve and parse the budget BEFORE running anything: a typo must not cost a whole run.
     budget_path = budget if budget is not None else find_budget()
     rules = load_budget(budget_path) if budget_path is not None else None
     if rules is None and baseline is None:
         raise BudgetError("no budget: pass --budget FILE, add ./copyhunt.toml or [tool.copyhunt] to ./pyproject.toml, or compare with --baseline")
-    base_trace = load_any(baseline) if baseline is not None else None
+    return _GateArgs(args[0] if run is None else None, budget_path, rules, baseline)
 
-    if run is None:
-        trace_label = args[0]
-        trace = load_any(args[0])
-    else:
-        from copyhunt.cli.tracing import resolve_output, trace_target
-        from copyhunt.targets import parse_target
 
-        # "-m package.module" (quoted) runs a module, as `copyhunt trace -m` does.
-        module = run[3:].strip() if run.startswith("-m ") else None
-        target = parse_target(None if module else run, module, args)
-        path = resolve_output(output, target, force)
-        # JSON / GitHub output own stdout: the program's prints go to stderr.
-        traced = trace_target(target, path, force=force, focus=focus or (), hide=hide or (), stdout_to_stderr=fmt != "text")
-        print(f"copyhunt: trace saved to {traced.path}", file=sys.stderr)
-        if traced.exit_code != EXIT_OK:
-            return traced.exit_code  # the target raised (3) or was interrupted (130): no verdict on half a run
-        trace, trace_label = traced.trace, str(traced.path)
+def _run_target(run: str, args: list[str], output: Path | None, force: bool, focus: Sequence[str], hide: Sequence[str],
+                quiet_stdout: bool) -> "TraceRun":
+    """Trace ``--run TARGET`` (as ``copyhunt trace`` would) and save it; returns the TraceRun."""
+    from copyhunt.cli.tracing import resolve_output, trace_target
+    from copyhunt.targets import parse_target
 
-    from copyhunt.gate.check import GateResult
-
-    result = check(trace, rules) if rules is not None else GateResult(violations=())
-    if base_trace is not None:
-        grown = check_increase(trace, base_trace)
-        if fail_on_increase:
-            result = merge(result, grown)
-        elif grown:
-            result = merge(result, (), [f"{len(grown)} site(s) grew against the baseline (not failing: no --fail-on-increase)"])
-    render_gate(
-        console_for(fmt),
-        result,
-        fmt,
-        trace=trace_label,
-        budget=None if budget_path is None else str(budget_path),
-        baseline=None if baseline is None else str(baseline),
-    )
-    return EXIT_OK if result.ok else EXIT_VIOLATION
+    # "-m package.module" (quoted) runs a module, as `copyhunt trace -m` does.
+    module = run[3:].strip() if run.startswith("-m ") else None
+    target = parse_target(None if module else run, module, args)
+    path = resolve_output(output, target, force)
+    # JSON / GitHub output own stdout: the program's prints go to stderr.
+    traced = trace_target(target, path, force=force, focus=focus, hide=hide, stdout_to_stderr=quiet_stdout)
+    print(f"copyhunt: trace saved to {traced.path}", file=sys.stderr)
+    return traced

@@ -3,32 +3,45 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 
-from copyhunt.analysis.grouping import select_copies
+from copyhunt.analysis import read_trace
+from copyhunt.cli import options
 from copyhunt.cli.app import app
 from copyhunt.cli.console import stdout_console
-from copyhunt.cli.trace_cmd import BY_OPTION, JSON_OPTION, KIND_OPTION, REGION_OPTION, TOP_OPTION, GroupBy
-from copyhunt.cli.tracing import parse_kinds
 from copyhunt.errors import OutputExistsError
-from copyhunt.importers import load_any
 from copyhunt.report.html import check_output, read_bench, render_html, write_html
 from copyhunt.report.json_out import render_json
 from copyhunt.report.perfetto import write_perfetto
 from copyhunt.report.table import render_table
+from copyhunt.view import TraceView, recorded_selection, view
+
+
+
+@dataclass(frozen=True)
+class Export:
+    """A file the report also writes from the view it shows (``--perfetto``; more formats add one each)."""
+
+    flag: str
+    path: Path
+    write: Callable[[TraceView, Path], Path]  # returns the path written
+    done: str  # what to say on stderr, with {path}
 
 
 @app.command("report", help="Show a saved trace (copyhunt JSON, or a profiler file copyhunt can import).")
 def report_command(
     file: Path = typer.Argument(..., metavar="FILE", show_default=False),
-    json_output: bool = JSON_OPTION,
-    top: int = TOP_OPTION,
-    by: GroupBy = BY_OPTION,
-    kind: Optional[str] = KIND_OPTION,
-    region: Optional[str] = REGION_OPTION,
+    json_output: bool = options.JSON,
+    top: int = options.TOP,
+    by: options.GroupBy = options.BY,
+    kind: Optional[str] = options.KIND,
+    region: Optional[str] = options.REGION,
+    site: Optional[str] = options.SITE,
+    op: Optional[str] = options.OP,
     perfetto: Optional[Path] = typer.Option(
         None, "--perfetto", metavar="OUT.json", help="Also write the copies as a Chrome/Perfetto timeline."
     ),
@@ -38,31 +51,39 @@ def report_command(
     bench: Optional[list[Path]] = typer.Option(
         None, "--bench", metavar="FILE", help="With --html: embed `copyhunt bench moe` output (its --json file and/or --plot PNG)."
     ),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing --perfetto / --html file."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing output files (--perfetto, --html)."),
 ) -> int:
     """Render FILE; exit 2 (one line) when it is missing, truncated, foreign or from a newer copyhunt."""
-    kinds = parse_kinds(kind)
-    if perfetto is not None and perfetto.exists() and not force:
-        raise OutputExistsError(f"--perfetto {perfetto}: file exists; pass --force to overwrite it")
+    selection = options.selection(kind, region, site, op)
     if bench and html is None:
         raise typer.BadParameter("--bench goes with --html (it adds the benchmark to the HTML report)", param_hint="--bench")
+    exports: list[Export] = []
+    if perfetto is not None:
+        exports.append(Export("--perfetto", perfetto, write_perfetto, "timeline written to {path} (open it in ui.perfetto.dev)"))
+    for e in exports:  # refuse before reading anything
+        if e.path.exists() and not force:
+            raise OutputExistsError(f"{e.flag} {e.path}: file exists; pass --force to overwrite it")
     if html is not None:
         check_output(html, force)
-    attachment = read_bench(bench) if bench else None
-    trace = load_any(file)
-    if kinds is not None or region is not None:
-        selected = trace.with_copies(select_copies(trace.copies, kinds=kinds, region=region))
-    else:
-        selected = trace
-    if perfetto is not None:
-        written = write_perfetto(selected, perfetto)
-        print(f"copyhunt: timeline written to {written} (open it in ui.perfetto.dev)", file=sys.stderr)
-    if html is not None:
-        showing = ([f"kind={','.join(kinds)}"] if kinds is not None else []) + ([f"region={region}"] if region is not None else [])
-        page = render_html(selected, trace_path=str(file), showing=showing, bench=attachment)
-        print(f"copyhunt: HTML report written to {write_html(page, html, force=force)}", file=sys.stderr)
+        attachment = read_bench(bench) if bench else None
+        # Named as the flags that chose them (--kind d2d,h2d -> kind=d2d,h2d).
+        showing = [
+            f"{'kind' if k == 'kinds' else k}={','.join(v) if isinstance(v, list) else v}" for k, v in selection.to_json().items()
+        ]
+
+        def write_page(shown: TraceView, path: Path) -> Path:
+            page = render_html(shown, trace_path=str(file), showing=showing, bench=attachment)
+            return write_html(page, path, force=force)
+
+        exports.append(Export("--html", html, write_page, "HTML report written to {path}"))
+    trace = read_trace(file)
+    # No --kind / --region / --site / --op: the view the trace records (what `copyhunt trace` printed).
+    shown = view(trace, recorded_selection(trace) if selection.everything else selection)
+    for e in exports:
+        print(f"copyhunt: {e.done.format(path=e.write(shown, e.path))}", file=sys.stderr)
     if json_output:
-        render_json(selected, stdout_console())
+        # The whole document, as `trace --json` printed it; only the matching copies with a selection.
+        render_json(trace if selection.everything else shown.to_trace(), stdout_console())
     else:
-        render_table(trace, stdout_console(), by=by.value, top=top, kinds=kinds, region=region, trace_path=str(file))
+        render_table(shown, stdout_console(), by=by, top=top, trace_path=str(file))
     return 0

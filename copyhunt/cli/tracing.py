@@ -25,7 +25,9 @@ from copyhunt.errors import (
     OutputExistsError,
     TargetNotFoundError,
 )
-from copyhunt.records import COPY_KINDS, Trace, save
+from copyhunt.records import Trace
+from copyhunt.tracefile import save
+from copyhunt.selection import Selection
 from copyhunt.targets import Target, TargetExit
 
 
@@ -44,20 +46,6 @@ class TraceRun(NamedTuple):
         if isinstance(self.error, KeyboardInterrupt):
             return EXIT_INTERRUPTED
         return EXIT_TARGET_FAILED
-
-
-def parse_kinds(value: str | None) -> tuple[str, ...] | None:
-    """``"d2d,h2d"`` -> ``("d2d", "h2d")``; None means every kind; unknown kinds fail with one line."""
-    if value is None:
-        return None
-    kinds = tuple(dict.fromkeys(k.strip().lower() for k in value.split(",") if k.strip()))
-    bad = [k for k in kinds if k not in COPY_KINDS]
-    if bad or not kinds:
-        raise CopyhuntError(
-            f"--kind {value!r}: unknown kind {', '.join(map(repr, bad)) or '(empty)'}; "
-            f"expected a comma-separated list of {', '.join(COPY_KINDS)}"
-        )
-    return kinds
 
 
 def default_output(target: Target, directory: str | os.PathLike[str] = ".") -> Path:
@@ -89,8 +77,7 @@ def trace_target(
     output: Path,
     *,
     force: bool = False,
-    kinds: Sequence[str] | None = None,
-    region: str | None = None,
+    selection: Selection | None = None,
     focus: Sequence[str] = (),
     hide: Sequence[str] = (),
     device_trace: bool | None = None,
@@ -106,15 +93,18 @@ def trace_target(
     """
     err = stderr if stderr is not None else sys.stderr
     target.check()
-    from copyhunt.hunt import hunt  # torch is imported here, not at CLI start-up
+    from copyhunt.hunting import hunt  # torch is imported here, not at CLI start-up
 
     if device_trace is None:
         import torch
 
         device_trace = bool(torch.cuda.is_available())
+    selection = selection or Selection()
     h = hunt(
-        kinds=tuple(kinds) if kinds is not None else None,
-        region=region,
+        kinds=selection.kinds,
+        region=selection.region,
+        site=selection.site,
+        op=selection.op,
         focus=tuple(focus),
         hide=tuple(hide),
         stack_depth=stack_depth,
@@ -147,7 +137,7 @@ def trace_target(
             raise
         error = _without_frames(exc)
     del returned  # the hunt has stopped: the result kept its storages alive through the final sweep
-    trace = _describe(h.trace, target, error, kinds, region)
+    trace = _describe(h.trace, target, error, selection)
     trace = _judge(trace, err)
     return TraceRun(trace, _save(trace, output, force), error)
 
@@ -218,7 +208,7 @@ _CAPTURE_DIR = os.path.join(_PACKAGE_DIR, "capture") + os.sep
 _STDLIB_RUNNERS = frozenset(os.path.abspath(m.__file__ or "") for m in (runpy, importlib))
 _RUNNER_FILES = frozenset(
     os.path.join(_PACKAGE_DIR, *parts)
-    for parts in (("targets.py",), ("hunt.py",), ("cli", "tracing.py"), ("cli", "trace_cmd.py"), ("cli", "gate_cmd.py"),
+    for parts in (("targets.py",), ("hunting.py",), ("cli", "tracing.py"), ("cli", "trace_cmd.py"), ("cli", "gate_cmd.py"),
                   ("cli", "verify_cmd.py"), ("verify", "run.py"))
 )
 
@@ -233,10 +223,8 @@ def _maybe_stdout_to_stderr(enabled: bool) -> Iterator[None]:
         yield
 
 
-def _describe(
-    trace: Trace, target: Target, error: BaseException | None, kinds: Sequence[str] | None, region: str | None
-) -> Trace:
-    """Fill what only the runner knows: the target, its argv, why the run is incomplete, the filters."""
+def _describe(trace: Trace, target: Target, error: BaseException | None, selection: Selection) -> Trace:
+    """Fill what only the runner knows: the target, its argv, why the run is incomplete."""
     meta = trace.meta
     changes: dict[str, Any] = {}
     if meta.target is None:
@@ -248,9 +236,6 @@ def _describe(
     if error is not None and (not meta.error or isinstance(error, TargetExit)):
         # The hunt saw an exception class; "target exited with status 5" says what happened.
         changes["error"] = _one_line(error)
-    if not meta.filters:
-        filters = {"kinds": list(kinds) if kinds is not None else None, "region": region}
-        changes["filters"] = {k: v for k, v in filters.items() if v is not None}
     if not changes:
         return trace
     return dataclasses.replace(trace, meta=dataclasses.replace(meta, **changes))
@@ -268,15 +253,12 @@ def _one_line(error: BaseException) -> str:
 
 def _judge(trace: Trace, err: TextIO) -> Trace:
     """Verdicts on every copy; if the analysis itself fails, keep the unjudged trace and say so."""
-    from copyhunt.analysis import judge
+    from copyhunt.analysis import ensure_judged
 
-    try:
-        return judge(trace)
-    except Exception as exc:  # an analysis bug must not lose the user's trace
-        message = f"verdict analysis failed ({type(exc).__name__}: {exc}); the trace has no verdicts"
-        print(f"copyhunt: warning: {message}", file=err)
-        notes = (*trace.meta.notes, message)
-        return dataclasses.replace(trace, meta=dataclasses.replace(trace.meta, notes=notes))
+    judged = ensure_judged(trace)  # an analysis bug must not lose the user's trace: it leaves a note
+    if not judged.judged and judged.meta.ops_complete:
+        print(f"copyhunt: warning: {judged.meta.notes[-1]}", file=err)
+    return judged
 
 
 def _save(trace: Trace, output: Path, force: bool) -> Path:

@@ -10,15 +10,16 @@ from typing import Any, List, Optional
 
 import typer
 
+from copyhunt.cli import options
 from copyhunt.cli.app import app
 from copyhunt.cli.console import stdout_console
-from copyhunt.cli.trace_cmd import BY_OPTION, JSON_OPTION, TOP_OPTION, GroupBy
 from copyhunt.cli.tracing import _save, print_user_traceback, resolve_output
 from copyhunt.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TARGET_FAILED, CopyhuntError, TraceFormatError
 from copyhunt.records import Trace
 from copyhunt.report.json_out import render_json
-from copyhunt.report.table import DEFAULT_TOP, render_table
+from copyhunt.report.table import render_table
 from copyhunt.targets import DEFAULT_TARGET, Target, TargetExit, parse_target
+from copyhunt.view import recorded_selection, view
 
 
 @app.command(
@@ -36,10 +37,8 @@ def verify_command(
     target: Optional[str] = typer.Argument(None, metavar="TARGET|TRACE", show_default=False),
     args: Optional[List[str]] = typer.Argument(None, metavar="ARGS", show_default=False),
     module: Optional[str] = typer.Option(None, "-m", "--module", metavar="MODULE", help="Run a module like python -m."),
-    output: Optional[Path] = typer.Option(
-        None, "--output", "-o", metavar="FILE", help="Save the verified trace here (default: ./copyhunt-<target>.<pid>.json)."
-    ),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing --output file."),
+    output: options.OptionalPath = options.OUTPUT,
+    force: bool = options.FORCE,
     sites: Optional[List[str]] = typer.Option(
         None, "--sites", metavar="GLOB", help="Only sites whose file:line matches GLOB (repeatable), e.g. '*modular.py:51'."
     ),
@@ -50,9 +49,9 @@ def verify_command(
         False, "--strict", help="For a function: also require every op's outputs to match (as for scripts), not only its return value."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="A progress bar on stderr."),
-    json_output: bool = JSON_OPTION,
-    top: int = TOP_OPTION,
-    by: GroupBy = BY_OPTION,
+    json_output: bool = options.JSON,
+    top: int = options.TOP,
+    by: options.GroupBy = options.BY,
 ) -> int:
     """Verify; exit 0 (refuted sites are findings, gate them with max_refuted), 3 if the program raised."""
     parsed, recorded = _resolve(target, module, args or ())
@@ -62,8 +61,8 @@ def verify_command(
 
     program = parsed.run
     kind = "function" if parsed.kind == "function" and not strict else "script"
-    focus = tuple(recorded.meta.filters.get("focus", ())) if recorded is not None else ()
-    hide = tuple(recorded.meta.filters.get("hide", ())) if recorded is not None else ()
+    focus = recorded.meta.focus if recorded is not None else ()
+    hide = recorded.meta.hide if recorded is not None else ()
     bar = _Bar(enabled=progress)
     try:
         bar.say("tracing (a warm-up run, then the traced run)")
@@ -97,14 +96,14 @@ def verify_command(
         render_json(verified, stdout_console())
         print(f"copyhunt: trace saved to {saved}", file=sys.stderr)
     else:
-        render_table(verified, stdout_console(), by=by.value, top=top if top is not None else DEFAULT_TOP, trace_path=str(saved))
+        render_table(view(verified, recorded_selection(verified)), stdout_console(), by=by, top=top, trace_path=str(saved))
     return EXIT_OK
 
 
 def _resolve(target: str | None, module: str | None, args: Any) -> tuple[Target, Trace | None]:
     """The target to run, and the trace file it came from (TRACE form) or None."""
     if module is None and target is not None and target.endswith(".json") and Path(target).is_file():
-        from copyhunt.records import load
+        from copyhunt.tracefile import load
 
         recorded = load(target)
         spec = recorded.meta.target
@@ -120,9 +119,11 @@ def _resolve(target: str | None, module: str | None, args: Any) -> tuple[Target,
 def _compare(recorded: Trace, fresh: Trace, name: str) -> list[str]:
     """Notes when the fresh trace's copies differ from the file's (a cold first run builds state, say)."""
     def tally(t: Trace) -> Counter:
-        return Counter((c.site.file if c.site else None, c.site.line if c.site else None, c.op, c.verdict) for c in t.copies)
+        return Counter((c.site.file if c.site else None, c.site.line if c.site else None, c.op, c.verdict) for c in t.read_copies())
 
-    before, after = tally(recorded), tally(fresh)
+    from copyhunt.analysis import ensure_judged
+
+    before, after = tally(ensure_judged(recorded)), tally(fresh)
     if before == after:
         return [f"verified against a fresh trace of {name}'s target: the same copies and verdicts as {name}"]
     gone, new = sum((before - after).values()), sum((after - before).values())

@@ -8,7 +8,8 @@ A budget file::
     name = "MoE layers make no output copies"   # optional; shown in violations
     kind = "d2d"                   # optional: one of d2d, h2d, d2h, p2p, or a list of them
     region = "moe"                 # optional glob: copies inside a region of that name, any nesting
-    site = "copyhunt/moe/*.py"     # optional glob on the site's file, or "file:line"
+    site = "src/model/*.py"        # optional glob on the site's file, or "file:line"
+    op = "aten.copy_*"             # optional glob on the op (or its short form, copy_)
     max_copies = 0                 # at least one limit per rule
     max_bytes = "1 MiB"            # int bytes, or a string with a unit (B, KB, KiB, MB, MiB, GB, GiB)
     max_eliminable = 0             # checked only when the trace carries verdicts
@@ -23,6 +24,7 @@ A budget file::
 
 In ``pyproject.toml`` the same keys live under ``[tool.copyhunt]``. Every mistake raises
 :class:`copyhunt.errors.BudgetError` with one line naming the key and what would be valid.
+Selectors are :class:`copyhunt.selection.Selection` objects (the same selection as ``--kind`` / ``--region``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from copyhunt.errors import BudgetError
-from copyhunt.records import COPY_KINDS
+from copyhunt.selection import Selection, SelectionError
 
 TOP_KEYS = ("headroom", "rules", "allow")
 SELECTOR_KEYS = ("kind", "region", "site", "op")
@@ -54,29 +56,6 @@ _UNITS = {
     "gib": 2**30,
 }
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-
-
-@dataclass(frozen=True)
-class Selector:
-    """Which copies a rule or an allowlist entry is about (every field optional: None = any)."""
-
-    kinds: tuple[str, ...] | None = None
-    region: str | None = None
-    site: str | None = None
-    op: str | None = None
-
-    def describe(self) -> str:
-        """``kind=d2d region=moe``; ``all copies`` when nothing is selected."""
-        parts = []
-        if self.kinds is not None:
-            parts.append("kind=" + ",".join(self.kinds))
-        if self.region is not None:
-            parts.append(f"region={self.region}")
-        if self.site is not None:
-            parts.append(f"site={self.site}")
-        if self.op is not None:
-            parts.append(f"op={self.op}")
-        return " ".join(parts) or "all copies"
 
 
 @dataclass(frozen=True)
@@ -98,7 +77,7 @@ class Rule:
     """A budget: copies matching ``selector`` must stay within the limits that are set."""
 
     name: str
-    selector: Selector
+    selector: Selection
     max_copies: Limit | None = None
     max_bytes: Limit | None = None
     max_eliminable: Limit | None = None
@@ -110,7 +89,7 @@ class Rule:
 class Allow:
     """An allowlisted group of copies: no rule counts them; the reason is shown in reports."""
 
-    selector: Selector
+    selector: Selection
     reason: str
 
 
@@ -193,25 +172,12 @@ def _headroom(raw: Any, source: str, key: str) -> float:
     return float(raw)
 
 
-def _selector(table: Mapping[str, Any], source: str, where: str) -> Selector:
-    kinds: tuple[str, ...] | None = None
-    if "kind" in table:
-        raw = table["kind"]
-        items = [raw] if isinstance(raw, str) else raw
-        if not isinstance(items, list) or not items or not all(isinstance(k, str) for k in items):
-            raise BudgetError(f"{source}: {where}.kind must be one of {', '.join(COPY_KINDS)} or a list of them, got {raw!r}")
-        for k in items:
-            if k not in COPY_KINDS:
-                raise BudgetError(f"{source}: {where}.kind {k!r} is not a copy kind (valid: {', '.join(COPY_KINDS)})")
-        kinds = tuple(dict.fromkeys(items))
-    glob = {}
-    for key in ("region", "site", "op"):
-        if key in table:
-            value = table[key]
-            if not isinstance(value, str) or not value.strip():
-                raise BudgetError(f"{source}: {where}.{key} must be a non-empty string (a glob), got {value!r}")
-            glob[key] = value
-    return Selector(kinds=kinds, **glob)
+def _selector(table: Mapping[str, Any], source: str, where: str) -> Selection:
+    try:
+        return Selection.parse(kinds=table.get("kind"), region=table.get("region"), site=table.get("site"),
+                               op=table.get("op"), prefix=f"{where}.")
+    except SelectionError as exc:
+        raise BudgetError(f"{source}: {exc}") from None
 
 
 def _limit(raw: Any, key: str, headroom: float, source: str, where: str) -> Limit:
@@ -265,6 +231,6 @@ def _allow(raw: Any, i: int, source: str, prefix: str) -> Allow:
     if not isinstance(reason, str) or not reason.strip():
         raise BudgetError(f"{source}: {where} needs a reason (a non-empty string saying why these copies are fine)")
     selector = _selector(raw, source, where)
-    if selector == Selector():
+    if selector.everything:
         raise BudgetError(f"{source}: {where} selects every copy; give at least one of {', '.join(SELECTOR_KEYS)}")
     return Allow(selector=selector, reason=reason)

@@ -1,66 +1,24 @@
 """Check a trace against a budget (and optionally against a baseline trace); return violations.
 
 Nothing here prints or picks exit codes: the CLI and the pytest plugin do, from the returned result.
+A trace without verdicts is judged first when its op records allow it (``analysis.ensure_judged``).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Iterable
 
-from copyhunt.analysis.diff import SiteKey, SiteStats, copy_bytes, diff_traces, display_path, site_stats
-from copyhunt.gate.budget import Allow, Budget, Limit, Rule, Selector
-from copyhunt.records import COPY_KINDS, CopyRecord, Trace, is_eliminable
+from copyhunt.analysis import ensure_judged
+from copyhunt.analysis.diff import SiteKey, SiteStats, diff_traces, site_stats
+from copyhunt.gate.budget import Allow, Budget, Limit, Rule
+from copyhunt.records import Copy, Trace, is_eliminable, moved_bytes
+from copyhunt.view import view
 
 #: What a violation is about.
 MEASURES = ("copies", "bytes", "eliminable", "refuted", "verified", "increase")
-
-
-def region_matches(region: str | None, pattern: str) -> bool:
-    """True when ``region`` lies inside a region matching ``pattern`` at any nesting level.
-
-    ``"moe"`` matches ``"moe"``, ``"decode/moe"`` and ``"decode/moe/experts"``; ``"decode/*"`` matches
-    ``"decode/moe"``. Copies outside every region (None) match no pattern.
-    """
-    if not region:
-        return False
-    parts = region.split("/")
-    n = len(parts)
-    return any(fnmatchcase("/".join(parts[i:j]), pattern) for i in range(n) for j in range(i + 1, n + 1))
-
-
-def site_matches(copy: CopyRecord, pattern: str, root: str | os.PathLike[str] | None = None) -> bool:
-    """True when the site's file (shown relative to root, or absolute) or ``file:line`` matches the glob.
-
-    A file outside ``root`` keeps its absolute path; a relative pattern then matches its trailing part
-    (``copyhunt/moe/*`` matches ``/elsewhere/copyhunt/moe/modular.py``), so a budget written for the
-    repository still applies when the gate runs from another directory.
-    """
-    if copy.site is None:
-        return False
-    shown = display_path(copy.site.file, root)
-    candidates = (shown, copy.site.file, f"{shown}:{copy.site.line}", f"{copy.site.file}:{copy.site.line}")
-    if any(fnmatchcase(c, pattern) for c in candidates):
-        return True
-    if shown.startswith("/") and not pattern.startswith(("/", "*")):
-        return fnmatchcase(shown, f"*/{pattern}") or fnmatchcase(f"{shown}:{copy.site.line}", f"*/{pattern}")
-    return False
-
-
-def selects(selector: Selector, copy: CopyRecord, root: str | os.PathLike[str] | None = None) -> bool:
-    """True when ``copy`` is one of the copies ``selector`` is about."""
-    if selector.kinds is not None and copy.kind not in selector.kinds:
-        return False
-    if selector.region is not None and not region_matches(copy.region, selector.region):
-        return False
-    if selector.op is not None and not fnmatchcase(copy.op, selector.op):
-        return False
-    if selector.site is not None and not site_matches(copy, selector.site, root):
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -122,22 +80,12 @@ class GateResult:
         return not self.violations
 
 
-def has_verdicts(trace: Trace) -> bool:
-    """True when the analysis judged this trace's copies (an empty trace counts as judged)."""
-    return not trace.copies or any(c.verdict is not None for c in trace.copies)
-
-
-def has_verifications(trace: Trace) -> bool:
-    """True when copyhunt verify re-ran this trace's program (some copy carries a verification)."""
-    return any(c.verification is not None for c in trace.copies)
-
-
-def _proved(c: CopyRecord, status: str) -> bool:
+def _proved(c: Copy, status: str) -> bool:
     """True for an eliminable copy whose re-run came out ``status`` (refuted copies are eliminable by verdict)."""
     return is_eliminable(c.verdict) and c.verification is not None and c.verification.status == status
 
 
-def _worst_sites(copies: list[CopyRecord], measure: str, root: str | os.PathLike[str] | None) -> tuple[SiteTally, ...]:
+def _worst_sites(copies: list[Copy], measure: str, root: str | os.PathLike[str] | None) -> tuple[SiteTally, ...]:
     if measure == "eliminable":
         copies = [c for c in copies if is_eliminable(c.verdict)]
     elif measure in ("refuted", "verified"):
@@ -152,19 +100,15 @@ def _unit(measure: str, n: int) -> str:
     if measure == "bytes":
         return f"{n} bytes"
     noun = "copy" if n == 1 else "copies"
-    if measure == "eliminable":
-        return f"{n} eliminable {noun}"
-    if measure == "refuted":
-        return f"{n} refuted eliminable {noun}"
-    if measure == "verified":
-        return f"{n} verified eliminable {noun}"
-    return f"{n} {noun}"
+    if measure in ("refuted", "verified"):
+        return f"{n} {measure} eliminable {noun}"
+    return f"{n} eliminable {noun}" if measure == "eliminable" else f"{n} {noun}"
 
 
-def _check_rule(rule: Rule, copies: list[CopyRecord], judged: bool, verified: bool, root: str | os.PathLike[str] | None) -> RuleResult:
-    mine = [c for c in copies if selects(rule.selector, c, root)]
+def _check_rule(rule: Rule, copies: list[Copy], judged: bool, verified: bool, root: str | os.PathLike[str] | None) -> RuleResult:
+    mine = [c for c in copies if rule.selector.matches(c, root)]
     n_copies = len(mine)
-    n_bytes = sum(copy_bytes(c) for c in mine)
+    n_bytes = moved_bytes(mine)
     n_elim = sum(is_eliminable(c.verdict) for c in mine) if judged else None
     n_refuted = sum(_proved(c, "refuted") for c in mine) if verified else None
     n_verified = sum(_proved(c, "verified") for c in mine) if verified else None
@@ -186,26 +130,25 @@ def _check_rule(rule: Rule, copies: list[CopyRecord], judged: bool, verified: bo
 
 def check(trace: Trace, budget: Budget, root: str | os.PathLike[str] | None = None) -> GateResult:
     """Apply every rule of ``budget`` to ``trace``; allowlisted copies count for no rule."""
+    trace = ensure_judged(trace)
     allowed_counts = [[0, 0] for _ in budget.allow]
     counted = []
-    for c in trace.copies:
+    for c in trace.read_copies():
         for i, entry in enumerate(budget.allow):
-            if selects(entry.selector, c, root):
+            if entry.selector.matches(c, root):
                 allowed_counts[i][0] += 1
-                allowed_counts[i][1] += copy_bytes(c)
+                allowed_counts[i][1] += c.moved_bytes
                 break  # first matching entry owns the copy, so totals add up
         else:
             counted.append(c)
-    judged = has_verdicts(trace)
-    verified = has_verifications(trace)
-    results = tuple(_check_rule(r, counted, judged, verified, root) for r in budget.rules)
+    judged = trace.judged
+    results = tuple(_check_rule(r, counted, judged, trace.verified, root) for r in budget.rules)
     notes = []
     if not judged and any(r.max_eliminable is not None for r in budget.rules):
         notes.append("max_eliminable not checked: the trace carries no verdicts (trace it with a copyhunt that judges copies)")
     unchecked = [k for k in ("max_refuted", "max_verified") if any(getattr(r, k) is not None for r in budget.rules)]
-    if not verified and unchecked:
+    if not trace.verified and unchecked:
         notes.append(f"{' and '.join(unchecked)} not checked: the trace was not verified (make it with copyhunt verify)")
-    notes.extend(_filter_notes(trace, budget))
     if not trace.meta.complete:
         notes.append(f"the trace is incomplete ({trace.meta.error or 'the target did not finish'}): counts are a lower bound")
     return GateResult(
@@ -216,26 +159,10 @@ def check(trace: Trace, budget: Budget, root: str | os.PathLike[str] | None = No
     )
 
 
-def _filter_notes(trace: Trace, budget: Budget) -> list[str]:
-    """Say when the capture filtered copies out, so a rule could not see what it counts."""
-    filters = trace.meta.filters or {}
-    notes = []
-    recorded = filters.get("kinds")
-    if recorded:
-        for rule in budget.rules:
-            wanted = rule.selector.kinds or COPY_KINDS
-            missing = [k for k in wanted if k not in recorded]
-            if missing:
-                notes.append(f"{rule.name}: the trace recorded only {', '.join(recorded)} copies, so {', '.join(missing)} copies went uncounted")
-    if filters.get("region"):
-        notes.append(f"the trace holds only copies inside region {filters['region']!r}")
-    return notes
-
-
 def check_increase(trace: Trace, baseline: Trace, root: str | os.PathLike[str] | None = None) -> tuple[Violation, ...]:
     """One violation per site with more copies or bytes than in ``baseline`` (new sites included)."""
     out = []
-    for ch in diff_traces(baseline, trace, root).grown:
+    for ch in diff_traces(view(baseline), view(trace), root).grown:
         b, a = ch.before, ch.after
         message = f"{ch.key.short()} {ch.key.op} {ch.key.kind}: {b.count} -> {a.count} copies, {b.bytes} -> {a.bytes} bytes"
         if ch.status == "added":
@@ -252,6 +179,28 @@ def merge(result: GateResult, extra: Iterable[Violation], notes: Iterable[str] =
         allowed=result.allowed,
         notes=result.notes + tuple(notes),
     )
+
+
+def evaluate(
+    trace: Trace,
+    budget: Budget | None,
+    baseline: Trace | None = None,
+    fail_on_increase: bool = False,
+    root: str | os.PathLike[str] | None = None,
+) -> GateResult:
+    """The whole gate: ``budget``'s rules (if any), then the baseline comparison (if any).
+
+    Growth against the baseline fails only with ``fail_on_increase``; otherwise it is a note.
+    """
+    result = check(trace, budget, root) if budget is not None else GateResult(violations=())
+    if baseline is None:
+        return result
+    grown = check_increase(trace, baseline, root)
+    if fail_on_increase:
+        return merge(result, grown)
+    if grown:
+        return merge(result, (), [f"{len(grown)} site(s) grew against the baseline (not failing: no --fail-on-increase)"])
+    return result
 
 
 def find_budget(start: str | os.PathLike[str] | None = None) -> Path | None:

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from copyhunt.errors import TraceFormatError
-from copyhunt.records import Trace, load
+from copyhunt.records import Trace
+from copyhunt.tracefile import from_json, load
 
 
 def load_any(path: str | os.PathLike[str]) -> Trace:
@@ -38,12 +39,12 @@ def load_any(path: str | os.PathLike[str]) -> Trace:
         return load(p)  # gives the usual one-line "not valid JSON" error
     if not gz and '"schema"' in p.read_text(encoding="utf-8", errors="replace")[:256]:
         return load(p)
-    from copyhunt.capture.kineto import read_json
+    from copyhunt.kineto import read_json
     from copyhunt.importers import chrome
 
     doc = read_json(p)
     if isinstance(doc, dict) and "schema" in doc:
-        return Trace.from_json(doc, source=str(p))
+        return from_json(doc, source=str(p))
     if chrome.looks_like_chrome(doc):
         return chrome.import_chrome(p, doc)
     if rocprof.looks_like_json(doc):

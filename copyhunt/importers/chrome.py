@@ -3,8 +3,8 @@
 Every GPU copy in the file (memcpy events and copy kernels, graph replays included) becomes one
 ``CopyRecord`` of origin ``"imported"``. Sites come from what the file holds:
 
-- ``python_function`` events (``with_stack=True``): the innermost frame outside torch and the
-  standard library, at the runtime call that launched the copy;
+- ``python_function`` events (``with_stack=True``): the innermost frame outside torch, copyhunt and
+  the standard library (``attribution.KinetoSiteRule``), at the runtime call that launched the copy;
 - ``user_annotation`` ranges (``record_function``, ``copyhunt.region``, vLLM labels): the region;
 - the launching ``cpu_op`` (``aten::copy_``...): the op;
 - with ``record_shapes=True``: shape, dtype and bytes of ``copy_`` kernels (memcpys carry bytes).
@@ -16,16 +16,17 @@ no op/storage records (so no verdicts), no GPU activity.
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
-from copyhunt.capture import kineto
-from copyhunt.capture.graphs import account_replays
-from copyhunt.capture.kineto import KEvent, KinetoTrace, copy_kind
+from copyhunt.attribution import KinetoSiteRule, attribute
+from copyhunt import kineto
+from copyhunt.kineto import KEvent, KinetoTrace, copy_kind, short_kernel
+from copyhunt.kineto.graphs import account_replays
 from copyhunt.records import CopyRecord, DeviceTiming, Frame, Trace, TraceMeta
 
-_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
+#: Sites from Kineto's python_function stacks: the one chooser, with the rule for Kineto's paths.
+_SITES = KinetoSiteRule()
 _DTYPES = {
     "c10::BFloat16": ("torch.bfloat16", 2), "c10::Half": ("torch.float16", 2), "float": ("torch.float32", 4),
     "double": ("torch.float64", 8), "int": ("torch.int32", 4), "long int": ("torch.int64", 8),
@@ -34,26 +35,6 @@ _DTYPES = {
     "c10::Float8_e4m3fnuz": ("torch.float8_e4m3fnuz", 1), "c10::Float8_e5m2": ("torch.float8_e5m2", 1),
 }
 _SKIP_REGIONS = ("ProfilerStep#", "## ", "PyTorch Profiler")
-
-
-def is_library_frame(file: str) -> bool:
-    """Kineto writes paths relative to sys.path: torch, the standard library and builtins are not sites."""
-    if file.startswith("<") or file.startswith("torch/") or "/torch/" in file or "site-packages/torch" in file:
-        return True
-    if (file.startswith("copyhunt/") or "/copyhunt/" in file) and "/moe/" not in f"/{file}":
-        return True  # copyhunt's own profiler code; the bundled MoE model is user-visible code
-    head = file.split("/", 1)[0]
-    stem = head[:-3] if head.endswith(".py") else head
-    return stem in _STDLIB
-
-
-def site_from_stack(frames: list[tuple[str, int, str]]) -> tuple[Frame | None, tuple[Frame, ...]]:
-    """(site, short stack) from python frames innermost first."""
-    stack = tuple(Frame(f, line, fn) for f, line, fn in frames)
-    for fr in stack:
-        if not is_library_frame(fr.file):
-            return fr, stack[:8]
-    return None, stack[:8]
 
 
 def _region(kt: KinetoTrace, tid: Any, t: float) -> str | None:
@@ -83,6 +64,7 @@ def import_kineto(kt: KinetoTrace, source: str = "trace") -> Trace:
     account = account_replays(kt)
     replayed = {id(n.event): n for n in account.nodes}
     copies: list[CopyRecord] = []
+    timings: dict[int, DeviceTiming] = {}
     no_bytes = 0
     no_site = 0
     for ev in kt.gpu:
@@ -97,7 +79,8 @@ def import_kineto(kt: KinetoTrace, source: str = "trace") -> Trace:
             tid = launch.tid
             ops = kt.cpu_ops_at(launch.tid, launch.ts)
             op_ev = ops[-1] if ops else kt.op_by_ext.get(launch.external_id or -1)
-            site, stack = site_from_stack(kt.python_stack_at(launch.tid, launch.ts))
+            python = kt.python_stack_at(launch.tid, launch.ts)
+            site, stack = attribute([Frame(f, line, fn) for f, line, fn in python], _SITES, 8)
             region = _region(kt, launch.tid, launch.ts)
         shape, dtype, rs_bytes = _shape_bytes(op_ev)
         nbytes = ev.nbytes if ev.nbytes is not None else rs_bytes
@@ -106,6 +89,9 @@ def import_kineto(kt: KinetoTrace, source: str = "trace") -> Trace:
         if site is None:
             no_site += 1
         src, dst = _devices(kind, ev.args.get("device"))
+        timings[len(copies)] = DeviceTiming(
+            name=short_kernel(ev.name), time_us=round(ev.dur, 3), bytes=nbytes, stream=ev.stream, start_us=ev.ts
+        )
         copies.append(
             CopyRecord(
                 seq=len(copies),
@@ -124,10 +110,7 @@ def import_kineto(kt: KinetoTrace, source: str = "trace") -> Trace:
                 thread=tid if isinstance(tid, int) else None,
                 origin="imported",
                 graph_replay=node.replay if node is not None else None,
-                device=DeviceTiming(
-                    name=_display_name(ev), time_us=round(ev.dur, 3), bytes=nbytes, stream=ev.stream, start_us=ev.ts
-                ),
-                extra={"bytes_known": nbytes is not None},
+                bytes_exact=nbytes is not None,
             )
         )
     notes = list(account.notes)
@@ -160,15 +143,10 @@ def import_kineto(kt: KinetoTrace, source: str = "trace") -> Trace:
         target=Path(source).name,
         gpu_time_us=round(kt.gpu_time_us(), 3) if kt.gpu else None,
         notes=tuple(notes),
-        extra={"imported_from": "chrome", "kineto_trace": source, "gpu_events": len(kt.gpu)},
+        imported_from="chrome",
+        kineto_trace=source,
     )
-    return Trace(meta=meta, copies=tuple(copies))
-
-
-def _display_name(ev: KEvent) -> str:
-    from copyhunt.capture.device import _short_kernel  # one spelling of kernel names for both paths
-
-    return _short_kernel(ev.name)
+    return Trace(meta=meta, copies=tuple(copies), timings=timings)
 
 
 def looks_like_chrome(doc: Any) -> bool:

@@ -59,27 +59,35 @@ def _devices(kind: str) -> tuple[str, str]:
     return {"h2d": ("cpu", "gpu"), "d2h": ("gpu", "cpu")}.get(kind, ("gpu", "gpu"))
 
 
+#: One imported copy: its record and its device timing (every rocprofv3 copy has one).
+_Imported = tuple[CopyRecord, DeviceTiming]
+
+
 def _record(
     seq: int, kind: str, name: str, start_ns: float, end_ns: float, nbytes: int | None,
     region: str | None = None, stream: int | None = None, thread: int | None = None,
-) -> CopyRecord:
+) -> _Imported:
     src, dst = _devices(kind)
-    return CopyRecord(
+    record = CopyRecord(
         seq=seq, op=name, kind=kind, bytes=nbytes or 0, noop=False, src_device=src, dst_device=dst,
         shape=(), dtype="", site=None, region=region or None, thread=thread, origin="imported",
-        device=DeviceTiming(name=name, time_us=round((end_ns - start_ns) / 1e3, 3), bytes=nbytes, stream=stream, start_us=start_ns / 1e3),
-        extra={"bytes_known": nbytes is not None},
+        bytes_exact=nbytes is not None,
     )
+    timing = DeviceTiming(name=name, time_us=round((end_ns - start_ns) / 1e3, 3), bytes=nbytes, stream=stream, start_us=start_ns / 1e3)
+    return record, timing
 
 
-def _trace(copies: list[CopyRecord], fmt: str, source: str, notes: Iterable[str], gpu_time_us: float | None = None) -> Trace:
-    copies.sort(key=lambda c: c.device.start_us if c.device and c.device.start_us is not None else 0.0)
-    copies = [replace(c, seq=i) for i, c in enumerate(copies)]
+def _trace(copies: list[_Imported], fmt: str, source: str, notes: Iterable[str], gpu_time_us: float | None = None) -> Trace:
+    copies.sort(key=lambda rt: rt[1].start_us if rt[1].start_us is not None else 0.0)
     meta = TraceMeta(
         device="rocm", target=Path(source).name, gpu_time_us=gpu_time_us,
-        notes=(*notes, _NOTE_NO_STACKS, _NOTE_NO_VERDICTS), extra={"imported_from": f"rocprofv3-{fmt}"},
+        notes=(*notes, _NOTE_NO_STACKS, _NOTE_NO_VERDICTS), imported_from=f"rocprofv3-{fmt}",
     )
-    return Trace(meta=meta, copies=tuple(copies))
+    return Trace(
+        meta=meta,
+        copies=tuple(replace(r, seq=i) for i, (r, _) in enumerate(copies)),
+        timings={i: t for i, (_, t) in enumerate(copies)},
+    )
 
 
 # --- CSV ---------------------------------------------------------------------------------
@@ -93,7 +101,7 @@ def looks_like_csv(head: str) -> bool:
 
 def import_csv(path: str | Path) -> Trace:
     """Read ``*_memory_copy_trace.csv``."""
-    copies: list[CopyRecord] = []
+    copies: list[_Imported] = []
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = [c for c in _CSV_COLUMNS if c not in (reader.fieldnames or [])]
@@ -129,7 +137,7 @@ def import_json(path: str | Path, doc: Any) -> Trace:
     """Read rocprofv3 ``-f json`` output."""
     tools = doc["rocprofiler-sdk-tool"]
     tools = tools if isinstance(tools, list) else [tools]
-    copies: list[CopyRecord] = []
+    copies: list[_Imported] = []
     for tool in tools:
         records = (tool.get("buffer_records") or {}).get("memory_copy") or []
         names: list[str] = []
@@ -185,7 +193,7 @@ def import_rocpd(path: str | Path) -> Trace:
         if not cols:
             raise TraceFormatError(f"{path}: an SQLite file without a rocpd 'memory_copies' view (not a rocprofv3 rocpd database)")
         want = [c for c in ("name", "region_name", "start", "end", "size", "stream_id", "tid") if c in cols]
-        copies: list[CopyRecord] = []
+        copies: list[_Imported] = []
         for row in con.execute(f"SELECT {', '.join(want)} FROM memory_copies"):
             r = dict(zip(want, row))
             name = str(r.get("name") or "")
@@ -196,7 +204,7 @@ def import_rocpd(path: str | Path) -> Trace:
             )
         kcols = _columns(con, "kernels")
         n_kernels = 0
-        gpu_time_ns = sum(c.device.time_us * 1e3 for c in copies if c.device)
+        gpu_time_ns = sum(t.time_us * 1e3 for _, t in copies)
         if kcols:
             kname = "kernel_name" if "kernel_name" in kcols else "name"
             kwant = [c for c in (kname, "region_name", "start", "end", "stream_id", "tid") if c in kcols]

@@ -9,13 +9,13 @@ from rich.console import Console
 from rich.table import Table
 
 from copyhunt.report.gate_report import annotation
-from copyhunt.report.units import human_bytes, short_op
+from copyhunt.report import Format
+from copyhunt.text import human_bytes, short_op
 
 if TYPE_CHECKING:
     from copyhunt.analysis.diff import SiteChange, SiteStats, TraceDiff
 
 DIFF_SCHEMA = "copyhunt.diff/1"
-FORMATS = ("text", "json", "github")
 
 
 def _stats_json(s: "SiteStats") -> dict[str, Any]:
@@ -136,3 +136,17 @@ def render_diff_github(
         f"copyhunt diff: {counts['added']} added, {counts['removed']} removed, {counts['changed']} changed, {len(diff.grown)} grew",
         highlight=False,
     )
+
+
+def render_diff(
+    console: Console, diff: "TraceDiff", fmt: Format = Format.text, *, a: str | None = None, b: str | None = None,
+    show_same: bool = False, fail_on_increase: bool = False,
+) -> None:
+    """Render in one of the output formats (GitHub: errors when growth fails the run, else warnings)."""
+    fmt = Format(fmt)
+    if fmt is Format.text:
+        render_diff_text(console, diff, a=a, b=b, show_same=show_same)
+    elif fmt is Format.json:
+        render_diff_json(console, diff, a=a, b=b, show_same=show_same)
+    else:
+        render_diff_github(console, diff, a=a, b=b, level="error" if fail_on_increase else "warning")

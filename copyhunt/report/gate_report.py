@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from copyhunt.report.units import human_bytes  # one formatting of sizes across every report
+from copyhunt.report import Format
+from copyhunt.text import human_bytes
 
 if TYPE_CHECKING:  # report sits beside gate: it renders gate's records, never calls it
     from copyhunt.analysis.diff import SiteKey, SiteStats
     from copyhunt.gate.check import GateResult, SiteTally, Violation
 
 GATE_SCHEMA = "copyhunt.gate/1"
-FORMATS = ("text", "json", "github")
 #: GitHub shows at most 10 error annotations per step: list the worst sites only.
 MAX_ANNOTATED_SITES = 10
 
@@ -249,6 +249,6 @@ def render_gate_github(console: Console, result: "GateResult", **labels: str | N
     out("copyhunt gate: PASS - within budget" if result.ok else f"copyhunt gate: FAIL - {n} violation{'s' if n != 1 else ''}")
 
 
-def render_gate(console: Console, result: "GateResult", fmt: str = "text", **labels: str | None) -> None:
-    """Render in one of FORMATS (the caller validated ``fmt``)."""
-    {"text": render_gate_text, "json": render_gate_json, "github": render_gate_github}[fmt](console, result, **labels)
+def render_gate(console: Console, result: "GateResult", fmt: Format = Format.text, **labels: str | None) -> None:
+    """Render in one of the output formats."""
+    {Format.text: render_gate_text, Format.json: render_gate_json, Format.github: render_gate_github}[Format(fmt)](console, result, **labels)

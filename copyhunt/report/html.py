@@ -24,8 +24,9 @@ from typing import Any, Mapping, Sequence
 
 from copyhunt.errors import CopyhuntError, OutputExistsError
 from copyhunt.records import Trace
+from copyhunt.view import TraceView
 from copyhunt.report.html_data import BenchAttachment, report_data
-from copyhunt.report.units import human_bytes
+from copyhunt.text import human_bytes
 
 #: Largest bench file (JSON or PNG) accepted by `read_bench`.
 MAX_BENCH_FILE = 16 * 1024 * 1024
@@ -60,7 +61,7 @@ def _sha256(text: str) -> str:
 
 
 def render_html(
-    trace: Trace,
+    trace: Trace | TraceView,
     *,
     trace_path: str | None = None,
     showing: Sequence[str] = (),

@@ -15,8 +15,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from copyhunt.records import VERDICTS, CopyRecord, Frame, Trace, is_eliminable
-from copyhunt.report.units import human_bytes, short_op, short_path
+from copyhunt.records import VERDICTS, Copy, Frame, Trace, is_eliminable
+from copyhunt.text import display_path, human_bytes, short_op
+from copyhunt.view import TraceView, view
 
 #: Longest string kept from a trace (a function name, a reason...); the rest is cut with a note.
 MAX_TEXT = 2000
@@ -80,7 +81,7 @@ def _size(value: Any) -> int:
     return 0
 
 
-def _time_us(copy: CopyRecord) -> float | None:
+def _time_us(copy: Copy) -> float | None:
     """The copy's device time in us, or None (no timing, or not a number in [0, MAX_TIME_US])."""
     t = getattr(copy.device, "time_us", None)
     if isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= MAX_TIME_US:
@@ -89,12 +90,13 @@ def _time_us(copy: CopyRecord) -> float | None:
 
 
 # The record fields the page reads; the one place to adapt when records change shape.
-def _verdict_of(copy: CopyRecord) -> tuple[str | None, str | None, str | None]:
+def _verdict_of(copy: Copy) -> tuple[str | None, str | None, str | None]:
     """(verdict, reason, suggestion) of ``copy``."""
-    return copy.verdict, copy.reason, copy.suggestion
+    # An empty reason or suggestion says nothing: shown as none.
+    return copy.verdict, copy.reason or None, copy.suggestion or None
 
 
-def _source_text(copy: CopyRecord) -> str | None:
+def _source_text(copy: Copy) -> str | None:
     """The site's source line when the trace itself carries one (never read from disk)."""
     extra = copy.extra if isinstance(copy.extra, Mapping) else {}
     for key in SOURCE_TEXT_KEYS:
@@ -125,7 +127,7 @@ class _Frames:
         if found is None:
             found = self._ids[key] = len(self.rows)
             path = key[0]
-            short = clean_text(short_path(path, self.cwd)) if isinstance(frame.file, str) else path
+            short = clean_text(display_path(path, self.cwd)) if isinstance(frame.file, str) else path
             self.rows.append([short, key[1], key[2], 1 if _TORCH_FRAME.search(path) else 0, path])
         self._by_frame[frame] = found
         return found
@@ -147,7 +149,7 @@ class _Entry:
         self.regions: dict[str, None] = {}
         self.source: str | None = None
 
-    def add(self, copy: CopyRecord, verdict: str | None, reason: Any, suggestion: Any) -> None:
+    def add(self, copy: Copy, verdict: str | None, reason: Any, suggestion: Any) -> None:
         self.count += 1
         moved = 0 if copy.noop else _size(copy.bytes)
         self.noop += 1 if copy.noop else 0
@@ -181,7 +183,7 @@ class _Entry:
         }
 
 
-def _fold(copies: Iterable[CopyRecord], frames: _Frames) -> list[_Entry]:
+def _fold(copies: Iterable[Copy], frames: _Frames) -> list[_Entry]:
     """One entry per (stack outermost first, site, op, kind, verdict), in order of first copy."""
     entries: dict[tuple[Any, ...], _Entry] = {}
     names: dict[tuple[Any, ...], str] = {}  # op / kind / verdict text, cleaned once per distinct value
@@ -213,7 +215,7 @@ def _fold(copies: Iterable[CopyRecord], frames: _Frames) -> list[_Entry]:
 
 
 def report_data(
-    trace: Trace,
+    source: Trace | TraceView,
     *,
     trace_path: str | None = None,
     showing: Sequence[str] = (),
@@ -221,8 +223,9 @@ def report_data(
     cwd: str | None = None,
 ) -> dict[str, Any]:
     """Everything the page shows, as JSON-ready builtins (all trace text cleaned and bounded)."""
+    shown_view = source if isinstance(source, TraceView) else view(source)
     frames = _Frames(cwd)
-    entries = _fold(trace.copies, frames)
+    entries = _fold(shown_view.copies, frames)
     entries.sort(key=lambda e: (-e.bytes, -e.count, e.order))
     shown, left = entries[:MAX_STACKS], entries[MAX_STACKS:]
     timed = any(e.us is not None for e in entries)
@@ -249,7 +252,7 @@ def report_data(
     }
     return {
         "format": "copyhunt.html/1",
-        "meta": _meta(trace, trace_path, showing),
+        "meta": _meta(shown_view.trace, trace_path, showing),
         "verdicts": list(VERDICTS),
         "timed": timed,
         "judged": judged,
@@ -266,7 +269,10 @@ def report_data(
 def _meta(trace: Trace, trace_path: str | None, showing: Sequence[str]) -> dict[str, Any]:
     meta = trace.meta
     gpu = meta.gpu_time_us
-    filters = meta.filters if isinstance(meta.filters, Mapping) else {}
+    # What chose the sites (focus / hide) and the view the trace asks to be shown with.
+    filters: dict[str, Any] = {"focus": meta.focus, "hide": meta.hide}
+    if isinstance(meta.view, Mapping):
+        filters.update({f"view.{k}": v for k, v in meta.view.items()})
     return {
         "target": _opt_text(meta.target),
         "argv": [clean_text(a, 500) for a in list(meta.argv)[1:50]],

@@ -5,7 +5,7 @@ verdict, with its facts in ``args``. Copies with device timing sit at their GPU 
 it (CPU traces) the timeline is logical: one microsecond slot per op sequence number, so the order
 is right but durations mean nothing (``otherData.clock`` says which). The device-capture helper
 extends this module: with device times, one track per site on the GPU clock, beside the original
-GPU timeline when the capture kept one (``meta.extra["kineto_trace"]``).
+GPU timeline when the capture kept one (``meta.kineto_trace``).
 """
 
 from __future__ import annotations
@@ -15,42 +15,43 @@ import os
 from pathlib import Path
 from typing import Any
 
-from copyhunt.records import CopyRecord, Trace
-from copyhunt.report.units import short_op
+from copyhunt.records import Copy
+from copyhunt.text import short_op
+from copyhunt.view import TraceView
 
 #: Process id of the copyhunt track in the exported trace (any id not used by Kineto's own pids).
 COPYHUNT_PID = "copyhunt"
 COPYHUNT_TID = "copies"
 
 
-def copy_event_name(copy: CopyRecord) -> str:
+def copy_event_name(copy: Copy) -> str:
     """``path:line function [verdict]`` (or the op when the copy has no source site)."""
     name = copy.site.short() if copy.site is not None else short_op(copy.op)
     return f"{name} [{copy.verdict}]" if copy.verdict else name
 
 
-def to_chrome_trace(trace: Trace, *, timeline: Any = None) -> dict[str, Any]:
-    """The Chrome trace-event document (``{"traceEvents": [...]}``) for ``trace``'s copies.
+def to_chrome_trace(view: TraceView, *, timeline: Any = None) -> dict[str, Any]:
+    """The Chrome trace-event document (``{"traceEvents": [...]}``) for the copies ``view`` shows.
 
     Without device times: one "copies" track on a logical clock. With device times (a device
     capture or an imported profiler file), each source site gets its own copyhunt track, named
     by the site and its verdict, on the GPU clock; and the original GPU timeline (``timeline``,
-    else the Kineto trace named in ``meta.extra["kineto_trace"]``) is laid beside it.
+    else the Kineto trace named in ``meta.kineto_trace``) is laid beside it.
     """
-    timed = [c for c in trace.copies if c.device is not None and c.device.start_us is not None]
+    timed = [c for c in view.copies if c.device is not None and c.device.start_us is not None]
     device_clock = bool(timed)
     other: dict[str, Any] = {
         "producer": "copyhunt",
-        "target": trace.meta.target,
-        "device": trace.meta.device,
+        "target": view.meta.target,
+        "device": view.meta.device,
         "clock": "device start time (us)" if device_clock else "logical: ts = op sequence number",
     }
     if device_clock:
         events = _site_tracks(timed)
-        untimed = len(trace.copies) - len(timed)
+        untimed = len(view.copies) - len(timed)
         if untimed:
             other["untimed_copies"] = f"{untimed} copies without device time (CPU copies, no-ops) are not on the GPU clock"
-        original, source = _original_timeline(trace, timeline)
+        original, source = _original_timeline(view.meta.kineto_trace, timeline)
         if original is not None:
             events.extend(original)
         if source is not None:
@@ -60,7 +61,7 @@ def to_chrome_trace(trace: Trace, *, timeline: Any = None) -> dict[str, Any]:
         {"ph": "M", "name": "process_name", "pid": COPYHUNT_PID, "tid": COPYHUNT_TID, "args": {"name": "copyhunt"}},
         {"ph": "M", "name": "thread_name", "pid": COPYHUNT_PID, "tid": COPYHUNT_TID, "args": {"name": "copies"}},
     ]
-    for c in trace.copies:
+    for c in view.copies:
         events.append(
             {
                 "ph": "X",
@@ -76,7 +77,7 @@ def to_chrome_trace(trace: Trace, *, timeline: Any = None) -> dict[str, Any]:
     return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": other}
 
 
-def _site_tracks(copies: list[CopyRecord]) -> list[dict[str, Any]]:
+def _site_tracks(copies: list[Copy]) -> list[dict[str, Any]]:
     """One copyhunt track per site (named ``site [verdict]``), copies at their GPU start time."""
     events: list[dict[str, Any]] = [
         {"ph": "M", "name": "process_name", "pid": COPYHUNT_PID, "tid": 0, "args": {"name": "copyhunt"}},
@@ -110,17 +111,16 @@ def _site_tracks(copies: list[CopyRecord]) -> list[dict[str, Any]]:
     return events
 
 
-def _original_timeline(trace: Trace, timeline: Any) -> tuple[list[dict[str, Any]] | None, str | None]:
+def _original_timeline(path: str | None, timeline: Any) -> tuple[list[dict[str, Any]] | None, str | None]:
     """The original profiler events to lay beside the copies, and where they came from."""
     if timeline is not None:
         doc, source = timeline, "given"
     else:
-        path = trace.meta.extra.get("kineto_trace") if isinstance(trace.meta.extra, dict) else None
         if not path:
             return None, None
         if not Path(path).exists():
             return None, f"not found: {path} (the copies are shown alone)"
-        from copyhunt.capture.kineto import read_json
+        from copyhunt.kineto import read_json
 
         try:
             doc, source = read_json(path), str(path)
@@ -132,15 +132,15 @@ def _original_timeline(trace: Trace, timeline: Any) -> tuple[list[dict[str, Any]
     return list(events), source
 
 
-def write_perfetto(trace: Trace, path: str | os.PathLike[str]) -> Path:
-    """Write `to_chrome_trace(trace)` to ``path`` (open it in ui.perfetto.dev or chrome://tracing)."""
+def write_perfetto(view: TraceView, path: str | os.PathLike[str]) -> Path:
+    """Write `to_chrome_trace(view)` to ``path`` (open it in ui.perfetto.dev or chrome://tracing)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_chrome_trace(trace)) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(to_chrome_trace(view)) + "\n", encoding="utf-8")
     return path
 
 
-def _event_args(c: CopyRecord) -> dict[str, Any]:
+def _event_args(c: Copy) -> dict[str, Any]:
     """The facts shown when the event is selected."""
     args: dict[str, Any] = {
         "seq": c.seq,
@@ -156,7 +156,7 @@ def _event_args(c: CopyRecord) -> dict[str, Any]:
     }
     for key in ("module", "region", "verdict", "reason", "suggestion"):
         value = getattr(c, key)
-        if value is not None:
+        if value:  # None, or an empty reason: nothing to say
             args[key] = value
     if c.device is not None:
         args["device_event"] = c.device.name

@@ -1,14 +1,14 @@
 """The copy table: a header with totals, one row per site (or module / region), a footer.
 
-`render_table(trace, console, ...)` prints into the injected rich Console and nowhere else, so the
-same function serves `copyhunt trace`, `copyhunt report` and tests (a fixed-width Console into a
-StringIO). It reads well at 80 columns, under NO_COLOR and when piped (rich drops ANSI off a TTY).
+`render_table(view, console, ...)` prints a `copyhunt.view.TraceView` into the injected rich Console
+and nowhere else, so the same function serves `copyhunt trace`, `copyhunt report` and tests (a
+fixed-width Console into a StringIO). It reads well at 80 columns, under NO_COLOR and when piped (rich drops ANSI off a TTY).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from rich import box
 from rich.console import Console
@@ -17,9 +17,10 @@ from rich.table import Table
 from rich.text import Text
 
 from copyhunt.analysis import eliminable_summary
-from copyhunt.analysis.grouping import CopyGroup, group_copies, select_copies
-from copyhunt.records import VERDICTS, VERIFICATION_STATUSES, CopyRecord, Trace, is_eliminable
-from copyhunt.report.units import human_bytes, percent, short_op, short_path, short_site, status_label, verdict_label
+from copyhunt.analysis.grouping import CopyGroup, group_copies
+from copyhunt.records import VERDICTS, VERIFICATION_STATUSES, Copy, TraceMeta, is_eliminable, moved_bytes
+from copyhunt.text import display_path, human_bytes, percent, short_op, short_site, status_label, verdict_label
+from copyhunt.view import TraceView
 
 #: Rows shown by default (`--top`); 0 shows every group.
 DEFAULT_TOP = 20
@@ -36,32 +37,30 @@ class _Totals:
     bytes: int
     device_us: float | None
     judged: bool
-    verified: bool  # some copy carries a verification (copyhunt verify)
+    verified: bool  # some shown copy carries a verification (copyhunt verify)
 
 
 def render_table(
-    trace: Trace,
+    view: TraceView,
     console: Console,
     *,
     by: str = "site",
     top: int = DEFAULT_TOP,
-    kinds: Sequence[str] | None = None,
-    region: str | None = None,
     trace_path: str | None = None,
     cwd: str | None = None,
 ) -> None:
-    """Print header, table and footer for ``trace``; ``kinds`` / ``region`` narrow what is shown."""
-    copies = select_copies(trace.copies, kinds=kinds, region=region)
-    totals = _totals(copies)
-    console.print(_header(trace, copies, totals, kinds, region))
+    """Print header, table and footer for the copies ``view`` shows."""
+    copies = view.copies
+    totals = _totals(view)
+    console.print(_header(view, totals))
     groups = group_copies(copies, by=by)
     if not groups:
         console.print()
-        console.print("No copies recorded." if not trace.copies else "No copies match the filters.")
+        console.print("No copies recorded." if not view.trace.copies else "No copies match the filters.")
     else:
         shown = groups if top <= 0 else groups[:top]
         console.print()
-        _print_groups(console, *_rows(trace, shown, totals, by, cwd))
+        _print_groups(console, *_rows(view.meta, shown, totals, by, cwd))
         hidden = groups[len(shown) :]
         if hidden:
             n = sum(g.count for g in hidden)
@@ -75,31 +74,27 @@ def render_table(
                 )
             )
         _findings(console, shown, by, cwd)
-    _footer(console, trace, trace_path, cwd)
+    _footer(console, view.meta, trace_path, cwd)
 
 
-def _totals(copies: Sequence[CopyRecord]) -> _Totals:
+def _totals(view: TraceView) -> _Totals:
     """Totals over the selected copies."""
+    copies = view.copies
     timed = [c.device.time_us for c in copies if c.device is not None]
     return _Totals(
         copies=len(copies),
         noop=sum(1 for c in copies if c.noop),
-        bytes=sum(c.bytes for c in copies if not c.noop),
+        bytes=moved_bytes(copies),
         device_us=sum(timed) if timed else None,
-        judged=any(c.verdict is not None for c in copies),
+        # Verdict columns when the trace was judged and there is something to judge.
+        judged=view.judged and bool(copies),
         verified=any(c.verification is not None for c in copies),
     )
 
 
-def _header(
-    trace: Trace,
-    selected: Sequence[CopyRecord],
-    totals: _Totals,
-    kinds: Sequence[str] | None,
-    region: str | None,
-) -> Table:
+def _header(view: TraceView, totals: _Totals) -> Table:
     """Key/value lines: target, device, copies and bytes, eliminable summary, status."""
-    meta = trace.meta
+    meta = view.meta
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
@@ -122,10 +117,10 @@ def _header(
         grid.add_row("device time", gpu)
     if totals.judged:
         # One definition of "eliminable" for every output: the analysis' summary line.
-        grid.add_row("eliminable", eliminable_summary(trace.with_copies(selected)).line())
+        grid.add_row("eliminable", eliminable_summary(view).line())
     if totals.verified:
-        grid.add_row("proof", _proof_line(selected))
-    filters = _filters_line(meta.filters, kinds, region)
+        grid.add_row("proof", _proof_line(view.copies))
+    filters = _filters_line(view)
     if filters:
         grid.add_row("filters", filters)
     if meta.complete:
@@ -135,17 +130,16 @@ def _header(
     return grid
 
 
-def _filters_line(recorded: Mapping[str, Any], kinds: Sequence[str] | None, region: str | None) -> str:
-    """Filters applied while tracing (from the file) and while showing (report options)."""
+def _filters_line(view: TraceView) -> str:
+    """The capture's attribution globs and the trace's recorded view (as stored), or the view shown instead."""
+    meta = view.meta
+    recorded: dict[str, Any] = {"focus": meta.focus, "hide": meta.hide}
+    if view.recorded:
+        recorded.update(meta.view)
     parts = [f"{k}={_plain_value(v)}" for k, v in sorted(recorded.items()) if v not in (None, "", [], ())]
-    shown = []
-    if kinds is not None:
-        shown.append(f"kind={','.join(kinds)}")
-    if region is not None:
-        shown.append(f"region={region}")
     line = ", ".join(parts)
-    if shown:
-        line += ("; " if line else "") + "showing " + ", ".join(shown)
+    if not view.recorded and not view.selection.everything:
+        line += ("; " if line else "") + "showing " + view.selection.describe(", ")
     return line
 
 
@@ -160,7 +154,7 @@ def _plain_value(value: Any) -> str:
 SITE_MIN_WIDTH = 20
 
 
-def _rows(trace: Trace, groups: Sequence[CopyGroup], totals: _Totals, by: str, cwd: str | None) -> tuple[list[str], list[list[str | Text]]]:
+def _rows(meta: TraceMeta, groups: Sequence[CopyGroup], totals: _Totals, by: str, cwd: str | None) -> tuple[list[str], list[list[str | Text]]]:
     """Column headers and cells; device-time and verdict columns only when the trace has them."""
     headers = [_BY_TITLE[by].capitalize(), "Op", "Kind", "Count", "Bytes", "Share"]
     timed = totals.device_us is not None
@@ -184,7 +178,7 @@ def _rows(trace: Trace, groups: Sequence[CopyGroup], totals: _Totals, by: str, c
         ]
         if timed:
             row.append("-" if g.device_time_us is None else f"{g.device_time_us:,.1f}")
-            row.append("-" if g.device_time_us is None else percent(g.device_time_us, trace.meta.gpu_time_us))
+            row.append("-" if g.device_time_us is None else percent(g.device_time_us, meta.gpu_time_us))
         if totals.judged:
             row.append(_verdict_cell(g))
         if totals.verified:
@@ -250,7 +244,7 @@ def _proof_cell(group: CopyGroup) -> Text:
     return Text(text, style="bold red" if counts["refuted"] else "")
 
 
-def _proof_line(copies: Sequence[CopyRecord]) -> str:
+def _proof_line(copies: Sequence[Copy]) -> str:
     """``5 eliminable copies re-run: 4 verified, 1 refuted, 0 not testable (on this input)``."""
     elim = [c for c in copies if is_eliminable(c.verdict)]
     counts = {s: sum(1 for c in elim if c.verification is not None and c.verification.status == s) for s in VERIFICATION_STATUSES}
@@ -263,7 +257,7 @@ def _proof_line(copies: Sequence[CopyRecord]) -> str:
 def _findings(console: Console, groups: Sequence[CopyGroup], by: str, cwd: str | None) -> None:
     """Per source site of the shown groups: each eliminable verdict once (how many copies, the first
     one's reason and suggestion), then what copyhunt verify found there."""
-    sites: dict[str, list[CopyRecord]] = {}
+    sites: dict[str, list[Copy]] = {}
     for g in groups:
         for c in g.copies:
             if is_eliminable(c.verdict):
@@ -292,11 +286,11 @@ def _findings(console: Console, groups: Sequence[CopyGroup], by: str, cwd: str |
             console.print(line)
 
 
-def _footer(console: Console, trace: Trace, trace_path: str | None, cwd: str | None) -> None:
+def _footer(console: Console, meta: TraceMeta, trace_path: str | None, cwd: str | None) -> None:
     """Notes from the trace, then where the trace file is (after a blank line)."""
-    if trace.meta.notes or trace_path is not None:
+    if meta.notes or trace_path is not None:
         console.print()
-    for note in trace.meta.notes:
+    for note in meta.notes:
         console.print(Text(f"note: {note}", style="dim"))
     if trace_path is not None:
-        console.print(Text(f"trace file: {short_path(trace_path, cwd)}"))
+        console.print(Text(f"trace file: {display_path(trace_path, cwd)}"))

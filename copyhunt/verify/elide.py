@@ -11,13 +11,13 @@ from typing import Any
 import torch
 
 from copyhunt.analysis.op_facts import CONCAT_OPS
-from copyhunt.analysis.wording import op_name
-from copyhunt.capture.copy_ops import copy_op_names
+from copyhunt.text import op_name
+from copyhunt.capture.copy_ops import COPY_OPS
 from copyhunt.verify.plan import Intent, SitePlan
 from copyhunt.verify.replay import Elision, Hooks, Infeasible, Meta, Replay, Slot, Where, tensor_bytes
 from copyhunt.verify.values import at, copy_places, invert, keep, out_variant, snapshot, substitute
 
-_COPY_OPS = frozenset(copy_op_names())
+_COPY_OPS = frozenset(str(op) for op in COPY_OPS)  # "aten.copy_.default"...
 #: Producers that draw random numbers: running one again (to test its out=) would change what follows.
 _RANDOM = frozenset({
     "bernoulli", "bernoulli_", "dropout", "native_dropout", "rand", "randn", "randint", "rand_like", "randn_like",

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from copyhunt.analysis.index import TraceIndex
 from copyhunt.analysis.op_facts import ALLOC_ONLY_OPS
 from copyhunt.analysis.sources import Source, live_sources
-from copyhunt.analysis.wording import op_name
-from copyhunt.records import CopyRecord, Frame, Trace, is_eliminable
+from copyhunt.text import op_name
+from copyhunt.records import Copy, CopyRecord, Frame, Trace, is_eliminable
 
 #: Copy ops whose destination and sources the re-run knows how to find (see ``elide.copy_slots``).
 ELIDABLE_OPS = frozenset({
@@ -56,7 +56,7 @@ class SitePlan:
 
     site: Frame | None
     key: str  # "path:line function" (Frame.short) or "(no source site)"
-    copies: tuple[CopyRecord, ...]
+    copies: tuple[Copy, ...]  # read-side copies: each knows its key (position) and verdict
     intents: tuple[Intent, ...] = ()
     untestable: str | None = None  # why no re-run can test this site
 
@@ -72,7 +72,7 @@ class SitePlan:
 @dataclass
 class _Site:
     site: Frame | None
-    copies: list[CopyRecord] = field(default_factory=list)
+    copies: list[Copy] = field(default_factory=list)
 
 
 def plan_sites(trace: Trace) -> list[SitePlan]:
@@ -80,7 +80,7 @@ def plan_sites(trace: Trace) -> list[SitePlan]:
     ctx = TraceIndex(trace)
     threads = {o.thread for o in trace.ops}
     sites: dict[str, _Site] = {}
-    for c in trace.copies:
+    for c in trace.read_copies():
         if is_eliminable(c.verdict):
             key = c.site.short() if c.site is not None else "(no source site)"
             sites.setdefault(key, _Site(c.site)).copies.append(c)
@@ -102,13 +102,14 @@ def plan_sites(trace: Trace) -> list[SitePlan]:
     return plans
 
 
-def _intents(c: CopyRecord, ctx: TraceIndex) -> list[Intent] | str:
+def _intents(c: Copy, ctx: TraceIndex) -> list[Intent] | str:
     """How to elide one copy, or why the re-run cannot."""
     if c.origin != "dispatch" or ctx.op(c.seq) is None:
         return "no op record of its own (seen only by the device profiler or imported): nothing to re-run"
     if c.captured_in_graph:
         return "captured into a CUDA graph: its replays run outside the dispatcher"
     name = op_name(c.op)
+    rec = c.record  # the rules' helpers take captured records
     if name not in ELIDABLE_OPS:
         return f"the re-run has no way to elide {name}"
     v = c.verdict
@@ -117,17 +118,17 @@ def _intents(c: CopyRecord, ctx: TraceIndex) -> list[Intent] | str:
     if v == "dead-store":
         return [Intent("invert", c.seq, c.op)]
     if v == "defensive-clone":
-        srcs = live_sources(c, ctx)
+        srcs = live_sources(rec, ctx)
         if not srcs or len(srcs) != 1:
             return "no single source to alias"
         return [Intent("alias", c.seq, c.op, srcs[0].position)]
     if v == "fresh-temporary":
-        return _redirects(c, ctx)
+        return _redirects(rec, ctx)
     if v == "round-trip":
-        return _back(c, ctx)
+        return _back(rec, ctx)
     if v == "chained":
-        srcs = live_sources(c, ctx)
-        first = _first_copy(c, ctx, srcs)
+        srcs = live_sources(rec, ctx)
+        first = _first_copy(rec, ctx, srcs)
         if first is None or srcs is None:
             return "the first copy of the chain is not in the trace"
         return [Intent("chain", c.seq, c.op, srcs[0].position, first.seq, first.op)]

@@ -20,7 +20,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from copyhunt.analysis.op_facts import ALLOC_ONLY_OPS
-from copyhunt.analysis.wording import op_name
+from copyhunt.text import op_name
 from copyhunt.capture.dispatch import _CIA, _COMPOSITE, _SKIP, _lift_cpu_only, classify
 
 #: Where a tensor sits in an op call: ("a", i, j) positional arg i (item j of a list, else -1),

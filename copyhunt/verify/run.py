@@ -27,7 +27,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from copyhunt.records import CopyRecord, Trace, Verification
+from copyhunt.analysis import ensure_judged
+from copyhunt.records import Trace, Verification
 from copyhunt.verify.elide import Untestable, hooks_for
 from copyhunt.verify.plan import SitePlan, plan_sites
 from copyhunt.verify.replay import Elision, Infeasible, OffTrack, Replay, ReplayMode, fingerprint
@@ -101,7 +102,7 @@ def warm_and_trace(program: Program, *, focus: Sequence[str] = (), hide: Sequenc
     The program's exceptions propagate. Its result is held until the hunt has stopped (it is alive).
     """
     from copyhunt.analysis import judge
-    from copyhunt.hunt import hunt
+    from copyhunt.hunting import hunt
 
     run_once(program)
     seed_all()
@@ -167,6 +168,7 @@ def verify(
     """
     if kind not in ("function", "script"):
         raise ValueError(f"kind must be 'function' or 'script', got {kind!r}")
+    trace = ensure_judged(trace)
     plans = [p for p in plan_sites(trace) if not sites or site_matches(p, sites)]
     observe = frozenset(s for p in plans for s in p.seqs)
     probe = Replay(observe=observe, track=True)
@@ -305,16 +307,12 @@ def _op_text(trace: Trace, seq: int | None) -> str:
 
 
 def _with_verifications(trace: Trace, results: list[SiteResult]) -> Trace:
-    """The trace with each tested copy's verification (copies of untested sites keep None)."""
-    by_seq: dict[tuple[int, int], Verification] = {}
+    """The trace with each re-run copy's verification beside it, by copy position (others: none)."""
+    found = dict(trace.verifications)
     for r in results:
         for c in r.plan.copies:
-            by_seq[(c.seq, id(c))] = r.verification
-    out: list[CopyRecord] = []
-    for c in trace.copies:
-        v = by_seq.get((c.seq, id(c)))
-        out.append(replace(c, verification=v) if v is not None else c)
-    return trace.with_copies(out)
+            found[c.key] = r.verification
+    return replace(trace, verifications=found)
 
 
 def _note(results: list[SiteResult], problem: str | None) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from copyhunt.analysis.op_facts import CONCAT_OPS
-from copyhunt.analysis.wording import op_name
+from copyhunt.text import op_name
 from copyhunt.verify.replay import Elision, Where
 
 _INTS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}

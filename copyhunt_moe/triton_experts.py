@@ -7,7 +7,7 @@ caller-provided ``output`` (destination passing), which it fully overwrites.
 
 Block sizes come from a checked-in per-M table (``configs/E{E}_N{N}_K{K}.json``, tuned on the device
 by ``benchmarks/moe_kernels.py``) or a built-in heuristic for shapes without a table.
-Triton is imported on first use only, so ``import copyhunt.moe`` never needs it.
+Triton is imported on first use only, so ``import copyhunt_moe`` never needs it.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from copyhunt.moe.align import Alignment, align_block_size
-from copyhunt.moe.errors import MoEConfigError
+from copyhunt_moe.align import Alignment, align_block_size
+from copyhunt_moe.errors import MoEConfigError
 
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -118,8 +118,8 @@ def config_file_name(num_experts: int, n: int, k: int) -> str:
 
 @functools.lru_cache(maxsize=None)
 def load_config_table(num_experts: int, n: int, k: int) -> dict[int, MoEConfig] | None:
-    """The tuned per-M table shipped in ``copyhunt/moe/configs/``; None when the shape has none."""
-    path = resources.files("copyhunt.moe").joinpath("configs", config_file_name(num_experts, n, k))
+    """The tuned per-M table shipped in ``copyhunt_moe/configs/``; None when the shape has none."""
+    path = resources.files("copyhunt_moe").joinpath("configs", config_file_name(num_experts, n, k))
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
@@ -197,7 +197,7 @@ def run_gemm1(
     x: torch.Tensor, w13: torch.Tensor, al: Alignment, g: GemmConfig, pdl: bool = False, one_dot: bool = False
 ) -> torch.Tensor:
     """act [max_blocks * BLOCK_M, N] = silu(x @ gate.T) * (x @ up.T), rows in aligned order."""
-    from copyhunt.moe import _triton_kernels as kern
+    from copyhunt_moe import _triton_kernels as kern
 
     K = x.shape[1]
     N = w13.shape[1] // 2
@@ -219,7 +219,7 @@ def run_gemm2(
     act: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor, al: Alignment, g: GemmConfig, pdl: bool = False
 ) -> torch.Tensor:
     """y [M * top_k, K] = routing weight x act @ w2[e].T, rows by pair index (other ranks' rows unwritten)."""
-    from copyhunt.moe import _triton_kernels as kern
+    from copyhunt_moe import _triton_kernels as kern
 
     _, K, N = w2.shape
     y = torch.empty(al.numel, K, dtype=act.dtype, device=act.device)
@@ -240,7 +240,7 @@ def run_topk_sum(
     num_experts: int, block: int = 1024, pdl: bool = False,
 ) -> torch.Tensor:
     """out[m] = sum_j y[m * top_k + j] (fp32, fixed order; other ranks' pairs add 0); fully overwrites ``out``."""
-    from copyhunt.moe import _triton_kernels as kern
+    from copyhunt_moe import _triton_kernels as kern
 
     M, K = out.shape
     top_k = topk_ids.shape[1]
@@ -259,7 +259,7 @@ def run_direct(
     expert_map: torch.Tensor | None, out: torch.Tensor, cfg: MoEConfig, pdl: bool = False,
 ) -> torch.Tensor:
     """The decode path (``MoEConfig.direct``): GEMM1 per (pair, n tile), GEMM2 + top-k sum per token."""
-    from copyhunt.moe import _triton_kernels as kern
+    from copyhunt_moe import _triton_kernels as kern
 
     M, K = x.shape
     E, two_n, _ = w13.shape

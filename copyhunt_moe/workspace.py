@@ -13,7 +13,7 @@ import threading
 
 import torch
 
-from copyhunt.moe.errors import MoEConfigError
+from copyhunt_moe.errors import MoEConfigError
 
 #: Each view starts on a 256-byte boundary (what the caching allocator guarantees for fresh tensors).
 ALIGN_BYTES = 256

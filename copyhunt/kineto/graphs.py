@@ -23,7 +23,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from copyhunt.capture.kineto import KEvent, KinetoTrace, copy_kind, launch_type, node_type
+from copyhunt.kineto.events import KEvent, copy_kind, launch_type, node_type
+from copyhunt.kineto.trace import KinetoTrace
 
 _BEGIN = ("cudaStreamBeginCapture", "cudaStreamBeginCaptureToGraph", "hipStreamBeginCapture")
 _END = ("cudaStreamEndCapture", "hipStreamEndCapture")

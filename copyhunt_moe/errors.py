@@ -1,4 +1,4 @@
-"""Errors of the bundled MoE package (standalone: the CLI maps them onto copyhunt's exit codes)."""
+"""Errors of the bundled MoE package (a package apart: copyhunt's CLI maps them onto its exit codes)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ class MoEError(Exception):
 
 
 class UnknownPresetError(MoEError, ValueError):
-    """A preset name that is not in ``copyhunt.moe.presets.PRESETS``."""
+    """A preset name that is not in ``copyhunt_moe.presets.PRESETS``."""
 
 
 class MoEConfigError(MoEError, ValueError):

@@ -1,5 +1,5 @@
 """Experts backends by name. Optional ones (Triton, grouped_mm, AITER) are imported only when asked for,
-so importing ``copyhunt.moe`` on a CPU box never needs triton or aiter.
+so importing ``copyhunt_moe`` on a CPU box never needs triton or aiter.
 
 Names: ``torch`` (copy-free dense pure torch), ``reference`` (the float32 oracle), ``library`` (pure torch,
 library-style: always returns a fresh tensor), ``triton`` (``TritonExperts``, GPU, bf16),
@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import itertools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 
-from copyhunt.moe.errors import BackendUnavailableError, MoEConfigError
-from copyhunt.moe.experts import ExpertsBackend
+from copyhunt_moe.errors import BackendUnavailableError, MoEConfigError
+from copyhunt_moe.experts import ExpertsBackend
 
 #: name -> "module:attribute" of a class (or factory) taking keyword arguments only.
 BACKENDS: dict[str, str] = {
-    "torch": "copyhunt.moe.torch_experts:TorchExperts",
-    "reference": "copyhunt.moe.torch_experts:ReferenceExperts",
-    "library": "copyhunt.moe.torch_experts:LibraryExperts",
-    "triton": "copyhunt.moe.triton_experts:TritonExperts",
-    "grouped_mm": "copyhunt.moe.grouped_mm_experts:GroupedMMExperts",
-    "aiter": "copyhunt.moe.aiter_experts:AiterExperts",
+    "torch": "copyhunt_moe.torch_experts:TorchExperts",
+    "reference": "copyhunt_moe.torch_experts:ReferenceExperts",
+    "library": "copyhunt_moe.torch_experts:LibraryExperts",
+    "triton": "copyhunt_moe.triton_experts:TritonExperts",
+    "grouped_mm": "copyhunt_moe.grouped_mm_experts:GroupedMMExperts",
+    "aiter": "copyhunt_moe.aiter_experts:AiterExperts",
 }
 
 
@@ -59,7 +58,7 @@ def auto_backend_name(device: torch.device | str) -> str:
     if is_rocm() and importlib.util.find_spec("aiter") is not None:
         try:
             _load("aiter")
-            from copyhunt.moe.aiter_experts import import_aiter_fused_moe
+            from copyhunt_moe.aiter_experts import import_aiter_fused_moe
 
             import_aiter_fused_moe()
             return "aiter"
@@ -87,7 +86,10 @@ def make_backend(name: str, *, device: torch.device | str = "cpu", **kwargs: Any
 
 
 def backend_notes(backend: ExpertsBackend) -> list[str]:
-    """Plain-text facts about a backend for a trace's ``meta.notes`` (destination mode and why)."""
+    """Plain-text facts about a backend for a trace's ``meta.notes`` (destination mode and why).
+
+    ``ModularMoE.apply`` hands them to ``copyhunt.note`` on every call; outside a hunt that does nothing.
+    """
     notes = [f"moe backend: {backend.name} (destination passing: {'yes' if backend.supports_destination else 'no'})"]
     mode = getattr(backend, "destination_mode", None)
     if mode:
@@ -95,26 +97,3 @@ def backend_notes(backend: ExpertsBackend) -> list[str]:
         notes.append(f"moe {backend.name} destination mode: {mode}" + (f" ({reason})" if reason else ""))
     return notes
 
-
-# --- which backends ran: read by a profiler (copyhunt's hunt) to put facts into its trace notes ---
-# The MoE package imports nothing from the profiler side, so it only remembers; a profiler that
-# wants to know asks. Plain dict stores and itertools.count are atomic under the GIL.
-_generation = itertools.count(1)
-_used_notes: dict[str, int] = {}  # note -> generation of its last use
-
-
-def mark_used(notes: Sequence[str]) -> None:
-    """Remember that a backend with these ``backend_notes`` just ran."""
-    g = next(_generation)
-    for note in notes:
-        _used_notes[note] = g
-
-
-def usage_mark() -> int:
-    """A point in time for :func:`used_backend_notes`."""
-    return next(_generation)
-
-
-def used_backend_notes(since: int) -> list[str]:
-    """Notes of the backends that ran after ``usage_mark()`` returned ``since``."""
-    return [note for note, g in list(_used_notes.items()) if g > since]

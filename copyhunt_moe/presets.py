@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from copyhunt.moe.errors import MoEConfigError, UnknownPresetError
-from copyhunt.moe.routing import SCORINGS
+from copyhunt_moe.errors import MoEConfigError, UnknownPresetError
+from copyhunt_moe.routing import SCORINGS
 
 
 @dataclass(frozen=True)

@@ -2,19 +2,21 @@
 
     with copyhunt.hunt() as h:
         model(x)
-    h.copies          # CopyRecord per copy, attributed to the user's source line
-    h.trace           # records.Trace: copies, every op's storage accesses, storages, meta
+    h.copies          # records.Copy per copy: attributed to the user's line, with its verdict
+    h.trace           # records.Trace: every copy, every op's storage accesses, storages, meta
 
 It wires the dispatch capture (``copyhunt.capture.dispatch``), attribution (``copyhunt.attribution``)
 and, when asked, the device capture (``copyhunt.capture.device``, imported lazily).
 Hunts do not nest: starting one while another runs raises ``HuntActiveError``.
+
+The package root exports ``copyhunt.hunt`` lazily (torch loads on first use); this module is named
+apart from the function so that importing it never shadows ``copyhunt.hunt``. Inside copyhunt the
+spelling is ``from copyhunt.hunting import Hunt, hunt``.
 """
 
 from __future__ import annotations
 
 import platform
-import sys
-import types
 import time
 from collections.abc import Iterable
 from dataclasses import replace
@@ -27,40 +29,17 @@ import torch
 import copyhunt
 from copyhunt.attribution import make_attributor
 from copyhunt.capture.dispatch import DispatchCapture, HuntActiveError
-from copyhunt.capture.regions import SEP
 from copyhunt.errors import CopyhuntError, NoDeviceError
-from copyhunt.records import COPY_KINDS, CopyRecord, Trace, TraceMeta
+from copyhunt.notes import close_notes, open_notes
+from copyhunt.records import Copy, Trace, TraceMeta
+from copyhunt.selection import Selection, SelectionError
+from copyhunt.view import TraceView, view
 
-__all__ = ["hunt", "Hunt", "HuntActiveError", "HuntOptionError", "in_region", "describe_device"]
+__all__ = ["hunt", "Hunt", "HuntActiveError", "HuntOptionError", "describe_device"]
 
 
 class HuntOptionError(CopyhuntError):
     """A hunt option has a bad value (unknown copy kind, empty region, stack depth < 1)."""
-
-
-def _parse_kinds(kinds: Iterable[str] | str | None) -> tuple[str, ...] | None:
-    if kinds is None:
-        return None
-    if isinstance(kinds, str):
-        kinds = [k for k in kinds.split(",") if k.strip()]
-    out = tuple(k.strip() for k in kinds)
-    bad = [k for k in out if k not in COPY_KINDS]
-    if bad:
-        raise HuntOptionError(f"unknown copy kind {bad[0]!r}; valid kinds: {', '.join(COPY_KINDS)}")
-    return out
-
-
-def in_region(path: str | None, wanted: str) -> bool:
-    """True when region path ``path`` lies inside ``wanted`` at any nesting level.
-
-    ``wanted`` may itself be a path ("decode/moe"): its names must appear consecutively in ``path``.
-    """
-    if path is None:
-        return False
-    have = path.split(SEP)
-    want = wanted.split(SEP)
-    n = len(want)
-    return any(have[i : i + n] == want for i in range(len(have) - n + 1))
 
 
 def describe_device() -> str:
@@ -71,6 +50,16 @@ def describe_device() -> str:
         idx = torch.cuda.current_device()
         return f"cuda:{idx} {torch.cuda.get_device_name(idx)}"
     return "cpu"
+
+
+def _meta(**fields: Any) -> TraceMeta:
+    """A TraceMeta with the versions every hunt's trace carries, plus ``fields``."""
+    return TraceMeta(
+        copyhunt_version=copyhunt.__version__,
+        torch_version=torch.__version__,
+        python=platform.python_version(),
+        **fields,
+    )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -88,19 +77,20 @@ class Hunt:
         *,
         kinds: Iterable[str] | str | None = None,
         region: str | None = None,
+        site: str | None = None,
+        op: str | None = None,
         focus: Iterable[str] = (),
         hide: Iterable[str] = (),
         stack_depth: int = 8,
         device_trace: bool = False,
         record_ops: bool = True,
     ) -> None:
-        if region is not None and (not isinstance(region, str) or not region.strip(SEP).strip()):
-            raise HuntOptionError(f"region must be a non-empty region name or path, got {region!r}")
+        try:
+            self.selection = Selection.parse(kinds=kinds, region=region, site=site, op=op, names={"kinds": "kinds"})
+        except SelectionError as exc:
+            raise HuntOptionError(str(exc)) from None
         if not isinstance(stack_depth, int) or isinstance(stack_depth, bool) or stack_depth < 1:
             raise HuntOptionError(f"stack_depth must be an integer >= 1, got {stack_depth!r}")
-        self._moe_mark = 0
-        self.kinds = _parse_kinds(kinds)
-        self.region = region.strip(SEP) if region is not None else None
         self.stack_depth = stack_depth
         self.device_trace = bool(device_trace)
         self.record_ops = bool(record_ops)
@@ -108,6 +98,8 @@ class Hunt:
         self.focus = self._rule.focus
         self.hide = self._rule.hide
         self.trace: Trace | None = None
+        self._view: TraceView | None = None
+        self._viewed: Trace | None = None  # the trace _view was made from
         self._capture: DispatchCapture | None = None
         self._started = False
         self._device: Any = None
@@ -117,11 +109,21 @@ class Hunt:
     # --- results -------------------------------------------------------------------------
 
     @property
-    def copies(self) -> tuple[CopyRecord, ...]:
-        """The copy records of the finished hunt (after the kind / region filters)."""
+    def copies(self) -> tuple[Copy, ...]:
+        """The copies of the finished hunt the hunt's selection is about, judged (``view.copies``)."""
+        return self.view.copies
+
+    @property
+    def view(self) -> TraceView:
+        """The finished hunt as a reader sees it: judged, narrowed to its ``kinds`` / ``region``."""
         if self.trace is None:
             raise HuntOptionError("the hunt has not finished yet: read .copies after the with-block (or after stop())")
-        return self.trace.copies
+        if self._view is None or self._viewed is not self.trace:
+            from copyhunt.analysis import ensure_judged  # the analysis loads only for a reader
+
+            self._viewed = self.trace
+            self._view = view(ensure_judged(self.trace), self.selection)
+        return self._view
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -139,6 +141,7 @@ class Hunt:
         )
         try:
             capture.start()
+            open_notes()
         except BaseException:
             if device is not None:
                 device.__exit__(None, None, None)
@@ -147,7 +150,6 @@ class Hunt:
         self._capture = capture
         self._started = True
         self._started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self._moe_mark = _bundled_moe_mark()
         self._t0 = time.perf_counter()
         return self
 
@@ -159,6 +161,7 @@ class Hunt:
         if capture is None:
             raise HuntActiveError("stop() called on a hunt that was never started")
         capture.stop()
+        program_notes = close_notes()
         duration = time.perf_counter() - self._t0
         notes: list[str] = []
         device = self._device
@@ -171,36 +174,23 @@ class Hunt:
                 notes.append(f"device capture failed: {_one_line(exc)}")
         result = capture.build(self._attribute)
         notes.extend(result.notes)
-        notes.extend(_bundled_moe_notes(self._moe_mark))
-        copies = result.copies
-        if self.kinds is not None:
-            copies = [c for c in copies if c.kind in self.kinds]
-        if self.region is not None:
-            copies = [c for c in copies if in_region(c.region, self.region)]
-        filters: dict[str, Any] = {}
-        if self.kinds is not None:
-            filters["kinds"] = list(self.kinds)
-        if self.region is not None:
-            filters["region"] = self.region
-        if self.focus:
-            filters["focus"] = list(self.focus)
-        if self.hide:
-            filters["hide"] = list(self.hide)
+        notes.extend(program_notes)  # what the program said through copyhunt.note()
         if not self.record_ops:
             notes.append("copies only (record_ops=False): no per-op records, so verdicts that need them cannot be judged")
-        meta = TraceMeta(
-            copyhunt_version=copyhunt.__version__,
-            torch_version=torch.__version__,
-            python=platform.python_version(),
+        meta = _meta(
             device=describe_device(),
             started_at=self._started_at,
             duration_s=round(duration, 6),
             complete=error is None,
             error=None if error is None else _one_line(error),
-            filters=filters,
+            focus=tuple(self.focus),
+            hide=tuple(self.hide),
+            view=self.selection.to_json(),
+            ops_complete=self.record_ops,
             notes=tuple(notes),
         )
-        trace = Trace(meta=meta, copies=tuple(copies), ops=tuple(result.ops), storages=tuple(result.storages))
+        # Every copy is kept: the selection is a view over the capture (recorded in meta.view).
+        trace = Trace(meta=meta, copies=tuple(result.copies), ops=tuple(result.ops), storages=tuple(result.storages))
         if device is not None:
             try:
                 trace = device.join(trace)
@@ -230,14 +220,7 @@ class Hunt:
                 raise
             # Never let a failure of ours replace the user's exception: keep an empty, marked trace.
             self.trace = Trace(
-                meta=TraceMeta(
-                    copyhunt_version=copyhunt.__version__,
-                    torch_version=torch.__version__,
-                    python=platform.python_version(),
-                    complete=False,
-                    error=_one_line(exc),
-                    notes=(f"copyhunt could not build the trace: {_one_line(ours)}",),
-                )
+                meta=_meta(complete=False, error=_one_line(exc), notes=(f"copyhunt could not build the trace: {_one_line(ours)}",))
             )
         # Returning None lets the block's exception propagate unchanged.
         return None
@@ -260,6 +243,8 @@ def hunt(
     *,
     kinds: Iterable[str] | str | None = None,
     region: str | None = None,
+    site: str | None = None,
+    op: str | None = None,
     focus: Iterable[str] = (),
     hide: Iterable[str] = (),
     stack_depth: int = 8,
@@ -268,45 +253,21 @@ def hunt(
 ) -> Hunt:
     """Record every copy (and every op's storage accesses) made inside the returned context manager.
 
-    ``kinds``: keep only these copy kinds (d2d, h2d, d2h, p2p); ``region``: keep only copies inside
-    that region (any depth); ``focus`` / ``hide``: file globs that move the attributed site;
+    ``kinds`` / ``region`` / ``site`` / ``op``: which copies ``h.copies`` shows (a
+    ``copyhunt.selection.Selection``: kinds d2d, h2d, d2h, p2p; globs on the region at any depth, the
+    site's file, the op); the trace keeps every copy and records this view in ``meta.view``.
+    ``focus`` / ``hide``: file globs that move the attributed site;
     ``stack_depth``: frames kept per copy from the site outward; ``device_trace``: also run the
     device capture (GPU timings); ``record_ops=False``: copies only, no per-op accesses (cheaper).
     """
     return Hunt(
         kinds=kinds,
         region=region,
+        site=site,
+        op=op,
         focus=focus,
         hide=hide,
         stack_depth=stack_depth,
         device_trace=device_trace,
         record_ops=record_ops,
     )
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`hunt`.
-
-    Importing ``copyhunt.hunt`` (the module) makes Python set the package attribute ``copyhunt.hunt``
-    to the module, shadowing the lazily exported function; making the module callable keeps
-    ``copyhunt.hunt(...)`` working either way.
-    """
-
-    def __call__(self, **kwargs: Any) -> Hunt:
-        return hunt(**kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-
-
-def _bundled_moe_mark() -> int:
-    # The bundled MoE remembers which experts backends ran (it imports nothing of ours); ask it only
-    # when the program loaded it.
-    backends = sys.modules.get("copyhunt.moe.backends")
-    return backends.usage_mark() if backends is not None else 0
-
-
-def _bundled_moe_notes(since: int) -> list[str]:
-    """Facts about the bundled MoE backends that ran during the hunt (e.g. AITER's destination mode)."""
-    backends = sys.modules.get("copyhunt.moe.backends")
-    return backends.used_backend_notes(since) if backends is not None else []

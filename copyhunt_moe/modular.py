@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 from torch.profiler import record_function
 
-from copyhunt.moe.errors import MoEConfigError
-from copyhunt.moe.experts import ExpertsBackend
-from copyhunt.moe.workspace import WorkspaceManager
+from copyhunt_moe.errors import MoEConfigError
+from copyhunt_moe.experts import ExpertsBackend
+from copyhunt_moe.workspace import WorkspaceManager
 
 MODES = ("baseline", "fixed")
 
@@ -110,10 +110,11 @@ class ModularMoE:
         self._library = LibraryStyleExperts(backend)
         self._destination = DestinationExperts(backend)
         # Imported here, not at the top: the copy lines above are cited by stored traces and must not move.
-        from copyhunt.moe.backends import backend_notes, mark_used
+        from copyhunt import note  # the profiler's public hook: a no-op outside a hunt
+        from copyhunt_moe.backends import backend_notes
 
-        self._notes = tuple(backend_notes(backend))  # for a profiler's trace notes
-        self._mark_used = mark_used
+        self._notes = tuple(backend_notes(backend))  # what a trace of this layer should say about it
+        self._note = note
         self._last = threading.local()  # per-thread: a stats object shared across threads would race
 
     @property
@@ -142,7 +143,8 @@ class ModularMoE:
             raise MoEConfigError(f"x must be [tokens, hidden], got shape {tuple(x.shape)}")
         if output is not None and tuple(output.shape) != tuple(x.shape):
             raise MoEConfigError(f"output must have the input's shape {tuple(x.shape)}, got {tuple(output.shape)}")
-        self._mark_used(self._notes)
+        for text in self._notes:
+            self._note(text)
         with record_function(f"moe.modular.{self.mode}"):
             if output is None:
                 output = torch.empty_like(x)  # the persistent result, fresh every layer (vLLM 0.19)

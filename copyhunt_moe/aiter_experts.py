@@ -14,7 +14,7 @@ package (never from a version string):
 ``copy-fallback``     neither: the result is AITER's fresh tensor and the modular kernel copies it.
 
 ``AiterExperts.destination_mode`` / ``destination_reason`` say which one was chosen and why;
-``copyhunt.moe.backends.backend_notes`` turns them into trace ``meta.notes`` lines.
+``copyhunt_moe.backends.backend_notes`` turns them into trace ``meta.notes`` lines.
 
 The PyPI package named ``aiter`` is an unrelated asyncio library: it has no ``aiter/fused_moe.py``,
 and is refused with ``AiterImpostorError`` before anything of it is imported.
@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from copyhunt.moe.errors import AiterImpostorError, BackendUnavailableError
+from copyhunt_moe.errors import AiterImpostorError, BackendUnavailableError
 
 DESTINATION_MODES = ("output-kwarg", "override-context", "copy-fallback")
 

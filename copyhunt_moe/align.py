@@ -2,7 +2,7 @@
 
 Two Triton launches, no host synchronisation, buffer and grid sizes depend on shapes only (so a CUDA
 graph captures it). Triton is imported lazily by the caller (``triton_experts``), never at
-``import copyhunt.moe``.
+``import copyhunt_moe``.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def align_block_size(
     One launch when every pair fits one chunk (decode), two otherwise. ``pdl``: launch with
     programmatic dependent launch (the caller checked the GPU supports it).
     """
-    from copyhunt.moe import _triton_kernels as kern
+    from copyhunt_moe import _triton_kernels as kern
 
     M, top_k = topk_ids.shape
     numel = M * top_k

@@ -25,7 +25,7 @@ _MOE_DIR = str(Path(__file__).resolve().parent)
 
 @dataclass(frozen=True)
 class SeenCopy:
-    """One copy op: the overload and the innermost ``copyhunt/moe`` frame that issued it."""
+    """One copy op: the overload and the innermost ``copyhunt_moe`` frame that issued it."""
 
     op: str
     file: str
@@ -35,7 +35,7 @@ class SeenCopy:
 
 
 class CopyCounter(TorchDispatchMode):
-    """Records every copy-like aten op with the innermost ``copyhunt/moe`` (else user) frame."""
+    """Records every copy-like aten op with the innermost ``copyhunt_moe`` (else user) frame."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from copyhunt.moe.experts import ExpertsBackend
-from copyhunt.moe.modular import ModularMoE
-from copyhunt.moe.presets import MoEPreset
-from copyhunt.moe.routing import route
-from copyhunt.moe.workspace import WorkspaceManager
+from copyhunt_moe.experts import ExpertsBackend
+from copyhunt_moe.modular import ModularMoE
+from copyhunt_moe.presets import MoEPreset
+from copyhunt_moe.routing import route
+from copyhunt_moe.workspace import WorkspaceManager
 
 
 def _randn(shape: tuple[int, ...], std: float, *, generator: torch.Generator, device: torch.device,

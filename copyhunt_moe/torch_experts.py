@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from copyhunt.moe.errors import MoEConfigError
-from copyhunt.moe.reference import reference_experts
+from copyhunt_moe.errors import MoEConfigError
+from copyhunt_moe.reference import reference_experts
 
 
 def check_experts_inputs(

@@ -1,4 +1,4 @@
-"""Demo targets: ``copyhunt trace copyhunt.moe.demo:baseline`` and ``copyhunt trace copyhunt.moe.demo:fixed``.
+"""Demo targets: ``copyhunt trace copyhunt_moe.demo:baseline`` and ``copyhunt trace copyhunt_moe.demo:fixed``.
 
 One decode step through a small stack of MoE layers sharing one workspace. Traced, ``baseline`` shows
 exactly two d2d copies per MoE layer (``modular.py``'s ``experts-copy`` and ``finalize-copy`` lines) and
@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import torch
 
-from copyhunt.moe.backends import make_backend
-from copyhunt.moe.errors import MoEConfigError
-from copyhunt.moe.layer import MoEStack
-from copyhunt.moe.presets import get_preset
+from copyhunt_moe.backends import make_backend
+from copyhunt_moe.errors import MoEConfigError
+from copyhunt_moe.layer import MoEStack
+from copyhunt_moe.presets import get_preset
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from copyhunt.moe.errors import MoEConfigError
+from copyhunt_moe.errors import MoEConfigError
 
 SCORINGS = ("softmax", "sigmoid")
 

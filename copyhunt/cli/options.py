@@ -1,0 +1,56 @@
+"""Options shared by the commands, declared once (typer reads each default as the option's definition).
+
+Choices are Enums defined where their concept lives (``GroupBy`` in analysis.grouping, ``Format`` in
+report), so the CLI validates them the way the library names them.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from copyhunt.analysis.grouping import GroupBy
+from copyhunt.report import Format
+from copyhunt.report.table import DEFAULT_TOP
+from copyhunt.selection import Selection
+
+__all__ = ["GroupBy", "Format", "BenchMode", "selection"]
+
+
+class BenchMode(str, Enum):
+    """What ``copyhunt bench moe`` times (``--mode``)."""
+
+    graph = "graph"
+    eager = "eager"
+    both = "both"
+
+
+# --- what is shown ---------------------------------------------------------------------------------
+TOP = typer.Option(DEFAULT_TOP, "--top", min=0, metavar="N", help="Show the N largest rows (0: all).")
+BY = typer.Option(GroupBy.site, "--by", help="One row per source site, nn.Module path or region.")
+JSON = typer.Option(False, "--json", help="Print the trace document (JSON) on stdout and nothing else.")
+FORMAT = typer.Option(Format.text, "--format", "-f", help="text, json or github (::error / ::warning annotations on the lines).")
+
+# --- which copies (one selection: copyhunt.selection) ---------------------------------------------------
+KIND = typer.Option(None, "--kind", metavar="KINDS", help="Only these copy kinds, comma-separated: d2d,h2d,d2h,p2p.")
+REGION = typer.Option(None, "--region", metavar="GLOB", help="Only copies inside a region matching GLOB, at any nesting level.")
+SITE = typer.Option(None, "--site", metavar="GLOB", help="Only copies whose source file (as shown) or file:line matches GLOB.")
+OP = typer.Option(None, "--op", metavar="GLOB", help="Only copies whose op matches GLOB (aten.copy_* or copy_).")
+
+# --- attribution and output files ----------------------------------------------------------------
+FOCUS = typer.Option(None, "--focus", metavar="GLOB", help="Attribute copies to the first frame matching GLOB (repeatable).")
+HIDE = typer.Option(None, "--hide", metavar="GLOB", help="Never attribute copies to frames matching GLOB (repeatable).")
+OUTPUT = typer.Option(None, "--output", "-o", metavar="FILE", help="Save the trace here (default: ./copyhunt-<target>.<pid>.json).")
+FORCE = typer.Option(False, "--force", help="Overwrite an existing output file.")
+
+Globs = Optional[List[str]]
+OptionalPath = Optional[Path]
+
+
+def selection(kind: str | None, region: str | None, site: str | None = None, op: str | None = None) -> Selection:
+    """The selection options as one Selection; a bad value fails with one line naming the option."""
+    return Selection.parse(kinds=kind, region=region, site=site, op=op,
+                           names={"kinds": "--kind", "region": "--region", "site": "--site", "op": "--op"})
