@@ -40,7 +40,7 @@ def verify_command(
     output: options.OptionalPath = options.OUTPUT,
     force: bool = options.FORCE,
     sites: Optional[List[str]] = typer.Option(
-        None, "--sites", metavar="GLOB", help="Only sites whose file:line matches GLOB (repeatable), e.g. '*modular.py:51'."
+        None, "--sites", metavar="GLOB", help="Only sites whose file (as shown) or file:line matches GLOB, as --site does (repeatable), e.g. 'copyhunt_moe/modular.py:51'."
     ),
     time_budget: float = typer.Option(
         600.0, "--time-budget", min=0.0, metavar="SECONDS", help="Stop starting site re-runs after this long; the rest are not testable."

@@ -22,11 +22,11 @@ import random
 import sys
 import time
 from dataclasses import dataclass, replace
-from fnmatch import fnmatchcase
 from typing import Any, Callable, Sequence
 
 import torch
 
+from copyhunt import selection
 from copyhunt.analysis import ensure_judged
 from copyhunt.records import Trace, Verification
 from copyhunt.verify.elide import Untestable, hooks_for
@@ -142,12 +142,9 @@ def replay_run(program: Program, replay: Replay) -> RunRecord:
 
 
 def site_matches(plan: SitePlan, patterns: Sequence[str]) -> bool:
-    """True when the site's ``file:line`` or file matches one of the globs (any suffix of the path)."""
-    if plan.site is None:
-        return any(fnmatchcase(plan.key, p) for p in patterns)
-    where = f"{plan.site.file}:{plan.site.line}"
-    return any(fnmatchcase(where, p) or fnmatchcase(plan.site.file, p) or fnmatchcase(where, f"*{p}")
-               or fnmatchcase(plan.site.file, f"*{p}") for p in patterns)
+    """True when the site's file (as tables show it, or absolute) or ``file:line`` matches one of the
+    globs, the way ``--site`` selects copies (``copyhunt.selection``)."""
+    return any(selection.site_matches(plan.site, p) for p in patterns)
 
 
 def verify(
