@@ -3,9 +3,10 @@
 - ``CopyRecord``, ``OpRecord``, ``StorageInfo``: the captured facts (the dispatch capture, the device
   join's replays and library copies, or a foreign profiler file), nothing else.
 - ``Trace``: the records plus, beside the copies and keyed by a copy's position in ``Trace.copies``,
-  the GPU timings (``timings``) and the verdict analysis' findings (``findings``; None until judged).
-- ``Copy``: the read-side join of one copy record with its timing and findings; ``verdict`` is
-  derived from the strongest finding, so no fact is stored twice.
+  the GPU timings (``timings``), the verdict analysis' findings (``findings``; None until judged) and
+  what ``copyhunt verify`` found (``verifications``).
+- ``Copy``: the read-side join of one copy record with its timing, findings and verification;
+  ``verdict`` is derived from the strongest finding, so no fact is stored twice.
 
 Everything else in copyhunt produces or consumes these records. This module imports only the
 standard library, so a saved trace can be loaded (and tested) anywhere; the file format lives in
@@ -87,6 +88,24 @@ class Finding:
     suggestion: str
 
 
+#: What re-running the program with a copy's site elided showed (``copyhunt verify``), on that input.
+VERIFICATION_STATUSES = (
+    "verified",  # the program's observable results were bit-identical with the copy elided
+    "refuted",  # they differed (or the program raised): the suggestion changes results or cannot be written
+    "not-testable",  # the re-run could not elide it faithfully, or the program is not deterministic
+)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The proof (or disproof) of a copy's verdict by re-execution: status, one-line detail, and the
+    first op whose outputs differed from the untouched run, when one did."""
+
+    status: str  # one of VERIFICATION_STATUSES
+    detail: str
+    seq: int | None = None
+
+
 @dataclass(frozen=True)
 class Access:
     """A byte range of one storage read or written by an op.
@@ -161,6 +180,8 @@ class CopyRecord:
     src_storage: int | None = None  # storage ids, join with OpRecord accesses (the first source)
     dst_storage: int | None = None
     src_storages: tuple[int, ...] = ()  # every source storage in argument order, when there are several (cat)
+    src_dtypes: tuple[str, ...] = ()  # and each source's dtype (the verdicts judge every source of a cat)
+    src_contiguity: tuple[bool | None, ...] = ()  # and whether each source is contiguous
     bytes_exact: bool = True  # False: `bytes` is an upper bound (bool-mask index on a GPU) or unknown (0)
     origin: str = "dispatch"  # one of ORIGINS
     graph_replay: int | None = None  # replay index for origin == "graph-replay"
@@ -260,9 +281,10 @@ class TraceMeta:
 class Trace:
     """A whole trace: metadata, copies, per-op storage accesses; timings and findings beside the copies.
 
-    ``timings`` and ``findings`` are keyed by a copy's position in ``copies`` (its key: graph replays
-    share the capture-time ``seq``, positions never repeat). ``findings`` is None until the verdict
-    analysis ran; then every copy it judged has at least one finding.
+    ``timings``, ``findings`` and ``verifications`` are keyed by a copy's position in ``copies`` (its
+    key: graph replays share the capture-time ``seq``, positions never repeat). ``findings`` is None
+    until the verdict analysis ran; then every copy it judged has at least one finding.
+    ``verifications`` holds the copies whose site ``copyhunt verify`` re-ran.
     """
 
     meta: TraceMeta = field(default_factory=TraceMeta)
@@ -271,6 +293,7 @@ class Trace:
     storages: tuple[StorageInfo, ...] = ()
     timings: Mapping[int, DeviceTiming] = field(default_factory=dict)
     findings: Mapping[int, tuple[Finding, ...]] | None = None
+    verifications: Mapping[int, Verification] = field(default_factory=dict)  # copyhunt verify, by copy position
 
     @property
     def judged(self) -> bool:
@@ -282,15 +305,20 @@ class Trace:
         """Bytes moved by all copies (noop copies move none)."""
         return moved_bytes(self.copies)
 
+    @property
+    def verified(self) -> bool:
+        """True when copyhunt verify re-ran some of this trace's sites."""
+        return bool(self.verifications)
+
     def read_copies(self) -> tuple["Copy", ...]:
-        """Every copy with its timing and findings, in trace order."""
-        timings, findings = self.timings, self.findings or {}
-        return tuple(Copy(i, c, timings.get(i), findings.get(i, ())) for i, c in enumerate(self.copies))
+        """Every copy with its timing, findings and verification, in trace order."""
+        timings, findings, proofs = self.timings, self.findings or {}, self.verifications
+        return tuple(Copy(i, c, timings.get(i), findings.get(i, ()), proofs.get(i)) for i, c in enumerate(self.copies))
 
 
 @dataclass(frozen=True)
 class Copy:
-    """One copy as readers see it: the captured record, its GPU timing and its findings.
+    """One copy as readers see it: the captured record, its GPU timing, its findings and its verification.
 
     Every ``CopyRecord`` field reads through (``c.site``, ``c.bytes``...); ``verdict``, ``reason``
     and ``suggestion`` are the strongest finding's (None when the copy was not judged).
@@ -300,6 +328,7 @@ class Copy:
     record: CopyRecord
     device: DeviceTiming | None = None
     findings: tuple[Finding, ...] = ()
+    verification: Verification | None = None  # copyhunt verify's result for the copy's site; None: not re-run
 
     @property
     def verdict(self) -> str | None:

@@ -90,9 +90,12 @@ class Target:
                 if _find_spec(f"{module}.__main__") is None:
                     raise TargetNotFoundError(f"{module!r} is a package without __main__; cannot run it with -m")
 
-    def run(self) -> None:
-        """Run the target to completion; ``sys.exit(0)`` counts as success.
+    def run(self) -> Any:
+        """Run the target to completion and return what a ``module:function`` target returned (None
+        for scripts and modules); ``sys.exit(0)`` counts as success.
 
+        The caller should hold the returned value while the hunt stops: it is what the program hands
+        on, and a storage in it is still alive (the verdicts must not call writes into it dead).
         Raises whatever the target raises; a non-zero ``sys.exit`` becomes TargetExit.
         ``sys.argv`` and ``sys.path`` are restored afterwards.
         """
@@ -102,11 +105,12 @@ class Target:
             elif self.kind == "module":
                 self._run_module()
             else:
-                self._run_function()
+                return self._run_function()
         except SystemExit as exc:
             if exc.code is None or exc.code == 0:
-                return
+                return None
             raise TargetExit(exc.code) from None
+        return None
 
     def _run_script(self) -> None:
         # Like `python script.py` (3.9+): the script's absolute path in tracebacks and __file__, its
@@ -121,7 +125,7 @@ class Target:
         with _sys_state(argv=[self.spec, *self.args], path_head=os.getcwd()):
             runpy.run_module(self.spec, run_name="__main__", alter_sys=True)
 
-    def _run_function(self) -> None:
+    def _run_function(self) -> Any:
         module_name, _, func_name = self.spec.partition(":")
         with _sys_state(argv=[self.spec, *self.args], path_head=os.getcwd()):
             # The import is part of the traced program: an error inside the module is the user's.
@@ -131,7 +135,7 @@ class Target:
                 raise TargetNotFoundError(f"module {module_name!r} has no function {func_name!r}")
             if not callable(func):
                 raise TargetNotFoundError(f"{self.spec} is not callable ({type(func).__name__})")
-            func()
+            return func()
 
 
 def parse_target(target: str | None, module: str | None = None, args: Sequence[str] = ()) -> Target:

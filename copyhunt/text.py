@@ -64,6 +64,21 @@ def short_op(op: str) -> str:
     return _CALLED_AS.get(name, name)
 
 
+#: How tables name a verdict: "needed" (the JSON value) means the trace could not prove the copy
+#: eliminable, not that it is necessary.
+_VERDICT_LABELS = {"needed": "not proven"}
+
+
+def verdict_label(verdict: str) -> str:
+    """The verdict as tables show it ("not proven" for "needed")."""
+    return _VERDICT_LABELS.get(verdict, verdict)
+
+
+def status_label(status: str) -> str:
+    """A ``copyhunt verify`` status as tables show it ("not testable" for "not-testable")."""
+    return status.replace("-", " ")
+
+
 def op_label(op: str) -> str:
     """The reasons' form: ``aten.copy_.default`` -> ``aten.copy_``; other overloads keep their name."""
     return op[: -len(".default")] if op.endswith(".default") else op

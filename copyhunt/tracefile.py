@@ -7,11 +7,14 @@ Layout (docs/trace-format.md has every field)::
      "copies": [{"seq", "op", "kind", "bytes", ...}],  # CopyRecord: what was captured, nothing else
      "timings": [{"copy": 0, "name", "time_us", "bytes", "stream", "start_us"}, ...],
      "findings": null | [{"copy": 0, "verdict", "reason", "suggestion"}, ...],
+     "verifications": [{"copy": 0, "status", "detail", "seq"}, ...],  # copyhunt verify (added later in /2)
      "ops": [{"seq", "op", "reads": [[storage, offset, nbytes, dense], ...], ...}],
      "storages": [{"id", "device", "nbytes", "alive_at_end"}, ...]}
 
-``timings`` and ``findings`` point at a copy by its position in ``copies``; ``findings`` is null
-until the verdict analysis ran, and lists each judged copy's findings strongest first.
+``timings``, ``findings`` and ``verifications`` point at a copy by its position in ``copies``;
+``findings`` is null until the verdict analysis ran, and lists each judged copy's findings strongest
+first; ``verifications`` lists the copies whose site ``copyhunt verify`` re-ran (a file written
+before it existed has no such key: nothing was re-run).
 
 Version 1 files (copyhunt 0.1: device timing and verdicts inside each copy, first-party facts in
 ``extra`` maps, filters applied while capturing) are read into the same records. Keys a newer
@@ -41,6 +44,8 @@ from copyhunt.records import (
     StorageInfo,
     Trace,
     TraceMeta,
+    Verification,
+    VERIFICATION_STATUSES,
 )
 
 SCHEMA_NAME = "copyhunt.trace"
@@ -71,6 +76,8 @@ def to_json(trace: Trace) -> dict[str, Any]:
             for i, found in sorted(trace.findings.items())
             for f in found
         ],
+        "verifications": [{"copy": i, "status": v.status, "detail": v.detail, "seq": v.seq}
+                          for i, v in sorted(trace.verifications.items())],
         "ops": [_op_to_json(o) for o in trace.ops],
         "storages": [{"id": s.id, "device": s.device, "nbytes": s.nbytes, "alive_at_end": s.alive_at_end} for s in trace.storages],
     }
@@ -116,6 +123,8 @@ def _copy_to_json(c: CopyRecord) -> dict[str, Any]:
     d["stack"] = [_frame_to_json(f) for f in c.stack]
     d["src_storages"] = list(c.src_storages)
     d["compiled"] = None if c.compiled is None else _plain(c.compiled)
+    d["src_dtypes"] = list(c.src_dtypes)
+    d["src_contiguity"] = list(c.src_contiguity)
     for k, v in c.extra.items():  # keys of a newer copyhunt go back where they were
         d.setdefault(k, v)
     return d
@@ -209,6 +218,13 @@ def _from_v2(doc: dict[str, Any]) -> Trace:
             i = _copy_index(raw["copy"], len(copies))
             found.setdefault(i, []).append(Finding(str(raw["verdict"]), str(raw["reason"]), str(raw["suggestion"])))
         findings = {i: tuple(f) for i, f in found.items()}
+    verifications: dict[int, Verification] = {}
+    for raw in doc.get("verifications", []):
+        i = _copy_index(raw["copy"], len(copies))
+        v = Verification(str(raw["status"]), str(raw["detail"]), None if raw.get("seq") is None else int(raw["seq"]))
+        if v.status not in VERIFICATION_STATUSES:
+            raise TraceFormatError(f"unknown verification status {v.status!r} (valid: {', '.join(VERIFICATION_STATUSES)})")
+        verifications[i] = v
     return Trace(
         meta=_meta_from_json(doc.get("meta", {})),
         copies=copies,
@@ -216,6 +232,7 @@ def _from_v2(doc: dict[str, Any]) -> Trace:
         storages=tuple(StorageInfo(**s) for s in doc.get("storages", [])),
         timings=timings,
         findings=findings,
+        verifications=verifications,
     )
 
 
@@ -244,6 +261,8 @@ def _copy_from_json(raw: Any) -> CopyRecord:
     kw["stack"] = tuple(_frame_from_json(f) for f in raw.get("stack", ()))
     kw["src_storages"] = tuple(int(s) for s in raw.get("src_storages", ()))
     kw["compiled"] = _compiled_copy_from_json(raw.get("compiled"))
+    kw["src_dtypes"] = tuple(str(d) for d in raw.get("src_dtypes", ()))
+    kw["src_contiguity"] = tuple(None if c is None else bool(c) for c in raw.get("src_contiguity", ()))
     kw["extra"] = {k: v for k, v in raw.items() if k not in _COPY_FIELDS}
     return CopyRecord(**kw)
 

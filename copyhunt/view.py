@@ -38,7 +38,7 @@ class TraceView:
         return self.selection == recorded_selection(self.trace)
 
     def to_trace(self) -> Trace:
-        """A trace holding only these copies (timings and findings re-keyed), its view recorded in meta."""
+        """A trace holding only these copies (timings, findings and verifications re-keyed), its view recorded in meta."""
         if self.selection.everything:
             return self.trace
         copies = self.copies
@@ -48,6 +48,7 @@ class TraceView:
             copies=tuple(c.record for c in copies),
             timings={i: c.device for i, c in enumerate(copies) if c.device is not None},
             findings=None if not self.trace.judged else {i: c.findings for i, c in enumerate(copies) if c.findings},
+            verifications={i: c.verification for i, c in enumerate(copies) if c.verification is not None},
         )
 
 

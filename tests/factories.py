@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Iterable
 
-from copyhunt.records import Copy, CopyRecord, DeviceTiming, Finding, Frame, Trace, TraceMeta
+from copyhunt.records import Copy, CopyRecord, DeviceTiming, Finding, Frame, Trace, TraceMeta, Verification
 
 MEMCPY = "Memcpy DtoD (Device -> Device)"
 
@@ -33,13 +33,15 @@ def record(seq: int = 0, nbytes: int = 16, *, site: Frame | None = None, op: str
 
 def copy(seq: int = 0, nbytes: int = 16, *, verdict: str | None = None, reason: str = "", suggestion: str = "",
          findings: tuple[Finding, ...] | None = None, us: float | None = None, timing: DeviceTiming | None = None,
-         event: str = MEMCPY, start_us: float | None = None, **record_fields: Any) -> Copy:
-    """A read-side copy: ``record(...)`` with a device timing (``us`` or ``timing``) and findings (``verdict``...)."""
+         event: str = MEMCPY, start_us: float | None = None, verification: Verification | None = None,
+         **record_fields: Any) -> Copy:
+    """A read-side copy: ``record(...)`` with a device timing (``us`` or ``timing``), findings (``verdict``...)
+    and what copyhunt verify found (``verification``)."""
     if timing is None and us is not None:
         timing = DeviceTiming(event, us, nbytes, start_us=start_us)
     if findings is None:
         findings = (Finding(verdict, reason, suggestion),) if verdict is not None else ()
-    return Copy(0, record(seq, nbytes, **record_fields), timing, findings)
+    return Copy(0, record(seq, nbytes, **record_fields), timing, findings, verification)
 
 
 def trace(*copies: Copy | CopyRecord, meta: TraceMeta | None = None, judged: bool | None = None, **fields: Any) -> Trace:
@@ -51,6 +53,7 @@ def trace(*copies: Copy | CopyRecord, meta: TraceMeta | None = None, judged: boo
         copies=tuple(c.record for c in read),
         timings={i: c.device for i, c in enumerate(read) if c.device is not None},
         findings={i: c.findings for i, c in enumerate(read) if c.findings} if judged else None,
+        verifications={i: c.verification for i, c in enumerate(read) if c.verification is not None},
         **fields,
     )
 

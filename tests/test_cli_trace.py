@@ -114,6 +114,25 @@ def test_function_target(tpkg, capsys):
     assert load("f.json").meta.target == "chtrace.work:run"
 
 
+def test_a_function_targets_result_is_alive_when_the_hunt_ends(tmp_path, monkeypatch, capsys):
+    # The result is what the program hands on: a copy into it is not a dead store. (Before issue 11 the
+    # runner dropped the result before the hunt's final sweep, and this copy was judged "dead-store".)
+    write(tmp_path / "retpkg.py", """\
+        import torch
+        def made():
+            out = torch.empty(4)
+            out.copy_(torch.ones(4) * 2)  # line 4: a fresh temporary into the returned buffer
+            return out
+        """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert main(["trace", "retpkg:made", "-o", "r.json"]) == 0
+    finally:
+        sys.modules.pop("retpkg", None)
+    (copy,) = load("r.json").read_copies()
+    assert (copy.site.line, copy.verdict) == (4, "fresh-temporary")
+
+
 def test_json_is_the_saved_document_and_target_stdout_goes_to_stderr(tmp_path, capsys):
     write(tmp_path / "s.py", SCRIPT)
     assert main(["trace", "s.py", "--json", "-o", "t.json"]) == 0

@@ -152,3 +152,31 @@ def test_a_trace_without_verdicts_is_judged_when_its_ops_allow():
     judged = trace(_copy(1), meta=TraceMeta(ops_complete=True))
     result = check(judged, _budget(Rule("r", Selection(), max_eliminable=Limit(0))), ROOT)
     assert result.ok and result.rules[0].eliminable == 0 and result.notes == ()
+
+
+def _proved(line: int, verdict: str, status: str | None) -> Copy:
+    from copyhunt.records import Verification
+
+    return _copy(line, verdict=verdict, verification=None if status is None else Verification(status, "d"))
+
+
+def test_max_refuted_and_max_verified_count_the_re_run_results_exactly_at_the_boundary():
+    # 2 refuted and 3 verified eliminable copies; a refuted status on a 'needed' copy cannot happen and
+    # is not counted; an eliminable copy whose site was not re-run counts for neither.
+    trace = _trace(
+        _proved(1, "dead-store", "refuted"), _proved(2, "fresh-temporary", "refuted"),
+        _proved(3, "dead-store", "verified"), _proved(3, "dead-store", "verified"), _proved(4, "noop", "verified"),
+        _proved(5, "needed", "refuted"), _proved(6, "dead-store", None), _proved(7, "dead-store", "not-testable"),
+    )
+    at = check(trace, _budget(Rule("proof", Selection(), max_refuted=Limit(2), max_verified=Limit(3))), ROOT)
+    assert at.ok and (at.rules[0].refuted, at.rules[0].verified) == (2, 3)
+    over = check(trace, _budget(Rule("proof", Selection(), max_refuted=Limit(1), max_verified=Limit(2))), ROOT)
+    assert [(v.measure, v.actual, v.allowed) for v in over.violations] == [("refuted", 2, 1), ("verified", 3, 2)]
+    assert over.violations[0].message == "proof (all copies): 2 refuted eliminable copies, over the limit of 1"
+    assert [(t.key.line, t.stats.count) for t in over.violations[1].sites] == [(3, 2), (4, 1)]
+
+
+def test_max_refuted_on_an_unverified_trace_is_not_checked_and_says_so():
+    result = check(_trace(_copy(1, verdict="dead-store")), _budget(Rule("proof", Selection(), max_refuted=Limit(0))), ROOT)
+    assert result.ok and result.rules[0].refuted is None
+    assert result.notes == ("max_refuted not checked: the trace was not verified (make it with copyhunt verify)",)

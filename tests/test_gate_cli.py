@@ -67,7 +67,8 @@ def test_gate_json(project, capsys):
     assert (v["rule"], v["measure"], v["actual"], v["allowed"], v["limit"], v["headroom"]) == ("model copies", "copies", 3, 2, 2, 0.0)
     assert [(s["file"], s["line"], s["count"], s["bytes"]) for s in v["sites"]] == [("model.py", 2, 2, 128), ("model.py", 3, 1, 64)]
     assert doc["rules"] == [{"name": "model copies", "selector": "kind=d2d", "copies": 3, "bytes": 192, "eliminable": None,
-                             "max_copies": 2, "max_bytes": None, "max_eliminable": None, "ok": False}]
+                             "max_copies": 2, "max_bytes": None, "max_eliminable": None, "refuted": None, "verified": None,
+                             "max_refuted": None, "max_verified": None, "ok": False}]
 
 
 def test_gate_github_annotations(project, capsys):
@@ -246,3 +247,31 @@ def test_gate_on_a_recorded_h200_profiler_trace(tmp_path, capsys):
     assert main(["gate", str(recorded), "--budget", str(budget), "-f", "json"]) == 1
     (v,) = json.loads(capsys.readouterr().out)["violations"]
     assert [(s["kind"], s["count"], s["bytes"]) for s in v["sites"]] == [("h2d", 2, 2 * 384 * 1024), ("d2h", 1, 384 * 1024)]
+
+
+def test_gate_budgets_a_verified_trace(tmp_path, monkeypatch, capsys):
+    # copyhunt verify then gate: a dead store proved removable counts for max_verified.
+    import sys
+    import textwrap
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    (tmp_path / "gmod.py").write_text(textwrap.dedent("""\
+        import torch
+        def step():
+            s = torch.arange(4.0) * 2
+            kept = s.clone()  # overwritten before any read: a dead store
+            kept = torch.where(s > 2, s, -1.0)
+            return kept
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert main(["verify", "gmod:step", "-o", "v.json", "--no-progress"]) == 0
+    finally:
+        sys.modules.pop("gmod", None)
+    (tmp_path / "copyhunt.toml").write_text('[[rules]]\nname = "no proven waste"\nmax_verified = 0\nmax_refuted = 0\n')
+    capsys.readouterr()
+    assert main(["gate", "v.json"]) == 1
+    out = capsys.readouterr().out
+    assert "x no proven waste (all copies): 1 verified eliminable copy, over the limit of 0" in out
+    assert "eliminable  refuted  verified" in out and "0 / 0    1 / 0" in out

@@ -2,7 +2,7 @@
 lower layers only; command modules never import each other; the bundled demo uses only ``copyhunt.note``.
 
     errors, text, notes  <-  records, kineto  <-  tracefile, selection  <-  view  <-  capture  <-  attribution,
-      capture.compiled  <-  importers  <-  analysis  <-  hunting  <-  report, gate, targets, bench  <-  cli,
+      capture.compiled  <-  importers  <-  analysis  <-  hunting  <-  report, gate, targets, bench, verify  <-  cli,
       pytest_plugin  <-  __main__
 
 ``kineto`` (Chrome-trace parsing) is a leaf beside ``records``: capture, importers and report read
@@ -44,6 +44,7 @@ LAYERS = {
     "copyhunt.gate": 9,
     "copyhunt.targets": 9,
     "copyhunt.bench": 9,
+    "copyhunt.verify": 9,  # re-runs with copies elided: the capture's op numbering, the analysis' sources, the hunt
     "copyhunt.cli": 10,
     "copyhunt.pytest_plugin": 10,
     "copyhunt.__main__": 11,  # python -m copyhunt: runs the CLI

@@ -151,3 +151,31 @@ def test_bad_files_fail_with_one_line(tmp_path, text, message):
 def test_missing_file(tmp_path):
     with pytest.raises(TraceFormatError, match="no such file"):
         load(tmp_path / "nope.json")
+
+
+def test_verifications_round_trip_beside_the_copies_and_older_files_have_none(tmp_path):
+    from dataclasses import replace
+
+    from copyhunt.records import Verification
+
+    v = Verification("refuted", "the return value differs; first diverging op #7 aten.mul.Tensor (m.py:3)", 7)
+    t = replace(_trace(), verifications={1: v})
+    path = save(t, tmp_path / "v.json")
+    assert load(path) == t
+    assert load(path).read_copies()[1].verification == v and load(path).read_copies()[0].verification is None
+    assert json.loads(path.read_text())["verifications"] == [
+        {"copy": 1, "status": "refuted", "detail": "the return value differs; first diverging op #7 aten.mul.Tensor (m.py:3)", "seq": 7},
+    ]
+    # A file written before copyhunt verify existed has no such key: nothing was re-run.
+    doc = to_json(_trace())
+    del doc["verifications"]
+    assert from_json(doc).verifications == {} and not from_json(doc).verified
+    doc["verifications"] = [{"copy": 0, "status": "maybe", "detail": "?"}]
+    with pytest.raises(TraceFormatError, match="unknown verification status 'maybe'"):
+        from_json(doc)
+
+
+def test_every_source_of_a_cat_keeps_its_dtype_and_layout(tmp_path):
+    t = trace(copy(1, 32, op="aten.cat.default", src_storage=1, src_storages=(1, 2), src_dtypes=("torch.float32", "torch.float16"),
+                   src_contiguity=(True, None)))
+    assert load(save(t, tmp_path / "c.json")).copies[0].src_contiguity == (True, None)

@@ -72,6 +72,7 @@ def test_golden_judged_width_100():
     # copy's 512 bytes do not count. Eliminable: fresh-temporary (6 MiB) + noop (0 B) = 2 of 5, 6.0 MiB.
     # Equal bytes and count: program order (seq 1 before seq 2).
     # Shares: 6 MiB / (12 MiB + 3512 B) = 49.99% -> "50.0%"; 3000 B = 2.9 KiB -> "0.0%".
+    # "needed" is shown as "not proven"; a mixed row counts each verdict's own copies (1 noop, 1 not proven).
     expected = textwrap.dedent(
         """\
         target      demo.py --layers 2
@@ -80,20 +81,21 @@ def test_golden_judged_width_100():
         eliminable  2 of 5 copies, 6.0 MiB look eliminable
         status      INCOMPLETE: ValueError: boom
 
-        Source site                          Op            Kind       Count    Bytes  Share  Verdict
+        Source site                     Op            Kind       Count    Bytes  Share  Verdict
         ────────────────────────────────────────────────────────────────────────────────────────────────────
-        model/moe.py:120 forward             copy_         d2d            1  6.0 MiB  50.0%  fresh-temporary
-        model/finalize.py:48                 copy_         d2d            1  6.0 MiB  50.0%  needed
+        model/moe.py:120 forward        copy_         d2d            1  6.0 MiB  50.0%  fresh-temporary
+        model/finalize.py:48            copy_         d2d            1  6.0 MiB  50.0%  not proven
         finalize_output_buffer
-        (no source site)                     _to_copy      h2d            1  2.9 KiB   0.0%  needed
-        /opt/lib/x.py:9 f                    clone, copy_  d2d   2 (1 noop)    512 B   0.0%  noop (1/2)
+        (no source site)                _to_copy      h2d            1  2.9 KiB   0.0%  not proven
+        /opt/lib/x.py:9 f               clone, copy_  d2d   2 (1 noop)    512 B   0.0%  1 noop, 1 not proven
 
         Why they look eliminable:
-        model/moe.py:120 forward: fresh-temporary: result made by aten.mm at model/moe.py:118 is only read
-        by this copy
-          -> let the experts backend write into the destination (output=)
-        /opt/lib/x.py:9 f: noop: same storage and layout
-          -> drop the call
+        model/moe.py:120 forward
+          fresh-temporary (1 copy): result made by aten.mm at model/moe.py:118 is only read by this copy
+            -> let the experts backend write into the destination (output=)
+        /opt/lib/x.py:9 f
+          noop (1 copy): same storage and layout
+            -> drop the call
 
         note: a note for the reader
         trace file: copyhunt-demo.7.json
@@ -118,21 +120,23 @@ def test_golden_judged_width_60_stacks_rows():
            verdict fresh-temporary
         2. model/finalize.py:48 finalize_output_buffer
            op copy_  kind d2d  count 1  bytes 6.0 MiB  share 50.0%
-           verdict needed
+           verdict not proven
         3. (no source site)
            op _to_copy  kind h2d  count 1  bytes 2.9 KiB  share 0.0%
-           verdict needed
+           verdict not proven
         4. /opt/lib/x.py:9 f
            op clone, copy_  kind d2d  count 2 (1 noop)  bytes 512 B
-           share 0.0%  verdict noop (1/2)
+           share 0.0%  verdict 1 noop, 1 not proven
 
         Why they look eliminable:
-        model/moe.py:120 forward: fresh-temporary: result made by
-        aten.mm at model/moe.py:118 is only read by this copy
-          -> let the experts backend write into the destination
-          (output=)
-        /opt/lib/x.py:9 f: noop: same storage and layout
-          -> drop the call
+        model/moe.py:120 forward
+          fresh-temporary (1 copy): result made by aten.mm at
+          model/moe.py:118 is only read by this copy
+            -> let the experts backend write into the destination
+            (output=)
+        /opt/lib/x.py:9 f
+          noop (1 copy): same storage and layout
+            -> drop the call
 
         note: a note for the reader
         trace file: copyhunt-demo.7.json
@@ -247,3 +251,64 @@ def test_paths_outside_cwd_show_their_import_path(tmp_path):
     # Below the current folder, the path stays relative to it; elsewhere an unknown path stays absolute.
     assert display_path(str(tmp_path / "a" / "b.py"), str(tmp_path)) == os.path.join("a", "b.py")
     assert display_path("/nowhere/x.py", str(tmp_path)) == "/nowhere/x.py"
+
+
+def verified_trace() -> Trace:
+    """moe.py:120: 2 dead stores (two layers) and a fresh temporary, verified; finalize.py:48: a fresh
+    temporary refuted and a copy not proven eliminable. 1 KiB each."""
+    from copyhunt.records import Verification
+
+    ok = Verification("verified", "identical return value and printed output on this input")
+    bad = Verification("refuted", "the return value differs; first diverging op #7 aten.mul.Tensor (finalize.py:50)", 7)
+    dead = dict(verdict="dead-store", reason="the destination is freed before anything reads it", suggestion="drop the copy")
+    fresh = dict(verdict="fresh-temporary", reason="source made by aten.mm is read only by this copy", suggestion="let aten.mm write it")
+    copies = (
+        cp(1, 1024, MOE, module="layers.0", verification=ok, **dead),
+        cp(2, 1024, MOE, module="layers.1", verification=ok, **dead),
+        cp(3, 1024, MOE, module="layers.1", verification=ok, **fresh),
+        cp(4, 1024, FIN, module="layers.1", verification=bad, **fresh),
+        cp(5, 1024, FIN, module="layers.1", verdict="needed", reason="none of the rules applied"),
+    )
+    return trace(*copies, meta=TraceMeta(device="cpu", torch_version="2.13.0", target="m:f", argv=("m:f",)))
+
+
+def test_verified_trace_shows_the_proof_per_row_and_per_site():
+    # 4 eliminable copies: 3 verified (moe.py), 1 refuted (finalize.py). The dead stores and the fresh
+    # temporary at moe.py:120 are listed once per verdict under their one site.
+    expected = textwrap.dedent(
+        """\
+        target      m:f
+        device      cpu (torch 2.13.0)
+        copies      5 copies, 5.0 KiB written
+        eliminable  4 of 5 copies, 4.0 KiB look eliminable
+        proof       4 eliminable copies re-run: 3 verified, 1 refuted, 0 not testable (on this input)
+        status      complete
+
+        Source site            Op     Kind  Count    Bytes  Share  Verdict                          Proof
+        ────────────────────────────────────────────────────────────────────────────────────────────────────
+        model/moe.py:120       copy_  d2d       3  3.0 KiB  60.0%  2 dead-store, 1 fresh-temporary  verified
+        forward
+        model/finalize.py:48   copy_  d2d       2  2.0 KiB  40.0%  1 fresh-temporary, 1 not proven  refuted
+        finalize_output_buffe
+        r
+
+        Why they look eliminable:
+        model/moe.py:120 forward
+          dead-store (2 copies): the destination is freed before anything reads it
+            -> drop the copy
+          fresh-temporary (1 copy): source made by aten.mm is read only by this copy
+            -> let aten.mm write it
+          proof: verified: identical return value and printed output on this input
+        model/finalize.py:48 finalize_output_buffer
+          fresh-temporary (1 copy): source made by aten.mm is read only by this copy
+            -> let aten.mm write it
+          proof: refuted: the return value differs; first diverging op #7 aten.mul.Tensor (finalize.py:50)
+        """
+    )
+    assert render(verified_trace(), 100) == expected
+
+
+def test_site_shared_by_two_modules_is_explained_once():
+    out = render(verified_trace(), 120, by="module")
+    assert out.count("model/moe.py:120 forward\n") == 1
+    assert out.count("dead-store (2 copies)") == 1

@@ -184,10 +184,9 @@ def test_contiguous_then_cast_is_a_fresh_temporary_and_chained():
     m = torch.arange(6.0).view(2, 3)  # 6 float32 = 24 B; the float64 result is 48 B
     trace, _ = hunt(contiguous_then_cast, m)
     clone, cast = trace.copies
-    assert (clone.op, clone.bytes, clone.verdict) == ("aten.clone.default", 24, "defensive-clone")
-    assert clone.suggestion == (
-        "use the source (or a view of it) instead of the copy; this copy makes a contiguous layout: keep it only if the consumer needs one"
-    )
+    # The clone makes m.t() contiguous; whether .to() needs that layout is not in the trace: not proven.
+    assert (clone.op, clone.bytes, clone.verdict) == ("aten.clone.default", 24, "needed")
+    assert clone.suggestion == "keep it, unless its consumer takes a strided tensor: then use the source itself"
     assert (cast.op, cast.bytes, cast.site.line) == ("aten._to_copy.default", 48, line("cast"))
     assert [f.verdict for f in cast.findings] == ["fresh-temporary", "chained"]
     assert cast.suggestion.endswith("; that producer is itself a copy, so one op would do")

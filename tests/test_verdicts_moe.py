@@ -74,3 +74,20 @@ def test_fixed_path_has_neither_copy():
     trace = _trace(demo.fixed)
     assert [c for c in trace.copies if c.site is not None and c.site.line in lines] == []
     assert [c for c in trace.copies if is_eliminable(c.verdict)] == []
+
+
+def test_baseline_copies_are_verified_by_re_execution():
+    # copyhunt verify: with each site's 4 copies elided (the experts' result written into the workspace,
+    # the workspace's value written into the caller's output), the step's output is bit-identical, and
+    # so is every op's output (kind="script").
+    from copyhunt.verify import verify, warm_and_trace
+
+    def step():
+        return demo.baseline(device="cpu", layers=LAYERS)
+
+    sites = copy_sites()
+    result = verify(step, warm_and_trace(step), kind="script")
+    got = {(Path(r.plan.site.file).name, r.plan.site.line): (len(r.plan.copies), r.verification.status) for r in result.sites}
+    assert got == {("modular.py", sites["experts-copy"].line): (LAYERS, "verified"),
+                   ("modular.py", sites["finalize-copy"].line): (LAYERS, "verified")}
+    assert all(c.verification is not None and c.verification.status == "verified" for c in result.trace.read_copies())

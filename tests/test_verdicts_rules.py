@@ -431,14 +431,19 @@ def test_defensive_clone():
     assert c.suggestion == "use the source (or a view of it) instead of the copy"
 
 
-def test_defensive_clone_of_a_strided_source_says_layout_may_matter():
+def test_clone_of_a_strided_source_is_not_proven_eliminable_its_consumer_may_need_the_layout():
+    # Issue 11: "use the source" makes the consumer see a strided tensor; a reshape there copies
+    # instead, a .view() fails. The trace cannot tell, so the copy stays, with the condition spelled out.
     b = TraceBuilder()
     _clone(b, src_contiguous=False)
     b.op("mm", reads=(2,), frees=(), line=71)
     c = only(b.trace())  # storage #2 is dead at the end (alive=False)
-    assert c.verdict == "defensive-clone"
-    assert c.reason.endswith("is written until it dies: an alias would do")
-    assert c.suggestion == "use the source (or a view of it) instead of the copy; this copy makes a contiguous layout: keep it only if the consumer needs one"
+    assert c.verdict == "needed"
+    assert c.reason == (
+        "neither the source (buffer #1) nor this copy is written until it dies, but it makes a contiguous layout "
+        "of a strided source, and the trace cannot tell whether its consumer needs one"
+    )
+    assert c.suggestion == "keep it, unless its consumer takes a strided tensor: then use the source itself"
 
 
 def test_needed_copy_that_preserves_a_value_before_the_source_is_mutated():
@@ -467,15 +472,20 @@ def test_needed_clone_that_outlives_the_hunt():
     assert verdicts(b.trace()) == ["needed"]
 
 
-def test_repeat_suggests_expand():
+def test_repeat_is_not_proven_eliminable_but_names_expand():
+    # An expanded view has stride 0: fine for sum, wrong for a consumer that views or writes it.
     b = TraceBuilder()
     b.storage(1)
     b.storage(2, nbytes=64, alive=False)
     b.copy("repeat", 1, 2, allocs=(2,), line=80, shape=(4, 4))
     b.op("sum", reads=(2,), line=81)
     c = only(b.trace())
-    assert c.verdict == "defensive-clone"
-    assert c.suggestion == "use an expanded view (expand) instead of repeating the data, if the consumer only reads it"
+    assert c.verdict == "needed"
+    assert c.reason == (
+        "neither the source (buffer #1) nor this copy is written until it dies, but only an expanded (stride-0) view "
+        "would replace the repeated data, and the trace cannot tell whether its consumer accepts one"
+    )
+    assert c.suggestion == "keep it, unless its consumer only reads it elementwise: then use expand"
 
 
 # --- records without op facts ------------------------------------------------------------------
@@ -646,7 +656,8 @@ def test_repeat_of_a_fresh_temporary_is_not_destination_passing():
     b.copy("repeat", 1, 2, allocs=(2,), line=21, shape=(4, 4))
     b.op("sum", reads=(2,), frees=(1,), line=22)
     c = only(b.trace())
-    assert [f.verdict for f in c.findings] == ["defensive-clone"]
+    assert [f.verdict for f in c.findings] == ["needed"]  # the expand explanation, not destination passing
+    assert c.reason.endswith("the trace cannot tell whether its consumer accepts one")
 
 
 # --- CUDA graphs: replays read and write unseen -------------------------------------------------

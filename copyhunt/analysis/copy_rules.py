@@ -9,41 +9,20 @@ limit, a missing op record) the rule stays silent: an unproven copy is "needed".
 from __future__ import annotations
 
 from copyhunt.analysis.index import Fate, Range, TraceIndex
+from copyhunt.analysis.op_facts import (
+    ALIASABLE_OPS, ALLOC_ONLY_OPS, CONCAT_OPS, NOT_DESTINATION_PASSABLE, POINTWISE_OPS, short_dtype, write_obstacle,
+)
 from copyhunt.analysis.trust import Window
 from copyhunt.analysis.rules import rule
+from copyhunt.analysis.sources import Fresh, Source, fresh_source, live_sources, made_by_reshape, merge_exact, sources
 from copyhunt.analysis.wording import ITEMSIZE, buffer, lossless, op_at
 from copyhunt.records import CopyRecord, Finding
 from copyhunt.text import human_bytes, op_name
 
-#: Ops whose fresh output could be a view of their input instead (clone, contiguous, same-dtype
-#: ``to``, ``repeat`` -> ``expand``...). ``cat``, padding and indexed copies are not: no view can
-#: express them.
-ALIASABLE_OPS = frozenset({
-    "clone", "_to_copy", "contiguous", "reshape", "to", "repeat", "expand_copy", "narrow_copy",
-    "alias_copy", "view_copy", "permute_copy", "t_copy", "transpose_copy", "slice_copy", "select_copy",
-})
-
-
-#: Copies the producer of a fresh source cannot replace by writing into the destination: the
-#: destination holds the source several times (repeat, broadcast) or at scattered indices.
-NOT_DESTINATION_PASSABLE = frozenset({
-    "repeat", "expand_copy", "index_put_", "index_put", "_index_put_impl_", "_unsafe_index_put",
-    "index_copy_", "index_copy",
-})
-
-#: Elementwise ops: each output element depends only on the same element of the inputs, so the op
-#: may write over an input it reads (``x.copy_(x * 2)`` -> ``x.mul_(2)``). A matmul may not.
-POINTWISE_OPS = frozenset({
-    "add", "sub", "mul", "div", "neg", "abs", "exp", "log", "sqrt", "rsqrt", "pow", "relu", "gelu", "silu",
-    "sigmoid", "tanh", "clamp", "clamp_min", "clamp_max", "where", "maximum", "minimum", "reciprocal",
-    "sin", "cos", "erf", "floor", "ceil", "round", "sign", "lerp", "addcmul", "addcdiv", "hardtanh",
-    "leaky_relu", "elu", "softplus", "mish", "hardswish", "hardsigmoid", "bitwise_and", "bitwise_or",
-    "bitwise_xor", "bitwise_not", "logical_not", "masked_fill", "fill", "zeros_like", "ones_like",
-})
-
-#: Ops that only allocate: a value "produced" by one was filled by code the dispatcher cannot see
-#: (a raw Triton launch, a C++ extension writing through data_ptr).
-ALLOC_ONLY_OPS = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "empty_permuted"})
+#: The suggestion of a copy that must stay although part of it looked avoidable.
+KEEP_REST = "keep it: whatever writes the first slices, the rest is still a copy"
+#: Why a source is not a fresh temporary, in a partial cat's reason.
+NOT_FRESH = "not a temporary made for this copy"
 
 
 def _storages(copy: CopyRecord, ctx: TraceIndex) -> tuple[int, int] | None:
@@ -55,6 +34,12 @@ def _storages(copy: CopyRecord, ctx: TraceIndex) -> tuple[int, int] | None:
     return src, dst
 
 
+def _single_source(copy: CopyRecord, ctx: TraceIndex) -> Source | None:
+    """The one source a copy reads bytes from (``cat([empty, x])`` has one: x); None for several."""
+    srcs = live_sources(copy, ctx)
+    return srcs[0] if srcs is not None and len(srcs) == 1 else None
+
+
 def _numel(nbytes: int, dtype: str) -> int:
     """Elements in ``nbytes`` of ``dtype`` (1-byte elements for an unknown dtype)."""
     return nbytes // ITEMSIZE.get(dtype, 1)
@@ -63,15 +48,6 @@ def _numel(nbytes: int, dtype: str) -> int:
 def _src_dtype(copy: CopyRecord) -> str:
     # The capture leaves src_dtype None when it equals the destination dtype.
     return copy.src_dtype or copy.dtype
-
-
-def _merge_exact(first: CopyRecord, second: CopyRecord) -> bool:
-    """True when copying X -> I (first) then I -> D (second) equals one copy X -> D.
-
-    Exact when the first cast loses nothing, or the second casts nothing; a narrowing cast
-    followed by another cast rounds on purpose (``x.to(bf16).float()``).
-    """
-    return lossless(_src_dtype(first), first.dtype) or first.dtype == second.dtype
 
 
 def _after(fate: Fate, ctx: TraceIndex) -> str:
@@ -118,34 +94,30 @@ def dead_store(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
 
 @rule("fresh-temporary")
 def fresh_temporary(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
-    """The source value was just produced, is read only by this copy, then dies."""
+    """The source value was just produced, is read only by this copy, then dies; its producer can
+    write the destination (dtype, layout) instead. Every source of a cat must be such a value."""
     pair = _storages(copy, ctx)
-    win = ctx.window(copy)
     if pair is None or copy.src_device != copy.dst_device:
         return None  # across devices the producer cannot write into the destination
     if op_name(copy.op) in NOT_DESTINATION_PASSABLE:
         return None
-    src, dst = pair
-    src_rng, _ = ctx.read_range(copy)
+    srcs = live_sources(copy, ctx)
     dst_rng, _ = ctx.write_range(copy)
-    if src_rng is None or dst_rng is None:
+    if not srcs or dst_rng is None:
         return None
-    if op_name(copy.op) in ("copy_", "copy") and _numel(copy.bytes, copy.dtype) > _numel(src_rng.nbytes, _src_dtype(copy)):
-        return None  # a broadcast: the destination holds the source several times
-    h = ctx.history(src, src_rng, copy.seq, win=win)
-    if h.producer is None or h.start is None or h.shared or h.limited or not h.contained:
+    if len(srcs) > 1:
+        return _fresh_concat(copy, ctx, srcs, dst_rng)
+    (src,) = srcs
+    if _numel(copy.bytes, copy.dtype) > _numel(src.rng.nbytes, src.dtype):
+        return None  # a broadcast or repeat: the destination holds the source several times
+    fresh = fresh_source(copy, ctx, src)
+    if fresh is None:
         return None
-    fate = ctx.fate(src, src_rng, copy.seq, win=win)
-    if not fate.dies_unread:
-        return None
+    h, fate = fresh.history, fresh.fate
+    dst = copy.dst_storage
+    assert dst is not None and h.producer is not None and h.start is not None  # _storages, fresh_source
+    win = ctx.window(copy)
     prod_op = ctx.op(h.producer)
-    if prod_op is not None and prod_op.is_copy:
-        prod_copy = ctx.copy_at(h.producer)
-        if prod_copy is None or not _merge_exact(prod_copy, copy):
-            # e.g. x.to(bf16) copied back into fp32: the rounding is the point (and without the
-            # producer's copy record, e.g. a version-1 trace filtered while capturing, its dtypes
-            # are unknown).
-            return None
     # Destination passing moves the write of the destination back to where the value began:
     # nobody may read or write the destination from there to this copy (its allocation aside),
     # except one elementwise producer reading exactly those bytes: it can run in place.
@@ -156,8 +128,9 @@ def fresh_temporary(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
         if not in_place:
             return None
     producer = op_at(ctx, h.producer)
+    src_id, nbytes = src.storage, src.rng.nbytes
     if in_place:
-        reason = (f"source (a {human_bytes(src_rng.nbytes)} buffer #{src} made by {producer} from the destination) "
+        reason = (f"source (a {human_bytes(nbytes)} buffer #{src_id} made by {producer} from the destination) "
                   f"is read only by this copy, then {_after(fate, ctx)}")
         # Accesses carry byte ranges, not strides: a transposed read of the destination looks the
         # same, so the suggestion states the condition it relies on.
@@ -167,28 +140,97 @@ def fresh_temporary(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     if prod_op is not None and op_name(prod_op.op) in ALLOC_ONLY_OPS:
         # Only allocated in sight: whatever filled it ran outside the dispatcher. The fix is the
         # same: hand the destination to that code instead of the buffer it allocates.
-        made = f"a {human_bytes(src_rng.nbytes)} buffer #{src} allocated by {producer} and filled outside PyTorch's dispatcher"
+        made = f"a {human_bytes(nbytes)} buffer #{src_id} allocated by {producer} and filled outside PyTorch's dispatcher"
         reason = f"source ({made}) is read only by this copy, then {_after(fate, ctx)}"
         suggestion = f"hand this copy's destination to the code that allocates the source ({producer}) and fills it (destination passing: out=/output=), then drop this copy"
         return Finding("fresh-temporary", reason, suggestion)
-    if h.allocated and ctx.writer_count(src) <= 1:
-        made = f"a fresh {human_bytes(src_rng.nbytes)} buffer #{src} made by {op_at(ctx, h.start)}"
+    fresh_buffer = h.allocated and ctx.writer_count(src_id) <= 1
+    if fresh_buffer:
+        made = f"a fresh {human_bytes(nbytes)} buffer #{src_id} made by {op_at(ctx, h.start)}"
         if h.producer != h.start:
             made += f", last written by {producer}"
-        reason = f"source ({made}) is read only by this copy, then {_after(fate, ctx)}"
-        suggestion = f"let {producer} write straight into this copy's destination (destination passing: out=/output= or an in-place variant), then drop this copy"
     else:
-        made = buffer(ctx, src, src_rng.nbytes)
-        name = f"buffer #{src}"
-        if ctx.writer_count(src) > 1:  # written again and again: a workspace, not a result buffer
-            made, name = made.replace("buffer #", "reused buffer #"), f"the reused buffer #{src}"
+        made = buffer(ctx, src_id, nbytes)
+        name = f"buffer #{src_id}"
+        if ctx.writer_count(src_id) > 1:  # written again and again: a workspace, not a result buffer
+            made, name = made.replace("buffer #", "reused buffer #"), f"the reused buffer #{src_id}"
+    same_layout = src.contiguous is True and copy.dst_contiguous is True
+    if prod_op is not None:
+        obstacle = write_obstacle(prod_op.op, prod_op.is_copy, src.dtype, copy.dtype, same_layout)
+        if obstacle is not None:
+            why, what_for = obstacle
+            return Finding("needed", f"source ({made}) is read only by this copy, but {why}", f"keep it: {what_for}")
+    if fresh_buffer:
+        reason = f"source ({made}) is read only by this copy, then {_after(fate, ctx)}"
+        op = ctx.op(copy.seq)
+        if op is not None and dst in op.allocs and src.dtype == copy.dtype and same_layout:
+            # The copy makes its own destination from a value nobody else wants: the value itself will do.
+            suggestion = f"drop this copy and use the result of {producer} itself: it was made for this copy alone"
+        else:
+            suggestion = f"let {producer} write straight into this copy's destination (destination passing: out=/output= or an in-place variant), then drop this copy"
+    else:
         reason = f"source ({made}) was just written by {producer}, is read only by this copy, then {_after(fate, ctx)}"
         suggestion = f"pass this copy's destination to {producer} as its output instead of {name} (output alias), so this copy can be skipped"
-    if _src_dtype(copy) != copy.dtype:
-        suggestion += f" (producing {copy.dtype.replace('torch.', '')} directly)"
+    if src.dtype != copy.dtype:
+        suggestion += f" (producing {short_dtype(copy.dtype)} directly)"
     if prod_op is not None and prod_op.is_copy:
         suggestion += "; that producer is itself a copy, so one op would do"
     return Finding("fresh-temporary", reason, suggestion)
+
+
+def _fresh_concat(copy: CopyRecord, ctx: TraceIndex, srcs: tuple[Source, ...], dst_rng: Range) -> Finding | None:
+    """A cat of several sources: eliminable only when every one is a fresh value whose producer can
+    write its slice of the result; a "needed" explanation when only some could."""
+    fresh: list[Fresh] = []
+    stale: list[tuple[Source, str]] = []
+    for src in srcs:
+        f = fresh_source(copy, ctx, src)
+        if f is None:
+            stale.append((src, NOT_FRESH))
+            continue
+        prod_op = ctx.op(f.history.producer) if f.history.producer is not None else None
+        # A slice of the result is strided unless the cat runs along the outermost dim: only
+        # elementwise producers (and copies) write a strided out= without a hidden copy.
+        obstacle = None if prod_op is None else write_obstacle(prod_op.op, prod_op.is_copy, src.dtype, copy.dtype, False)
+        if obstacle is not None:
+            stale.append((src, obstacle[0]))
+        else:
+            fresh.append(f)
+    if not fresh:
+        return None
+    total = len(sources(copy, ctx) or srcs)
+    same = [s for s in srcs if any(o is not s and o.storage == s.storage and o.rng.overlaps(s.rng.start, s.rng.end) for o in srcs)]
+    if same:
+        # One value in several slices: its producer writes one, the others stay copies.
+        first = same[0]
+        made = next((op_at(ctx, f.history.producer) for f in fresh if f.source.storage == first.storage and f.history.producer is not None), None)
+        what = f"buffer #{first.storage}" + (f" (made by {made})" if made else "")
+        reason = (f"{len(same)} of its sources are the same {human_bytes(first.rng.nbytes)} of {what}: "
+                  "a producer can write only one slice, the others must still be copied")
+        return Finding("needed", reason, KEEP_REST)
+    if stale:
+        done = "; ".join(f"a fresh {human_bytes(f.source.rng.nbytes)} buffer #{f.source.storage} made by {op_at(ctx, f.history.producer)}"
+                         for f in fresh if f.history.producer is not None)
+        rest = "; ".join(f"buffer #{s.storage}: {why}" for s, why in stale)
+        reason = (f"only part of it could be avoided: {_positions([f.source.position for f in fresh])} of {total} ({done}) "
+                  f"could be written in place, but {_positions([s.position for s, _ in stale])} ({rest}) must still be copied")
+        return Finding("needed", reason, KEEP_REST)
+    # Every source is fresh: each producer writes its slice, if the result is untouched meanwhile.
+    dst = copy.dst_storage
+    assert dst is not None
+    begin = min(f.history.start for f in fresh if f.history.start is not None)
+    if ctx.touched(dst, dst_rng, begin - 1, copy.seq, ignore=ctx.allocated_by(dst), win=ctx.window(copy)):
+        return None
+    made = ", ".join(f"buffer #{f.source.storage} by {op_at(ctx, f.history.producer)}" for f in fresh if f.history.producer is not None)
+    producers = ", ".join(op_at(ctx, f.history.producer) for f in fresh if f.history.producer is not None)
+    reason = f"each of its {len(fresh)} sources was made for it alone, is read only by it, then dies: {made}"
+    suggestion = f"allocate the result first and let each producer write its slice (out=result[...]): {producers}; then drop this copy"
+    return Finding("fresh-temporary", reason, suggestion)
+
+
+def _positions(positions: list[int]) -> str:
+    """``source 2`` or ``sources 1, 3`` (1-based argument positions)."""
+    return f"source {positions[0]}" if len(positions) == 1 else "sources " + ", ".join(map(str, positions))
 
 
 @rule("round-trip")
@@ -196,34 +238,38 @@ def round_trip(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     """Data copied A -> B and back (or cast and back losslessly) while A kept its value."""
     pair = _storages(copy, ctx)
     win = ctx.window(copy)
-    if pair is None:
+    one = _single_source(copy, ctx)
+    if pair is None or one is None:
         return None
-    src, dst = pair
-    src_rng, src_dense = ctx.read_range(copy)
+    _, dst = pair
+    src, src_rng = one.storage, one.rng
+    _, src_dense = ctx.read_range(copy)
     dst_rng, dst_dense = ctx.write_range(copy)
-    if src_rng is None or dst_rng is None or not (src_dense and dst_dense):
+    if dst_rng is None or not (src_dense and dst_dense):
         return None
     h = ctx.history(src, src_rng, copy.seq, win=win)
     if h.producer is None or h.start != h.producer or h.limited:
         return None  # B must hold exactly what the earlier copy put there
     first = ctx.copy_at(h.producer)
-    if first is None or first.noop or first.src_storage is None or first.dst_storage != src:
-        return None
-    a_rng, a_dense = ctx.read_range(first)
+    orig = None if first is None else _single_source(first, ctx)
+    if first is None or first.noop or orig is None or first.dst_storage != src:
+        return None  # copied out of one buffer A (a cat of several is no round trip)
+    a_rng = orig.rng
+    _, a_dense = ctx.read_range(first)
     b_rng, _ = ctx.write_range(first)
-    if a_rng is None or not a_dense or b_rng != src_rng:
+    if not a_dense or b_rng != src_rng:
         return None
     # Element i must map to element i both ways: same shape, every side contiguous.
     if copy.shape != first.shape or not all(
-        flag is True for flag in (first.src_contiguous, first.dst_contiguous, copy.src_contiguous, copy.dst_contiguous)
+        flag is True for flag in (orig.contiguous, first.dst_contiguous, one.contiguous, copy.dst_contiguous)
     ):
         return None
-    a_dtype = _src_dtype(first)
+    a_dtype = orig.dtype
     if copy.dtype != a_dtype or not lossless(a_dtype, first.dtype) or copy.dst_device != first.src_device:
         return None
     if _numel(a_rng.nbytes, a_dtype) != _numel(dst_rng.nbytes, copy.dtype):
         return None
-    a = first.src_storage
+    a = orig.storage
     if ctx.first_write(a, a_rng, h.producer, copy.seq, win=win) is not None:
         return None  # A changed since: copying back is an update, not a round trip
     there = op_at(ctx, h.producer)
@@ -243,63 +289,86 @@ def chained(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     """A copy of a copy with nothing in between; the intermediate is read only by this copy."""
     pair = _storages(copy, ctx)
     win = ctx.window(copy)
-    if pair is None:
+    one = _single_source(copy, ctx)
+    if pair is None or one is None:
         return None
-    src, dst = pair
-    src_rng, _ = ctx.read_range(copy)
+    _, dst = pair
+    src, src_rng = one.storage, one.rng
     dst_rng, _ = ctx.write_range(copy)
-    if src_rng is None or dst_rng is None:
+    if dst_rng is None:
         return None
     h = ctx.history(src, src_rng, copy.seq, win=win)
     if h.producer is None or h.start != h.producer or not h.covering or h.shared:
         return None  # the intermediate must be wholly written by one earlier copy and read by nobody else
     first = ctx.copy_at(h.producer)
-    if first is None or first.noop or first.src_storage is None or first.dst_storage != src:
-        return None
-    if not _merge_exact(first, copy):
+    orig = None if first is None else _single_source(first, ctx)
+    if first is None or first.noop or orig is None or first.dst_storage != src:
+        return None  # made by a copy of one buffer (a cat of several cannot be merged into this copy)
+    if not merge_exact(first, copy):
         return None
     if not ctx.fate(src, src_rng, copy.seq, win=win).dies_unread:
         return None
     # One op can run at the first copy's time (destination untouched since) or at this one's
     # (the original unchanged since).
-    x_rng, _ = ctx.read_range(first)
-    original_kept = x_rng is not None and ctx.first_write(first.src_storage, x_rng, h.producer, copy.seq, win=win) is None
+    original_kept = ctx.first_write(orig.storage, orig.rng, h.producer, copy.seq, win=win) is None
     dst_free = not ctx.touched(dst, dst_rng, h.producer - 1, copy.seq, ignore=ctx.allocated_by(dst), win=win)
     if not (original_kept or dst_free):
         return None
     reason = (
         f"copies {buffer(ctx, src, src_rng.nbytes)}, which {op_at(ctx, h.producer)} had just copied "
-        f"from buffer #{first.src_storage}; nothing else reads it"
+        f"from buffer #{orig.storage}; nothing else reads it"
     )
-    suggestion = f"copy from buffer #{first.src_storage} straight into the destination in one op (e.g. one .to(dtype, memory_format=...) or one copy_)"
+    suggestion = f"copy from buffer #{orig.storage} straight into the destination in one op (e.g. one .to(dtype, memory_format=...) or one copy_)"
     return Finding("chained", reason, suggestion)
 
 
 @rule("defensive-clone")
 def defensive_clone(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
-    """A clone-like copy whose source and result are both never written while the result lives."""
+    """A clone-like copy whose source and result are both never written while the result lives.
+    A cat whose other sources are empty is such a copy of its one non-empty source."""
     pair = _storages(copy, ctx)
     win = ctx.window(copy)
-    if pair is None or op_name(copy.op) not in ALIASABLE_OPS:
+    name = op_name(copy.op)
+    if pair is None or (name not in ALIASABLE_OPS and name not in CONCAT_OPS):
         return None
-    src, dst = pair
+    _, dst = pair
     op = ctx.op(copy.seq)
     if op is None or dst not in op.allocs:
         return None  # only a copy that made its own destination can become an alias
-    if copy.src_device != copy.dst_device or _src_dtype(copy) != copy.dtype:
+    srcs = live_sources(copy, ctx)
+    if srcs is None or len(srcs) != 1:
+        return None  # several sources side by side: no view of one of them is the result
+    (src,) = srcs
+    if copy.src_device != copy.dst_device or src.dtype != copy.dtype:
         return None  # an alias cannot change device or dtype
-    src_rng, _ = ctx.read_range(copy)
-    if src_rng is None or not _alias_safe(ctx, dst, src, src_rng, copy.seq, win):
+    if not _alias_safe(ctx, dst, src.storage, src.rng, copy.seq, win):
         return None
+    if made_by_reshape(copy, ctx):
+        return Finding(
+            "needed",
+            "made by reshape: PyTorch copies only when no view of the source has the new shape, so no alias can replace it",
+            "keep it, or change the consumer to take the source's shape (e.g. broadcast over the repeated dim)",
+        )
     death, _ = ctx.death(dst, copy.seq, win=win)
     until = f"until it is freed (before #{death})" if death is not None else "until it dies"
-    reason = f"neither the source (buffer #{src}) nor this copy is written {until}: an alias would do"
-    suggestion = "use the source (or a view of it) instead of the copy"
-    if op_name(copy.op) == "repeat" or (copy.bytes > src_rng.nbytes and copy.src_contiguous is not False):
-        suggestion = "use an expanded view (expand) instead of repeating the data, if the consumer only reads it"
-    elif copy.src_contiguous is False and copy.dst_contiguous is not False:
-        suggestion += "; this copy makes a contiguous layout: keep it only if the consumer needs one"
-    return Finding("defensive-clone", reason, suggestion)
+    if name in CONCAT_OPS and src.contiguous is True:
+        reason = (f"its other sources are empty, so it copies buffer #{src.storage} unchanged; neither the source "
+                  f"nor this copy is written {until}: an alias would do")
+        return Finding("defensive-clone", reason, "use the non-empty source itself instead of concatenating it with empty tensors")
+    unchanged = f"neither the source (buffer #{src.storage}) nor this copy is written {until}"
+    if name in ("repeat", "expand_copy") or copy.bytes > src.rng.nbytes:
+        # An expanded view holds the same values with stride 0: fine for a consumer that only
+        # reads elementwise, wrong for one that views or writes it. The trace cannot tell which.
+        return Finding("needed", f"{unchanged}, but only an expanded (stride-0) view would replace the repeated data, "
+                       "and the trace cannot tell whether its consumer accepts one",
+                       "keep it, unless its consumer only reads it elementwise: then use expand")
+    if src.contiguous is not True and copy.dst_contiguous is not False:
+        # The copy makes a contiguous layout; an alias would be strided, and a consumer that views it
+        # (reshape, .view, a kernel that wants dense input) would copy or fail. Not provable here.
+        return Finding("needed", f"{unchanged}, but it makes a contiguous layout of a strided source, "
+                       "and the trace cannot tell whether its consumer needs one",
+                       "keep it, unless its consumer takes a strided tensor: then use the source itself")
+    return Finding("defensive-clone", f"{unchanged}: an alias would do", "use the source (or a view of it) instead of the copy")
 
 
 def _in_place_ok(copy: CopyRecord, ctx: TraceIndex, producer: int, start: int, dst: int, dst_rng: Range,

@@ -2,7 +2,10 @@
 
 A rule is ``(copy, ctx) -> Finding | None``: it looks at one copy record and the read-only
 :class:`~copyhunt.analysis.index.TraceIndex` of its trace and either returns a finding (verdict,
-one-line reason, suggestion) or None. Rules never mutate anything and never print; the built-in
+one-line reason, suggestion) or None. A rule may also return a "needed" finding: an explanation of
+why its case almost holds but the copy must stay (only part of a ``cat`` could go, the producer
+cannot write that dtype); it is shown when no rule finds the copy eliminable. Rules never mutate
+anything and never print; the built-in
 ones live in :mod:`copyhunt.analysis.copy_rules` and register themselves on import::
 
     @rule("dead-store")
@@ -42,13 +45,14 @@ def registered() -> tuple[tuple[str, Rule], ...]:
 
 
 def run_rules(copy: CopyRecord, ctx: TraceIndex) -> tuple[Finding, ...]:
-    """Every finding the registered rules make for ``copy``, strongest first."""
+    """Every finding the registered rules make for ``copy`` in rule order (strongest first); "needed"
+    explanations sit where their rule does."""
     found: list[Finding] = []
     for verdict, fn in registered():
         finding = fn(copy, ctx)
         if finding is None:
             continue
-        if finding.verdict != verdict:
+        if finding.verdict not in (verdict, "needed"):
             # A rule answers for its own verdict only: mixing them would break the strength order.
             raise ValueError(f"rule {fn.__qualname__} registered for {verdict!r} returned {finding.verdict!r}")
         found.append(finding)

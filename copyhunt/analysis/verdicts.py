@@ -51,7 +51,9 @@ def _judge(trace: Trace) -> Trace:
     findings: dict[int, tuple[Finding, ...]] = {}  # by copy position
     for i, copy in enumerate(trace.copies):
         if copy.origin == "dispatch":
-            findings[i] = run_rules(copy, ctx) or (_needed(copy, ctx),)
+            found = run_rules(copy, ctx)
+            # Eliminable findings win; else the first rule's explanation of why the copy stays.
+            findings[i] = tuple(f for f in found if f.verdict != "needed") or found[:1] or (_needed(copy, ctx),)
             judged.setdefault(copy.seq, findings[i])
         elif copy.origin == "compiled":
             findings[i] = (compiled_finding(copy),)

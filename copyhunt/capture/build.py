@@ -78,7 +78,7 @@ def build_records(
     copy_records: list[CopyRecord] = []
     for c in sorted(copies, key=lambda c: c[0]):
         (seq, op, kind, nb, noop, src_dev, dst_dev, shape, dtype, src_dtype, src_contig, dst_contig,
-         stack_i, module, region, tid, in_graph, src_sid, dst_sid, src_sids, exact) = c  # fmt: skip
+         stack_i, module, region, tid, in_graph, src_sid, dst_sid, src_sids, exact, layouts) = c  # fmt: skip
         site, stack = attributed[stack_i]
         copy_records.append(
             CopyRecord(
@@ -103,6 +103,8 @@ def build_records(
                 src_storage=src_sid,
                 dst_storage=dst_sid,
                 src_storages=src_sids if len(src_sids) > 1 else (),
+                src_dtypes=tuple(d for d, _ in layouts) if layouts is not None else (),
+                src_contiguity=tuple(c for _, c in layouts) if layouts is not None else (),
                 bytes_exact=exact,
             )
         )

@@ -353,13 +353,19 @@ class Recorder:
     ) -> None:
         dst = facts.dst
         srcs = [s for s in facts.srcs if isinstance(s, torch.Tensor)]
+        names = self._names
         src = srcs[0] if srcs else None
         dst_sid = None if facts.to_host_value else self._sid_or_none(dst)
         src_sids = tuple(sid for sid in map(self._sid_or_none, srcs) if sid is not None)
+        # Several sources (cat): each one's dtype and layout too, aligned with src_sids (the
+        # verdicts judge every source; the record's src_dtype / src_contiguous describe the first).
+        layouts = None
+        if len(src_sids) > 1:
+            kept = [s for s in srcs if self._sid_or_none(s) is not None]
+            layouts = tuple((names.get(s.dtype) or self._name(s.dtype), _contiguous(s)) for s in kept)
         for sid in (dst_sid, *src_sids):
             if sid is not None:
                 self._watch_storage(sid)
-        names = self._names
         if dst.is_cpu and (src is None or src.is_cpu):
             kind, src_name, dst_name = "d2d", "cpu", "cpu"  # the common CPU case, no torch.device built
         else:
@@ -391,6 +397,7 @@ class Recorder:
                 dst_sid,
                 src_sids,
                 bool(facts.exact),
+                layouts,
             )
         )
 

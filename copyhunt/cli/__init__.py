@@ -1,6 +1,6 @@
 """The ``copyhunt`` command: thin wiring over the library, and the ONE place that picks exit codes.
 
-One module per subcommand (trace, report, gate, diff, bench). Each command returns an int exit
+One module per subcommand (trace, verify, report, gate, diff, bench). Each command returns an int exit
 code; expected failures raise a CopyhuntError subclass, which `main` prints as one line.
 """
 
@@ -14,7 +14,7 @@ from copyhunt.cli.app import app, click_exceptions
 from copyhunt.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, CopyhuntError
 
 # Importing a command module registers its command on `app`.
-from copyhunt.cli import trace_cmd, report_cmd, gate_cmd, diff_cmd, bench_cmd  # noqa: E402,F401
+from copyhunt.cli import trace_cmd, verify_cmd, report_cmd, gate_cmd, diff_cmd, bench_cmd  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,10 +115,11 @@ def trace_target(
     )
     error: BaseException | None = None
     raised: BaseException | None = None  # what the target itself raised, told apart from the hunt's own errors
+    returned: Any = None  # a function target's result: held until the hunt stopped (it is still alive then)
     try:
         with _maybe_stdout_to_stderr(stdout_to_stderr), h:
             try:
-                target.run()
+                returned = target.run()
             except BaseException as exc:
                 raised = exc
                 raise
@@ -138,6 +139,7 @@ def trace_target(
         else:  # GeneratorExit and other oddities: not ours to interpret
             raise
         error = _without_frames(exc)
+    del returned  # the hunt has stopped: the result kept its storages alive through the final sweep
     trace = _describe(h.trace, target, error, selection)
     trace = _judge(trace, err)
     return TraceRun(trace, _save(trace, output, force), error)
@@ -209,7 +211,8 @@ _CAPTURE_DIR = os.path.join(_PACKAGE_DIR, "capture") + os.sep
 _STDLIB_RUNNERS = frozenset(os.path.abspath(m.__file__ or "") for m in (runpy, importlib))
 _RUNNER_FILES = frozenset(
     os.path.join(_PACKAGE_DIR, *parts)
-    for parts in (("targets.py",), ("hunting.py",), ("cli", "tracing.py"), ("cli", "trace_cmd.py"), ("cli", "gate_cmd.py"))
+    for parts in (("targets.py",), ("hunting.py",), ("cli", "tracing.py"), ("cli", "trace_cmd.py"), ("cli", "gate_cmd.py"),
+                  ("cli", "verify_cmd.py"), ("verify", "run.py"))
 )
 
 

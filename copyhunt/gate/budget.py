@@ -13,6 +13,8 @@ A budget file::
     max_copies = 0                 # at least one limit per rule
     max_bytes = "1 MiB"            # int bytes, or a string with a unit (B, KB, KiB, MB, MiB, GB, GiB)
     max_eliminable = 0             # checked only when the trace carries verdicts
+    max_refuted = 0                # copies copyhunt verify refuted; checked only on a verified trace
+    max_verified = 0               # eliminable copies copyhunt verify proved removable (on its input)
     headroom = 0                   # optional: overrides the file's headroom for this rule
 
     [[allow]]                      # copies every rule ignores; a reason is required
@@ -40,7 +42,7 @@ from copyhunt.selection import Selection, SelectionError
 
 TOP_KEYS = ("headroom", "rules", "allow")
 SELECTOR_KEYS = ("kind", "region", "site", "op")
-LIMIT_KEYS = ("max_copies", "max_bytes", "max_eliminable")
+LIMIT_KEYS = ("max_copies", "max_bytes", "max_eliminable", "max_refuted", "max_verified")
 RULE_KEYS = ("name", *SELECTOR_KEYS, *LIMIT_KEYS, "headroom")
 ALLOW_KEYS = (*SELECTOR_KEYS, "reason")
 
@@ -79,6 +81,8 @@ class Rule:
     max_copies: Limit | None = None
     max_bytes: Limit | None = None
     max_eliminable: Limit | None = None
+    max_refuted: Limit | None = None  # copies whose verification is "refuted"
+    max_verified: Limit | None = None  # eliminable copies whose verification is "verified"
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,7 @@ def parse_budget(doc: Mapping[str, Any], source: str = "<budget>", prefix: str =
     rules = tuple(_rule(r, i, headroom, source, prefix) for i, r in enumerate(rules_raw))
     allow = tuple(_allow(a, i, source, prefix) for i, a in enumerate(allow_raw))
     if not rules:
-        raise BudgetError(f"{source}: no rules: add at least one [[{prefix}rules]] table with a max_copies, max_bytes or max_eliminable")
+        raise BudgetError(f"{source}: no rules: add at least one [[{prefix}rules]] table with one of {', '.join(LIMIT_KEYS)}")
     return Budget(rules=rules, allow=allow, headroom=headroom, source=source)
 
 

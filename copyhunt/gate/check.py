@@ -18,7 +18,7 @@ from copyhunt.records import Copy, Trace, is_eliminable, moved_bytes
 from copyhunt.view import view
 
 #: What a violation is about.
-MEASURES = ("copies", "bytes", "eliminable", "increase")
+MEASURES = ("copies", "bytes", "eliminable", "refuted", "verified", "increase")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ class RuleResult:
     bytes: int
     eliminable: int | None  # None: the trace carries no verdicts
     violations: tuple[Violation, ...]
+    refuted: int | None = None  # None: the trace was not verified (copyhunt verify)
+    verified: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,11 +80,18 @@ class GateResult:
         return not self.violations
 
 
+def _proved(c: Copy, status: str) -> bool:
+    """True for an eliminable copy whose re-run came out ``status`` (refuted copies are eliminable by verdict)."""
+    return is_eliminable(c.verdict) and c.verification is not None and c.verification.status == status
+
+
 def _worst_sites(copies: list[Copy], measure: str, root: str | os.PathLike[str] | None) -> tuple[SiteTally, ...]:
     if measure == "eliminable":
         copies = [c for c in copies if is_eliminable(c.verdict)]
+    elif measure in ("refuted", "verified"):
+        copies = [c for c in copies if _proved(c, measure)]
     stats = site_stats(copies, root)
-    field = {"copies": "count", "bytes": "bytes", "eliminable": "eliminable"}[measure]
+    field = {"copies": "count", "bytes": "bytes", "eliminable": "eliminable", "refuted": "count", "verified": "count"}[measure]
     ranked = sorted(stats.items(), key=lambda kv: (-getattr(kv[1], field), -kv[1].bytes, kv[0]))
     return tuple(SiteTally(k, s) for k, s in ranked)
 
@@ -91,26 +100,32 @@ def _unit(measure: str, n: int) -> str:
     if measure == "bytes":
         return f"{n} bytes"
     noun = "copy" if n == 1 else "copies"
+    if measure in ("refuted", "verified"):
+        return f"{n} {measure} eliminable {noun}"
     return f"{n} eliminable {noun}" if measure == "eliminable" else f"{n} {noun}"
 
 
-def _check_rule(rule: Rule, copies: list[Copy], judged: bool, root: str | os.PathLike[str] | None) -> RuleResult:
+def _check_rule(rule: Rule, copies: list[Copy], judged: bool, verified: bool, root: str | os.PathLike[str] | None) -> RuleResult:
     mine = [c for c in copies if rule.selector.matches(c, root)]
     n_copies = len(mine)
     n_bytes = moved_bytes(mine)
     n_elim = sum(is_eliminable(c.verdict) for c in mine) if judged else None
+    n_refuted = sum(_proved(c, "refuted") for c in mine) if verified else None
+    n_verified = sum(_proved(c, "verified") for c in mine) if verified else None
     violations = []
     for measure, limit, actual in (
         ("copies", rule.max_copies, n_copies),
         ("bytes", rule.max_bytes, n_bytes),
         ("eliminable", rule.max_eliminable, n_elim),
+        ("refuted", rule.max_refuted, n_refuted),
+        ("verified", rule.max_verified, n_verified),
     ):
         if limit is None or actual is None or actual <= limit.allowed:
             continue
         head = f" = {limit.value} + {limit.headroom:g}% headroom" if limit.headroom else ""
         message = f"{rule.name} ({rule.selector.describe()}): {_unit(measure, actual)}, over the limit of {limit.allowed}{head}"
         violations.append(Violation(rule.name, measure, actual, limit.allowed, limit, message, _worst_sites(mine, measure, root)))
-    return RuleResult(rule, n_copies, n_bytes, n_elim, tuple(violations))
+    return RuleResult(rule, n_copies, n_bytes, n_elim, tuple(violations), n_refuted, n_verified)
 
 
 def check(trace: Trace, budget: Budget, root: str | os.PathLike[str] | None = None) -> GateResult:
@@ -127,10 +142,13 @@ def check(trace: Trace, budget: Budget, root: str | os.PathLike[str] | None = No
         else:
             counted.append(c)
     judged = trace.judged
-    results = tuple(_check_rule(r, counted, judged, root) for r in budget.rules)
+    results = tuple(_check_rule(r, counted, judged, trace.verified, root) for r in budget.rules)
     notes = []
     if not judged and any(r.max_eliminable is not None for r in budget.rules):
         notes.append("max_eliminable not checked: the trace carries no verdicts (trace it with a copyhunt that judges copies)")
+    unchecked = [k for k in ("max_refuted", "max_verified") if any(getattr(r, k) is not None for r in budget.rules)]
+    if not trace.verified and unchecked:
+        notes.append(f"{' and '.join(unchecked)} not checked: the trace was not verified (make it with copyhunt verify)")
     if not trace.meta.complete:
         notes.append(f"the trace is incomplete ({trace.meta.error or 'the target did not finish'}): counts are a lower bound")
     return GateResult(

@@ -92,6 +92,10 @@ def gate_to_json(result: "GateResult", trace: str | None = None, budget: str | N
                 "max_copies": None if r.rule.max_copies is None else r.rule.max_copies.allowed,
                 "max_bytes": None if r.rule.max_bytes is None else r.rule.max_bytes.allowed,
                 "max_eliminable": None if r.rule.max_eliminable is None else r.rule.max_eliminable.allowed,
+                "refuted": r.refuted,
+                "verified": r.verified,
+                "max_refuted": None if r.rule.max_refuted is None else r.rule.max_refuted.allowed,
+                "max_verified": None if r.rule.max_verified is None else r.rule.max_verified.allowed,
                 "ok": not r.violations,
             }
             for r in result.rules
@@ -166,16 +170,22 @@ def render_gate_text(
         # The rule name takes the room and folds; the numbers never wrap.
         table.add_column("", no_wrap=True)
         table.add_column("rule", ratio=1, overflow="fold")
-        for col in ("copies", "bytes", "eliminable"):
+        # The proof columns only when a rule budgets them (copyhunt verify's results).
+        proofs = [m for m in ("refuted", "verified") if any(getattr(r.rule, f"max_{m}") is not None for r in result.rules)]
+        for col in ("copies", "bytes", "eliminable", *proofs):
             table.add_column(col, no_wrap=True)
         for r in result.rules:
-            table.add_row(
+            cells = [
                 "ok" if not r.violations else "FAIL",
                 f"{r.rule.name} ({r.rule.selector.describe()})" if r.rule.name != r.rule.selector.describe() else r.rule.name,
                 _limit_cell(r.copies, r.rule.max_copies),
                 _limit_cell(r.bytes, r.rule.max_bytes, as_bytes=True),
                 _limit_cell(r.eliminable, r.rule.max_eliminable) if r.rule.max_eliminable is not None else "-",
-            )
+            ]
+            for m in proofs:
+                limit = getattr(r.rule, f"max_{m}")
+                cells.append(_limit_cell(getattr(r, m), limit) if limit is not None else "-")
+            table.add_row(*cells)
         console.print(table)
     for a in result.allowed:
         noun = "copy" if a.copies == 1 else "copies"

@@ -18,8 +18,8 @@ from rich.text import Text
 
 from copyhunt.analysis import eliminable_summary
 from copyhunt.analysis.grouping import CopyGroup, group_copies
-from copyhunt.records import TraceMeta, is_eliminable, moved_bytes
-from copyhunt.text import display_path, human_bytes, percent, short_op, short_site
+from copyhunt.records import VERDICTS, VERIFICATION_STATUSES, Copy, TraceMeta, is_eliminable, moved_bytes
+from copyhunt.text import display_path, human_bytes, percent, short_op, short_site, status_label, verdict_label
 from copyhunt.view import TraceView
 
 #: Rows shown by default (`--top`); 0 shows every group.
@@ -37,6 +37,7 @@ class _Totals:
     bytes: int
     device_us: float | None
     judged: bool
+    verified: bool  # some shown copy carries a verification (copyhunt verify)
 
 
 def render_table(
@@ -88,6 +89,7 @@ def _totals(view: TraceView) -> _Totals:
         device_us=sum(timed) if timed else None,
         # Verdict columns when the trace was judged and there is something to judge.
         judged=view.judged and bool(copies),
+        verified=any(c.verification is not None for c in copies),
     )
 
 
@@ -117,6 +119,8 @@ def _header(view: TraceView, totals: _Totals) -> Table:
     if totals.judged:
         # One definition of "eliminable" for every output: the analysis' summary line.
         grid.add_row("eliminable", eliminable_summary(view).line())
+    if totals.verified:
+        grid.add_row("proof", _proof_line(view.copies))
     filters = _filters_line(view)
     if filters:
         grid.add_row("filters", filters)
@@ -159,6 +163,8 @@ def _rows(meta: TraceMeta, groups: Sequence[CopyGroup], totals: _Totals, by: str
         headers += ["Dev us", "GPU %"]
     if totals.judged:
         headers.append("Verdict")
+    if totals.verified:
+        headers.append("Proof")
     rows: list[list[str | Text]] = []
     for g in groups:
         label = short_site(g.sites[0], cwd) if by == "site" and g.sites else g.key
@@ -176,6 +182,8 @@ def _rows(meta: TraceMeta, groups: Sequence[CopyGroup], totals: _Totals, by: str
             row.append("-" if g.device_time_us is None else percent(g.device_time_us, meta.gpu_time_us))
         if totals.judged:
             row.append(_verdict_cell(g))
+        if totals.verified:
+            row.append(_proof_cell(g))
         rows.append(row)
     return headers, rows
 
@@ -206,32 +214,72 @@ def _print_groups(console: Console, headers: list[str], rows: list[list[str | Te
         console.print(Padding(details, (0, 0, 0, 3)))
 
 
+def _counted(counts: dict[str, int], label: Any) -> str:
+    """``fresh-temporary`` when one kind, else ``2 fresh-temporary, 6 not proven``."""
+    present = [(k, n) for k, n in counts.items() if n]
+    if len(present) == 1:
+        return label(present[0][0])
+    return ", ".join(f"{n} {label(k)}" for k, n in present)
+
+
 def _verdict_cell(group: CopyGroup) -> Text:
-    """Strongest verdict; "(k/n)" when only some copies of the group look eliminable."""
+    """The group's verdicts, each counted when they differ: every number counts copies of that verdict."""
     if group.verdict is None:
         return Text("-")
-    text = group.verdict
-    if is_eliminable(group.verdict) and group.eliminable_count < group.count:
-        text += f" ({group.eliminable_count}/{group.count})"
+    counts = {v: sum(1 for c in group.copies if c.verdict == v) for v in VERDICTS}
+    others = sum(1 for c in group.copies if c.verdict not in VERDICTS)  # unjudged, or a newer copyhunt's verdict
+    text = _counted(counts, verdict_label) + (f", {others} other" if others else "")
     return Text(text, style="bold yellow" if is_eliminable(group.verdict) else "")
 
 
+def _proof_cell(group: CopyGroup) -> Text:
+    """What copyhunt verify found for the group's eliminable copies ("-": not re-run)."""
+    elim = [c for c in group.copies if is_eliminable(c.verdict)]
+    if not elim:
+        return Text("")
+    counts = {s: sum(1 for c in elim if c.verification is not None and c.verification.status == s) for s in VERIFICATION_STATUSES}
+    if not any(counts.values()):
+        return Text("-")
+    untested = sum(1 for c in elim if c.verification is None)
+    text = _counted(counts, status_label) + (f", {untested} not re-run" if untested else "")
+    return Text(text, style="bold red" if counts["refuted"] else "")
+
+
+def _proof_line(copies: Sequence[Copy]) -> str:
+    """``5 eliminable copies re-run: 4 verified, 1 refuted, 0 not testable (on this input)``."""
+    elim = [c for c in copies if is_eliminable(c.verdict)]
+    counts = {s: sum(1 for c in elim if c.verification is not None and c.verification.status == s) for s in VERIFICATION_STATUSES}
+    parts = ", ".join(f"{n} {status_label(s)}" for s, n in counts.items())
+    untested = sum(1 for c in elim if c.verification is None)
+    tail = f"; {untested} not re-run" if untested else ""
+    return f"{len(elim) - untested} eliminable copies re-run: {parts} (on this input){tail}"
+
+
 def _findings(console: Console, groups: Sequence[CopyGroup], by: str, cwd: str | None) -> None:
-    """Reason and suggestion of the first eliminable copy in each shown group."""
-    lines: list[Text | Padding] = []
+    """Per source site of the shown groups: each eliminable verdict once (how many copies, the first
+    one's reason and suggestion), then what copyhunt verify found there."""
+    sites: dict[str, list[Copy]] = {}
     for g in groups:
-        first = next((c for c in g.copies if is_eliminable(c.verdict)), None)
-        if first is None:
-            continue
-        where = short_site(first.site, cwd) if first.site is not None else g.key
-        line = Text()
-        line.append(f"{where}: ", style="bold")
-        line.append(f"{first.verdict}", style="yellow")
-        if first.reason:
-            line.append(f": {first.reason}")
-        lines.append(line)
-        if first.suggestion:
-            lines.append(Padding(Text(f"-> {first.suggestion}"), (0, 0, 0, 2)))
+        for c in g.copies:
+            if is_eliminable(c.verdict):
+                sites.setdefault(short_site(c.site, cwd) if c.site is not None else g.key, []).append(c)
+    lines: list[Text | Padding] = []
+    for where, copies in sites.items():
+        lines.append(Text(where, style="bold"))
+        for verdict in dict.fromkeys(c.verdict for c in copies):
+            mine = [c for c in copies if c.verdict == verdict]
+            first = mine[0]
+            line = Text()
+            line.append(f"{verdict}", style="yellow")
+            line.append(f" ({len(mine)} {'copy' if len(mine) == 1 else 'copies'})")
+            if first.reason:
+                line.append(f": {first.reason}")
+            lines.append(Padding(line, (0, 0, 0, 2)))
+            if first.suggestion:
+                lines.append(Padding(Text(f"-> {first.suggestion}"), (0, 0, 0, 4)))
+        proofs = list(dict.fromkeys((c.verification.status, c.verification.detail) for c in copies if c.verification is not None))
+        for status, detail in proofs:
+            lines.append(Padding(Text(f"proof: {status_label(status)}: {detail}", style="bold red" if status == "refuted" else ""), (0, 0, 0, 2)))
     if lines:
         console.print()
         console.print(Text("Why they look eliminable:", style="bold"))
