@@ -50,8 +50,15 @@ def main(argv: Sequence[str]) -> None:
         _run(argv)
         return
     label = " ".join(argv[:2]) if argv[0] in ("-c", "-m") else argv[0]
-    with follow.ChildHunt(config, target=label if argv[0] != "-c" else "-c <code>"):
-        _run(argv)
+    try:
+        with follow.ChildHunt(config, target=label if argv[0] != "-c" else "-c <code>"):
+            _run(argv)
+    except Exception as exc:
+        # As Python shows it: the program's frames, not this runner's (the trace is saved by now).
+        from copyhunt.cli.tracing import print_user_traceback
+
+        print_user_traceback(exc, sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -341,16 +341,18 @@ class ChildHunt:
                 raise Terminated(128 + signal.SIGTERM)  # held back while saving: the process ends as asked
 
     def _save(self, exc: BaseException | None) -> None:
+        if isinstance(exc, SystemExit) and exc.code in (None, 0) and not _sigterm_seen:
+            exc = None  # sys.exit(0): the program finished
         trace = self._hunt.stop(exc)
         error = None
-        if exc is not None and not (isinstance(exc, SystemExit) and exc.code in (None, 0)):
-            error = _one_line(exc)
-        elif _sigterm_seen:  # caught by multiprocessing's bootstrap (it returned 143), or held back
+        if _sigterm_seen:  # whoever caught it (multiprocessing's bootstrap returns 143), or held back
             error = "terminated (SIGTERM)"
+        elif exc is not None:
+            error = _one_line(exc)
         elif self.exit_code not in (None, 0):
             error = f"process exited with status {self.exit_code}"
         meta = replace(trace.meta, target=self.target, argv=tuple(sys.argv),
-                       complete=trace.meta.complete and error is None, error=error or trace.meta.error)
+                       complete=error is None, error=error)
         trace = replace(trace, meta=meta)
         try:
             from copyhunt.analysis import ensure_judged
@@ -395,8 +397,6 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, Terminated):
-        return "terminated (SIGTERM)"
     if isinstance(exc, SystemExit):
         return f"process exited with status {exc.code}"
     if isinstance(exc, KeyboardInterrupt):

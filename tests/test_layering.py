@@ -47,7 +47,7 @@ LAYERS = {
     "copyhunt.bench": 9,
     "copyhunt.verify": 9,  # re-runs with copies elided: the capture's op numbering, the analysis' sources, the hunt
     "copyhunt.cli": 10,
-    "copyhunt._child": 10,  # python -m copyhunt._child: a followed child process runs its program under a hunt
+    "copyhunt._child": 11,  # python -m copyhunt._child: a followed child process runs its program under a hunt
     "copyhunt.pytest_plugin": 10,
     "copyhunt.__main__": 11,  # python -m copyhunt: runs the CLI
 }

@@ -221,7 +221,7 @@ _CAPTURE_DIR = os.path.join(_PACKAGE_DIR, "capture") + os.sep
 _STDLIB_RUNNERS = frozenset(os.path.abspath(m.__file__ or "") for m in (runpy, importlib))
 _RUNNER_FILES = frozenset(
     os.path.join(_PACKAGE_DIR, *parts)
-    for parts in (("targets.py",), ("hunting.py",), ("cli", "tracing.py"), ("cli", "trace_cmd.py"), ("cli", "gate_cmd.py"),
+    for parts in (("targets.py",), ("hunting.py",), ("follow.py",), ("_child.py",), ("cli", "tracing.py"), ("cli", "trace_cmd.py"), ("cli", "gate_cmd.py"),
                   ("cli", "verify_cmd.py"), ("verify", "run.py"))
 )
 
