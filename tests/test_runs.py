@@ -241,3 +241,15 @@ def test_folder_without_traces_fails_in_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert capsys.readouterr().err == f"copyhunt: error: {tmp_path / 'empty'}: a folder without trace files (*.json)\n"
+
+
+def test_p2p_copies_show_both_devices():
+    from copyhunt.report.table import render_table
+    from copyhunt.view import view
+
+    t = trace(copy(0, 4096, site=F7, op="aten._to_copy.default", kind="p2p", src_device="cuda:0", dst_device="cuda:1"),
+              meta=TraceMeta(target="tp.py", device="cuda:0"))
+    console = Console(width=100, file=io.StringIO())
+    render_table(view(t), console)
+    row = next(line for line in console.file.getvalue().splitlines() if "model.py:7" in line)
+    assert row.split()[:5] == ["model.py:7", "forward", "_to_copy", "p2p", "cuda:0>cuda:1"]
