@@ -1,4 +1,4 @@
-"""Following child processes end to end on the CPU: fork and spawn pools, subprocess Python children,
+"""Following child processes end to end on the CPU: fork, spawn and forkserver pools, subprocess Python children,
 a 2-rank gloo job under ``python -m torch.distributed.run``, and a rank that crashes.
 
 Each test runs ``copyhunt trace`` as a real process (children must be real processes) on a small
@@ -60,6 +60,8 @@ if __name__ == "__main__":
         print(pool.map(clone_task, [4, 4, 4], chunksize=1))
     with mp.get_context("spawn").Pool(1) as pool:
         print(pool.map(t_task, [3, 3], chunksize=1))
+    with mp.get_context("forkserver").Pool(1) as pool:
+        print(pool.map(clone_task, [5]))
 '''
 
 
@@ -68,24 +70,25 @@ def test_fork_and_spawn_pool_workers_each_hunt_into_the_run_folder(tmp_path):
     script.write_text(POOLS)
     done = copyhunt_trace(tmp_path, "pools.py", "-o", "run.json")
     assert done.returncode == 0, done.stderr
-    assert "[4.0, 4.0, 4.0]\n[6.0, 6.0]\n" in done.stdout  # the program computed what it computes untraced
+    assert "[4.0, 4.0, 4.0]\n[6.0, 6.0]\n[5.0]\n" in done.stdout  # the program computed what it computes untraced
     parent = load(tmp_path / "run.json")
     assert sites(parent) == [("pools.py", line_of(script, "# PARENT"))]
-    assert len(parent.meta.children) == 3  # 2 fork workers + 1 spawn worker
+    assert len(parent.meta.children) == 4  # 2 fork workers + 1 spawn worker + 1 forkserver worker
     children = [load(tmp_path / c) for c in parent.meta.children]
-    assert {c.meta.parent_pid for c in children} == {parent.meta.pid}
+    # fork and spawn workers are the parent's children; the forkserver worker is the forkserver's.
+    assert sorted(c.meta.parent_pid == parent.meta.pid for c in children) == [False, True, True, True]
     clone, t = line_of(script, "# CLONE"), line_of(script, "# T")
     # Every worker's copies are its tasks' copies only (a fork worker does not repeat the parent's).
     per_child = [sorted(set(sites(c))) for c in children]
     assert all(s in ([], [("pools.py", clone)], [("pools.py", t)]) for s in per_child)
     all_sites = [s for c in children for s in sites(c)]
-    assert all_sites.count(("pools.py", clone)) == 3  # 3 tasks
-    assert all_sites.count(("pools.py", t)) == 2  # 2 tasks
-    assert sum(c.total_bytes for c in children) == 3 * 4 * 4 + 2 * 6 * 4
+    assert all_sites.count(("pools.py", clone)) == 3 + 1  # 3 fork tasks, 1 forkserver task
+    assert all_sites.count(("pools.py", t)) == 2  # 2 spawn tasks
+    assert sum(c.total_bytes for c in children) == 3 * 4 * 4 + 2 * 6 * 4 + 5 * 4
     assert all(c.meta.error != KILLED for c in children)  # every worker saved its trace
     # The merged table (printed by trace) has a column per process and the totals.
-    # 32 B (parent) + 3 * 16 B + 2 * 24 B = 128 B
-    assert "4 processes, 6 copies, 128 B written" in done.stdout
+    # 32 B (parent) + 3 * 16 B + 2 * 24 B + 20 B = 148 B
+    assert "5 processes, 7 copies, 148 B written" in done.stdout
 
 
 SUBPROCESSES = '''\
