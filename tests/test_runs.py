@@ -253,3 +253,40 @@ def test_p2p_copies_show_both_devices():
     render_table(view(t), console)
     row = next(line for line in console.file.getvalue().splitlines() if "model.py:7" in line)
     assert row.split()[:5] == ["model.py:7", "forward", "_to_copy", "p2p", "cuda:0>cuda:1"]
+
+
+def test_a_real_collective_is_a_row_of_its_own_and_no_copy(monkeypatch):
+    # A one-process gloo group: all_reduce and all_gather reach the dispatch mode as c10d ops.
+    import socket
+
+    import torch
+    import torch.distributed as dist
+
+    import copyhunt
+    from copyhunt.analysis.runs import collective_bytes, collective_calls
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        x = torch.ones(4)
+        with copyhunt.hunt() as h:
+            y = x.clone()  # 16 B; all_reduce then writes y in place: an alias of x would not do
+            dist.all_reduce(y)
+            out = [torch.empty(4)]
+            dist.all_gather(out, x)  # input 16 B (the op record lists the input; the output list is nested)
+            z = y + x
+    finally:
+        dist.destroy_process_group()
+    assert [(c.op, c.verdict) for c in h.copies] == [("aten.clone.default", "needed")]
+    calls = collective_calls(h.trace)
+    assert [(o.op, collective_bytes(o)) for o in calls] == [("c10d.allreduce_.default", 16), ("c10d.allgather_.default", 16)]
+    member = Member("rank0", "r0.json", h.trace)
+    merged = merge_run(Run((member,), "x"))
+    assert [(r.key.op, r.count) for r in merged.rows] == [("aten.clone.default", 1)]
+    assert sorted((r.key.op, r.count, r.bytes) for r in merged.collectives) == [
+        ("c10d.allgather_.default", 1, 16), ("c10d.allreduce_.default", 1, 16)]
+    assert float(z[0]) == 2.0  # the traced program computed what it computes untraced

@@ -221,7 +221,8 @@ def collective_calls(trace: Trace) -> tuple[OpRecord, ...]:
 
 
 def collective_bytes(op: OpRecord) -> int:
-    """Bytes of the tensors a collective call was handed (each storage range once)."""
+    """Bytes of the tensors a collective call's op record lists (each storage range once): the tensor of
+    an all_reduce / broadcast, the input of an all_gather (its nested output list is not recorded)."""
     seen = {(a.storage, a.offset, a.nbytes) for a in (*op.reads, *op.writes)}
     return sum(n for _, _, n in seen)
 
