@@ -125,7 +125,7 @@ def _order(m: Member) -> tuple[int, int, str]:
         return (0, 0, "")
     if m.rank is not None:
         return (1, m.rank, m.label)
-    return (2, 0, m.label)
+    return (2, m.trace.meta.pid or 0, m.label)  # other processes in the order they were started (pid)
 
 
 # --- merging ------------------------------------------------------------------------------------
