@@ -113,7 +113,7 @@ def install() -> None:
 
     def _bootstrap(self: Any, *args: Any, **kwargs: Any) -> Any:
         config = FollowConfig.from_env()
-        if config is None or not config.follow:
+        if config is None or not config.follow or getattr(self, "_copyhunt_internal", False):
             return orig_bootstrap(self, *args, **kwargs)
         child = ChildHunt(config, target=f"multiprocessing {self.name}")
         with child:
@@ -124,7 +124,10 @@ def install() -> None:
     def start(self: Any) -> None:
         config = FollowConfig.from_env()
         if config is not None:
-            started["followed" if config.follow else "python-not-followed"] += 1
+            if _started_by_compiler():
+                self._copyhunt_internal = True  # travels with the process object (fork and pickling alike)
+            else:
+                started["followed" if config.follow else "python-not-followed"] += 1
         return orig_start(self)
 
     def get_command_line(**kwds: Any) -> list[str]:
@@ -137,7 +140,7 @@ def install() -> None:
     def popen_init(self: Any, args: Any, *rest: Any, **kwargs: Any) -> None:
         environ = kwargs.get("env")
         config = FollowConfig.from_env(environ if environ is not None else os.environ)
-        if config is not None:
+        if config is not None and not _started_by_compiler():
             rewritten = None
             if config.follow and not kwargs.get("shell") and kwargs.get("executable") is None and not rest:
                 rewritten = python_child_args(args)
@@ -176,6 +179,33 @@ def _preload_in_forkserver() -> None:
     if isinstance(modules, list) and "copyhunt._child" not in modules:
         modules.append("copyhunt._child")
         _installed.append(lambda: modules.remove("copyhunt._child") if "copyhunt._child" in modules else None)
+
+
+#: Callers whose child processes are the compiler's own helpers (Inductor's compile workers and ISA
+#: probes, C++ extension builds, Triton's tool calls): they run no code of the traced program, so they
+#: are neither followed nor noted. DataLoader workers (torch/utils/data) run the program's code: followed.
+_COMPILER_PARTS = (("torch", "_inductor"), ("torch", "_dynamo"), ("torch", "utils", "cpp_extension.py"), ("triton",))
+
+
+def _started_by_compiler() -> bool:
+    """True when the first caller outside the standard library and copyhunt is a compiler part."""
+    f: FrameType | None = sys._getframe(1)
+    while f is not None:
+        name = f.f_code.co_filename
+        path = os.path.abspath(name)
+        if not (name.startswith("<") or path.startswith(_OWN_DIR) or _in_stdlib(path)):
+            parts = tuple(path.split(os.sep))
+            return any(parts[i:i + len(want)] == want for want in _COMPILER_PARTS for i in range(len(parts)))
+        f = f.f_back
+    return False
+
+
+_STDLIB = os.path.dirname(os.path.abspath(os.__file__)) + os.sep
+_OWN_DIR = os.path.join(_PACKAGE_ROOT, "copyhunt") + os.sep
+
+
+def _in_stdlib(path: str) -> bool:
+    return path.startswith(_STDLIB) and "site-packages" not in path and "dist-packages" not in path
 
 
 _PYTHON = re.compile(r"^python(\d+(\.\d+)?)?(\.exe)?$")

@@ -1,4 +1,4 @@
-"""Following child processes end to end on the CPU: fork, spawn and forkserver pools, subprocess Python children,
+"""Following child processes end to end on the CPU: fork, spawn and forkserver pools, a DataLoader worker, subprocess Python children,
 a 2-rank gloo job under ``python -m torch.distributed.run``, and a rank that crashes.
 
 Each test runs ``copyhunt trace`` as a real process (children must be real processes) on a small
@@ -35,8 +35,8 @@ def line_of(path: Path, marker: str) -> int:
     return next(i for i, text in enumerate(path.read_text().splitlines(), 1) if marker in text)
 
 
-def sites(trace) -> list[tuple[str, int]]:
-    return [(Path(c.site.file).name, c.site.line) for c in trace.copies]
+def sites(trace) -> list[tuple[str, int] | None]:
+    return [None if c.site is None else (Path(c.site.file).name, c.site.line) for c in trace.copies]
 
 
 POOLS = '''\
@@ -47,6 +47,14 @@ import torch
 def clone_task(n):
     x = torch.ones(n)
     return float(x.clone().sum())  # CLONE: one clone of n floats per task
+
+
+class Items(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        return torch.ones(3).clone()  # LOADER: one clone of 12 B per item, in the DataLoader worker
 
 
 def t_task(n):
@@ -62,6 +70,7 @@ if __name__ == "__main__":
         print(pool.map(t_task, [3, 3], chunksize=1))
     with mp.get_context("forkserver").Pool(1) as pool:
         print(pool.map(clone_task, [5]))
+    print([float(b.sum()) for b in torch.utils.data.DataLoader(Items(), num_workers=1, batch_size=None)])
 '''
 
 
@@ -70,25 +79,30 @@ def test_fork_and_spawn_pool_workers_each_hunt_into_the_run_folder(tmp_path):
     script.write_text(POOLS)
     done = copyhunt_trace(tmp_path, "pools.py", "-o", "run.json")
     assert done.returncode == 0, done.stderr
-    assert "[4.0, 4.0, 4.0]\n[6.0, 6.0]\n[5.0]\n" in done.stdout  # the program computed what it computes untraced
+    assert "[4.0, 4.0, 4.0]\n[6.0, 6.0]\n[5.0]\n[3.0, 3.0]\n" in done.stdout  # what the program computes untraced
     parent = load(tmp_path / "run.json")
     assert sites(parent) == [("pools.py", line_of(script, "# PARENT"))]
-    assert len(parent.meta.children) == 4  # 2 fork workers + 1 spawn worker + 1 forkserver worker
+    # 2 fork workers + 1 spawn worker + 1 forkserver worker + 1 DataLoader worker
+    assert len(parent.meta.children) == 5
     children = [load(tmp_path / c) for c in parent.meta.children]
-    # fork and spawn workers are the parent's children; the forkserver worker is the forkserver's.
-    assert sorted(c.meta.parent_pid == parent.meta.pid for c in children) == [False, True, True, True]
-    clone, t = line_of(script, "# CLONE"), line_of(script, "# T")
+    # fork, spawn and DataLoader workers are the parent's children; the forkserver worker is the forkserver's.
+    assert sorted(c.meta.parent_pid == parent.meta.pid for c in children) == [False, True, True, True, True]
+    clone, t, loader = line_of(script, "# CLONE"), line_of(script, "# T"), line_of(script, "# LOADER")
     # Every worker's copies are its tasks' copies only (a fork worker does not repeat the parent's).
-    per_child = [sorted(set(sites(c))) for c in children]
-    assert all(s in ([], [("pools.py", clone)], [("pools.py", t)]) for s in per_child)
+    # The DataLoader worker also moves each item into shared memory to send it: a copy_ inside
+    # torch.multiprocessing (no line of the program's own). A fork worker may get no task at all.
+    per_child = [set(sites(c)) for c in children]
+    assert all(s in (set(), {("pools.py", clone)}, {("pools.py", t)}, {None, ("pools.py", loader)}) for s in per_child)
+    assert per_child.count({None, ("pools.py", loader)}) == 1
     all_sites = [s for c in children for s in sites(c)]
     assert all_sites.count(("pools.py", clone)) == 3 + 1  # 3 fork tasks, 1 forkserver task
     assert all_sites.count(("pools.py", t)) == 2  # 2 spawn tasks
-    assert sum(c.total_bytes for c in children) == 3 * 4 * 4 + 2 * 6 * 4 + 5 * 4
+    assert all_sites.count(("pools.py", loader)) == 2 and all_sites.count(None) == 2  # 2 items
+    assert sum(c.total_bytes for c in children) == 3 * 4 * 4 + 2 * 6 * 4 + 5 * 4 + 2 * (12 + 12)
     assert all(c.meta.error != KILLED for c in children)  # every worker saved its trace
     # The merged table (printed by trace) has a column per process and the totals.
-    # 32 B (parent) + 3 * 16 B + 2 * 24 B + 20 B = 148 B
-    assert "5 processes, 7 copies, 148 B written" in done.stdout
+    # 32 B (parent) + 3 * 16 B + 2 * 24 B + 20 B + 2 * (12 + 12) B = 196 B
+    assert "6 processes, 11 copies, 196 B written" in done.stdout
 
 
 SUBPROCESSES = '''\
@@ -97,29 +111,29 @@ import sys
 import torch
 
 torch.ones(2).clone()  # PARENT
-light = sys.argv[1:] == ["light"]
-subprocess.run([sys.executable, "-c", "import sys; sys.exit(0)"], check=True)
-subprocess.run([sys.executable, "-c", "pass"] if light else [sys.executable, "child.py", "3"], check=True)
+if sys.argv[1:] == ["light"]:
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    subprocess.run([sys.executable, "-u", "-c", "pass"], check=True)
+else:
+    subprocess.run([sys.executable, "-u", "-c", CHILD], check=True)
 subprocess.run(["true"], check=True)
 '''
-CHILD = '''\
-import sys
-import torch
-x = torch.ones(5)
-copies = [x.clone() for _ in range(int(sys.argv[1]))]  # CHILD: argv[1] clones
-'''
+CHILD = "import torch; x = torch.ones(5); copies = [x.clone() for _ in range(3)]  # 3 clones of 20 B"
 
 
-def test_subprocess_python_children_are_followed_and_others_noted(tmp_path):
-    (tmp_path / "sub.py").write_text(SUBPROCESSES)
-    (tmp_path / "child.py").write_text(CHILD)
-    done = copyhunt_trace(tmp_path, "sub.py", "-o", "run.json")
-    assert done.returncode == 0, done.stderr
+def test_subprocess_python_children_are_followed_and_others_noted(tmp_path, monkeypatch, capsys):
+    from copyhunt.cli import main
+
+    (tmp_path / "sub.py").write_text(SUBPROCESSES.replace("CHILD", repr(CHILD)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    assert main(["trace", "sub.py", "-o", "run.json"]) == 0  # this process is the parent; its children are real
+    assert "2 processes, 4 copies, 68 B written" in capsys.readouterr().out  # 8 B + 3 * 20 B
     parent = load(tmp_path / "run.json")
     assert len(parent.copies) == 1
-    children = sorted((load(tmp_path / c) for c in parent.meta.children), key=lambda t: t.meta.pid)
-    assert [(c.meta.target, len(c.copies), c.meta.complete) for c in children] == [("-c <code>", 0, True), ("child.py", 3, True)]
-    assert sites(children[1]) == [("child.py", line_of(tmp_path / "child.py", "# CHILD"))] * 3
+    (child,) = (load(tmp_path / c) for c in parent.meta.children)
+    assert (child.meta.target, child.meta.complete, child.meta.parent_pid) == ("-c <code>", True, os.getpid())
+    assert sites(child) == [("<string>", 1)] * 3
     assert parent.meta.notes[-1] == ("1 child process started that copyhunt cannot follow (not a Python script, -m module "
                                      "or -c program it can run): their copies are not in this trace")
 
@@ -127,7 +141,7 @@ def test_subprocess_python_children_are_followed_and_others_noted(tmp_path):
 def test_no_follow_notes_the_children_in_meta_and_footer(tmp_path, monkeypatch, capsys):
     from copyhunt.cli import main
 
-    (tmp_path / "sub.py").write_text(SUBPROCESSES)
+    (tmp_path / "sub.py").write_text(SUBPROCESSES.replace("CHILD", repr(CHILD)))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "200")
     assert main(["trace", "sub.py", "--no-follow", "-o", "run.json", "--", "light"]) == 0

@@ -290,3 +290,22 @@ def test_a_real_collective_is_a_row_of_its_own_and_no_copy(monkeypatch):
     assert sorted((r.key.op, r.count, r.bytes) for r in merged.collectives) == [
         ("c10d.allgather_.default", 1, 16), ("c10d.allreduce_.default", 1, 16)]
     assert float(z[0]) == 2.0  # the traced program computed what it computes untraced
+
+
+def test_the_compilers_helper_processes_are_not_followed(tmp_path, monkeypatch):
+    # A child started from torch/_inductor (compile workers, ISA probes) runs none of the program's code.
+    from copyhunt import follow
+
+    fake = tmp_path / "torch" / "_inductor" / "pool.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("from copyhunt.follow import _started_by_compiler\n\ndef start():\n    return probe()\n\ndef probe():\n    return _started_by_compiler()\n")
+    user = tmp_path / "torch" / "utils" / "data" / "loader.py"  # a DataLoader-like caller: followed
+    user.parent.mkdir(parents=True)
+    user.write_text(fake.read_text())
+    ns_compiler: dict = {}
+    exec(compile(fake.read_text(), str(fake), "exec"), ns_compiler)
+    ns_user: dict = {}
+    exec(compile(user.read_text(), str(user), "exec"), ns_user)
+    assert ns_compiler["start"]() is True
+    assert ns_user["start"]() is False
+    assert follow._started_by_compiler() is False  # called from this test file
