@@ -2,8 +2,8 @@
 lower layers only; command modules never import each other; the bundled demo uses only ``copyhunt.note``.
 
     errors, text, notes  <-  records, kineto  <-  tracefile, selection  <-  view  <-  capture  <-  attribution,
-      capture.compiled  <-  importers  <-  analysis  <-  hunting  <-  report, gate, targets, bench, verify  <-  cli,
-      pytest_plugin  <-  __main__
+      capture.compiled  <-  importers  <-  analysis  <-  hunting  <-  follow, report, gate, targets, bench, verify  <-  cli,
+      pytest_plugin  <-  __main__, _child
 
 ``kineto`` (Chrome-trace parsing) is a leaf beside ``records``: capture, importers and report read
 profiler files through it, and it uses the standard library and ``copyhunt.errors`` only.
