@@ -30,9 +30,10 @@ class BenchMode(str, Enum):
 
 # --- what is shown ---------------------------------------------------------------------------------
 TOP = typer.Option(DEFAULT_TOP, "--top", min=0, metavar="N", help="Show the N largest rows (0: all).")
-BY = typer.Option(GroupBy.site, "--by", help="One row per source site, nn.Module path or region.")
+BY = typer.Option(GroupBy.site, "--by", metavar="site|module|region", help="One row per source site, nn.Module path or region.")
 JSON = typer.Option(False, "--json", help="Print the trace document (JSON) on stdout and nothing else.")
-FORMAT = typer.Option(Format.text, "--format", "-f", help="text, json or github (::error / ::warning annotations on the lines).")
+FORMAT = typer.Option(Format.text, "--format", "-f", metavar="text|json|github", help="text, json (the same as --json) or github (::error / ::warning annotations on the lines).")
+JSON_FORMAT = typer.Option(False, "--json", help="Print the result as JSON on stdout (the same as --format json).")
 
 # --- which copies (one selection: copyhunt.selection) ---------------------------------------------------
 KIND = typer.Option(None, "--kind", metavar="KINDS", help="Only these copy kinds, comma-separated: d2d,h2d,d2h,p2p.")
@@ -43,7 +44,7 @@ OP = typer.Option(None, "--op", metavar="GLOB", help="Only copies whose op match
 # --- attribution and output files ----------------------------------------------------------------
 FOCUS = typer.Option(None, "--focus", metavar="GLOB", help="Attribute copies to the first frame matching GLOB (repeatable).")
 HIDE = typer.Option(None, "--hide", metavar="GLOB", help="Never attribute copies to frames matching GLOB (repeatable).")
-OUTPUT = typer.Option(None, "--output", "-o", metavar="FILE", help="Save the trace here (default: ./copyhunt-<target>.<pid>.json).")
+OUTPUT = typer.Option(None, "--output", "-o", metavar="FILE", help="Save the trace here (default: a new copyhunt-TARGET.PID.json in the current directory).")
 FORCE = typer.Option(False, "--force", help="Overwrite an existing output file.")
 
 Globs = Optional[List[str]]
@@ -54,3 +55,10 @@ def selection(kind: str | None, region: str | None, site: str | None = None, op:
     """The selection options as one Selection; a bad value fails with one line naming the option."""
     return Selection.parse(kinds=kind, region=region, site=site, op=op,
                            names={"kinds": "--kind", "region": "--region", "site": "--site", "op": "--op"})
+
+
+def json_format(fmt: Format) -> Format:
+    """``--json`` is ``--format json``; with another --format it is a usage error."""
+    if fmt not in (Format.text, Format.json):
+        raise typer.BadParameter(f"--json and --format {fmt.value} disagree; give one", param_hint="--json")
+    return Format.json

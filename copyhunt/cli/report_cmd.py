@@ -11,7 +11,7 @@ import typer
 
 from copyhunt.analysis import read_trace
 from copyhunt.cli import options
-from copyhunt.cli.app import app
+from copyhunt.cli.app import command
 from copyhunt.cli.console import stdout_console
 from copyhunt.errors import OutputExistsError
 from copyhunt.report.html import check_output, read_bench, render_html, write_html
@@ -32,7 +32,7 @@ class Export:
     done: str  # what to say on stderr, with {path}
 
 
-@app.command("report", help="Show a saved trace (copyhunt JSON, or a profiler file copyhunt can import).")
+@command("report", short_help="Show a saved trace or an imported profiler file.", help="Show a saved trace (copyhunt JSON, or a profiler file copyhunt can import).")
 def report_command(
     file: Path = typer.Argument(..., metavar="FILE", show_default=False),
     json_output: bool = options.JSON,

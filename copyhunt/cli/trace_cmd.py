@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from copyhunt.cli import options
-from copyhunt.cli.app import app
+from copyhunt.cli.app import command
 from copyhunt.cli.console import stdout_console
 from copyhunt.cli.tracing import resolve_output, trace_target
 from copyhunt.report.json_out import render_json
@@ -17,8 +17,9 @@ from copyhunt.targets import DEFAULT_TARGET, parse_target
 from copyhunt.view import recorded_selection, view
 
 
-@app.command(
+@command(
     "trace",
+    short_help="Run a program under the copy hunter; show and save its copies.",
     help=(
         "Run TARGET under the copy hunter; print a table of its copies and save the trace.\n\n"
         "TARGET is a script path, package.module:function (called with no arguments), or use "
@@ -28,8 +29,8 @@ from copyhunt.view import recorded_selection, view
     ),
 )
 def trace_command(
-    target: Optional[str] = typer.Argument(None, metavar="TARGET", show_default=False),
-    args: Optional[List[str]] = typer.Argument(None, metavar="ARGS", show_default=False),
+    target: Optional[str] = typer.Argument(None, metavar="[TARGET]", show_default=False),
+    args: Optional[List[str]] = typer.Argument(None, metavar="[-- ARGS...]", show_default=False),
     module: Optional[str] = typer.Option(None, "-m", "--module", metavar="MODULE", help="Run a module like python -m."),
     output: options.OptionalPath = options.OUTPUT,
     force: bool = options.FORCE,
