@@ -78,5 +78,13 @@ def trace_command(
         # The view the trace records: `copyhunt report FILE` prints exactly this.
         shown = view(run.trace, recorded_selection(run.trace))
         render_table(shown, stdout_console(), by=by, top=top, trace_path=str(run.path))
+        if run.exit_code == 0:  # after a failure its traceback stays the last thing said
+            print(next_steps(run.path), file=sys.stderr)
     return run.exit_code
+
+
+def next_steps(path: object) -> str:
+    """The one line after a trace that says what to do with it."""
+    return (f"copyhunt: next: `copyhunt report {path} --html report.html` to browse it, "
+            f"`copyhunt diff OLD.json {path}` to compare, `copyhunt gate {path}` to check a budget")
 
