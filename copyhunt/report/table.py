@@ -325,4 +325,16 @@ def _footer(console: Console, meta: TraceMeta, trace_path: str | None, cwd: str 
     for note in meta.notes:
         console.print(Text(f"note: {note}", style="dim"))
     if trace_path is not None:
-        console.print(Text(f"trace file: {display_path(trace_path, cwd)}"))
+        console.print(Text(f"{file_word(meta)}: {display_path(trace_path, cwd)}"))
+
+
+#: What an imported file is called in the footer, by ``TraceMeta.imported_from``.
+_IMPORTED_WORDS = {"chrome": "torch.profiler trace", "rocprofv3-csv": "rocprofv3 CSV", "rocprofv3-json": "rocprofv3 JSON",
+                   "rocprofv3-rocpd": "rocprofv3 rocpd database"}
+
+
+def file_word(meta: TraceMeta) -> str:
+    """``trace file`` for copyhunt's own traces; ``imported from rocprofv3 CSV`` for a profiler's file."""
+    if meta.imported_from is None:
+        return "trace file"
+    return f"imported from {_IMPORTED_WORDS.get(meta.imported_from, meta.imported_from)}"
