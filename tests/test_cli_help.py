@@ -93,7 +93,8 @@ def test_version(capsys):
 @pytest.mark.parametrize(
     "argv, line",
     [
-        (["report", "t.json", "--bogus"], "copyhunt report: error: No such option: --bogus"),
+        (["report", "t.json", "--xyzzy"], "copyhunt report: error: No such option: --xyzzy"),
+        (["report", "t.json", "--sortt", "site"], "copyhunt report: error: No such option: --sortt (Possible options: --json, --site, --sort)"),
         (["report", "t.json", "--by", "file"],
          "copyhunt report: error: Invalid value for '--by': 'file' is not one of 'site', 'module', 'region'."),
         (["report", "t.json", "--top", "x"], "copyhunt report: error: Invalid value for '--top': expected integer"),
