@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 
 import pytest
 
@@ -20,7 +21,7 @@ def widen(x):
 # Line numbers are part of the test: each copy's line is known from this text, not from copyhunt.
 SCRIPT = """\
 import torch
-from helper import widen
+from chviews_helper import widen
 
 w = torch.ones(8, 4)
 a = w.t().contiguous()
@@ -30,7 +31,7 @@ d = torch.ones(16)
 d[:4] = torch.zeros(4)
 """
 # line 5: .t().contiguous() -> aten.clone, 8*4*4 = 128 B
-# line 6: widen() -> helper.py:5 x.to(float64) -> aten._to_copy, 64*8 = 512 B
+# line 6: widen() -> chviews_helper.py:5 x.to(float64) -> aten._to_copy, 64*8 = 512 B
 # line 7: .clone() -> aten.clone, 8 B
 # line 9: d[:4] = ... -> aten.copy_, 16 B
 
@@ -38,12 +39,13 @@ d[:4] = torch.zeros(4)
 @pytest.fixture(scope="module")
 def traced(tmp_path_factory):
     root = tmp_path_factory.mktemp("views")
-    (root / "helper.py").write_text(HELPER)
+    (root / "chviews_helper.py").write_text(HELPER)
     (root / "s.py").write_text(SCRIPT)
     old = os.getcwd()
     os.chdir(root)
     try:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        sys.modules.pop("chviews_helper", None)  # a unique name: a script's imports stay in sys.modules
         assert main(["trace", "s.py", "-o", "t.json", "--top", "0"]) == 0
     finally:
         os.chdir(old)
@@ -67,14 +69,14 @@ def _sites(out: str) -> list[str]:
 
 def test_default_order_is_by_bytes(traced, monkeypatch, capsys):
     out = _report(traced, monkeypatch, capsys)
-    assert _sites(out)[:4] == ["helper.py:5", "s.py:5", "s.py:9", "s.py:7"]
+    assert _sites(out)[:4] == ["chviews_helper.py:5", "s.py:5", "s.py:9", "s.py:7"]
 
 
 def test_hide_moves_the_copy_to_its_caller(traced, monkeypatch, capsys):
-    out = _report(traced, monkeypatch, capsys, "--hide", "*/helper.py")
-    assert "helper.py:5" not in _sites(out)
+    out = _report(traced, monkeypatch, capsys, "--hide", "*/chviews_helper.py")
+    assert "chviews_helper.py:5" not in _sites(out)
     assert _sites(out)[0] == "s.py:6"  # b = widen(...): the caller is blamed
-    assert "filters     hide=*/helper.py" in out
+    assert "filters     hide=*/chviews_helper.py" in out
 
 
 def test_focus_picks_the_matching_stored_frame(traced, monkeypatch, capsys):
@@ -83,9 +85,9 @@ def test_focus_picks_the_matching_stored_frame(traced, monkeypatch, capsys):
 
 
 def test_sort_and_min_bytes(traced, monkeypatch, capsys):
-    assert _sites(_report(traced, monkeypatch, capsys, "--sort", "site"))[:4] == ["helper.py:5", "s.py:5", "s.py:7", "s.py:9"]
+    assert _sites(_report(traced, monkeypatch, capsys, "--sort", "site"))[:4] == ["chviews_helper.py:5", "s.py:5", "s.py:7", "s.py:9"]
     out = _report(traced, monkeypatch, capsys, "--min-bytes", "100")
-    assert _sites(out) == ["helper.py:5", "s.py:5"]
+    assert _sites(out) == ["chviews_helper.py:5", "s.py:5"]
     assert "... 2 source sites under 100 B not shown: 2 copies, 24 B (--min-bytes)" in out
     assert _sites(_report(traced, monkeypatch, capsys, "--min-bytes", "1K")) == []
 
@@ -110,8 +112,8 @@ def test_source_lines_and_python_calls_under_sites(traced, monkeypatch, capsys):
 
     assert under("s.py:5")[0].strip() == "a = w.t().contiguous()"
     assert under("s.py:5")[1].strip() == "(.contiguous() runs clone)"
-    assert under("helper.py:5")[0].strip() == "return x.to(torch.float64)"
-    assert under("helper.py:5")[1].strip() == "(.to() runs _to_copy)"
+    assert under("chviews_helper.py:5")[0].strip() == "return x.to(torch.float64)"
+    assert under("chviews_helper.py:5")[1].strip() == "(.to() runs _to_copy)"
     assert under("s.py:9")[1].strip() == "([...] = runs copy_)"
     assert under("s.py:7")[0].strip() == "c = torch.ones(2).clone()"  # the op's own name: no note
     assert not under("s.py:7")[1].strip().startswith("(")
