@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence
 
 import typer
 
 from copyhunt.analysis import read_trace
 from copyhunt.cli import options
-from copyhunt.cli.app import app
+from copyhunt.cli.app import command
 from copyhunt.cli.console import stdout_console
 from copyhunt.errors import OutputExistsError
+from copyhunt.records import Trace
 from copyhunt.report.html import check_output, read_bench, render_html, write_html
 from copyhunt.report.json_out import render_json
 from copyhunt.report.perfetto import write_perfetto
@@ -32,8 +34,9 @@ class Export:
     done: str  # what to say on stderr, with {path}
 
 
-@app.command(
+@command(
     "report",
+    short_help="Show a saved trace or an imported profiler file.",
     help="Show a saved trace (copyhunt JSON, or a profiler file copyhunt can import). A run folder, a trace "
     "with children, or several files are merged by site: a column per process (--rank R shows one).",
 )
@@ -47,6 +50,14 @@ def report_command(
     region: Optional[str] = options.REGION,
     site: Optional[str] = options.SITE,
     op: Optional[str] = options.OP,
+    focus: options.Globs = typer.Option(
+        None, "--focus", metavar="GLOB", help="Attribute each copy again, to the innermost stored frame matching GLOB (repeatable)."
+    ),
+    hide: options.Globs = typer.Option(
+        None, "--hide", metavar="GLOB", help="Attribute again, never to frames matching GLOB: the caller is blamed (repeatable)."
+    ),
+    sort: options.SortBy = options.SORT,
+    min_bytes: Optional[str] = options.MIN_BYTES,
     perfetto: Optional[Path] = typer.Option(
         None, "--perfetto", metavar="OUT.json", help="Also write the copies as a Chrome/Perfetto timeline."
     ),
@@ -62,6 +73,7 @@ def report_command(
     from copyhunt.cli.runs import is_run, read_run, show_run
 
     selection = options.selection(kind, region, site, op)
+    smallest = options.parse_size(min_bytes)
     file = files[0]
     if rank is not None or is_run(files):
         run = read_run(files)
@@ -99,6 +111,8 @@ def report_command(
     if trace.meta.children and rank is None and perfetto is None and html is None:
         show_run([file], json_output=json_output, top=top, selection=selection)  # the parent with its children
         return 0
+    if focus or hide:
+        trace = _reattributed(trace, focus or (), hide or ())
     # No --kind / --region / --site / --op: the view the trace records (what `copyhunt trace` printed).
     shown = view(trace, recorded_selection(trace) if selection.everything else selection)
     for e in exports:
@@ -107,5 +121,13 @@ def report_command(
         # The whole document, as `trace --json` printed it; only the matching copies with a selection.
         render_json(trace if selection.everything else shown.to_trace(), stdout_console())
     else:
-        render_table(shown, stdout_console(), by=by, top=top, trace_path=str(file))
+        render_table(shown, stdout_console(), by=by, top=top, trace_path=str(file), sort=sort, min_bytes=smallest)
     return 0
+
+
+def _reattributed(trace: Trace, focus: Sequence[str], hide: Sequence[str]) -> Trace:
+    """The trace with its copies attributed again from their stored stacks (``copyhunt.attribution``)."""
+    from copyhunt.attribution import reattribute
+
+    meta = dataclasses.replace(trace.meta, focus=tuple(focus), hide=tuple(hide))
+    return dataclasses.replace(trace, meta=meta, copies=reattribute(trace.copies, focus, hide))
