@@ -44,7 +44,7 @@ SITE = typer.Option(None, "--site", metavar="GLOB", help="Only copies whose sour
 OP = typer.Option(None, "--op", metavar="GLOB", help="Only copies whose op matches GLOB (aten.copy_* or copy_).")
 
 # --- runs of several processes (docs/multiprocess.md) ------------------------------------------------
-RANK = typer.Option(None, "--rank", min=0, metavar="R", help="A run folder: only the trace of torch.distributed rank R.")
+RANK = typer.Option(None, "--rank", metavar="R", help="A run folder: only the trace of torch.distributed rank R.")
 
 # --- attribution and output files ----------------------------------------------------------------
 FOCUS = typer.Option(None, "--focus", metavar="GLOB", help="Attribute copies to the first frame matching GLOB (repeatable).")

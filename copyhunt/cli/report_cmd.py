@@ -41,7 +41,7 @@ class Export:
     "with children, or several files are merged by site: a column per process (--rank R shows one).",
 )
 def report_command(
-    files: List[Path] = typer.Argument(..., metavar="FILE...", show_default=False),
+    files: List[Path] = typer.Argument(..., metavar="FILE", show_default=False),
     rank: Optional[int] = options.RANK,
     json_output: bool = options.JSON,
     top: int = options.TOP,
