@@ -1,13 +1,14 @@
-"""The recording half of the dispatch capture: what runs for every op (storage accesses, sites, copies).
+"""The per-op recorder of the dispatch capture: storage accesses, sites and copies, as raw rows.
 
-Written for speed, since it runs once per aten op of the traced program: raw facts go into flat tuples
-of ints and strings (code objects interned), storages are known by id and raw weak reference only,
-and the records themselves are built after the hunt (``capture/build.py``).
+It runs once per aten op of the traced program, so it is written for speed: raw facts go into the
+flat rows of :class:`copyhunt.capture.raw.RawLog` (code objects interned), storages are known by id
+and raw weak reference only (``capture/storages.py``), and the site is chosen by the one site chooser
+(``capture/sites.py``). Records are built from the rows after the hunt (:meth:`Recorder.read`).
+:class:`copyhunt.capture.dispatch.DispatchCapture` owns a Recorder and hands it every op.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 from _thread import get_ident
 from typing import Any
@@ -18,27 +19,11 @@ from copyhunt.capture.copy_ops import CopyFacts
 from copyhunt.capture.modules import ModuleTracker
 from copyhunt.capture.op_roles import READ, RW, WRITE, Plan
 from copyhunt.capture.regions import _state as _region_state
+from copyhunt.capture.raw import Attribute, CaptureResult, RawLog, rank_attribute
+from copyhunt.capture.sites import SiteChooser
 from copyhunt.capture.storages import StorageTable, access
 
-_PKG_DIR = __file__.rsplit("/", 2)[0] + "/"  # .../copyhunt/
-
 _expired = torch.UntypedStorage._expired  # type: ignore[attr-defined]
-
-
-if sys.version_info >= (3, 11):
-
-    def _where(f: Any) -> int:
-        # The bytecode offset: f_lineno costs ~1 us on 3.11 (it decodes the line table);
-        # build turns offsets into lines once per distinct site.
-        return -1 - f.f_lasti
-
-else:  # pragma: no cover - 3.10
-
-    def _where(f: Any) -> int:
-        return f.f_lineno
-
-
-_LASTI = sys.version_info >= (3, 11)
 
 
 def copy_kind(src: torch.device, dst: torch.device) -> str:
@@ -51,16 +36,6 @@ def copy_kind(src: torch.device, dst: torch.device) -> str:
     if d_host and not s_host:
         return "d2h"
     return "p2p"
-
-
-class SiteRanker:
-    """Default frame ranking when no attribution rule is injected: any frame outside copyhunt."""
-
-    wanted = 1
-
-    def rank(self, filename: str) -> int:
-        """1 for a possible site, 0 for copyhunt's own frames."""
-        return 0 if filename.startswith(_PKG_DIR) else 1
 
 
 def _shape(t: torch.Tensor) -> tuple[int, ...]:
@@ -78,73 +53,56 @@ def _contiguous(t: torch.Tensor) -> bool | None:
 
 
 class Recorder:
-    """Per-op recording state and the hot path; :class:`DispatchCapture` adds the lifecycle."""
+    """Per-op recording state and the hot path: every op's facts become one raw row."""
 
     def __init__(self, *, rule: Any, stack_depth: int, track_modules: bool, record_ops: bool) -> None:
-        self.rule = rule if rule is not None else SiteRanker()
+        self.sites = SiteChooser(rule)
+        self.rule = self.sites.rule
         self.record_ops = record_ops
         self.stack_depth = stack_depth
         self.table = StorageTable()
-        # Raw records are flat tuples of ints / strs (code objects interned into _sites / _stacks):
-        # they add nothing for the cyclic GC to traverse.
-        self._ops: list[tuple[Any, ...]] = []
-        self._copies: list[tuple[Any, ...]] = []
-        self._site_ids: dict[tuple[int, int], int] = {}
-        self._sites: list[tuple[Any, int]] = []
-        self._stack_ids: dict[tuple[int, ...], int] = {}
-        self._stacks: list[tuple[tuple[Any, int], ...]] = []
-        self._codes: dict[int, tuple[Any, int]] = {}  # id(code) -> (code, rank)
+        self.log = RawLog()
+        self._write_op = self.log.op
+        self._write_site = self.log.site
+        self._live_site = self.sites.live
         self._watch: list[int] = []
         self._watch_pos = 0
         self._watched: set[int] = set()
         self._freed: set[int] = set()
         self._watch_lock = threading.Lock()
-        self._modules = ModuleTracker() if track_modules else None
-        self._mod_state = self._modules._state if self._modules is not None else None
-        self._cuda = False
-        self._errors: list[str] = []
+        self.modules = ModuleTracker() if track_modules else None
+        self._mod_state = self.modules._state if self.modules is not None else None
+        self.cuda = False  # set by the capture when it starts: whether CUDA graph capture must be checked
+        self.errors: list[str] = []
         self._names: dict[Any, str] = {}
+        self.alive: dict[int, bool] = {}
 
-    def _internal_error(self, func: Any, exc: Exception) -> None:
-        if len(self._errors) < 5:
-            self._errors.append(f"copyhunt could not record {func}: {type(exc).__name__}: {exc}")
+    def internal_error(self, func: Any, exc: Exception) -> None:
+        """Note a failure of our own bookkeeping (the traced program goes on; the first five are kept)."""
+        if len(self.errors) < 5:
+            self.errors.append(f"copyhunt could not record {func}: {type(exc).__name__}: {exc}")
 
-    def _rank(self, code: Any) -> int:
-        # Keyed by id(code): hashing a code object is slow (it hashes its bytecode every time).
-        # The entry keeps the code object alive, so its id cannot be reused meanwhile.
-        e = self._codes.get(id(code))
-        if e is None or e[0] is not code:
-            e = self._codes[id(code)] = (code, self.rule.rank(code.co_filename))
-        return e[1]
+    def module_path(self) -> str | None:
+        """The module path now (``capture/modules.py``), or None without module tracking."""
+        return self._mod_state.path if self._mod_state is not None else None
 
-    def _site(self, frame: Any) -> Any:
-        """The op's site frame: the first frame of the wanted rank (else the first candidate)."""
-        codes = self._codes
-        wanted = self.rule.wanted
-        fallback = None
-        f = frame
-        n = 0
-        while f is not None and n < 64:
-            code = f.f_code
-            e = codes.get(id(code))
-            r = e[1] if e is not None and e[0] is code else self._rank(code)
-            if r >= wanted:
-                return f
-            if r and fallback is None:
-                fallback = f
-            f = f.f_back
-            n += 1
-        return fallback
+    def close(self) -> None:
+        """The hunt ended: take the liveness of every storage and drop the weak references."""
+        self.alive = self.table.close()
 
-    def _intern_site(self, f: Any) -> int:
-        key = (id(f.f_code), _where(f))
-        i = self._site_ids.get(key)
-        if i is None:
-            i = self._site_ids[key] = len(self._sites)
-            self._sites.append((f.f_code, key[1]))
-        return i
+    def read(self, attribute: Attribute | None = None) -> CaptureResult:
+        """Records from the raw rows; ``attribute`` maps a raw stack to (site, short stack)."""
+        if attribute is None:
+            attribute = rank_attribute(self.sites, self.stack_depth)
+        return self.log.read(
+            devices=self.table.device,
+            nbytes=self.table.nbytes,
+            alive=self.alive,
+            attribute=attribute,
+            notes=list(self.errors),
+        )
 
-    def _record(
+    def record(
         self,
         seq: int,
         plan: Plan,
@@ -238,12 +196,13 @@ class Recorder:
         if not seq & 7 and self._watch:
             self._check_watch(frees)
 
-        site_frame = self._site(frame)
-        site = None if site_frame is None else self._intern_site(site_frame)
+        site_frame = self._live_site(frame)
+        site = None if site_frame is None else self._write_site(site_frame)
         tid = get_ident()
-        module = self._mod_state.path if self._mod_state is not None else None
+        mod_state = self._mod_state
+        module = mod_state.path if mod_state is not None else None
         region = _region_state.path
-        in_graph = self._cuda and torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing()
+        in_graph = self.cuda and torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing()
 
         is_copy = False
         if plan.copy_fn is not None:
@@ -251,21 +210,19 @@ class Recorder:
             if facts is not None:
                 is_copy = True
                 self._record_copy(seq, plan.name, facts, site_frame or frame, module, region, tid, in_graph)
-        self._ops.append(
-            (
-                seq,
-                plan.name,
-                tuple(reads),
-                tuple(writes),
-                allocs,
-                tuple(frees) if frees else (),
-                site,
-                module,
-                region,
-                tid,
-                is_copy,
-                bool(in_graph),
-            )
+        self._write_op(
+            seq,
+            plan.name,
+            tuple(reads) if reads else (),
+            tuple(writes) if writes else (),
+            allocs,
+            tuple(frees) if frees else (),
+            site,
+            module,
+            region,
+            tid,
+            is_copy,
+            bool(in_graph),
         )
 
     def _note_free(self, sid: int, frees: list[int]) -> None:
@@ -313,33 +270,6 @@ class Recorder:
             with self._watch_lock:
                 self._watch.append(sid)
 
-    def _raw_stack(self, site: Any) -> int:
-        """Interned raw stack: the site frame and up to stack_depth - 1 callers.
-
-        Frames inside the site (torch, copyhunt) are left out: the same rule chose the site, so
-        attribution at build time can only pick it again.
-        """
-        depth = self.stack_depth
-        key: list[int] = []
-        f = site
-        lasti = _LASTI
-        while f is not None and len(key) < 2 * depth:
-            key.append(id(f.f_code))
-            key.append(-1 - f.f_lasti if lasti else f.f_lineno)  # _where(f), inlined
-            f = f.f_back
-        k = tuple(key)
-        i = self._stack_ids.get(k)
-        if i is None:
-            # New stack: keep its code objects (they keep the ids in ``k`` unique meanwhile).
-            out: list[tuple[Any, int]] = []
-            f = site
-            while f is not None and len(out) < depth:
-                out.append((f.f_code, _where(f)))
-                f = f.f_back
-            i = self._stack_ids[k] = len(self._stacks)
-            self._stacks.append(tuple(out))
-        return i
-
     def _record_copy(
         self,
         seq: int,
@@ -374,30 +304,27 @@ class Recorder:
             kind = copy_kind(src_dev, dst_dev)
             src_name = names.get(src_dev) or self._name(src_dev)
             dst_name = names.get(dst_dev) or self._name(dst_dev)
-        self._copies.append(
-            (
-                seq,
-                name,
-                kind,
-                int(facts.nbytes),
-                bool(facts.noop),
-                src_name,
-                dst_name,
-                _shape(dst),
-                names.get(dst.dtype) or self._name(dst.dtype),
-                (names.get(src.dtype) or self._name(src.dtype)) if src is not None else None,
-                _contiguous(src) if src is not None else None,
-                bool(_contiguous(dst)),
-                self._raw_stack(frame),
-                module,
-                region,
-                tid,
-                bool(in_graph),
-                src_sids[0] if src_sids else None,
-                dst_sid,
-                src_sids,
-                bool(facts.exact),
-                layouts,
-            )
+        self.log.copy(
+            seq,
+            name,
+            kind,
+            int(facts.nbytes),
+            bool(facts.noop),
+            src_name,
+            dst_name,
+            _shape(dst),
+            names.get(dst.dtype) or self._name(dst.dtype),
+            (names.get(src.dtype) or self._name(src.dtype)) if src is not None else None,
+            _contiguous(src) if src is not None else None,
+            bool(_contiguous(dst)),
+            self.log.stack(frame, self.stack_depth),
+            module,
+            region,
+            tid,
+            bool(in_graph),
+            src_sids[0] if src_sids else None,
+            dst_sid,
+            src_sids,
+            bool(facts.exact),
+            layouts,
         )
-
