@@ -75,6 +75,7 @@ class Recorder:
         self.cuda = False  # set by the capture when it starts: whether CUDA graph capture must be checked
         self.errors: list[str] = []
         self._names: dict[Any, str] = {}
+        self._tids: dict[int, int] = {}
         self.alive: dict[int, bool] = {}
 
     def internal_error(self, func: Any, exc: Exception) -> None:
@@ -117,8 +118,9 @@ class Recorder:
         by_cdata = table.by_cdata
         weak = table.weak
         Tensor = torch.Tensor
-        reads: list[tuple[int, int, int, bool]] = []
-        writes: list[tuple[int, int, int, bool]] = []
+        # Flat: (storage, offset, nbytes, dense) after one another (one tuple per op, not one per access).
+        reads: list[Any] = []
+        writes: list[Any] = []
         allocs: tuple[int, ...] = ()
         frees: list[int] = []
         out_sids: tuple[int, ...] = ()
@@ -152,9 +154,9 @@ class Recorder:
                         allocs += (sid,)
                         if o.is_contiguous():
                             off = o.storage_offset()
-                            writes.append((sid, off * o.element_size() if off else 0, o.nbytes, True))
+                            writes += (sid, off * o.element_size() if off else 0, o.nbytes, True)
                         else:
-                            writes.append(access(o, sid))
+                            writes.extend(access(o, sid))
 
         nargs = len(args)
         for pos, name, role in plan.args:
@@ -183,22 +185,23 @@ class Recorder:
                         continue  # returned as (a view of) the output: an alias, not a read
                     if t.is_contiguous():
                         off = t.storage_offset()
-                        reads.append((sid, off * t.element_size() if off else 0, t.nbytes, True))
+                        reads += (sid, off * t.element_size() if off else 0, t.nbytes, True)
                     else:
-                        reads.append(access(t, sid))
+                        reads.extend(access(t, sid))
                 elif role == WRITE:
-                    writes.append(access(t, sid, not plan.partial))
+                    writes.extend(access(t, sid, not plan.partial))
                 else:
                     acc = access(t, sid, not plan.partial)
-                    reads.append(acc)
-                    writes.append(acc)
+                    reads.extend(acc)
+                    writes.extend(acc)
 
         if not seq & 7 and self._watch:
             self._check_watch(frees)
 
         site_frame = self._live_site(frame)
         site = None if site_frame is None else self._write_site(site_frame)
-        tid = get_ident()
+        t = get_ident()
+        tid = self._tids.get(t) or self._tids.setdefault(t, t)  # one int object per thread, not per row
         mod_state = self._mod_state
         module = mod_state.path if mod_state is not None else None
         region = _region_state.path
