@@ -218,7 +218,7 @@ class OpRecord:
     captured_in_graph: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per storage of a long hunt
 class StorageInfo:
     """A storage seen during the hunt (ids are small integers local to one trace)."""
 

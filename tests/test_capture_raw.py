@@ -24,7 +24,7 @@ def test_reader_reads_what_the_writer_wrote_and_releases_the_rows() -> None:
     line = sys._getframe().f_lineno - 1  # the line of log.site(...) above
     log.op(3, "aten.add.Tensor", (0, 0, 64, True, 1, 0, 32, False), (1, 0, 64, True), (1,), (), site, "m", "r", 7, False, False)
     log.op(1, "aten.abs.default", (0, 8, 16, False), (), (), (0,), None, None, None, 7, False, True)
-    res = log.read(devices={0: "cpu", 1: "cpu"}, nbytes={0: 64, 1: 64}, alive={1: True}, attribute=lambda s: (None, ()), notes=[])
+    res = log.read(devices=["cpu", "cpu"], nbytes=[64, 64], alive={1}, attribute=lambda s: (None, ()), notes=[])
     assert [(o.seq, o.op, o.module, o.region, o.thread, o.captured_in_graph) for o in res.ops] == [
         (1, "aten.abs.default", None, None, 7, True),
         (3, "aten.add.Tensor", "m", "r", 7, False),

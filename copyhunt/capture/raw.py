@@ -16,7 +16,7 @@ from __future__ import annotations
 import gc
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Container, Sequence
 
 from copyhunt.capture.sites import SiteChooser
 from copyhunt.records import Access, CopyRecord, Frame, OpRecord, StorageInfo
@@ -172,9 +172,9 @@ class RawLog:
     def read(
         self,
         *,
-        devices: Mapping[int, str],
-        nbytes: Mapping[int, int],
-        alive: Mapping[int, bool],
+        devices: Sequence[str],
+        nbytes: Sequence[int],
+        alive: Container[int],
         attribute: Attribute,
         notes: list[str],
     ) -> CaptureResult:
@@ -191,9 +191,9 @@ class RawLog:
 
     def _read(
         self,
-        devices: Mapping[int, str],
-        nbytes: Mapping[int, int],
-        alive: Mapping[int, bool],
+        devices: Sequence[str],
+        nbytes: Sequence[int],
+        alive: Container[int],
         attribute: Attribute,
         notes: list[str],
     ) -> CaptureResult:
@@ -248,17 +248,15 @@ class RawLog:
             )
         copies.clear()
 
-        accesses: dict[tuple[int, int, int, bool], Access] = {}
+        # Equal accesses (a weight read by every step) share one object; keyed by the Access itself
+        # (frozen, hashable), so the table holds no extra key tuple per distinct access.
+        accesses: dict[Access, Access] = {}
+        intern = accesses.setdefault
 
         def acc(flat: tuple[Any, ...]) -> tuple[Access, ...]:
-            out = []
-            for i in range(0, len(flat), 4):
-                raw = flat[i : i + 4]
-                a = accesses.get(raw)
-                if a is None:
-                    a = accesses[raw] = Access(*raw)
-                out.append(a)
-            return tuple(out)
+            if len(flat) == 4:
+                return (intern(a := Access(*flat), a),)
+            return tuple(intern(a := Access(*flat[i : i + 4]), a) for i in range(0, len(flat), 4))
 
         ops = self.ops
         ops.sort(key=_seq_of)  # rows of several threads interleave; one thread's are in order already
@@ -283,10 +281,7 @@ class RawLog:
                 )
             )
         ops.clear()
-        storages = [
-            StorageInfo(id=i, device=devices[i], nbytes=nbytes[i], alive_at_end=bool(alive.get(i, False)))
-            for i in sorted(devices)
-        ]
+        storages = [StorageInfo(id=i, device=d, nbytes=n, alive_at_end=i in alive) for i, (d, n) in enumerate(zip(devices, nbytes))]
         return CaptureResult(copy_records, op_records, storages, notes)
 
 

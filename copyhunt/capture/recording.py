@@ -76,7 +76,7 @@ class Recorder:
         self.errors: list[str] = []
         self._names: dict[Any, str] = {}
         self._tids: dict[int, int] = {}
-        self.alive: dict[int, bool] = {}
+        self.alive: set[int] = set()  # ids of the storages still alive when the hunt ended
 
     def internal_error(self, func: Any, exc: Exception) -> None:
         """Note a failure of our own bookkeeping (the traced program goes on; the first five are kept)."""
@@ -89,7 +89,7 @@ class Recorder:
 
     def close(self) -> None:
         """The hunt ended: take the liveness of every storage and drop the weak references."""
-        self.alive = self.table.close()
+        self.alive = {sid for sid, alive in self.table.close().items() if alive}
 
     def read(self, attribute: Attribute | None = None) -> CaptureResult:
         """Records from the raw rows; ``attribute`` maps a raw stack to (site, short stack)."""
@@ -139,13 +139,15 @@ class Recorder:
                         continue
                     if sid is not None:
                         self._note_free(sid, frees)  # a dead storage's address, reused
-                    if not table.threaded and o.is_cpu:
-                        # StorageTable.new inlined for the common case (one thread, CPU): per op.
-                        sid = next(table.ids)
-                        weak[sid] = st._weak_ref()
-                        table.device[sid] = "cpu"
-                        table.nbytes[sid] = st.nbytes()
-                        by_cdata[cd] = sid
+                    if o.is_cpu and not table.threaded:
+                        # StorageTable.new inlined for the common case (one thread, CPU): per op. Were a
+                        # thread to start right now, the worst case is one storage registered twice.
+                        with table.lock:
+                            sid = len(weak)
+                            weak.append(st._weak_ref())
+                            table.device.append("cpu")
+                            table.nbytes.append(st.nbytes())
+                            by_cdata[cd] = sid
                         new = True
                     else:
                         sid, new, _ = table.new(st, cd, o, sid)
@@ -241,11 +243,11 @@ class Recorder:
             return
         try:
             w = self._watch
-            weak = self.table.weak
+            expired = self.table.expired
             for _ in range(min(16, len(w))):
                 i = self._watch_pos % len(w)
                 sid = w[i]
-                if _expired(weak[sid]):
+                if expired(sid):
                     w[i] = w[-1]
                     w.pop()
                     self._note_free(sid, frees)
