@@ -37,6 +37,9 @@ Attribute = Callable[[Sequence[Frame]], "tuple[Frame | None, tuple[Frame, ...]]"
 
 _LASTI = sys.version_info >= (3, 11)
 
+#: Distinct accesses remembered while reading, to share equal Access objects (see RawLog._read).
+_RECENT_ACCESSES = 4096
+
 
 if _LASTI:
 
@@ -248,15 +251,22 @@ class RawLog:
             )
         copies.clear()
 
-        # Equal accesses (a weight read by every step) share one object; keyed by the Access itself
-        # (frozen, hashable), so the table holds no extra key tuple per distinct access.
-        accesses: dict[Access, Access] = {}
-        intern = accesses.setdefault
+        # Equal accesses share one object (an op reading what the op before it wrote; a weight read
+        # every step) through a table of the recent ones: cleared when full, so it costs a bounded
+        # amount, not a key and an entry per distinct access of a long hunt.
+        recent: dict[tuple[Any, ...], Access] = {}
 
         def acc(flat: tuple[Any, ...]) -> tuple[Access, ...]:
-            if len(flat) == 4:
-                return (intern(a := Access(*flat), a),)
-            return tuple(intern(a := Access(*flat[i : i + 4]), a) for i in range(0, len(flat), 4))
+            out = []
+            for i in range(0, len(flat), 4):
+                raw = flat[i : i + 4] if len(flat) != 4 else flat
+                a = recent.get(raw)
+                if a is None:
+                    if len(recent) >= _RECENT_ACCESSES:
+                        recent.clear()
+                    a = recent[raw] = Access(*raw)
+                out.append(a)
+            return tuple(out)
 
         ops = self.ops
         ops.sort(key=_seq_of)  # rows of several threads interleave; one thread's are in order already
