@@ -65,6 +65,8 @@ class Recorder:
         self._write_op = self.log.op
         self._write_site = self.log.site
         self._live_site = self.sites.live
+        self._site_codes = self.sites._codes
+        self._wanted = self.sites.wanted
         self._watch: list[int] = []
         self._watch_pos = 0
         self._watched: set[int] = set()
@@ -117,12 +119,14 @@ class Recorder:
         table = self.table
         by_cdata = table.by_cdata
         weak = table.weak
+        lock = table.lock
         Tensor = torch.Tensor
-        # Flat: (storage, offset, nbytes, dense) after one another (one tuple per op, not one per access).
-        reads: list[Any] = []
-        writes: list[Any] = []
+        # Flat tuples: (storage, offset, nbytes, dense) after one another (one tuple per op, not one
+        # per access); grown by concatenation, cheaper than a list and a tuple() for 1-3 accesses.
+        reads: tuple[Any, ...] = ()
+        writes: tuple[Any, ...] = ()
         allocs: tuple[int, ...] = ()
-        frees: list[int] = []
+        frees: tuple[int, ...] = ()
         out_sids: tuple[int, ...] = ()
 
         if not plan.skip_outputs:
@@ -137,17 +141,21 @@ class Recorder:
                     if sid is not None and not _expired(weak[sid]):
                         out_sids += (sid,)
                         continue
-                    if sid is not None:
-                        self._note_free(sid, frees)  # a dead storage's address, reused
+                    if sid is not None and sid not in self._freed:
+                        self._freed.add(sid)  # a dead storage's address, reused
+                        frees += (sid,)
                     if o.is_cpu and not table.threaded:
                         # StorageTable.new inlined for the common case (one thread, CPU): per op. Were a
                         # thread to start right now, the worst case is one storage registered twice.
-                        with table.lock:
+                        lock.acquire()
+                        try:
                             sid = len(weak)
                             weak.append(st._weak_ref())
                             table.device.append("cpu")
                             table.nbytes.append(st.nbytes())
                             by_cdata[cd] = sid
+                        finally:
+                            lock.release()
                         new = True
                     else:
                         sid, new, _ = table.new(st, cd, o, sid)
@@ -158,7 +166,7 @@ class Recorder:
                             off = o.storage_offset()
                             writes += (sid, off * o.element_size() if off else 0, o.nbytes, True)
                         else:
-                            writes.extend(access(o, sid))
+                            writes += access(o, sid)
 
         nargs = len(args)
         for pos, name, role in plan.args:
@@ -180,8 +188,9 @@ class Recorder:
                 sid = by_cdata.get(cd)
                 if sid is None or _expired(weak[sid]):
                     sid, _, replaced = table.new(st, cd, t, sid)
-                    if replaced is not None:
-                        self._note_free(replaced, frees)
+                    if replaced is not None and replaced not in self._freed:
+                        self._freed.add(replaced)
+                        frees += (replaced,)
                 if role == READ:
                     if sid in out_sids:
                         continue  # returned as (a view of) the output: an alias, not a read
@@ -189,25 +198,29 @@ class Recorder:
                         off = t.storage_offset()
                         reads += (sid, off * t.element_size() if off else 0, t.nbytes, True)
                     else:
-                        reads.extend(access(t, sid))
+                        reads += access(t, sid)
                 elif role == WRITE:
-                    writes.extend(access(t, sid, not plan.partial))
+                    writes += access(t, sid, not plan.partial)
                 else:
                     acc = access(t, sid, not plan.partial)
-                    reads.extend(acc)
-                    writes.extend(acc)
+                    reads += acc
+                    writes += acc
 
         if not seq & 7 and self._watch:
-            self._check_watch(frees)
+            frees += self._check_watch()
 
-        site_frame = self._live_site(frame)
+        # The site: SiteChooser.live's first step spelled out (the op's own frame is the site for
+        # most ops), the walk only when it is not.
+        code = frame.f_code
+        e = self._site_codes.get(id(code))
+        site_frame = frame if e is not None and e[0] is code and e[1] >= self._wanted else self._live_site(frame)
         site = None if site_frame is None else self._write_site(site_frame)
         t = get_ident()
         tid = self._tids.get(t) or self._tids.setdefault(t, t)  # one int object per thread, not per row
         mod_state = self._mod_state
         module = mod_state.path if mod_state is not None else None
         region = _region_state.path
-        in_graph = self.cuda and torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing()
+        in_graph = bool(self.cuda and torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing())
 
         is_copy = False
         if plan.copy_fn is not None:
@@ -218,29 +231,26 @@ class Recorder:
         self._write_op(
             seq,
             plan.name,
-            tuple(reads) if reads else (),
-            tuple(writes) if writes else (),
+            reads,
+            writes,
             allocs,
-            tuple(frees) if frees else (),
+            frees,
             site,
             module,
             region,
             tid,
             is_copy,
-            bool(in_graph),
+            in_graph,
         )
 
-    def _note_free(self, sid: int, frees: list[int]) -> None:
-        if sid not in self._freed:
-            self._freed.add(sid)
-            frees.append(sid)
-
-    def _check_watch(self, frees: list[int]) -> None:
+    def _check_watch(self) -> tuple[int, ...]:
+        """Watched storages found freed (each reported once)."""
         # Only storages that took part in a copy are watched, checked every 8th op, 16 at a time: a
         # free is seen some ops late at worst, never before the storage's last access, so the order
         # of accesses and frees stays right (and stop() takes a final sweep).
+        frees: tuple[int, ...] = ()
         if not self._watch_lock.acquire(blocking=False):
-            return
+            return frees
         try:
             w = self._watch
             expired = self.table.expired
@@ -250,13 +260,16 @@ class Recorder:
                 if expired(sid):
                     w[i] = w[-1]
                     w.pop()
-                    self._note_free(sid, frees)
+                    if sid not in self._freed:
+                        self._freed.add(sid)
+                        frees += (sid,)
                     if not w:
                         break
                 else:
                     self._watch_pos = i + 1
         finally:
             self._watch_lock.release()
+        return frees
 
     def _sid_or_none(self, t: torch.Tensor) -> int | None:
         try:
