@@ -261,7 +261,10 @@ class DispatchCapture:
         self.active = False
         for m in self._modes:
             m.cap = None
+        _lift_cpu_only(self._prev_lift)
         threading.setprofile(self._prev_thread_hook)
+        if self.recorder.modules is not None:
+            self.recorder.modules.uninstall()
         with _active_lock:
             _active = None
 
