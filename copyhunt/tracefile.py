@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from copyhunt.errors import TraceFormatError
+from copyhunt.validation import check_trace, parse_json, read_text
 from copyhunt.records import (
     Access,
     CompiledCopy,
@@ -165,21 +166,11 @@ def _meta_to_json(m: TraceMeta) -> dict[str, Any]:
 
 
 def load(path: str | os.PathLike[str]) -> Trace:
-    """Read a trace file; TraceFormatError (one line) when missing, truncated, foreign or newer."""
+    """Read a trace file; TraceFormatError (one line) when missing, not a regular file, truncated, foreign,
+    newer, or holding values no copy could have (``copyhunt.validation``)."""
     path = Path(path)
-    if not path.exists():
-        raise TraceFormatError(f"{path}: no such file")
-    if path.is_dir():
-        raise TraceFormatError(f"{path}: is a directory, not a trace file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TraceFormatError(f"{path}: cannot read ({exc})") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise TraceFormatError(f"{path}: not valid JSON, truncated or corrupt (line {exc.lineno}: {exc.msg})") from None
-    return from_json(doc, source=str(path))
+    text = read_text(path, "trace file")
+    return from_json(parse_json(text, str(path), "trace file"), source=str(path))
 
 
 def from_json(doc: Any, source: str = "trace") -> Trace:
@@ -190,16 +181,19 @@ def from_json(doc: Any, source: str = "trace") -> Trace:
     name, _, version = str(schema).partition("/")
     if name != SCHEMA_NAME:
         raise TraceFormatError(f"{source}: not a copyhunt trace (schema {schema!r}, expected {SCHEMA!r})")
-    if not version.isdigit():
+    if not (version.isascii() and version.isdigit()) or len(version) > 6:
         raise TraceFormatError(f"{source}: malformed schema version {schema!r}")
     if int(version) > SCHEMA_VERSION:
         raise TraceFormatError(
             f"{source}: written by a newer copyhunt (schema {schema!r}; this copyhunt reads up to {SCHEMA!r}); upgrade copyhunt"
         )
     try:
-        return _from_v1(doc) if int(version) == 1 else _from_v2(doc)
+        # Records built from the document, then every value checked (one place for every file format).
+        return check_trace(_from_v1(doc) if int(version) == 1 else _from_v2(doc))
     except TraceFormatError as exc:
         raise TraceFormatError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise TraceFormatError(f"{source}: nested too deeply; not a copyhunt trace") from None
     except (TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
         raise TraceFormatError(f"{source}: malformed trace record ({type(exc).__name__}: {exc})") from None
 

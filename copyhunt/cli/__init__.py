@@ -6,12 +6,14 @@ code; expected failures raise a CopyhuntError subclass, which `main` prints as o
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 
 import typer
 
 from copyhunt.cli.app import app, click_exceptions
-from copyhunt.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, CopyhuntError
+from copyhunt.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, CopyhuntError
 
 # Importing a command module registers its command on `app`.
 from copyhunt.cli import trace_cmd, verify_cmd, report_cmd, gate_cmd, diff_cmd, bench_cmd  # noqa: E402,F401
@@ -35,9 +37,33 @@ def main(argv: list[str] | None = None) -> int:
     except click_exceptions.ClickException as exc:
         exc.show(file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # a bug of ours: its own exit code (never 1 = "over budget"), one line
+        if os.environ.get("COPYHUNT_DEBUG"):
+            traceback.print_exc()
+        where = _where(exc)
+        print(
+            f"copyhunt: internal error: {type(exc).__name__}: {_first_line(exc)}{where}; "
+            "please report it at https://github.com/copyhunt/copyhunt/issues (COPYHUNT_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
     return int(result or 0)
 
 
 def run() -> None:
     """Console-script entry point."""
     sys.exit(main())
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else "(no message)"
+
+
+def _where(exc: BaseException) -> str:
+    """`` (at file.py:12)``: the innermost frame, so a report can point at the bug."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    if not tb:
+        return ""
+    f = tb[-1]
+    return f" (at {os.path.basename(f.filename)}:{f.lineno})"

@@ -1,0 +1,268 @@
+"""Untrusted input, checked in one place: reading a file safely, and the values of records built from one.
+
+Traces, budgets and foreign profiler files come from pull requests in CI: nobody vetted them. Every
+reader goes through ``read_text`` (a regular file, size-limited, decoded) and ``parse_json`` (depth-limited,
+no NaN, no 5,000-digit integers), and every record built from a document goes through ``check_trace``
+(non-negative finite integers, known kinds / verdicts / origins, positive lines, the right types) so a
+crafted value can never slip a copy past a budget. Each failure raises ``TraceFormatError`` (or the
+error class the caller passes) with one line naming the bad value; the CLI turns it into exit 2.
+
+The checks run on records, not on one JSON layout: any file format (``copyhunt.trace/2``, a compact
+encoding, an importer) builds records and then calls ``check_trace``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+from pathlib import Path
+from typing import Any, Iterable
+
+from copyhunt.errors import CopyhuntError, TraceFormatError
+from copyhunt.records import (
+    COPY_KINDS,
+    ORIGINS,
+    VERDICTS,
+    VERIFICATION_STATUSES,
+    CopyRecord,
+    Frame,
+    Trace,
+)
+
+#: The largest file any reader accepts (a trace of millions of copies is well below it).
+MAX_FILE_BYTES = int(os.environ.get("COPYHUNT_MAX_FILE_BYTES", str(2 << 30)))
+#: The deepest nesting of JSON arrays/objects accepted (a trace nests about 6 deep).
+MAX_DEPTH = 64
+#: The longest integer literal accepted (a byte count needs 20 digits).
+MAX_INT_DIGITS = 40
+
+
+def read_bytes(path: str | os.PathLike[str], what: str = "file", error: type[CopyhuntError] = TraceFormatError,
+               limit: int | None = None) -> bytes:
+    """The bytes of a regular file, refused at once when missing, not a regular file (a FIFO,
+    ``/dev/zero``, a directory) or larger than ``limit``; one line each."""
+    limit = MAX_FILE_BYTES if limit is None else limit
+    path = Path(path)
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; the fstat below refuses it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, not a {what}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise error(f"{path}: is a directory, not a {what}")
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{path}: not a regular file (a device, FIFO or socket); give a {what}")
+        if st.st_size > limit:
+            raise error(f"{path}: {st.st_size} bytes, larger than the {limit}-byte limit for a {what}")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > limit:  # it grew while being read
+                raise error(f"{path}: larger than the {limit}-byte limit for a {what}")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str | os.PathLike[str], what: str = "file", error: type[CopyhuntError] = TraceFormatError,
+              limit: int | None = None) -> str:
+    """``read_bytes`` decoded as UTF-8 (a BOM allowed); one line when it is not UTF-8."""
+    data = read_bytes(path, what, error, limit)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start}); not a {what}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits")
+    return int(text)
+
+
+def parse_json(text: str, source: str, what: str = "file", error: type[CopyhuntError] = TraceFormatError) -> Any:
+    """Strict JSON (no NaN/Infinity, integers of at most 40 digits, nesting at most 64 deep); one line on failure."""
+    try:
+        doc = json.loads(text, parse_constant=_no_constant, parse_int=_parse_int)
+    except json.JSONDecodeError as exc:
+        raise error(f"{source}: not valid JSON, truncated or corrupt (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise error(f"{source}: nested too deeply (more than {MAX_DEPTH} levels); not a {what}") from None
+    except ValueError as exc:
+        raise error(f"{source}: not a {what} ({exc})") from None
+    check_depth(doc, source, what, error)
+    return doc
+
+
+def check_depth(doc: Any, source: str, what: str = "file", error: type[CopyhuntError] = TraceFormatError) -> None:
+    """Refuse documents nested deeper than MAX_DEPTH (iteratively: no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Iterable[Any] = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise error(f"{source}: nested too deeply (more than {MAX_DEPTH} levels); not a {what}")
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+
+
+# --- values of records -------------------------------------------------------------------------
+
+
+def _bad(what: str, value: Any, valid: str) -> TraceFormatError:
+    shown = repr(value)
+    return TraceFormatError(f"{what} must be {valid}, got {shown[:60]}{'...' if len(shown) > 60 else ''}")
+
+
+def count(value: Any, what: str) -> int:
+    """A non-negative integer (not a bool, not a float, not NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _bad(what, value, "an integer >= 0")
+    return value
+
+
+def _opt_count(value: Any, what: str) -> None:
+    if value is not None:
+        count(value, what)
+
+
+def duration(value: Any, what: str) -> None:
+    """A finite number >= 0 (device time, start time)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise _bad(what, value, "a finite number >= 0")
+
+
+def _opt_duration(value: Any, what: str) -> None:
+    if value is not None:
+        duration(value, what)
+
+
+def _text(value: Any, what: str, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        raise _bad(what, value, "a string" + (" or null" if optional else ""))
+
+
+def _flag(value: Any, what: str, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, bool):
+        raise _bad(what, value, "true or false")
+
+
+def _one_of(value: Any, valid: tuple[str, ...], what: str) -> None:
+    if value not in valid:
+        raise _bad(what, value, f"one of {', '.join(valid)}")
+
+
+def check_frame(f: Frame | None, what: str) -> None:
+    """A source location: file and function strings, a line >= 1 (0 for a frame without a line)."""
+    if f is None:
+        return
+    _text(f.file, f"{what}.file")
+    _text(f.function, f"{what}.function")
+    if isinstance(f.line, bool) or not isinstance(f.line, int) or f.line < 0:
+        raise _bad(f"{what}.line", f.line, "a line number >= 1")
+    _text(getattr(f, "source_text", None), f"{what}.source_text", optional=True)
+
+
+def check_copy(c: CopyRecord, i: int) -> None:
+    """One copy record's values (``copies[i]``)."""
+    w = f"copies[{i}]"
+    count(c.seq, f"{w}.seq")
+    _text(c.op, f"{w}.op")
+    _one_of(c.kind, COPY_KINDS, f"{w}.kind")
+    count(c.bytes, f"{w}.bytes")
+    _flag(c.noop, f"{w}.noop")
+    _text(c.src_device, f"{w}.src_device")
+    _text(c.dst_device, f"{w}.dst_device")
+    for n, d in enumerate(c.shape):
+        count(d, f"{w}.shape[{n}]")
+    _text(c.dtype, f"{w}.dtype")
+    check_frame(c.site, f"{w}.site")
+    for n, f in enumerate(c.stack):
+        check_frame(f, f"{w}.stack[{n}]")
+    for name in ("module", "region", "src_dtype"):
+        _text(getattr(c, name), f"{w}.{name}", optional=True)
+    for name in ("captured_in_graph", "bytes_exact"):
+        _flag(getattr(c, name), f"{w}.{name}")
+    for name in ("src_contiguous", "dst_contiguous"):
+        _flag(getattr(c, name), f"{w}.{name}", optional=True)
+    for name in ("thread", "src_storage", "dst_storage", "graph_replay", "graph"):
+        _opt_count(getattr(c, name), f"{w}.{name}")
+    for n, s in enumerate(c.src_storages):
+        count(s, f"{w}.src_storages[{n}]")
+    for n, d in enumerate(c.src_dtypes):
+        _text(d, f"{w}.src_dtypes[{n}]")
+    _one_of(c.origin, ORIGINS, f"{w}.origin")
+
+
+def check_trace(trace: Trace) -> Trace:
+    """Every value a reader or a budget relies on; returns the trace unchanged when all are valid."""
+    for i, c in enumerate(trace.copies):
+        check_copy(c, i)
+    for i, t in trace.timings.items():
+        w = f"timings[copy {i}]"
+        _text(t.name, f"{w}.name")
+        duration(t.time_us, f"{w}.time_us")
+        _opt_count(t.bytes, f"{w}.bytes")
+        _opt_count(t.stream, f"{w}.stream")
+        # A start time is a clock reading (it can be negative relative to the profiler's origin), never NaN.
+        if t.start_us is not None and (isinstance(t.start_us, bool) or not isinstance(t.start_us, (int, float))
+                                       or not math.isfinite(t.start_us)):
+            raise _bad(f"{w}.start_us", t.start_us, "a finite number")
+    for i, found in (trace.findings or {}).items():
+        for f in found:
+            _one_of(f.verdict, VERDICTS, f"findings[copy {i}].verdict")
+            _text(f.reason, f"findings[copy {i}].reason")
+            _text(f.suggestion, f"findings[copy {i}].suggestion")
+    for i, v in trace.verifications.items():
+        _one_of(v.status, VERIFICATION_STATUSES, f"verifications[copy {i}].status")
+        _opt_count(v.seq, f"verifications[copy {i}].seq")
+    for n, o in enumerate(trace.ops):
+        count(o.seq, f"ops[{n}].seq")
+        _text(o.op, f"ops[{n}].op")
+        for a in (*o.reads, *o.writes):
+            count(a.storage, f"ops[{n}] access storage")
+            count(a.offset, f"ops[{n}] access offset")
+            count(a.nbytes, f"ops[{n}] access nbytes")
+    for n, s in enumerate(trace.storages):
+        count(s.id, f"storages[{n}].id")
+        count(s.nbytes, f"storages[{n}].nbytes")
+        _text(s.device, f"storages[{n}].device")
+    m = trace.meta
+    for name in ("copyhunt_version", "torch_version", "python", "device"):
+        _text(getattr(m, name), f"meta.{name}")
+    for name in ("target", "started_at", "error", "kineto_trace", "imported_from"):
+        _text(getattr(m, name), f"meta.{name}", optional=True)
+    _flag(m.complete, "meta.complete")
+    _flag(m.ops_complete, "meta.ops_complete")
+    _opt_duration(m.duration_s, "meta.duration_s")
+    _opt_duration(m.gpu_time_us, "meta.gpu_time_us")
+    for name in ("argv", "focus", "hide", "notes"):
+        for n, a in enumerate(getattr(m, name)):
+            _text(a, f"meta.{name}[{n}]")
+    return trace
