@@ -117,14 +117,14 @@ def _select(trace: "Trace", limit: CopyLimit) -> "list[Copy]":
 def format_sites(copies: "list[Copy]", max_sites: int = MAX_SITES) -> list[str]:
     """Lines naming each site (worst first) with its count, bytes and source text."""
     from copyhunt.analysis.diff import site_stats
-    from copyhunt.report.gate_report import source_line
+    from copyhunt.report.gate_report import site_source
     from copyhunt.text import human_bytes
 
     ranked = sorted(site_stats(copies).items(), key=lambda kv: (-kv[1].count, -kv[1].bytes, kv[0]))
     lines = []
     for key, s in ranked[:max_sites]:
         lines.append(f"  {key.short()}  {key.op} {key.kind}  {s.count} {'copy' if s.count == 1 else 'copies'}, {human_bytes(s.bytes)}")
-        src = source_line(key.file, key.line)
+        src = site_source(key)
         if src is not None:
             lines.append(f"    {key.line:>5} | {src}")
     if len(ranked) > max_sites:

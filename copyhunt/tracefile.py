@@ -85,32 +85,54 @@ def to_json(trace: Trace) -> dict[str, Any]:
 
 
 def dumps(trace: Trace, indent: int | None = None) -> str:
-    """The trace document as JSON text."""
-    return json.dumps(to_json(trace), indent=indent)
+    """The trace document as strict JSON text (a NaN or infinity is an error, never a bare ``NaN``)."""
+    return json.dumps(to_json(trace), indent=indent, allow_nan=False)
 
 
 def save(trace: Trace, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
-    """Write ``trace`` to ``path`` atomically; refuse to replace an existing file unless asked."""
+    """Write ``trace`` to ``path`` atomically; never replace an existing file unless ``overwrite``.
+
+    The document goes to a temporary file in the same folder first (a crash never leaves half a
+    trace), which is then hard-linked to the final name: creating a link fails when the name exists,
+    so a file that appeared meanwhile (another run with the same ``-o``) is never replaced.
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Write to a temporary file in the same folder and rename: a crash never leaves half a trace.
+    text = dumps(trace) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(dumps(trace))
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
+            f.write(text)
+        if overwrite:
+            os.replace(tmp, path)
+            return path
+        try:
+            os.link(tmp, path)  # atomic and exclusive: FileExistsError if the name was taken meanwhile
+        except FileExistsError:
+            raise
+        except OSError:  # a filesystem without hard links: exclusive creation, written in place
+            _write_exclusive(path, text)
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
     return path
 
 
+def _write_exclusive(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def _frame_to_json(f: Frame | None) -> dict[str, Any] | None:
-    return None if f is None else {"file": f.file, "line": f.line, "function": f.function}
+    if f is None:
+        return None
+    d: dict[str, Any] = {"file": f.file, "line": f.line, "function": f.function}
+    if f.source_text is not None:  # copy sites only
+        d["source_text"] = f.source_text
+    return d
 
 
 def _timing_to_json(t: DeviceTiming) -> dict[str, Any]:
@@ -240,7 +262,9 @@ def _copy_index(raw: Any, n: int) -> int:
 def _frame_from_json(raw: Any) -> Frame | None:
     if raw is None:
         return None
-    return Frame(file=str(raw["file"]), line=int(raw["line"]), function=str(raw["function"]))
+    text = raw.get("source_text")
+    return Frame(file=str(raw["file"]), line=int(raw["line"]), function=str(raw["function"]),
+                 source_text=text if isinstance(text, str) or text is None else str(text))
 
 
 def _copy_from_json(raw: Any) -> CopyRecord:

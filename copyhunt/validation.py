@@ -266,3 +266,37 @@ def check_trace(trace: Trace) -> Trace:
         for n, a in enumerate(getattr(m, name)):
             _text(a, f"meta.{name}[{n}]")
     return trace
+
+
+# --- source lines ------------------------------------------------------------------------------
+
+#: The largest source file whose line is read (a generated module of megabytes is not worth it).
+MAX_SOURCE_BYTES = 4 << 20
+#: The longest source text kept for a site.
+MAX_SOURCE_TEXT = 500
+
+
+def source_line(file: str, line: int, root: str | os.PathLike[str] | None = None) -> str | None:
+    """The stripped text of ``file:line``, or None. Only a regular file of at most MAX_SOURCE_BYTES is
+    read (never a device, FIFO or /proc file), and with ``root`` only one below that folder (a trace
+    from elsewhere must not make copyhunt print the machine's files)."""
+    import linecache
+
+    if not isinstance(line, int) or line <= 0 or not file or file.startswith("<"):
+        return None
+    path = os.path.abspath(file)
+    if root is not None:
+        base = os.path.realpath(os.fspath(root))
+        real = os.path.realpath(path)
+        if os.path.commonpath([base, real]) != base:
+            return None
+        path = real
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SOURCE_BYTES:
+        return None
+    linecache.checkcache(path)  # the file may have changed since it was cached
+    text = linecache.getline(path, line).strip()
+    return text[:MAX_SOURCE_TEXT] or None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from copyhunt.records import Access, CopyRecord, Frame, OpRecord, StorageInfo
+from copyhunt.validation import source_line
 
 Attribute = Callable[[Sequence[Frame]], "tuple[Frame | None, tuple[Frame, ...]]"]
 
@@ -74,6 +76,19 @@ def build_records(
 
     site_frames = [frame_of(s) for s in sites]
     attributed = [attribute(tuple(frame_of(r) for r in st)) for st in stacks]
+    # Each copy site's source text, read now (the files are the ones the program ran) and stored in the
+    # trace, so no reader ever opens a file a trace names.
+    with_text: dict[Frame, Frame] = {}
+
+    def texted(fr: Frame | None) -> Frame | None:
+        if fr is None:
+            return None
+        out = with_text.get(fr)
+        if out is None:
+            out = with_text[fr] = dataclasses.replace(fr, source_text=source_line(fr.file, fr.line))
+        return out
+
+    attributed = [(texted(site), stack) for site, stack in attributed]
 
     copy_records: list[CopyRecord] = []
     for c in sorted(copies, key=lambda c: c[0]):

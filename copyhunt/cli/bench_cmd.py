@@ -80,7 +80,7 @@ def bench_moe(
         where = plot_rows(doc["rows"], plot, title=f"MoE output copies: {config.preset}, {config.layers} layers, {result.device}")
         err.print(f"plot written to {where}")
     if as_json:
-        sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+        sys.stdout.write(json.dumps(doc, indent=1, allow_nan=False) + "\n")
     else:
         render_bench(result, stdout_console(file=sys.stdout))
     return EXIT_OK

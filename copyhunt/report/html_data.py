@@ -98,6 +98,9 @@ def _verdict_of(copy: Copy) -> tuple[str | None, str | None, str | None]:
 
 def _source_text(copy: Copy) -> str | None:
     """The site's source line when the trace itself carries one (never read from disk)."""
+    site = copy.site
+    if site is not None and isinstance(site.source_text, str) and site.source_text.strip():
+        return clean_text(site.source_text.strip(), 500)
     extra = copy.extra if isinstance(copy.extra, Mapping) else {}
     for key in SOURCE_TEXT_KEYS:
         value = extra.get(key)
