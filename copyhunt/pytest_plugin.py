@@ -136,8 +136,11 @@ def limit_failure(copies: "list[Copy]", limit: CopyLimit) -> str | None:
     """None within the limit, else the failure message (one headline, then the sites)."""
     if len(copies) <= limit.n:
         return None
+    from copyhunt.text import visible
+
     head = f"copyhunt: {len(copies)} {limit.describe()}, over the limit of {limit.n}:"
-    return "\n".join([head, *format_sites(copies)])
+    # Site names and source text are shown as data: no ESC sequence of a file name reaches the terminal.
+    return "\n".join([head, *(visible(line) for line in format_sites(copies))])
 
 
 @contextmanager

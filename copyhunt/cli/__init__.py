@@ -13,6 +13,7 @@ import traceback
 import typer
 
 from copyhunt.cli.app import app, click_exceptions
+from copyhunt.text import visible
 from copyhunt.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, CopyhuntError
 
 # Importing a command module registers its command on `app`.
@@ -24,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=argv, prog_name="copyhunt", standalone_mode=False)
     except CopyhuntError as exc:
-        print(f"copyhunt: error: {exc}", file=sys.stderr)
+        # One line, shown as data: a message may quote a file name or value from untrusted input.
+        print(f"copyhunt: error: {visible(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except click_exceptions.UsageError as exc:
         exc.show(file=sys.stderr)
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         where = _where(exc)
         print(
-            f"copyhunt: internal error: {type(exc).__name__}: {_first_line(exc)}{where}; "
+            f"copyhunt: internal error: {type(exc).__name__}: {visible(_first_line(exc))}{where}; "
             "please report it at https://github.com/copyhunt/copyhunt/issues (COPYHUNT_DEBUG=1 shows the traceback)",
             file=sys.stderr,
         )

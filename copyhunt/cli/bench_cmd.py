@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from copyhunt.cli import options
 from copyhunt.cli.app import app
-from copyhunt.cli.console import stdout_console
+from copyhunt.cli.console import stderr_console, stdout_console
 from copyhunt.errors import EXIT_OK
 
 bench_app = typer.Typer(name="bench", help="Benchmarks: `copyhunt bench moe` (A/B of the MoE output-copy fix).", no_args_is_help=True)
@@ -58,7 +57,7 @@ def bench_moe(
 
         if importlib.util.find_spec("matplotlib") is None:  # fail before a long run, not after it
             raise PlotUnavailableError("--plot needs matplotlib: pip install 'copyhunt[plot]'")
-    err = Console(stderr=True)
+    err = stderr_console()
     if torch.cuda.is_available():
         modes = ("graph", "eager") if mode is options.BenchMode.both else (mode.value,)
         config = BenchConfig(preset=preset, tokens=toks or BenchConfig.tokens, layers=layers, modes=modes, rounds=rounds, backend=backend)

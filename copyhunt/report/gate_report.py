@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from copyhunt.report import Format
-from copyhunt.text import human_bytes
+from copyhunt.text import human_bytes, visible
 from copyhunt.validation import source_line
 
 if TYPE_CHECKING:  # report sits beside gate: it renders gate's records, never calls it
@@ -187,7 +187,9 @@ def render_gate_text(
 
 
 def _escape_data(text: str) -> str:
-    # GitHub workflow-command escaping (actions/toolkit: escapeData / escapeProperty).
+    # Control characters visible (a log shows ESC sequences), then GitHub workflow-command escaping
+    # (actions/toolkit: escapeData / escapeProperty); newlines stay for %0A.
+    text = visible(text, keep_newlines=True)
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
