@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"copyhunt: error: {visible(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except click_exceptions.UsageError as exc:
-        exc.show(file=sys.stderr)
+        # One line, like every other bad input (click's usage box is three).
+        where = exc.ctx.command_path if exc.ctx is not None else "copyhunt"
+        print(f"copyhunt: error: {_one_line(exc.format_message())} (see '{where} --help')", file=sys.stderr)
         return EXIT_BAD_INPUT
     except typer.Exit as exc:
         return exc.exit_code
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print("copyhunt: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except click_exceptions.ClickException as exc:
-        exc.show(file=sys.stderr)
+        print(f"copyhunt: error: {_one_line(exc.format_message())}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:  # a bug of ours: its own exit code (never 1 = "over budget"), one line
         if os.environ.get("COPYHUNT_DEBUG"):
@@ -55,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     """Console-script entry point."""
     sys.exit(main())
+
+
+def _one_line(message: str) -> str:
+    """A message as one line of visible text (click's may span lines)."""
+    return visible("; ".join(part.strip() for part in message.strip().splitlines() if part.strip()))
 
 
 def _first_line(exc: BaseException) -> str:
