@@ -252,8 +252,17 @@ def _from_v2(doc: dict[str, Any]) -> Trace:
     )
 
 
+def _array(raw: Any, what: str) -> list[Any]:
+    """A JSON array as read (a string or number where a list belongs is an error, not its characters)."""
+    if not isinstance(raw, list):
+        raise TraceFormatError(f"{what} must be a list, got {type(raw).__name__}")
+    return raw
+
+
 def _copy_index(raw: Any, n: int) -> int:
-    i = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise TraceFormatError(f"'copy' must be an integer, got {raw!r:.40}")
+    i = raw
     if not 0 <= i < n:
         raise TraceFormatError(f"'copy' {raw!r} names no copy (the trace has {n})")
     return i
@@ -262,9 +271,8 @@ def _copy_index(raw: Any, n: int) -> int:
 def _frame_from_json(raw: Any) -> Frame | None:
     if raw is None:
         return None
-    text = raw.get("source_text")
-    return Frame(file=str(raw["file"]), line=int(raw["line"]), function=str(raw["function"]),
-                 source_text=text if isinstance(text, str) or text is None else str(text))
+    # Values as written (no str()/int() coercion): copyhunt.validation checks their types.
+    return Frame(file=raw["file"], line=raw["line"], function=raw["function"], source_text=raw.get("source_text"))
 
 
 def _copy_from_json(raw: Any) -> CopyRecord:
@@ -274,12 +282,12 @@ def _copy_from_json(raw: Any) -> CopyRecord:
     if missing:
         raise TraceFormatError(f"copy record is missing {', '.join(missing)}: {json.dumps(raw)[:120]}")
     kw = {k: v for k, v in raw.items() if k in _COPY_FIELDS}
-    kw["shape"] = tuple(int(x) for x in raw["shape"])
+    kw["shape"] = tuple(_array(raw["shape"], "shape"))
     kw["site"] = _frame_from_json(raw.get("site"))
     kw["stack"] = tuple(_frame_from_json(f) for f in raw.get("stack", ()))
-    kw["src_storages"] = tuple(int(s) for s in raw.get("src_storages", ()))
+    kw["src_storages"] = tuple(_array(raw.get("src_storages", []), "src_storages"))
     kw["compiled"] = _compiled_copy_from_json(raw.get("compiled"))
-    kw["src_dtypes"] = tuple(str(d) for d in raw.get("src_dtypes", ()))
+    kw["src_dtypes"] = tuple(_array(raw.get("src_dtypes", []), "src_dtypes"))
     kw["src_contiguity"] = tuple(None if c is None else bool(c) for c in raw.get("src_contiguity", ()))
     kw["extra"] = {k: v for k, v in raw.items() if k not in _COPY_FIELDS}
     return CopyRecord(**kw)
@@ -331,7 +339,7 @@ def _meta_from_json(raw: Any) -> TraceMeta:
         raise TraceFormatError(f"'meta' must be an object, got {type(raw).__name__}")
     kw = {k: v for k, v in raw.items() if k in _META_FIELDS}
     for name in _TUPLE_META:
-        kw[name] = tuple(raw.get(name, ()))
+        kw[name] = tuple(_array(raw.get(name, []), f"meta.{name}"))
     kw["view"] = dict(raw.get("view") or {})
     kw["compiled"] = _compiled_hunt_from_json(raw.get("compiled"))
     kw["extra"] = {k: v for k, v in raw.items() if k not in _META_FIELDS}
