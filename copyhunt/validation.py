@@ -148,6 +148,24 @@ def _opt_count(value: Any, what: str) -> None:
         count(value, what)
 
 
+def ident(value: Any, what: str) -> int:
+    """A position or id: an integer >= -1 (-1: a device copy no op launched, an unknown graph)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+        raise _bad(what, value, "an integer >= -1")
+    return value
+
+
+def _opt_ident(value: Any, what: str) -> None:
+    if value is not None:
+        ident(value, what)
+
+
+def _opt_int(value: Any, what: str) -> None:
+    """A thread or stream id: any integer (the OS and the profiler choose them)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise _bad(what, value, "an integer or null")
+
+
 def duration(value: Any, what: str) -> None:
     """A finite number >= 0 (device time, start time)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -192,7 +210,7 @@ def check_frame(f: Frame | None, what: str) -> None:
 def check_copy(c: CopyRecord, i: int) -> None:
     """One copy record's values (``copies[i]``)."""
     w = f"copies[{i}]"
-    count(c.seq, f"{w}.seq")
+    ident(c.seq, f"{w}.seq")
     _text(c.op, f"{w}.op")
     _one_of(c.kind, COPY_KINDS, f"{w}.kind")
     count(c.bytes, f"{w}.bytes")
@@ -211,10 +229,11 @@ def check_copy(c: CopyRecord, i: int) -> None:
         _flag(getattr(c, name), f"{w}.{name}")
     for name in ("src_contiguous", "dst_contiguous"):
         _flag(getattr(c, name), f"{w}.{name}", optional=True)
-    for name in ("thread", "src_storage", "dst_storage", "graph_replay", "graph"):
-        _opt_count(getattr(c, name), f"{w}.{name}")
+    _opt_int(c.thread, f"{w}.thread")
+    for name in ("src_storage", "dst_storage", "graph_replay", "graph"):
+        _opt_ident(getattr(c, name), f"{w}.{name}")
     for n, s in enumerate(c.src_storages):
-        count(s, f"{w}.src_storages[{n}]")
+        ident(s, f"{w}.src_storages[{n}]")
     for n, d in enumerate(c.src_dtypes):
         _text(d, f"{w}.src_dtypes[{n}]")
     _one_of(c.origin, ORIGINS, f"{w}.origin")
@@ -229,7 +248,7 @@ def check_trace(trace: Trace) -> Trace:
         _text(t.name, f"{w}.name")
         duration(t.time_us, f"{w}.time_us")
         _opt_count(t.bytes, f"{w}.bytes")
-        _opt_count(t.stream, f"{w}.stream")
+        _opt_int(t.stream, f"{w}.stream")
         # A start time is a clock reading (it can be negative relative to the profiler's origin), never NaN.
         if t.start_us is not None and (isinstance(t.start_us, bool) or not isinstance(t.start_us, (int, float))
                                        or not math.isfinite(t.start_us)):
@@ -241,16 +260,16 @@ def check_trace(trace: Trace) -> Trace:
             _text(f.suggestion, f"findings[copy {i}].suggestion")
     for i, v in trace.verifications.items():
         _one_of(v.status, VERIFICATION_STATUSES, f"verifications[copy {i}].status")
-        _opt_count(v.seq, f"verifications[copy {i}].seq")
+        _opt_ident(v.seq, f"verifications[copy {i}].seq")
     for n, o in enumerate(trace.ops):
-        count(o.seq, f"ops[{n}].seq")
+        ident(o.seq, f"ops[{n}].seq")
         _text(o.op, f"ops[{n}].op")
         for a in (*o.reads, *o.writes):
-            count(a.storage, f"ops[{n}] access storage")
+            ident(a.storage, f"ops[{n}] access storage")
             count(a.offset, f"ops[{n}] access offset")
             count(a.nbytes, f"ops[{n}] access nbytes")
     for n, s in enumerate(trace.storages):
-        count(s.id, f"storages[{n}].id")
+        ident(s.id, f"storages[{n}].id")
         count(s.nbytes, f"storages[{n}].nbytes")
         _text(s.device, f"storages[{n}].device")
     m = trace.meta

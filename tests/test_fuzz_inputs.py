@@ -64,7 +64,7 @@ def _base_doc() -> dict[str, Any]:
 _COPY_BAD = {
     "bytes": ["abc", -10**9, -1, 1.5, None, True, [], {}],
     "op": [3, None, [], {}],
-    "seq": ["x", -1, 2.5, None],
+    "seq": ["x", -2, 2.5, None],
     "kind": ["zzz", 1, None, ""],
     "noop": ["yes", 1, None],
     "shape": ["abc", [-1], ["a"], [1.5], 7],
@@ -73,7 +73,7 @@ _COPY_BAD = {
     "origin": ["elsewhere", 3],
     "dtype": [3, None],
     "stack": [3, ["x"], [{"file": "a.py"}]],
-    "src_storages": [["a"], [-2], "x"],
+    "src_storages": [["a"], [-2], "x", [1.5]],
     "module": [3, []],
 }
 _DOC_BAD: dict[str, list[Any]] = {
@@ -84,9 +84,9 @@ _DOC_BAD: dict[str, list[Any]] = {
                 [{"copy": 9, "name": "n", "time_us": 1.0}], [{"copy": "x", "name": "n", "time_us": 1.0}],
                 [{"copy": 0, "name": "n", "time_us": 1.0, "bytes": -3}], [{"copy": 0}]],
     "findings": [3, [{"copy": 0, "verdict": "maybe", "reason": "r", "suggestion": "s"}], [{"copy": 0}], ["x"]],
-    "verifications": [[{"copy": 0, "status": "proven", "detail": "d"}], [{"copy": 0, "status": "verified", "detail": "d", "seq": -1}]],
+    "verifications": [[{"copy": 0, "status": "proven", "detail": "d"}], [{"copy": 0, "status": "verified", "detail": "d", "seq": -2}]],
     "ops": [3, [{"seq": "x", "op": "o"}], [{"seq": 0, "op": "o", "reads": [[0, 0]]}], [{"seq": 0, "op": "o", "reads": [[0, -4, 8, True]]}]],
-    "storages": [3, [{"id": -1, "device": "cpu", "nbytes": 1, "alive_at_end": True}], [{"id": 0}],
+    "storages": [3, [{"id": -2, "device": "cpu", "nbytes": 1, "alive_at_end": True}], [{"id": 0}],
                  [{"id": 0, "device": "cpu", "nbytes": "big", "alive_at_end": True}]],
     "schema": ["copyhunt.trace/²", "copyhunt.trace/x", "copyhunt.trace/99", "other/1", 3, None, "copyhunt.trace/" + "9" * 50],
 }
