@@ -12,7 +12,7 @@ import stat
 
 import pytest
 
-from html_samples import HOSTILE, MOE_BASELINE, MOE_H200, ROOT, bench_doc, copy, ten_thousand_copies, tiny_png, write_hostile_trace
+from html_samples import HOSTILE, MOE_BASELINE, MOE_H200, ROOT, bench_doc, copy, load_unchecked, ten_thousand_copies, tiny_png, write_hostile_trace
 
 from copyhunt.cli import main
 import factories
@@ -137,9 +137,7 @@ def test_hostile_trace_text_stays_data(tmp_path):
     with pytest.raises(TraceFormatError, match="not a trace file"):
         load(path)
     # ... the page must still hold up if such records reach it some other way (built without the checks).
-    from copyhunt.tracefile import _from_v1
-
-    page = render_html(_from_v1(json.loads(path.read_text())), trace_path=HOSTILE)
+    page = render_html(load_unchecked(path), trace_path=HOSTILE)
     # The page's own two scripts and nothing else; the markup outside the data block is the template's.
     assert page.count("<script") == 2 and page.count("</script>") == 2
     assert "PWNED" not in DATA_BLOCK.sub("", page)
