@@ -13,6 +13,7 @@ import gzip
 import json
 import os
 import random
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -42,7 +43,7 @@ def _assert_one_line(code: int, err: str, expected: int = 2) -> None:
     assert "Traceback" not in err, err
     assert code == expected, (code, err)
     assert err.endswith("\n") and err.count("\n") == 1, repr(err)
-    assert err.startswith("copyhunt: error: "), repr(err)
+    assert re.match(r"copyhunt( [\w-]+)*: error: ", err), repr(err)  # `copyhunt report: error:` for a bad flag
     assert "\x1b" not in err
 
 

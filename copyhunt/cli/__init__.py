@@ -7,6 +7,7 @@ code; expected failures raise a CopyhuntError subclass, which `main` prints as o
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 
@@ -29,9 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"copyhunt: error: {visible(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except click_exceptions.UsageError as exc:
-        # One line, like every other bad input (click's usage box is three).
-        where = exc.ctx.command_path if exc.ctx is not None else "copyhunt"
-        print(f"copyhunt: error: {_one_line(exc.format_message())} (see '{where} --help')", file=sys.stderr)
+        print(visible(usage_line(exc)), file=sys.stderr)  # a flag's value is shown as data
         return EXIT_BAD_INPUT
     except typer.Exit as exc:
         return exc.exit_code
@@ -47,11 +46,27 @@ def main(argv: list[str] | None = None) -> int:
         where = _where(exc)
         print(
             f"copyhunt: internal error: {type(exc).__name__}: {visible(_first_line(exc))}{where}; "
-            "please report it at https://github.com/copyhunt/copyhunt/issues (COPYHUNT_DEBUG=1 shows the traceback)",
+            "please report it to the copyhunt maintainers with the output of COPYHUNT_DEBUG=1 (it shows the traceback)",
             file=sys.stderr,
         )
         return EXIT_INTERNAL
     return int(result or 0)
+
+
+def usage_line(exc: "click_exceptions.UsageError") -> str:
+    """A usage error as one line: ``copyhunt report: error: --by: 'file' is not one of ...``.
+
+    typer's pydantic-flavoured phrases are put in plain words; an unknown option given to ``trace``,
+    ``verify`` or ``gate --run`` gets the hint that the program's own arguments go after ``--``.
+    """
+    ctx = exc.ctx
+    where = ctx.command_path if ctx is not None else "copyhunt"
+    message = " ".join(exc.format_message().split())
+    message = message.replace("Value error, ", "")
+    message = re.sub(r"Input should be a valid (\w+)(, .*)?$", r"expected \1", message)
+    if isinstance(exc, click_exceptions.NoSuchOption) and ctx is not None and ctx.info_name in ("trace", "verify", "gate"):
+        message += f" (to pass it to the program, put it after --: {where} TARGET -- {exc.option_name} ...)"
+    return f"{where}: error: {message}"
 
 
 def run() -> None:
