@@ -177,7 +177,7 @@ def limit_failure(copies: "list[Copy]", limit: CopyLimit, test_file: str | None 
         return None
     from copyhunt.text import visible
 
-    head = f"copyhunt: {len(copies)} {limit.describe()}, over the limit of {limit.n}:"
+    head = f"copyhunt: {limit.selection.words(len(copies))}, over the limit of {limit.n}:"
     # Site names and source text are shown as data: no ESC sequence of a file name reaches the terminal.
     return "\n".join([head, *(visible(line) for line in format_sites(copies, test_file=test_file))])
 
@@ -214,7 +214,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     if config.getoption("copyhunt_fail_on_increase"):
         last = _cache(config).get(item.nodeid)
         if last is not None and last.get("what") == limit.describe() and len(copies) > last.get("count", 0):
-            lines = [f"copyhunt: {len(copies)} {limit.describe()}, up from {last['count']} in the last passing run:",
+            lines = [f"copyhunt: {limit.selection.words(len(copies))}, up from {last['count']} in the last passing run:",
                      *format_sites(_judged(h.trace, limit), test_file=str(item.path))]
             pytest.fail("\n".join(lines), pytrace=False)
     config.stash[_COUNTS][item.nodeid] = {"what": limit.describe(), "count": len(copies), "bytes": nbytes}

@@ -237,7 +237,7 @@ def test_over():
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "copyhunt: 1 d2d copies, over the limit of 0:",  # (makepyfile drops the leading newline: lines from 1)
+        "copyhunt: 1 d2d copy, over the limit of 0:",  # (makepyfile drops the leading newline: lines from 1)
         "  model.py:5 step  aten.clone.default d2d  1 copy, 16 B",
         "        5 | return t.clone()",
         "      verdict: fresh-temporary - source (a fresh 16 B buffer made by aten.add.Tensor at model.py:4) is read only*",
