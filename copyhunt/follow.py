@@ -375,14 +375,17 @@ class ChildHunt:
             exc = None  # sys.exit(0): the program finished
         trace = self._hunt.stop(exc)
         error = None
-        if _sigterm_seen:  # whoever caught it (multiprocessing's bootstrap returns 143), or held back
+        notes = trace.meta.notes
+        if _sigterm_seen and _idle_terminated:
+            notes += ("stopped by Pool.terminate() while waiting for its next task (its work was done)",)
+        elif _sigterm_seen:  # whoever caught it (multiprocessing's bootstrap returns 143), or held back
             error = "terminated (SIGTERM)"
         elif exc is not None:
             error = _one_line(exc)
         elif self.exit_code not in (None, 0):
             error = f"process exited with status {self.exit_code}"
         meta = replace(trace.meta, target=self.target, argv=tuple(sys.argv),
-                       complete=error is None, error=error)
+                       complete=error is None, error=error, notes=notes)
         trace = replace(trace, meta=meta)
         try:
             from copyhunt.analysis import ensure_judged
@@ -408,6 +411,7 @@ class ChildHunt:
 
 
 _sigterm_seen = False
+_idle_terminated = False  # the SIGTERM found an idle Pool worker (Pool.terminate after its work): complete
 _critical = False  # starting or saving the child's hunt: a SIGTERM is held back
 _pending = False  # a SIGTERM arrived while held back
 
@@ -416,9 +420,23 @@ class Terminated(SystemExit):
     """SIGTERM ended the child: it exits as a terminated process does (status 128 + 15)."""
 
 
+def _idle_pool_worker(frame: FrameType | None) -> bool:
+    """True when the SIGTERM found a ``multiprocessing.Pool`` worker waiting for its next task: what
+    ``Pool.terminate()`` (and so ``with Pool() as p:``) does to workers that finished their work."""
+    import linecache
+
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "worker" and code.co_filename.endswith(os.path.join("multiprocessing", "pool.py")):
+            return linecache.getline(code.co_filename, frame.f_lineno).strip().startswith("task = get()")
+        frame = frame.f_back
+    return False
+
+
 def _terminated(signum: int, frame: FrameType | None) -> None:
-    global _sigterm_seen, _pending
+    global _sigterm_seen, _pending, _idle_terminated
     _sigterm_seen = True
+    _idle_terminated = _idle_pool_worker(frame)
     if _critical:
         _pending = True
         return

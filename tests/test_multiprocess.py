@@ -100,6 +100,8 @@ def test_fork_and_spawn_pool_workers_each_hunt_into_the_run_folder(tmp_path):
     assert all_sites.count(("pools.py", loader)) == 2 and all_sites.count(None) == 2  # 2 items
     assert sum(c.total_bytes for c in children) == 3 * 4 * 4 + 2 * 6 * 4 + 5 * 4 + 2 * (12 + 12)
     assert all(c.meta.error != KILLED for c in children)  # every worker saved its trace
+    # `with Pool() as p:` ends with Pool.terminate(): a SIGTERM to workers waiting for a task, their work done.
+    assert [(c.meta.complete, c.meta.error) for c in children] == [(True, None)] * 5
     # The merged table (printed by trace) has a column per process and the totals.
     # 32 B (parent) + 3 * 16 B + 2 * 24 B + 20 B + 2 * (12 + 12) B = 196 B
     assert "6 processes, 11 copies, 196 B written" in done.stdout

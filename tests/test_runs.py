@@ -189,16 +189,23 @@ def test_diff_folder_to_folder(tmp_path, monkeypatch, capsys):
 
 
 def test_gate_folder_per_rank_and_total_budgets(tmp_path, monkeypatch, capsys):
+    from dataclasses import replace
+
     monkeypatch.chdir(tmp_path)
     saved_run(tmp_path)
+    # The run has an incomplete rank: the gate gives no verdict on half a run (exit 3, one line).
+    Path("total.toml").write_text('[[rules]]\nmax_copies = 6\n')
+    assert main(["gate", "run", "-b", "total.toml"]) == 3
+    assert capsys.readouterr().err == (
+        "copyhunt: error: run: the trace is incomplete (rank1: terminated (SIGTERM)); no verdict on half a run\n")
+    r1 = load(Path("run/rank1.json"))
+    save(replace(r1, meta=replace(r1.meta, complete=True, error=None)), "run/rank1.json", overwrite=True)
     # Per rank: rank0 makes 2 copies, rank1 4; the whole run 6.
     Path("per_rank.toml").write_text('[[rules]]\nname = "clones"\nmax_copies = 3\nper = "rank"\n')
     assert main(["gate", "run", "-b", "per_rank.toml"]) == 1
     out = capsys.readouterr().out
     assert "x rank1: clones (all copies): 4 copies, over the limit of 3" in out
     assert "ok    rank0: clones" in out and "x rank0: clones" not in out  # checked, within budget
-    assert out.count("note: the trace is incomplete") == 1
-    Path("total.toml").write_text('[[rules]]\nmax_copies = 6\n')
     assert main(["gate", "run", "-b", "total.toml"]) == 0
     capsys.readouterr()
     Path("total.toml").write_text('[[rules]]\nmax_copies = 5\n')

@@ -16,8 +16,9 @@ import typer
 from copyhunt.cli import options
 from copyhunt.cli.app import command
 from copyhunt.cli.console import console_for
-from copyhunt.errors import EXIT_OK, EXIT_VIOLATION, BudgetError
+from copyhunt.errors import EXIT_OK, EXIT_VIOLATION, BudgetError, IncompleteTraceError
 from copyhunt.report import Format
+from copyhunt.text import display_path
 
 if TYPE_CHECKING:
     from copyhunt.cli.tracing import TraceRun
@@ -59,6 +60,7 @@ def gate(
     ),
 ) -> int:
     """Check copies against a budget: exit 0 within it, 1 over it (or grown), 2 on bad input."""
+    from copyhunt.analysis.runs import pick
     from copyhunt.cli.runs import read_run, run_trace
     from copyhunt.gate.runs import evaluate_run
     from copyhunt.report.gate_report import render_gate
@@ -70,14 +72,22 @@ def gate(
     # A baseline run folder (or a trace with children) counts every process's copies together.
     base_trace = run_trace([checked.baseline], None)[0] if checked.baseline is not None else None
     if run is None:
-        trace_label = args[0]
+        trace_path = args[0]
     else:
         traced = _run_target(run, args, output, force, focus or (), hide or (), quiet_stdout=fmt is not Format.text)
         if traced.exit_code != EXIT_OK:
             return traced.exit_code  # the target raised (3) or was interrupted (130): no verdict on half a run
-        trace_label = str(traced.path)
+        if not traced.trace.meta.complete or not traced.path.is_file():
+            raise IncompleteTraceError(f"the run left no complete trace ({traced.trace.meta.error or 'missing'}); no verdict")
+        trace_path = str(traced.path)
     # A run folder, or a trace with children: per = "rank" rules per process, the others over the whole run.
-    processes = read_run([Path(trace_label)])
+    processes = read_run([Path(trace_path)])
+    whole = pick(processes, None)
+    if not whole.meta.complete:  # fail closed: no verdict on half a run
+        raise IncompleteTraceError(
+            f"{trace_path}: the trace is incomplete ({whole.meta.error or 'the run did not finish'}); no verdict on half a run"
+        )
+    trace_label = trace_path if run is None else display_path(trace_path)
     result = evaluate_run(processes, checked.budget, base_trace, fail_on_increase)
     render_gate(
         console_for(fmt),
@@ -126,5 +136,5 @@ def _run_target(run: str, args: list[str], output: Path | None, force: bool, foc
     path = resolve_output(output, target, force)
     # JSON / GitHub output own stdout: the program's prints go to stderr.
     traced = trace_target(target, path, force=force, focus=focus, hide=hide, stdout_to_stderr=quiet_stdout)
-    print(f"copyhunt: trace saved to {traced.path}", file=sys.stderr)
+    print(f"copyhunt: trace saved to {display_path(str(traced.path))}", file=sys.stderr)
     return traced
