@@ -335,13 +335,14 @@ class ChildHunt:
         self._prev_sigterm: Any = None
 
     def __enter__(self) -> "ChildHunt":
-        global _critical
+        global _critical, _idle_terminated
         _critical = True  # a SIGTERM now waits until the hunt runs (it would leave the placeholder)
         try:
             self._enter()
         finally:
             _critical = False
         if _pending:
+            _idle_terminated = True  # stopped before it ran any of the program's code: nothing was lost
             raise Terminated(128 + signal.SIGTERM)
         return self
 
@@ -376,10 +377,13 @@ class ChildHunt:
         trace = self._hunt.stop(exc)
         error = None
         notes = trace.meta.notes
-        if _sigterm_seen and _idle_terminated:
-            notes += ("stopped by Pool.terminate() while waiting for its next task (its work was done)",)
+        if exc is not None and not (_sigterm_seen and isinstance(exc, SystemExit)):
+            error = _one_line(exc)  # the program's own failure
+        elif _sigterm_seen and _idle_terminated:
+            notes += ("stopped by SIGTERM while idle, starting or saving (e.g. Pool.terminate() after its work): "
+                      "no work was cut short",)
         elif _sigterm_seen:  # whoever caught it (multiprocessing's bootstrap returns 143), or held back
-            error = "terminated (SIGTERM)"
+            error = "terminated (SIGTERM)" + (f" in {_sigterm_where}" if _sigterm_where else "")
         elif exc is not None:
             error = _one_line(exc)
         elif self.exit_code not in (None, 0):
@@ -411,6 +415,7 @@ class ChildHunt:
 
 
 _sigterm_seen = False
+_sigterm_where = ""  # where the SIGTERM found the process (its innermost Python frame)
 _idle_terminated = False  # the SIGTERM found an idle Pool worker (Pool.terminate after its work): complete
 _critical = False  # starting or saving the child's hunt: a SIGTERM is held back
 _pending = False  # a SIGTERM arrived while held back
@@ -434,9 +439,12 @@ def _idle_pool_worker(frame: FrameType | None) -> bool:
 
 
 def _terminated(signum: int, frame: FrameType | None) -> None:
-    global _sigterm_seen, _pending, _idle_terminated
+    global _sigterm_seen, _pending, _idle_terminated, _sigterm_where
     _sigterm_seen = True
-    _idle_terminated = _idle_pool_worker(frame)
+    # Starting or saving the hunt (held back below), or an idle Pool worker: no work is cut short.
+    _idle_terminated = _critical or _idle_pool_worker(frame)
+    if frame is not None:
+        _sigterm_where = f"{frame.f_code.co_name} ({os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno})"
     if _critical:
         _pending = True
         return
