@@ -6,7 +6,8 @@ Each pattern is a loop of tiny CPU tensor ops, ``ops`` ops in all, traced with `
 - ``hot``: one tensor every op reads; every 10th op clones it (its timeline holds every op).
 - ``copies``: every op clones the same tensor (many copies of one storage: ``many.py`` of the issue).
 
-For each size it measures, in one process, the loop untraced, the traced loop (capture), ``judge``,
+For each size it measures, in one process and in CPU seconds (``time.process_time``: the machine is
+shared, and CPU time is what another job cannot inflate), the loop untraced, the traced loop (capture), ``judge``,
 ``save`` and ``load`` of the judged trace (the file's format: ``copyhunt.tracefile``), the file's bytes
 per op, and the memory ``load`` allocated at its peak (tracemalloc, a separate load) against the file
 size. Time per op must stay flat as the trace grows; judging must never cost more than the capture.
@@ -68,9 +69,9 @@ def loop(pattern: str, ops: int) -> Callable[[], None]:
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     out = fn()
-    return time.perf_counter() - t0, out
+    return time.process_time() - t0, out
 
 
 def measure(pattern: str, ops: int, folder: Path) -> dict[str, Any]:
