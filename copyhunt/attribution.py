@@ -28,7 +28,7 @@ from functools import lru_cache
 from typing import Callable
 
 from copyhunt.errors import CopyhuntError
-from copyhunt.records import Frame
+from copyhunt.records import CopyRecord, Frame
 
 #: Ranks returned by :meth:`SiteRule.rank`.
 SKIP, CANDIDATE, FOCUSED = 0, 1, 2
@@ -177,3 +177,24 @@ def make_attributor(
         return attribute(stack, rule, depth)
 
     return rule, _attribute
+
+
+def reattribute(copies: Sequence[CopyRecord], focus: Iterable[str] = (), hide: Iterable[str] = ()) -> tuple[CopyRecord, ...]:
+    """Copies attributed again at read time, from the short stacks the trace stored (``report --focus/--hide``).
+
+    A stored stack starts at the site the capture chose and runs toward the callers, so the site can
+    move outward (``--hide`` the site's file, ``--focus`` a caller) but not inward: the frames below
+    the recorded site were not kept. A copy whose stack has no qualifying frame keeps its site.
+    """
+    from dataclasses import replace
+
+    rule = SiteRule(focus, hide)
+    out = []
+    for c in copies:
+        stack = c.stack or ((c.site,) if c.site is not None else ())
+        i = rule.choose_index([f.file for f in stack]) if stack else None
+        if i is None or (c.site is not None and i == 0 and stack[0] == c.site):
+            out.append(c)
+            continue
+        out.append(replace(c, site=stack[i], stack=tuple(stack[i:])))
+    return tuple(out)

@@ -220,6 +220,11 @@ class TraceIndex:
         dst = copy.dst_storage
         return self.cached(("write", copy.seq, dst), lambda: _bounding(op.writes, dst))
 
+    def first_use(self, storage: int) -> int | None:
+        """Seq of the first op that touched ``storage`` in the trace (read, wrote or allocated it), or None."""
+        events = self._timelines.get(storage, ())
+        return events[0].seq if events else None
+
     def allocated_by(self, storage: int) -> int | None:
         """Seq of the op that allocated ``storage`` inside the trace, or None."""
         line = self._line(storage)
