@@ -74,7 +74,7 @@ def _queries(rnd: random.Random, trace: Trace, ctx) -> list:
     n = len(trace.ops) + 2
     out: list = []
     for storage in range(-1, 5):  # -1 and 4: storages no op touched
-        out += [ctx.allocated_by(storage), ctx.writer_count(storage)]
+        out += [ctx.allocated_by(storage), ctx.writer_count(storage), ctx.first_use(storage)]
         for _ in range(12):
             start = rnd.choice((0, 0, 4, 8, 16, 24))
             rng = Range(start, start + rnd.choice((0, 4, 8, 16, 32)))

@@ -222,8 +222,8 @@ class TraceIndex:
 
     def first_use(self, storage: int) -> int | None:
         """Seq of the first op that touched ``storage`` in the trace (read, wrote or allocated it), or None."""
-        events = self._timelines.get(storage, ())
-        return events[0].seq if events else None
+        events = self._raw.get(storage)
+        return events[0][0] if events else None
 
     def allocated_by(self, storage: int) -> int | None:
         """Seq of the op that allocated ``storage`` inside the trace, or None."""
