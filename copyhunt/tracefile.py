@@ -14,7 +14,7 @@ Layout (docs/trace-format.md has every field)::
      "storages": {"n": M, "id": [...], "device": [...], "nbytes": [...], "alive_at_end": [...]}}
 
 ``ops`` and ``storages`` are columns (``copyhunt.tracecolumns``): a long hunt's file holds about
-100 bytes per op instead of 550 in version 2, whose ``ops`` and ``storages`` were arrays of objects
+190 bytes per op instead of 550 in version 2, whose ``ops`` and ``storages`` were arrays of objects
 and whose copies' stacks were arrays of frame objects. Version 2 and 1 files are still read.
 
 ``timings``, ``findings`` and ``verifications`` point at a copy by its position in ``copies``;
