@@ -120,7 +120,7 @@ def frames_from_json(raw: Any) -> list[Frame]:
     for f in raw:
         if not isinstance(f, list) or len(f) != 3:
             raise TraceFormatError(f"a frame must be [file, line, function], got {f!r}"[:200])
-        out.append(Frame(str(f[0]), int(f[1]), str(f[2])))
+        out.append(Frame(f[0], f[1], f[2]))  # as written: copyhunt.validation checks the types
     return out
 
 
@@ -141,6 +141,12 @@ def _values(cols: dict[str, Any], name: str, n: int) -> list[Any]:
     if not isinstance(raw, list) or len(raw) != n:
         got = f"{len(raw)} values" if isinstance(raw, list) else type(raw).__name__
         raise TraceFormatError(f"column {name!r} must hold {n} values, got {got}")
+    return raw
+
+
+def _list(raw: Any, what: str) -> list[Any]:
+    if not isinstance(raw, list):
+        raise TraceFormatError(f"{what} must be a list, got {type(raw).__name__}")
     return raw
 
 
@@ -171,19 +177,18 @@ def ops_from_columns(cols: Any, strings: Sequence[str], frames: Sequence[Frame])
             raise TraceFormatError(f"reads/writes must be flat [storage, offset, nbytes, dense, ...] arrays, got {flat!r}"[:200])
         out = []
         for k in range(0, len(flat), 4):
-            key = (int(flat[k]), int(flat[k + 1]), int(flat[k + 2]), int(flat[k + 3]))
+            key = (flat[k], flat[k + 1], flat[k + 2], flat[k + 3])  # as written: the record checks see them
             a = shared.get(key)
             if a is None:
                 a = shared[key] = Access(key[0], key[1], key[2], bool(key[3]))
             out.append(a)
         return tuple(out)
 
-    names = [str(_lookup(strings, i, "op name")) for i in _values(cols, "op", n)]
+    names = [_lookup(strings, i, "op name") for i in _values(cols, "op", n)]
     return tuple(
-        OpRecord(int(seq), name, accesses(reads), accesses(writes), tuple(int(s) for s in allocs),
-                 tuple(int(s) for s in frees), _lookup(frames, site, "frame"), _lookup(strings, module, "module"),
-                 _lookup(strings, region, "region"), None if thread is None else int(thread), bool(is_copy),
-                 bool(graph))
+        OpRecord(seq, name, accesses(reads), accesses(writes), tuple(_list(allocs, "allocs")),
+                 tuple(_list(frees, "frees")), _lookup(frames, site, "frame"), _lookup(strings, module, "module"),
+                 _lookup(strings, region, "region"), thread, bool(is_copy), bool(graph))
         for seq, name, reads, writes, allocs, frees, site, module, region, thread, is_copy, graph in zip(
             _values(cols, "seq", n), names, _values(cols, "reads", n), _values(cols, "writes", n),
             _values(cols, "allocs", n), _values(cols, "frees", n), _values(cols, "site", n),
@@ -197,7 +202,7 @@ def storages_from_columns(cols: Any, strings: Sequence[str]) -> tuple[StorageInf
     """The storage records of a /3 ``storages`` object."""
     n = _count(cols, "storages")
     return tuple(
-        StorageInfo(int(i), str(_lookup(strings, device, "device")), int(nbytes), bool(alive))
+        StorageInfo(i, _lookup(strings, device, "device"), nbytes, bool(alive))
         for i, device, nbytes, alive in zip(_values(cols, "id", n), _values(cols, "device", n),
                                             _values(cols, "nbytes", n), _values(cols, "alive_at_end", n))
     )

@@ -12,6 +12,7 @@ import dataclasses
 import importlib
 import os
 import runpy
+import secrets
 import sys
 import traceback
 from pathlib import Path
@@ -49,26 +50,28 @@ class TraceRun(NamedTuple):
 
 
 def default_output(target: Target, directory: str | os.PathLike[str] = ".") -> Path:
-    """A fresh ``copyhunt-<target-stem>.<pid>.json`` in ``directory`` (a numbered suffix if taken)."""
-    folder = Path(directory)
-    base = f"copyhunt-{target.stem}.{os.getpid()}"
-    path = folder / f"{base}.json"
-    n = 1
-    while path.exists():
-        path = folder / f"{base}.{n}.json"
-        n += 1
-    return path
+    """A fresh ``copyhunt-<target-stem>.<pid>-<random>.json`` in ``directory``, as an absolute path.
+
+    The random part keeps two runs apart that share a PID in different PID namespaces (containers
+    writing to one folder); the save is exclusive anyway, so a collision fails instead of clobbering.
+    """
+    folder = Path(directory).absolute()
+    while True:
+        path = folder / f"copyhunt-{target.stem}.{os.getpid()}-{secrets.token_hex(4)}.json"
+        if not path.exists():
+            return path
 
 
 def resolve_output(output: str | os.PathLike[str] | None, target: Target, force: bool) -> Path:
-    """Where the trace goes; an existing ``-o`` file fails (exit 2) unless ``force``."""
+    """Where the trace goes, absolute (resolved before the program runs: a program that changes
+    directory must not move it); an existing ``-o`` file fails (exit 2) unless ``force``."""
     if output is None:
         return default_output(target)
-    path = Path(output)
+    path = Path(output).absolute()
     if path.is_dir():
-        raise OutputExistsError(f"-o {path}: is a directory; give a file name")
+        raise OutputExistsError(f"-o {output}: is a directory; give a file name")
     if path.exists() and not force:
-        raise OutputExistsError(f"-o {path}: file exists; pass --force to overwrite it")
+        raise OutputExistsError(f"-o {output}: file exists; pass --force to overwrite it")
     return path
 
 
@@ -117,7 +120,7 @@ def trace_target(
     raised: BaseException | None = None  # what the target itself raised, told apart from the hunt's own errors
     returned: Any = None  # a function target's result: held until the hunt stopped (it is still alive then)
     try:
-        with _maybe_stdout_to_stderr(stdout_to_stderr), h:
+        with _maybe_stdout_to_stderr(stdout_to_stderr), _exit_guard(), _keep_cwd(), h:
             try:
                 returned = target.run()
             except BaseException as exc:
@@ -216,14 +219,86 @@ _RUNNER_FILES = frozenset(
 )
 
 
+class TargetHardExit(TargetExit):
+    """The target called ``os._exit``: the process would have ended there, with no trace and no verdict.
+
+    Raised instead, in the traced process only (a forked child still exits for real), so the partial
+    trace is saved and the command fails (exit 3) rather than letting ``os._exit(0)`` pass a gate.
+    """
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.args = (f"target called os._exit({status}) before finishing: the trace is incomplete",)
+
+
+@contextlib.contextmanager
+def _keep_cwd() -> Iterator[None]:
+    """Back to the runner's directory after the target ran: a program that changed directory must not
+    move where copyhunt shows paths from (the output path was made absolute before the run)."""
+    cwd = os.getcwd()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
+
+
+@contextlib.contextmanager
+def _exit_guard() -> Iterator[None]:
+    """Turn ``os._exit`` in this process into TargetHardExit while the target runs."""
+    real_exit, pid = os._exit, os.getpid()
+
+    def guarded_exit(status: int) -> None:
+        if os.getpid() != pid:  # a forked child (multiprocessing, os.fork): leave it alone
+            real_exit(status)
+        raise TargetHardExit(status)
+
+    os._exit = guarded_exit  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        os._exit = real_exit
+
+
 @contextlib.contextmanager
 def _maybe_stdout_to_stderr(enabled: bool) -> Iterator[None]:
-    """Send ``print`` output of the target to stderr while it runs (``--json``)."""
+    """While the target runs, send everything it writes to stdout to stderr (``--json``: stdout is only
+    the JSON document). File descriptor 1 itself is redirected, not only ``sys.stdout``: ``os.write(1,
+    ...)``, subprocesses and C ``printf`` write there too. Restored afterwards."""
     if not enabled:
         yield
         return
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
+    _flush_stdout()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no fd 1 at all (closed): only the Python-level redirect
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _flush_stdout()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _flush_stdout() -> None:
+    """Flush Python's and C's stdout buffers (what the target printed goes where fd 1 pointed then)."""
+    for stream in (sys.stdout, sys.__stdout__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):  # no C library to flush (not POSIX)
+        pass
 
 
 def _describe(trace: Trace, target: Target, error: BaseException | None, selection: Selection) -> Trace:
