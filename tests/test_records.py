@@ -158,6 +158,13 @@ def test_stored_version_1_traces_still_load():
         ('{"schema": "copyhunt.trace/4"}', "written by a newer copyhunt"),
         ('{"schema": "copyhunt.trace/3", "ops": {"n": 2, "seq": [1, 2]}}', "column 'op' is missing"),
         ('{"schema": "copyhunt.trace/3", "strings": ["x"], "ops": {"n": 2, "op": [0]}}', "column 'op' must hold 2 values, got 1 values"),
+        # Column values are checked like version 2's: no coercion of a string seq or a negative size.
+        ('{"schema": "copyhunt.trace/3", "strings": ["x"], "ops": {"n": 1, "seq": ["5"], "writes": [[]], '
+         '"op": {"all": 0}, "reads": [[]], "allocs": {"all": []}, "frees": {"all": []}, "site": {"all": null}, "module": {"all": null}, "region": {"all": null}, "thread": {"all": null}, "is_copy": {"all": 0}, "captured_in_graph": {"all": 0}}}',
+         "ops[0].seq must be an integer >= -1, got '5'"),
+        ('{"schema": "copyhunt.trace/3", "strings": ["x"], "ops": {"n": 1, "seq": [5], "writes": [[1, 0, -4, 1]], '
+         '"op": {"all": 0}, "reads": [[]], "allocs": {"all": []}, "frees": {"all": []}, "site": {"all": null}, "module": {"all": null}, "region": {"all": null}, "thread": {"all": null}, "is_copy": {"all": 0}, "captured_in_graph": {"all": 0}}}',
+         "ops[0] access nbytes must be an integer >= 0, got -4"),
         ('{"schema": "copyhunt.trace/3", "ops": [{"seq": 1}]}', "'ops' must be an object of columns, got list"),
         ('{"schema": "copyhunt.trace/3", "frames": [], "copies": [{"seq": 1, "op": "a", "kind": "d2d", "bytes": 1, '
          '"noop": false, "src_device": "cpu", "dst_device": "cpu", "shape": [], "dtype": "f", "stack": [3]}]}',
