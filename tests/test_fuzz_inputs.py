@@ -316,14 +316,23 @@ def test_non_regular_files_are_refused_at_once(tmp_path: Path, capsys) -> None:
     _assert_one_line(code, err)
 
 
-def test_unreadable_file_is_one_line(tmp_path: Path, capsys) -> None:
+def test_unreadable_file_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
     p = tmp_path / "t.json"
     p.write_text(json.dumps(_base_doc()))
     p.chmod(0)
     if os.access(p, os.R_OK):
-        pytest.skip("running as root: every file is readable")
+        # Root reads every file (CI runs as root): refuse this one the way the kernel would for a user.
+        real_open = os.open
+
+        def refusing_open(path, *args, **kwargs):
+            if os.fspath(path) == str(p):
+                raise PermissionError(13, "Permission denied", str(p))
+            return real_open(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", refusing_open)
     code, out, err = _run(["report", str(p)], capsys)
     _assert_one_line(code, err)
+    assert "Permission denied" in err or "permission" in err.lower()
 
 
 def test_perfetto_into_a_missing_folder_is_one_line(tmp_path: Path, capsys) -> None:
