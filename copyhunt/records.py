@@ -277,6 +277,14 @@ class TraceMeta:
     imported_from: str | None = None  # the foreign format a trace was imported from ("chrome", "rocprofv3-csv"...)
     compiled: CompiledHunt | None = None  # what a hunt did with torch.compile'd code
     notes: tuple[str, ...] = ()  # plain statements for the reader (what a file lacks, fallbacks...)
+    # The process that ran the hunt (docs/multiprocess.md): its id, its parent's, and the
+    # torch.distributed coordinates when it is a rank (RANK / WORLD_SIZE / LOCAL_RANK).
+    pid: int | None = None
+    parent_pid: int | None = None
+    rank: int | None = None
+    world_size: int | None = None
+    local_rank: int | None = None
+    children: tuple[str, ...] = ()  # trace files of the child processes it followed, relative to this file's folder
     extra: Mapping[str, Any] = field(default_factory=dict)  # keys written by a newer copyhunt, kept as read
 
 

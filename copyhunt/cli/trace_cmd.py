@@ -50,6 +50,12 @@ def trace_command(
         help="Join GPU profiler events (device time per copy). Default: on when CUDA is available.",
         show_default=False,
     ),
+    follow: bool = typer.Option(
+        True,
+        "--follow/--no-follow",
+        help="Trace Python child processes (multiprocessing, subprocess python, torchrun ranks) into a run "
+        "folder next to the trace (default); --no-follow only counts them in the notes.",
+    ),
     eager: bool = typer.Option(
         False,
         "--eager",
@@ -71,7 +77,16 @@ def trace_command(
         device_trace=device_trace,
         stdout_to_stderr=json_output,
         compiled="eager" if eager else "compiled",
+        follow=follow,
     )
+    if run.trace.meta.children:
+        # Children were followed: the merged view of the run (parent and children), as `report` shows it.
+        from copyhunt.cli.runs import show_run
+
+        show_run([run.path], json_output=json_output, top=top, selection=selection)
+        if json_output:
+            print(f"copyhunt: trace saved to {run.path}", file=sys.stderr)
+        return run.exit_code
     if json_output:
         render_json(run.trace, stdout_console())
         print(f"copyhunt: trace saved to {display_path(str(run.path))}", file=sys.stderr)

@@ -88,12 +88,15 @@ def trace_target(
     stdout_to_stderr: bool = False,
     stderr: TextIO | None = None,
     compiled: str = "compiled",
+    follow: bool = True,
 ) -> TraceRun:
     """Run ``target`` under a hunt, judge its copies, save the trace to ``output``; see the module doc.
 
     ``device_trace=None`` turns device capture on when CUDA is available. ``stdout_to_stderr`` sends
     the target's own prints to stderr (for ``--json``, whose stdout is only the JSON document).
     ``compiled``: "compiled" (torch.compile'd code stays compiled) or "eager" (``--eager``).
+    ``follow``: Python child processes hunt into the run folder next to ``output`` (``copyhunt.follow``;
+    the trace lists their files in ``meta.children``); False only counts them in the notes.
     Raises CopyhuntError (exit 2) for a missing target or an unusable output path, before running.
     """
     err = stderr if stderr is not None else sys.stderr
@@ -116,11 +119,17 @@ def trace_target(
         device_trace=device_trace,
         compiled=compiled,
     )
+    from copyhunt.follow import FollowConfig, Following, run_folder_for
+
+    following = Following(FollowConfig(
+        folder=str(run_folder_for(output).resolve()), follow=follow, device_trace=bool(device_trace),
+        stack_depth=stack_depth, focus=tuple(focus), hide=tuple(hide), compiled=compiled,
+    ))
     error: BaseException | None = None
     raised: BaseException | None = None  # what the target itself raised, told apart from the hunt's own errors
     returned: Any = None  # a function target's result: held until the hunt stopped (it is still alive then)
     try:
-        with _maybe_stdout_to_stderr(stdout_to_stderr), _exit_guard(), _keep_cwd(), h:
+        with _maybe_stdout_to_stderr(stdout_to_stderr), _exit_guard(), _keep_cwd(), following, h:
             try:
                 returned = target.run()
             except BaseException as exc:
@@ -144,6 +153,7 @@ def trace_target(
         error = _without_frames(exc)
     del returned  # the hunt has stopped: the result kept its storages alive through the final sweep
     trace = _describe(h.trace, target, error, selection)
+    trace = _with_children(trace, following, output)
     trace = _judge(trace, err)
     return TraceRun(trace, _save(trace, output, force), error)
 
@@ -214,7 +224,7 @@ _CAPTURE_DIR = os.path.join(_PACKAGE_DIR, "capture") + os.sep
 _STDLIB_RUNNERS = frozenset(os.path.abspath(m.__file__ or "") for m in (runpy, importlib))
 _RUNNER_FILES = frozenset(
     os.path.join(_PACKAGE_DIR, *parts)
-    for parts in (("targets.py",), ("hunting.py",), ("cli", "tracing.py"), ("cli", "trace_cmd.py"), ("cli", "gate_cmd.py"),
+    for parts in (("targets.py",), ("hunting.py",), ("follow.py",), ("_child.py",), ("cli", "tracing.py"), ("cli", "trace_cmd.py"), ("cli", "gate_cmd.py"),
                   ("cli", "verify_cmd.py"), ("verify", "run.py"))
 )
 
@@ -317,6 +327,16 @@ def _describe(trace: Trace, target: Target, error: BaseException | None, selecti
     if not changes:
         return trace
     return dataclasses.replace(trace, meta=dataclasses.replace(meta, **changes))
+
+
+def _with_children(trace: Trace, following: Any, output: Path) -> Trace:
+    """The children's trace files (relative to the parent's folder) and what was not followed, in meta."""
+    children = following.child_files(output.parent.resolve())
+    notes = following.notes()
+    if not children and not notes:
+        return trace
+    meta = dataclasses.replace(trace.meta, children=children, notes=trace.meta.notes + tuple(notes))
+    return dataclasses.replace(trace, meta=meta)
 
 
 def _one_line(error: BaseException) -> str:
