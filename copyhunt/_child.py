@@ -51,7 +51,8 @@ def main(argv: Sequence[str]) -> None:
         return
     label = " ".join(argv[:2]) if argv[0] in ("-c", "-m") else argv[0]
     try:
-        with follow.ChildHunt(config, target=label if argv[0] != "-c" else "-c <code>"):
+        with follow.ChildHunt(config, target=label if argv[0] != "-c" else "-c <code>") as child:
+            child.release()
             _run(argv)
     except Exception as exc:
         # As Python shows it: the program's frames, not this runner's (the trace is saved by now).

@@ -117,6 +117,7 @@ def install() -> None:
             return orig_bootstrap(self, *args, **kwargs)
         child = ChildHunt(config, target=f"multiprocessing {self.name}")
         with child:
+            child.release()
             code = orig_bootstrap(self, *args, **kwargs)
             child.exit_code = code
         return code
@@ -335,16 +336,25 @@ class ChildHunt:
         self._prev_sigterm: Any = None
 
     def __enter__(self) -> "ChildHunt":
-        global _critical, _idle_terminated
+        """Claim the file and start the hunt with SIGTERM held back; the ``with`` body's first statement
+        must be :meth:`release`, so a SIGTERM that arrived meanwhile is raised where ``__exit__`` saves."""
+        global _critical
         _critical = True  # a SIGTERM now waits until the hunt runs (it would leave the placeholder)
         try:
             self._enter()
-        finally:
+        except BaseException:
             _critical = False
+            raise
+        return self
+
+    def release(self) -> None:
+        """Let SIGTERM through again; one that arrived while starting ends the process now, inside the
+        ``with`` body, so ``__exit__`` saves the trace (raising from ``__enter__`` would skip it)."""
+        global _critical, _idle_terminated
+        _critical = False
         if _pending:
             _idle_terminated = True  # stopped before it ran any of the program's code: nothing was lost
             raise Terminated(128 + signal.SIGTERM)
-        return self
 
     def _enter(self) -> None:
         from copyhunt.hunting import describe_process, hunt, running_hunt
@@ -352,10 +362,14 @@ class ChildHunt:
         inherited = running_hunt()
         if inherited is not None:
             inherited.forget_after_fork()
+        # The handler goes in before the placeholder is claimed: a SIGTERM from here on is held back
+        # (_critical) instead of ending the process on its default action with the placeholder left
+        # behind, which would read as "killed" although no work was cut short (Pool.terminate() right
+        # after a map can reach a worker that is still starting).
+        self._install_sigterm()
         facts = describe_process()
         started.clear()  # a forked child starts counting its own children
         self.path = claim(Path(self.config.folder), facts, self.target)
-        self._install_sigterm()
         c = self.config
         self._hunt = hunt(focus=c.focus, hide=c.hide, stack_depth=c.stack_depth, device_trace=c.device_trace, compiled=c.compiled)
         self._hunt.start()
