@@ -27,8 +27,11 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Callable
 
+from dataclasses import replace
+
 from copyhunt.errors import CopyhuntError
-from copyhunt.records import Frame
+from copyhunt.records import Frame, Trace
+from copyhunt.text import display_path
 
 #: Ranks returned by :meth:`SiteRule.rank`.
 SKIP, CANDIDATE, FOCUSED = 0, 1, 2
@@ -177,3 +180,28 @@ def make_attributor(
         return attribute(stack, rule, depth)
 
     return rule, _attribute
+
+
+def rebase_paths(trace: Trace, root: str | os.PathLike[str]) -> Trace:
+    """``trace`` with every frame's file as ``copyhunt.text.display_path`` shows it from ``root``.
+
+    Files below the project root become relative to it, installed packages and the standard library
+    their import paths (``transformers/models/...``, ``torch/...``), so the same program traced from
+    two checkouts or directories records the same sites (``diff`` and ``gate --baseline`` compare
+    them). ``meta.root`` keeps the root. Applied by the runner before the trace is saved.
+    """
+    base = os.path.abspath(os.fspath(root))
+    frames: dict[Frame, Frame] = {}
+
+    def fr(f: Frame | None) -> Frame | None:
+        if f is None:
+            return None
+        out = frames.get(f)
+        if out is None:
+            path = display_path(f.file, base)
+            out = frames[f] = f if path == f.file else Frame(path, f.line, f.function)
+        return out
+
+    copies = tuple(replace(c, site=fr(c.site), stack=tuple(fr(f) for f in c.stack)) for c in trace.copies)  # type: ignore[misc]
+    ops = tuple(o if o.site is None else replace(o, site=fr(o.site)) for o in trace.ops)
+    return replace(trace, meta=replace(trace.meta, root=base), copies=copies, ops=ops)

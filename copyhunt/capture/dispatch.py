@@ -19,6 +19,7 @@ outlives the hunt keeps a pass-through mode until it ends.
 
 from __future__ import annotations
 
+import collections
 import gc
 import itertools
 import sys
@@ -173,7 +174,7 @@ class DispatchCapture(Recorder):
     numbered op, copy or not (the ``copyhunt#<seq>`` range a device capture joins on; see the module
     docstring). ``record_ops=False`` records copy ops only (no OpRecord for other ops: cheaper, but the
     verdict analysis then has nothing to use). ``eager_compiled=True`` makes torch.compile'd code run op
-    by op under the mode (the old behaviour).
+    by op under the mode (the old behaviour). ``max_ops``: keep only the newest N op records (ring mode).
     """
 
     def __init__(
@@ -185,8 +186,12 @@ class DispatchCapture(Recorder):
         op_range: Callable[[int, str], ContextManager[Any]] | None = None,
         record_ops: bool = True,
         eager_compiled: bool = False,
+        max_ops: int | None = None,
     ) -> None:
         super().__init__(rule=rule, stack_depth=stack_depth, track_modules=track_modules, record_ops=record_ops)
+        if max_ops is not None:
+            # Ring mode: the newest max_ops raw op records only (a deque drops the oldest on append).
+            self._ops = collections.deque(maxlen=max_ops)  # type: ignore[assignment]
         self.op_range = op_range
         self._mode_cls: type[_Mode] = _EagerMode if eager_compiled else _Mode
         self.active = False
