@@ -171,8 +171,8 @@ def trace_target(
         trace = rebase_paths(_describe(built, target, error, selection), root)
         pending = (("device-join",) if h.device_join_pending else ()) + (("verdicts",) if _judgeable(trace) else ())
         trace = dataclasses.replace(trace, meta=dataclasses.replace(trace.meta, pending=pending))
-        _phase("save-raw")
         with phase_progress(f"saving {output}", progress, err):
+            _phase("save-raw")
             path = _save(trace, output, force)
     if guard.count and error is None:
         error = KeyboardInterrupt()
@@ -186,19 +186,19 @@ def trace_target(
         with guard.raising():
             if "device-join" in pending:
                 step = "joining GPU events"
-                _phase("device-join")
                 with phase_progress(step, progress, err):
+                    _phase("device-join")
                     trace = h.join_device(trace)
                 trace = rebase_paths(trace, root)  # device records carry their launching op's site
             if "verdicts" in pending:
                 step = "judging"
-                _phase("judge")
                 with phase_progress(f"judging {len(trace.copies):,} copies", progress, err):
+                    _phase("judge")
                     trace = _judge(trace, err)
             trace = dataclasses.replace(trace, meta=dataclasses.replace(trace.meta, pending=()))
             step = "saving"
-            _phase("save")
             with phase_progress(f"saving {path}", progress, err):
+                _phase("save")
                 _save_again(trace, path)
     except KeyboardInterrupt:
         print(f"copyhunt: interrupted while {step}; {path} holds the trace saved before, without {_missing(pending)}", file=err)
