@@ -33,7 +33,8 @@ SOURCE_TEXT_KEYS = ("source", "source_line", "site_source", "line_text")
 _INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 # Frames inside torch (module call plumbing): the page can hide them. A display choice about a
 # possibly foreign trace, so it reads the path's shape, not this machine's install (attribution does).
-_TORCH_FRAME = re.compile(r"[\\/](?:site|dist)-packages[\\/]torch[\\/]|[\\/]torch[\\/]nn[\\/]modules[\\/]module\.py$")
+# Absolute (older traces) or as recorded now, by import path (``torch/nn/...``: copyhunt.text.display_path).
+_TORCH_FRAME = re.compile(r"[\\/](?:site|dist)-packages[\\/]torch[\\/]|[\\/]torch[\\/]nn[\\/]modules[\\/]module\.py$|^torch[\\/]")
 
 
 @dataclass(frozen=True)
