@@ -25,7 +25,7 @@ import sys
 import sysconfig
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import Callable
+from typing import Any, Callable
 
 from dataclasses import replace
 
@@ -191,17 +191,36 @@ def rebase_paths(trace: Trace, root: str | os.PathLike[str]) -> Trace:
     them). ``meta.root`` keeps the root. Applied by the runner before the trace is saved.
     """
     base = os.path.abspath(os.fspath(root))
-    frames: dict[Frame, Frame] = {}
+    fr = frame_relocator(base)
 
-    def fr(f: Frame | None) -> Frame | None:
-        if f is None:
-            return None
+    def copy(c: Any) -> Any:
+        site = None if c.site is None else fr(c.site)
+        stack = tuple(fr(f) for f in c.stack)
+        if site is c.site and all(a is b for a, b in zip(stack, c.stack)):
+            return c
+        return replace(c, site=site, stack=stack)
+
+    # Records whose frames are already relative (the hunt relocated them while building) stay as they are.
+    copies = tuple(copy(c) for c in trace.copies)
+    ops = tuple(o if o.site is None or fr(o.site) is o.site else replace(o, site=fr(o.site)) for o in trace.ops)
+    return replace(trace, meta=replace(trace.meta, root=base), copies=copies, ops=ops)
+
+
+def frame_relocator(root: str | os.PathLike[str]) -> Callable[[Frame], Frame]:
+    """A cached map from a frame to the same frame with its file as seen from ``root`` (``rebase_paths``);
+    a frame whose file does not change comes back as the same object."""
+    base = os.path.abspath(os.fspath(root))
+    frames: dict[Frame, Frame] = {}
+    paths: dict[str, str] = {}
+
+    def relocate(f: Frame) -> Frame:
         out = frames.get(f)
         if out is None:
-            path = display_path(f.file, base)
+            path = paths.get(f.file)
+            if path is None:
+                path = paths[f.file] = display_path(f.file, base)
             out = frames[f] = f if path == f.file else Frame(path, f.line, f.function)
+            frames[out] = out
         return out
 
-    copies = tuple(replace(c, site=fr(c.site), stack=tuple(fr(f) for f in c.stack)) for c in trace.copies)  # type: ignore[misc]
-    ops = tuple(o if o.site is None else replace(o, site=fr(o.site)) for o in trace.ops)
-    return replace(trace, meta=replace(trace.meta, root=base), copies=copies, ops=ops)
+    return relocate

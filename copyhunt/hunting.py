@@ -103,6 +103,9 @@ class Hunt:
         self.max_ops = max_ops
         #: Set before stop() to leave the device join for ``join_device()`` (the CLI saves the raw trace first).
         self.defer_device_join = False
+        #: Set before stop() to record file paths relative to this project root (the CLI's runner does;
+        #: ``copyhunt.attribution.rebase_paths``), once per distinct frame while the records are built.
+        self.paths_root: str | None = None
         self.device_trace = bool(device_trace)
         self.record_ops = bool(record_ops)
         self.compiled = compiled
@@ -208,7 +211,12 @@ class Hunt:
                 if error is None:
                     raise
                 notes.append(f"device capture failed: {_one_line(exc)}")
-        result = capture.build(self._attribute)
+        relocate = None
+        if self.paths_root is not None:
+            from copyhunt.attribution import frame_relocator
+
+            relocate = frame_relocator(self.paths_root)
+        result = capture.build(self._attribute) if relocate is None else capture.build(self._attribute, relocate)
         notes.extend(result.notes)
         notes.extend(program_notes)  # what the program said through copyhunt.note()
         copies = result.copies

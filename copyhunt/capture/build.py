@@ -60,8 +60,13 @@ def build_records(
     alive: Mapping[int, bool],
     attribute: Attribute,
     notes: list[str],
+    relocate: Callable[[Frame], Frame] | None = None,
 ) -> CaptureResult:
-    """Records from raw tuples (layouts: see DispatchCapture._record and _record_copy)."""
+    """Records from raw tuples (layouts: see DispatchCapture._record and _record_copy).
+
+    ``relocate`` rewrites each distinct frame once, after attribution chose the sites on the real
+    paths (``copyhunt.attribution.frame_relocator``: paths relative to the project root).
+    """
     frames: dict[tuple[int, int], Frame] = {}
 
     def frame_of(raw: tuple[Any, int]) -> Frame:
@@ -74,6 +79,9 @@ def build_records(
 
     site_frames = [frame_of(s) for s in sites]
     attributed = [attribute(tuple(frame_of(r) for r in st)) for st in stacks]
+    if relocate is not None:
+        site_frames = [relocate(f) for f in site_frames]
+        attributed = [(None if s is None else relocate(s), tuple(relocate(f) for f in st)) for s, st in attributed]
 
     copy_records: list[CopyRecord] = []
     for c in sorted(copies, key=lambda c: c[0]):

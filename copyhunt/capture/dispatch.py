@@ -272,8 +272,10 @@ class DispatchCapture(Recorder):
     def build(
         self,
         attribute: Callable[[Sequence[Frame]], tuple[Frame | None, tuple[Frame, ...]]] | None = None,
+        relocate: Callable[[Frame], Frame] | None = None,
     ) -> CaptureResult:
-        """Turn the raw facts into records; ``attribute`` maps a raw stack to (site, short stack)."""
+        """Turn the raw facts into records; ``attribute`` maps a raw stack to (site, short stack),
+        ``relocate`` each distinct frame afterwards (``build_records``)."""
         if attribute is None:
             attribute = default_attribute(self.rule, self.stack_depth)
         # Building creates a few objects per op, all kept: the cyclic GC would rescan the growing
@@ -281,12 +283,13 @@ class DispatchCapture(Recorder):
         was_enabled = gc.isenabled()
         gc.disable()
         try:
-            return self._build(attribute)
+            return self._build(attribute, relocate)
         finally:
             if was_enabled:
                 gc.enable()
 
-    def _build(self, attribute: Callable[[Sequence[Frame]], tuple[Frame | None, tuple[Frame, ...]]]) -> CaptureResult:
+    def _build(self, attribute: Callable[[Sequence[Frame]], tuple[Frame | None, tuple[Frame, ...]]],
+               relocate: Callable[[Frame], Frame] | None = None) -> CaptureResult:
         return build_records(
             ops=self._ops,
             copies=self._copies,
@@ -297,4 +300,5 @@ class DispatchCapture(Recorder):
             alive=self._alive,
             attribute=attribute,
             notes=list(self._errors),
+            relocate=relocate,
         )

@@ -134,6 +134,7 @@ def trace_target(
     )
     h.defer_device_join = True  # the raw trace is saved before the join
     root = project_root(target.spec if target.kind == "script" else None)
+    h.paths_root = root  # relative paths from the start: rebase_paths below then has little left to do
     guard = _InterruptGuard(err)
     error: BaseException | None = None
     raised: BaseException | None = None  # what the target itself raised, told apart from the hunt's own errors
