@@ -1,8 +1,11 @@
 """Trace a target and save the trace: the one runner behind `copyhunt trace` and `copyhunt gate --run`.
 
-`trace_target` checks the target, runs it inside `copyhunt.hunt`, judges the copies, saves the
-trace and returns a `TraceRun`. A target that raises is never swallowed: its traceback goes to
-stderr, the partial trace is saved marked incomplete, and `TraceRun.exit_code` is 3 (130 for Ctrl-C).
+`trace_target` checks the target, runs it inside `copyhunt.hunt`, saves the raw trace at once
+(paths relative to the project root, ``meta.pending`` naming the analysis to come), then joins the
+device events, judges the copies and replaces the file with the analysed trace, and returns a
+`TraceRun`. A Ctrl-C while the raw trace is written is held until it is on disk; one during the
+analysis stops it and keeps the raw file. A target that raises is never swallowed: its traceback goes
+to stderr, the partial trace is saved marked incomplete, and `TraceRun.exit_code` is 3 (130 for Ctrl-C).
 """
 
 from __future__ import annotations
