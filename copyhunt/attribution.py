@@ -30,7 +30,7 @@ from typing import Any, Callable
 from dataclasses import replace
 
 from copyhunt.errors import CopyhuntError
-from copyhunt.records import Frame, Trace
+from copyhunt.records import CopyRecord, Frame, Trace
 from copyhunt.text import display_path
 
 #: Ranks returned by :meth:`SiteRule.rank`.
@@ -134,6 +134,9 @@ class SiteRule:
         return filename if filename.startswith("<") else os.path.abspath(filename)
 
     def _library(self, filename: str) -> bool:
+        if not filename.startswith("<") and not os.path.isabs(filename):
+            # A path as a trace records it (``rebase_paths``): torch, copyhunt, the standard library by import path.
+            return is_kineto_library_frame(filename)
         return is_library_file(filename)
 
     def choose_index(self, files: Sequence[str]) -> int | None:
@@ -224,3 +227,24 @@ def frame_relocator(root: str | os.PathLike[str]) -> Callable[[Frame], Frame]:
         return out
 
     return relocate
+
+
+def reattribute(copies: Sequence[CopyRecord], focus: Iterable[str] = (), hide: Iterable[str] = ()) -> tuple[CopyRecord, ...]:
+    """Copies attributed again at read time, from the short stacks the trace stored (``report --focus/--hide``).
+
+    A stored stack starts at the site the capture chose and runs toward the callers, so the site can
+    move outward (``--hide`` the site's file, ``--focus`` a caller) but not inward: the frames below
+    the recorded site were not kept. A copy whose stack has no qualifying frame keeps its site.
+    """
+    from dataclasses import replace
+
+    rule = SiteRule(focus, hide)
+    out = []
+    for c in copies:
+        stack = c.stack or ((c.site,) if c.site is not None else ())
+        i = rule.choose_index([f.file for f in stack]) if stack else None
+        if i is None or (c.site is not None and i == 0 and stack[0] == c.site):
+            out.append(c)
+            continue
+        out.append(replace(c, site=stack[i], stack=tuple(stack[i:])))
+    return tuple(out)

@@ -16,6 +16,7 @@ tracer load the first time a marked test or the fixture runs.
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
@@ -114,30 +115,74 @@ def _select(trace: "Trace", limit: CopyLimit) -> "list[Copy]":
     return list(view(trace, limit.selection).copies)
 
 
-def format_sites(copies: "list[Copy]", max_sites: int = MAX_SITES) -> list[str]:
-    """Lines naming each site (worst first) with its count, bytes and source text."""
-    from copyhunt.analysis.diff import site_stats
+def format_sites(copies: "list[Copy]", max_sites: int = MAX_SITES, test_file: str | None = None) -> list[str]:
+    """Lines naming each site (worst first): count, bytes, source text, verdict, suggestion, test line.
+
+    Verdicts show when the copies were judged (a failing limit judges them); ``test_file`` names the
+    test's file, whose innermost frame in a copy's stack is the test line that made the call.
+    """
+    from copyhunt.analysis.diff import site_key, site_stats
     from copyhunt.report.gate_report import source_line
     from copyhunt.text import human_bytes
 
-    ranked = sorted(site_stats(copies).items(), key=lambda kv: (-kv[1].count, -kv[1].bytes, kv[0]))
+    stats = site_stats(copies)
+    ranked = sorted(stats.items(), key=lambda kv: (-kv[1].count, -kv[1].bytes, kv[0]))
+    first: dict[Any, "Copy"] = {}
+    for c in copies:
+        first.setdefault(site_key(c), c)
     lines = []
     for key, s in ranked[:max_sites]:
         lines.append(f"  {key.short()}  {key.op} {key.kind}  {s.count} {'copy' if s.count == 1 else 'copies'}, {human_bytes(s.bytes)}")
         src = source_line(key.file, key.line)
         if src is not None:
             lines.append(f"    {key.line:>5} | {src}")
+        c = first[key]
+        if c.verdict is not None:
+            lines.append(f"      verdict: {c.verdict}" + (f" - {c.reason}" if c.reason else ""))
+            if c.suggestion:
+                lines.append(f"      fix: {c.suggestion}")
+        call = _test_frame(c, test_file)
+        if call is not None and (call.file, call.line) != (c.site.file if c.site else None, key.line):
+            text = source_line(call.file, call.line)
+            lines.append(f"      called from {_short(call.file)}:{call.line}" + (f" | {text}" if text else ""))
     if len(ranked) > max_sites:
         lines.append(f"  ... and {len(ranked) - max_sites} more sites")
     return lines
 
 
-def limit_failure(copies: "list[Copy]", limit: CopyLimit) -> str | None:
+def _test_frame(copy: "Copy", test_file: str | None) -> Any:
+    """The innermost frame of ``copy``'s stack in the test's own file, or None."""
+    import os
+
+    if test_file is None:
+        return None
+    want = os.path.realpath(test_file)
+    frames = [copy.site, *copy.stack] if copy.site is not None else list(copy.stack)
+    for f in frames:
+        if f is not None and os.path.realpath(f.file) == want:
+            return f
+    return None
+
+
+def _short(path: str) -> str:
+    from copyhunt.text import display_path
+
+    return display_path(path)
+
+
+def limit_failure(copies: "list[Copy]", limit: CopyLimit, test_file: str | None = None) -> str | None:
     """None within the limit, else the failure message (one headline, then the sites)."""
     if len(copies) <= limit.n:
         return None
-    head = f"copyhunt: {len(copies)} {limit.describe()}, over the limit of {limit.n}:"
-    return "\n".join([head, *format_sites(copies)])
+    head = f"copyhunt: {limit.selection.words(len(copies))}, over the limit of {limit.n}:"
+    return "\n".join([head, *format_sites(copies, test_file=test_file)])
+
+
+def _judged(trace: "Trace", limit: CopyLimit) -> "list[Copy]":
+    """The selected copies with their verdicts (judged only when a limit failed: judging costs)."""
+    from copyhunt.analysis import ensure_judged
+
+    return _select(ensure_judged(trace), limit)
 
 
 @contextmanager
@@ -157,15 +202,16 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     with _traced() as h:
         result = yield  # a raising test raises here: its own failure wins, nothing is checked
     copies = _select(h.trace, limit)
-    message = limit_failure(copies, limit)
-    if message is not None:
+    if len(copies) > limit.n:
+        message = limit_failure(_judged(h.trace, limit), limit, test_file=str(item.path))
         pytest.fail(message, pytrace=False)
     config = item.config
     nbytes = sum(c.moved_bytes for c in copies)
     if config.getoption("copyhunt_fail_on_increase"):
         last = _cache(config).get(item.nodeid)
         if last is not None and last.get("what") == limit.describe() and len(copies) > last.get("count", 0):
-            lines = [f"copyhunt: {len(copies)} {limit.describe()}, up from {last['count']} in the last passing run:", *format_sites(copies)]
+            lines = [f"copyhunt: {limit.selection.words(len(copies))}, up from {last['count']} in the last passing run:",
+                     *format_sites(_judged(h.trace, limit), test_file=str(item.path))]
             pytest.fail("\n".join(lines), pytrace=False)
     config.stash[_COUNTS][item.nodeid] = {"what": limit.describe(), "count": len(copies), "bytes": nbytes}
     return result
@@ -201,11 +247,11 @@ class CopyhuntFixture:
             limit = parse_limit((n,), {"kind": kind, "region": region, "site": site, "op": op})
         except ValueError as exc:
             raise pytest.UsageError(f"copyhunt.limit_copies: {exc}") from None
+        caller = sys._getframe(2).f_code.co_filename  # the test's file: contextlib's __enter__ called us
         with _traced() as h:
             yield h
-        message = limit_failure(_select(h.trace, limit), limit)
-        if message is not None:
-            pytest.fail(message, pytrace=False)
+        if len(_select(h.trace, limit)) > limit.n:
+            pytest.fail(limit_failure(_judged(h.trace, limit), limit, test_file=caller) or "", pytrace=False)
 
     def hunt(self, **kwargs: Any) -> "Hunt":
         """``copyhunt.hunt(**kwargs)``: trace a block and assert on ``.trace`` / ``.copies`` yourself."""

@@ -183,9 +183,13 @@ class Selection:
                 parts.append(f"{name}={value}")
         return sep.join(parts) or "all copies"
 
-    def words(self) -> str:
-        """``d2d copies in region moe at pkg/*.py with op copy_``: the words a test failure uses."""
-        what = "copies" if self.kinds is None else f"{'/'.join(self.kinds)} copies"
+    def words(self, count: int | None = None) -> str:
+        """``d2d copies in region moe at pkg/*.py with op copy_``: the words a test failure uses;
+        with ``count``, counted and in the right number (``1 d2d copy``, ``3 d2d copies``)."""
+        noun = "copy" if count == 1 else "copies"
+        what = noun if self.kinds is None else f"{'/'.join(self.kinds)} {noun}"
+        if count is not None:
+            what = f"{count} {what}"
         if self.region is not None:
             what += f" in region {self.region}"
         if self.site is not None:

@@ -88,6 +88,13 @@ def dumps(trace: Trace, indent: int | None = None) -> str:
     return json.dumps(to_json(trace), indent=indent)
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save(trace: Trace, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Write ``trace`` to ``path`` atomically; refuse to replace an existing file unless asked."""
     path = Path(path)
@@ -97,6 +104,7 @@ def save(trace: Trace, path: str | os.PathLike[str], overwrite: bool = False) ->
     # Write to a temporary file in the same folder and rename: a crash never leaves half a trace.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600: follow the umask like any file the user writes
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(dumps(trace))
             f.write("\n")

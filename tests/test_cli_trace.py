@@ -84,7 +84,7 @@ def test_script_target(tmp_path, capsys):
     assert (trace.meta.target, trace.meta.argv, trace.meta.complete) == ("s.py", ("s.py", "--flag", "7"), True)
     assert "s.py:4 <module>" in out and "1 copy, 128 B written" in out
     assert out.endswith("\ntrace file: t.json\n")
-    assert err == ""
+    assert err.count("\n") == 1 and err.startswith("copyhunt: next: `copyhunt report t.json")  # one line: what to do next
 
 
 def test_report_prints_exactly_what_trace_printed(tmp_path, capsys):

@@ -74,7 +74,7 @@ def test_script_target_compares_every_op_and_what_it_prints(capsys):
     assert got[6][1] == "verified"
     (c,) = [c for c in load("v.json").read_copies() if c.site.line == 6]
     assert c.verification.detail == "identical outputs of every later op and identical printed output on this input"
-    assert "sum" not in capsys.readouterr().out  # the program's prints are compared, not shown
+    assert "sum 38.0" not in capsys.readouterr().out  # the program's print ("sum 38.0") is compared, not shown
 
 
 def test_trace_file_form_reruns_its_target(capsys):

@@ -211,3 +211,36 @@ def test_unmarked_suites_never_import_torch(pytester):
     pytester.makepyfile(test_plain="import sys\n\ndef test_a():\n    assert 'torch' not in sys.modules\n")
     result = pytester.runpytest_subprocess("--copyhunt-fail-on-increase", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_failure_lists_verdict_suggestion_and_the_test_line(pytester):
+    # The copy is made in a helper module; the failure names it, its verdict and suggestion, and the
+    # line of the test that called the helper.
+    pytester.makepyfile(model="""
+import torch
+
+def step(x):
+    t = x + 1
+    return t.clone()
+""")
+    pytester.makepyfile(test_inner="""
+import pytest
+import torch
+from model import step
+
+@pytest.mark.limit_copies(0)
+def test_over():
+    x = torch.ones(4)
+    y = step(x)
+    assert y.sum() == 8
+""")
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "copyhunt: 1 d2d copy, over the limit of 0:",  # (makepyfile drops the leading newline: lines from 1)
+        "  model.py:5 step  aten.clone.default d2d  1 copy, 16 B",
+        "        5 | return t.clone()",
+        "      verdict: fresh-temporary - source (a fresh 16 B buffer made by aten.add.Tensor at model.py:4) is read only*",
+        "      fix: drop this copy and use the result of aten.add.Tensor at model.py:4 itself*",
+        "      called from test_inner.py:8 | y = step(x)",
+    ])

@@ -81,13 +81,13 @@ def test_golden_judged_width_100():
         eliminable  2 of 5 copies, 6.0 MiB look eliminable
         status      INCOMPLETE: ValueError: boom
 
-        Source site                     Op            Kind       Count    Bytes  Share  Verdict
-        ────────────────────────────────────────────────────────────────────────────────────────────────────
-        model/moe.py:120 forward        copy_         d2d            1  6.0 MiB  50.0%  fresh-temporary
-        model/finalize.py:48            copy_         d2d            1  6.0 MiB  50.0%  not proven
-        finalize_output_buffer
-        (no source site)                _to_copy      h2d            1  2.9 KiB   0.0%  not proven
-        /opt/lib/x.py:9 f               clone, copy_  d2d   2 (1 noop)    512 B   0.0%  1 noop, 1 not proven
+        Source site               Op            Kind       Count    Bytes  Share  Verdict
+        ──────────────────────────────────────────────────────────────────────────────────────────────
+        model/moe.py:120 forward  copy_         d2d            1  6.0 MiB  50.0%  fresh-temporary
+        model/finalize.py:48      copy_         d2d            1  6.0 MiB  50.0%  not proven
+          finalize_output_buffer
+        (no source site)          _to_copy      h2d            1  2.9 KiB   0.0%  not proven
+        /opt/lib/x.py:9 f         clone, copy_  d2d   2 (1 noop)    512 B   0.0%  1 noop, 1 not proven
 
         Why they look eliminable:
         model/moe.py:120 forward
@@ -156,10 +156,10 @@ def test_golden_device_time_columns():
         filters      kinds=d2d
         status       complete
 
-        Source site                                        Op     Kind  Count    Bytes  Share  Dev us  GPU %
-        ────────────────────────────────────────────────────────────────────────────────────────────────────
-        model/moe.py:120 forward                           copy_  d2d       2  4.0 MiB  80.0%    22.0  11.0%
-        model/finalize.py:48 finalize_output_buffer        copy_  d2d       1  1.0 MiB  20.0%       -      -
+        Source site                                  Op     Kind  Count    Bytes  Share  Dev us  GPU %
+        ──────────────────────────────────────────────────────────────────────────────────────────────
+        model/moe.py:120 forward                     copy_  d2d       2  4.0 MiB  80.0%    22.0  11.0%
+        model/finalize.py:48 finalize_output_buffer  copy_  d2d       1  1.0 MiB  20.0%       -      -
 
         trace file: /tmp/t.json
         """
@@ -287,10 +287,10 @@ def test_verified_trace_shows_the_proof_per_row_and_per_site():
         Source site            Op     Kind  Count    Bytes  Share  Verdict                          Proof
         ────────────────────────────────────────────────────────────────────────────────────────────────────
         model/moe.py:120       copy_  d2d       3  3.0 KiB  60.0%  2 dead-store, 1 fresh-temporary  verified
-        forward
+          forward
         model/finalize.py:48   copy_  d2d       2  2.0 KiB  40.0%  1 fresh-temporary, 1 not proven  refuted
-        finalize_output_buffe
-        r
+          finalize_output_buf
+          fer
 
         Why they look eliminable:
         model/moe.py:120 forward

@@ -84,6 +84,9 @@ def test_describe_words_and_json():
     assert sel.describe() == "kind=d2d,h2d region=decode/* site=pkg/*.py op=copy_"
     assert sel.describe(", ") == "kind=d2d,h2d, region=decode/*, site=pkg/*.py, op=copy_"
     assert sel.words() == "d2d/h2d copies in region decode/* at pkg/*.py with op copy_"
+    assert sel.words(1) == "1 d2d/h2d copy in region decode/* at pkg/*.py with op copy_"
+    assert sel.words(0) == "0 d2d/h2d copies in region decode/* at pkg/*.py with op copy_"
+    assert Selection().words(3) == "3 copies"
     assert sel.to_json() == {"kinds": ["d2d", "h2d"], "region": "decode/*", "site": "pkg/*.py", "op": "copy_"}
     assert Selection.from_json(sel.to_json()) == sel
     assert ALL.describe() == "all copies" and ALL.to_json() == {} and Selection.from_json(None) == ALL

@@ -7,6 +7,7 @@ storage still alive when the hunt ends may be read later, so the rules never cou
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -43,9 +44,11 @@ def hunt(fn, *args) -> tuple[TraceView, object]:
 
 def death(judged: TraceView, storage: int) -> str:
     """How reasons describe the recorded death of ``storage``: freed before an op, or at the end."""
-    freed = [o.seq for o in judged.trace.ops if storage in o.frees]
-    if freed:
-        return f"freed (before #{freed[0]})"
+    freed = [o for o in judged.trace.ops if storage in o.frees]
+    if freed:  # named by the op (and line) that ran next, as the reader sees it
+        op = freed[0]
+        name = op.op.removeprefix("aten.").split(".")[0]
+        return f"freed (before aten.{name} at {os.path.basename(op.site.file)}:{op.site.line})"
     (info,) = [s for s in judged.trace.storages if s.id == storage]
     assert not info.alive_at_end
     return "dead when the hunt ended"
@@ -64,7 +67,7 @@ def self_copy(x):
 
 
 def overwritten(x):
-    buf = torch.empty(4)
+    buf = torch.empty(4)  # mark: dead-out
     buf.copy_(x)  # mark: dead-copy
     buf.fill_(0)  # mark: dead-fill
     return buf.sum()
@@ -138,7 +141,7 @@ def test_dead_store():
     c = only(trace)
     assert (c.verdict, c.bytes, c.site.line) == ("dead-store", 16, line("dead-copy"))
     assert c.reason == (
-        f"the destination (buffer #{c.dst_storage} of 16 B) is overwritten by aten.fill_.Scalar at {at('dead-fill')} "
+        f"the destination (a 16 B buffer made by aten.empty.memory_format at {at('dead-out')}) is overwritten by aten.fill_.Scalar at {at('dead-fill')} "
         "before anything reads it"
     )
 
@@ -151,7 +154,7 @@ def test_fresh_temporary():
     # The temporary a + a dies when copy_ returns. The capture notices a death at its next check
     # (before some later op, or in the final sweep): the reason names whichever it recorded.
     assert c.reason == (
-        f"source (a fresh 16 B buffer #{c.src_storage} made by aten.add.Tensor at {at('fresh')}) "
+        f"source (a fresh 16 B buffer made by aten.add.Tensor at {at('fresh')}) "
         f"is read only by this copy, then {death(trace, c.src_storage)}"
     )
     assert c.suggestion == (
@@ -168,7 +171,7 @@ def test_empty_like_is_no_read_of_its_argument():
     assert (c.verdict, c.bytes, c.site.line) == ("fresh-temporary", 16, line("empty-like-copy"))
     (empty,) = [o for o in trace.trace.ops if o.op == "aten.empty_like.default"]
     assert empty.reads == () and [a.storage for a in empty.writes] == [c.dst_storage]
-    assert c.reason.startswith(f"source (a fresh 16 B buffer #{c.src_storage} made by aten.add.Tensor at {at('empty-like-producer')})")
+    assert c.reason.startswith(f"source (a fresh 16 B buffer made by aten.add.Tensor at {at('empty-like-producer')})")
 
 
 def test_defensive_clone():
@@ -176,7 +179,8 @@ def test_defensive_clone():
     trace, _ = hunt(defensive, x)
     c = only(trace)
     assert (c.verdict, c.op, c.site.line) == ("defensive-clone", "aten.clone.default", line("clone"))
-    assert c.reason == f"neither the source (buffer #{c.src_storage}) nor this copy is written until it dies: an alias would do"
+    assert c.reason == (f"neither the source (the buffer made before the hunt, first used by aten.clone at {at('clone')}) "
+                        "nor this copy is written until it dies: an alias would do")
     assert c.suggestion == "use the source (or a view of it) instead of the copy"
 
 
@@ -191,8 +195,8 @@ def test_contiguous_then_cast_is_a_fresh_temporary_and_chained():
     assert [f.verdict for f in cast.findings] == ["fresh-temporary", "chained"]
     assert cast.suggestion.endswith("; that producer is itself a copy, so one op would do")
     assert cast.findings[1].reason == (
-        f"copies buffer #{cast.src_storage} of 24 B, which aten.clone at {at('contiguous')} had just copied "
-        f"from buffer #{clone.src_storage}; nothing else reads it"
+        f"copies a 24 B buffer, which aten.clone at {at('contiguous')} had just copied "
+        f"from the buffer made before the hunt, first used by aten.clone at {at('contiguous')}; nothing else reads it"
     )
 
 
@@ -204,8 +208,8 @@ def test_chained():
     assert (part.verdict, part.bytes, part.site.line) == ("chained", 16, line("part"))
     assert [f.verdict for f in part.findings] == ["chained"]
     assert part.reason == (
-        f"copies 8 B of the 16 B buffer #{part.src_storage}, which aten.clone at {at('full')} had just copied "
-        f"from buffer #{full.src_storage}; nothing else reads it"
+        f"copies 8 B of a 16 B buffer, which aten.clone at {at('full')} had just copied "
+        f"from the buffer made before the hunt, first used by aten.clone at {at('full')}; nothing else reads it"
     )
     assert full.verdict == "defensive-clone"
 
@@ -217,7 +221,7 @@ def test_round_trip():
     # float32 -> float64 -> float32 is exact, and y did not change in between.
     assert (out.verdict, back.verdict, back.site.line) == ("needed", "round-trip", line("back"))
     assert back.reason == (
-        f"writes back into buffer #{back.dst_storage} the values aten._to_copy at {at('out')} copied out of it; "
+        f"writes back into the buffer made before the hunt, first used by aten._to_copy at {at('out')} the values aten._to_copy at {at('out')} copied out of it; "
         "neither side changed since"
     )
     assert back.suggestion == "drop this copy: the destination already holds these values"
@@ -318,7 +322,7 @@ def test_cli_trace_json_carries_verdict_reason_suggestion(tmp_path, monkeypatch,
     (copy,) = doc["copies"]
     (finding,) = doc["findings"]  # beside the copies, pointing at copy 0
     assert (finding["copy"], finding["verdict"], copy["site"]["line"]) == (0, "fresh-temporary", 4)
-    assert finding["reason"].startswith(f"source (a fresh 16 B buffer #{copy['src_storage']} made by aten.add.Tensor at s.py:4)")
+    assert finding["reason"].startswith("source (a fresh 16 B buffer made by aten.add.Tensor at s.py:4)")
     assert finding["suggestion"].startswith("let aten.add.Tensor at s.py:4 write straight into this copy's destination")
 
 

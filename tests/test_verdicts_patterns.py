@@ -88,8 +88,9 @@ def test_rotate_half_keeps_the_copy_of_the_half_that_is_not_a_temporary():
     neg = producer_buffer(trace, "aten.neg.default")
     assert (c.verdict, c.op, c.bytes, c.site.line) == ("needed", "aten.cat.default", 32, line("rotate-half"))
     assert c.reason == (
-        f"only part of it could be avoided: source 1 of 2 (a fresh 16 B buffer #{neg} made by aten.neg at "
-        f"{at('rotate-half')}) could be written in place, but source 2 (buffer #{c.src_storages[1]}: "
+        f"only part of it could be avoided: source 1 of 2 (a fresh 16 B buffer made by aten.neg at "
+        f"{at('rotate-half')}) could be written in place, but source 2 (the buffer made before the hunt, first used by "
+        f"aten.neg at {at('rotate-half')}: "
         "not a temporary made for this copy) must still be copied"
     )
     assert c.suggestion == "keep it: whatever writes the first slices, the rest is still a copy"
@@ -101,7 +102,7 @@ def test_rotate_half_with_its_sources_swapped_gets_the_same_verdict():
     trace, _ = hunt(rotate_half_swapped, x)
     c = only(trace)
     assert (c.verdict, c.site.line) == ("needed", line("swapped"))
-    assert c.reason.startswith("only part of it could be avoided: source 2 of 2 (a fresh 16 B buffer #")
+    assert c.reason.startswith("only part of it could be avoided: source 2 of 2 (a fresh 16 B buffer made by aten.neg at ")
 
 
 def test_cat_of_one_value_twice_is_not_eliminable():
@@ -111,7 +112,7 @@ def test_cat_of_one_value_twice_is_not_eliminable():
     freqs = producer_buffer(trace, "aten.mul.Tensor")
     assert (c.verdict, c.bytes, c.site.line) == ("needed", 48, line("emb"))
     assert c.reason == (
-        f"2 of its sources are the same 24 B of buffer #{freqs} (made by aten.mul.Tensor at {at('freqs')}): "
+        f"2 of its sources are the same 24 B of the buffer made by aten.mul.Tensor at {at('freqs')}: "
         "a producer can write only one slice, the others must still be copied"
     )
     assert c.suggestion == "keep it: whatever writes the first slices, the rest is still a copy"
@@ -124,8 +125,8 @@ def test_cat_of_fresh_temporaries_only_is_a_fresh_temporary_naming_every_produce
     mul, add = producer_buffer(trace, "aten.mul.Tensor"), producer_buffer(trace, "aten.add.Tensor")
     assert (c.verdict, c.bytes) == ("fresh-temporary", 24)
     assert c.reason == (
-        f"each of its 2 sources was made for it alone, is read only by it, then dies: buffer #{mul} by "
-        f"aten.mul.Tensor at {at('two-fresh')}, buffer #{add} by aten.add.Tensor at {at('two-fresh')}"
+        f"each of its 2 sources was made for it alone, is read only by it, then dies: a buffer made by "
+        f"aten.mul.Tensor at {at('two-fresh')}, a buffer made by aten.add.Tensor at {at('two-fresh')}"
     )
     assert c.suggestion == (
         f"allocate the result first and let each producer write its slice (out=result[...]): aten.mul.Tensor at "
@@ -157,7 +158,7 @@ def test_float_expression_cast_to_long_is_needed_mul_cannot_write_int64():
     mul = producer_buffer(trace, "aten.mul.Tensor")
     assert (c.verdict, c.dtype, c.site.line) == ("needed", "torch.int64", line("mul-long"))
     assert c.reason == (
-        f"source (a fresh 16 B buffer #{mul} made by aten.mul.Tensor at {at('mul-long')}) is read only by this copy, "
+        f"source (a fresh 16 B buffer made by aten.mul.Tensor at {at('mul-long')}) is read only by this copy, "
         "but aten.mul.Tensor cannot write int64 itself: out= does not cast float32 to int64"
     )
     assert c.suggestion == "keep it: this copy is how the value becomes int64"
@@ -225,7 +226,8 @@ def test_cat_with_an_empty_first_source_is_an_alias_in_disguise():
     assert (c.verdict, c.bytes, c.site.line) == ("defensive-clone", 96, line("first-update"))
     (src,) = [s for s in c.src_storages if s != c.src_storage]
     assert c.reason == (
-        f"its other sources are empty, so it copies buffer #{src} unchanged; neither the source nor this copy "
+        f"its other sources are empty, so it copies the buffer made before the hunt, first used by aten.cat at "
+        f"{at('first-update')} unchanged; neither the source nor this copy "
         "is written until it dies: an alias would do"
     )
     assert c.suggestion == "use the non-empty source itself instead of concatenating it with empty tensors"
@@ -236,7 +238,7 @@ def test_cat_with_an_empty_source_of_a_fresh_value_is_a_fresh_temporary():
     c = only(trace)
     mul = producer_buffer(trace, "aten.mul.Tensor")
     assert [f.verdict for f in c.findings] == ["fresh-temporary", "defensive-clone"]
-    assert c.reason.startswith(f"source (a fresh 96 B buffer #{mul} made by aten.mul.Tensor at {at('fresh-keys')}) is read only by this copy")
+    assert c.reason.startswith(f"source (a fresh 96 B buffer made by aten.mul.Tensor at {at('fresh-keys')}) is read only by this copy")
     assert c.suggestion == f"drop this copy and use the result of aten.mul.Tensor at {at('fresh-keys')} itself: it was made for this copy alone"
 
 

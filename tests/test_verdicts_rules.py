@@ -124,7 +124,7 @@ def test_dead_store_overwritten_before_read():
     b.op("sum", reads=(2,), writes=(3,), allocs=(3,), line=12)
     c = only(b.trace())
     assert c.verdict == "dead-store"
-    assert c.reason == "the destination (buffer #2 of 16 B) is overwritten by aten.fill_ at t.py:11 before anything reads it"
+    assert c.reason == "the destination (a 16 B buffer made before the hunt, first used by aten.copy_ at t.py:10) is overwritten by aten.fill_ at t.py:11 before anything reads it"
     assert c.suggestion == "drop the copy: its bytes are replaced before any use"
 
 
@@ -136,7 +136,7 @@ def test_dead_store_overwritten_piecewise_by_two_dense_halves():
     b.op("fill_", writes=((2, 8, 8),), line=13)  # bytes 8..16: now all 16 copied bytes are gone
     b.op("sum", reads=(2,), line=14)
     assert only(b.trace()).reason == (
-        "the destination (buffer #2 of 16 B) is overwritten by aten.fill_ at t.py:13 before anything reads it"
+        "the destination (a 16 B buffer made before the hunt, first used by aten.copy_ at t.py:10) is overwritten by aten.fill_ at t.py:13 before anything reads it"
     )
 
 
@@ -163,14 +163,14 @@ def test_dead_store_freed_before_read():
     b.op("relu", reads=(1,), writes=(3,), allocs=(3,), frees=(2,), line=11)
     c = only(b.trace())
     assert c.verdict == "dead-store"
-    assert c.reason == "the destination (buffer #2 of 16 B) is freed (before #1) before anything reads it"
+    assert c.reason == "the destination (a 16 B buffer made before the hunt, first used by aten.copy_ at t.py:10) is freed (before aten.relu at t.py:11) before anything reads it"
     assert c.suggestion == "drop the copy: nothing reads what it writes"
 
 
 def test_dead_store_when_destination_dies_unread_at_the_end():
     b = TraceBuilder()
     _into_buffer(b, buf_alive=False)
-    assert only(b.trace()).reason == "the destination (buffer #2 of 16 B) is dead when the hunt ended before anything reads it"
+    assert only(b.trace()).reason == "the destination (a 16 B buffer made before the hunt, first used by aten.copy_ at t.py:10) is dead when the hunt ended before anything reads it"
 
 
 def test_needed_when_destination_outlives_the_hunt_unread():
@@ -208,7 +208,7 @@ def test_fresh_temporary_names_producer_and_line():
     c = only(b.trace())
     assert c.verdict == "fresh-temporary"
     assert c.reason == (
-        "source (a fresh 16 B buffer #3 made by aten.mm at t.py:20) is read only by this copy, then freed (before #2)"
+        "source (a fresh 16 B buffer made by aten.mm at t.py:20) is read only by this copy, then freed (before aten.relu at t.py:22)"
     )
     assert c.suggestion == (
         "let aten.mm at t.py:20 write straight into this copy's destination "
@@ -278,8 +278,8 @@ def test_fresh_temporary_accumulated_in_place_names_first_and_last_writer():
     b.op("relu", reads=(2,), frees=(1,), line=43)
     c = only(b.trace())
     assert c.reason == (
-        "source (a fresh 16 B buffer #1 made by aten.zeros at t.py:40, last written by aten.index_add_ at t.py:41) "
-        "is read only by this copy, then freed (before #4)"
+        "source (a fresh 16 B buffer made by aten.zeros at t.py:40, last written by aten.index_add_ at t.py:41) "
+        "is read only by this copy, then freed (before aten.relu at t.py:43)"
     )
     assert c.suggestion.startswith("let aten.index_add_ at t.py:41 write straight into this copy's destination")
 
@@ -304,19 +304,20 @@ def test_moe_like_pair_result_copy_then_workspace_copy():
     assert [c.verdict for c in judged] == ["fresh-temporary"] * 4
     one, two = judged[0], judged[1]
     assert (one.seq, two.seq) == (first, second)
-    assert one.reason == "source (a fresh 16 B buffer #1 made by aten.experts at t.py:30) is read only by this copy, then freed (before #2)"
+    assert one.reason == "source (a fresh 16 B buffer made by aten.experts at t.py:30) is read only by this copy, then freed (before aten.copy_ at t.py:32)"
     assert two.reason == (
-        "source (16 B of the 64 B reused buffer #2) was just written by aten.copy_ at t.py:31, "
+        "source (16 B of the reused 64 B buffer made before the hunt, first used by aten.copy_ at t.py:31) was just written by aten.copy_ at t.py:31, "
         "is read only by this copy, then overwritten by aten.copy_ at t.py:31"
     )
     assert two.suggestion == (
-        "pass this copy's destination to aten.copy_ at t.py:31 as its output instead of the reused buffer #2 (output alias), "
+        "pass this copy's destination to aten.copy_ at t.py:31 as its output instead of the reused buffer made before the hunt, "
+        "first used by aten.copy_ at t.py:31 (output alias), "
         "so this copy can be skipped; that producer is itself a copy, so one op would do"
     )
     # The workspace copy is also a copy of a copy: both findings, strongest first.
     assert [f.verdict for f in two.findings] == ["fresh-temporary", "chained"]
-    # Layer 2's workspace value dies with the workspace (freed before #7).
-    assert judged[3].reason.endswith("is read only by this copy, then freed (before #6)")
+    # Layer 2's workspace value dies with the workspace (freed before the add).
+    assert judged[3].reason.endswith("is read only by this copy, then freed (before aten.add at t.py:33)")
 
 
 # --- round-trip --------------------------------------------------------------------------------
@@ -339,7 +340,7 @@ def test_round_trip_back_into_the_original():
     first, back = judge(b.trace()).read_copies()
     assert first.verdict == "needed"
     assert back.verdict == "round-trip"
-    assert back.reason == "writes back into buffer #1 the values aten._to_copy at t.py:50 copied out of it; neither side changed since"
+    assert back.reason == "writes back into the buffer made before the hunt, first used by aten._to_copy at t.py:50 the values aten._to_copy at t.py:50 copied out of it; neither side changed since"
     assert back.suggestion == "drop this copy: the destination already holds these values"
 
 
@@ -374,8 +375,8 @@ def test_round_trip_into_a_new_buffer():
     b.op("add", reads=(4, 1), frees=(2,), line=53)
     first, back = judge(b.trace()).read_copies()
     assert back.verdict == "round-trip"
-    assert back.reason == "recreates buffer #1 (which aten._to_copy at t.py:50 copied out) unchanged; neither is written while this copy lives"
-    assert back.suggestion == "use the original (buffer #1) instead of copying it back"
+    assert back.reason == "recreates the buffer made before the hunt, first used by aten._to_copy at t.py:50 (which aten._to_copy at t.py:50 copied out) unchanged; neither is written while this copy lives"
+    assert back.suggestion == "use the original (the buffer made before the hunt, first used by aten._to_copy at t.py:50) instead of copying it back"
 
 
 # --- chained -----------------------------------------------------------------------------------
@@ -393,8 +394,9 @@ def test_chained_copy_of_part_of_a_clone():
     b.op("sum", reads=(3,), frees=(2,), line=62)
     clone, part = judge(b.trace()).read_copies()
     assert part.verdict == "chained"
-    assert part.reason == "copies 8 B of the 16 B buffer #2, which aten.clone at t.py:60 had just copied from buffer #1; nothing else reads it"
-    assert part.suggestion == "copy from buffer #1 straight into the destination in one op (e.g. one .to(dtype, memory_format=...) or one copy_)"
+    assert part.reason == ("copies 8 B of a 16 B buffer, which aten.clone at t.py:60 had just copied from the buffer made before the hunt, "
+                           "first used by aten.clone at t.py:60; nothing else reads it")
+    assert part.suggestion == "copy from the buffer made before the hunt, first used by aten.clone at t.py:60 straight into the destination in one op (e.g. one .to(dtype, memory_format=...) or one copy_)"
     assert [f.verdict for f in part.findings] == ["chained"]  # clone wrote more than was copied: not fresh-temporary
     assert clone.verdict == "defensive-clone"
 
@@ -427,7 +429,8 @@ def test_defensive_clone():
     b.op("relu", reads=(3,), frees=(2,), line=72)
     c = only(b.trace())
     assert c.verdict == "defensive-clone"
-    assert c.reason == "neither the source (buffer #1) nor this copy is written until it is freed (before #2): an alias would do"
+    assert c.reason == ("neither the source (the buffer made before the hunt, first used by aten.clone at t.py:70) nor this copy "
+                        "is written until it is freed (before aten.relu at t.py:72): an alias would do")
     assert c.suggestion == "use the source (or a view of it) instead of the copy"
 
 
@@ -440,7 +443,7 @@ def test_clone_of_a_strided_source_is_not_proven_eliminable_its_consumer_may_nee
     c = only(b.trace())  # storage #2 is dead at the end (alive=False)
     assert c.verdict == "needed"
     assert c.reason == (
-        "neither the source (buffer #1) nor this copy is written until it dies, but it makes a contiguous layout "
+        "neither the source (the buffer made before the hunt, first used by aten.clone at t.py:70) nor this copy is written until it dies, but it makes a contiguous layout "
         "of a strided source, and the trace cannot tell whether its consumer needs one"
     )
     assert c.suggestion == "keep it, unless its consumer takes a strided tensor: then use the source itself"
@@ -482,7 +485,7 @@ def test_repeat_is_not_proven_eliminable_but_names_expand():
     c = only(b.trace())
     assert c.verdict == "needed"
     assert c.reason == (
-        "neither the source (buffer #1) nor this copy is written until it dies, but only an expanded (stride-0) view "
+        "neither the source (the buffer made before the hunt, first used by aten.repeat at t.py:80) nor this copy is written until it dies, but only an expanded (stride-0) view "
         "would replace the repeated data, and the trace cannot tell whether its consumer accepts one"
     )
     assert c.suggestion == "keep it, unless its consumer only reads it elementwise: then use expand"
@@ -519,7 +522,8 @@ def test_graph_replay_shares_its_capture_time_verdict():
     captured, replay = judge(with_copies(base, [base.copies[0], replayed])).read_copies()
     assert replay.verdict == captured.verdict == "defensive-clone"
     assert replay.reason == captured.reason + " (as at capture, #0)"
-    assert captured.reason == "neither the source (buffer #1) nor this copy is written until it is freed (before #2): an alias would do"
+    assert captured.reason == ("neither the source (the buffer made before the hunt, first used by aten.clone at t.py:70) nor this copy "
+                        "is written until it is freed (before aten.relu at t.py:72): an alias would do")
 
 
 # --- engine properties -------------------------------------------------------------------------
@@ -587,7 +591,7 @@ def test_judged_trace_round_trips_through_the_file(tmp_path):
 
     (finding,) = json.loads(path.read_text())["findings"]
     assert (finding["copy"], finding["verdict"]) == (0, "fresh-temporary")
-    assert finding["reason"].startswith("source (a fresh 16 B buffer #3")
+    assert finding["reason"].startswith("source (a fresh 16 B buffer made by ")
     assert finding["suggestion"].startswith("let aten.mm at t.py:20")
 
 
@@ -602,7 +606,7 @@ def test_fresh_temporary_in_an_empty_buffer_filled_by_an_out_op():
     b.copy("copy_", 1, 2, line=47)
     b.op("relu", reads=(2,), frees=(1,), line=48)
     c = only(b.trace())
-    assert c.reason == "source (a fresh 16 B buffer #1 made by aten.sum at t.py:46) is read only by this copy, then freed (before #3)"
+    assert c.reason == "source (a fresh 16 B buffer made by aten.sum at t.py:46) is read only by this copy, then freed (before aten.relu at t.py:48)"
     assert c.suggestion.startswith("let aten.sum at t.py:46 write straight into this copy's destination")
 
 
@@ -617,8 +621,8 @@ def test_fresh_temporary_filled_outside_the_dispatcher():
     c = only(b.trace())
     assert c.verdict == "fresh-temporary"
     assert c.reason == (
-        "source (a 16 B buffer #1 allocated by aten.empty at t.py:44 and filled outside PyTorch's dispatcher) "
-        "is read only by this copy, then freed (before #2)"
+        "source (a 16 B buffer allocated by aten.empty at t.py:44 and filled outside PyTorch's dispatcher) "
+        "is read only by this copy, then freed (before aten.relu at t.py:48)"
     )
     assert c.suggestion == (
         "hand this copy's destination to the code that allocates the source (aten.empty at t.py:44) and fills it "
@@ -739,7 +743,8 @@ def test_fresh_temporary_made_from_the_destination_by_an_elementwise_op_runs_in_
     b.op("sum", reads=(1,), frees=(2,), line=21)
     c = only(b.trace())
     assert c.verdict == "fresh-temporary"
-    assert c.reason == "source (a 16 B buffer #2 made by aten.mul at t.py:20 from the destination) is read only by this copy, then freed (before #2)"
+    assert c.reason == ("source (a 16 B buffer made by aten.mul at t.py:20 from the destination) is read only by this copy, "
+                        "then freed (before aten.sum at t.py:21)")
     assert c.suggestion == (
         "compute it in place: the in-place variant of aten.mul at t.py:20 on the destination "
         "(e.g. x.mul_(2) for x.copy_(x * 2); only if it reads the destination in the same layout), then drop this copy"

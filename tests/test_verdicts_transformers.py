@@ -102,7 +102,7 @@ def test_first_cache_update_is_the_new_keys_themselves(llama_eager: Trace) -> No
     first = [c for c in keys if c.verdict == "fresh-temporary"]
     assert all(c.suggestion.startswith("let aten.add.Tensor at modeling_llama.py:") for c in first)
     later = [c for c in keys if c.verdict == "needed"]
-    assert all(c.reason.startswith("only part of it could be avoided: source 2 of 2 (a fresh 128 B buffer #") for c in later)
+    assert all(c.reason.startswith("only part of it could be avoided: source 2 of 2 (a fresh 128 B buffer made by ") for c in later)
     # The values are a transposed view of v_proj's matmul: the cat makes them contiguous, and a matmul does
     # not write that layout itself, so the first value cat stays too.
     values = at(llama_eager, "cache_utils.DynamicLayer.update", "self.values = torch.cat([self.values, value_states], dim=-2)", "aten.cat.default")

@@ -15,7 +15,7 @@ from copyhunt.analysis.op_facts import (
 from copyhunt.analysis.trust import Window
 from copyhunt.analysis.rules import rule
 from copyhunt.analysis.sources import Fresh, Source, fresh_source, live_sources, made_by_reshape, merge_exact, sources
-from copyhunt.analysis.wording import ITEMSIZE, buffer, lossless, op_at
+from copyhunt.analysis.wording import ITEMSIZE, before, buffer, buffer_name, lossless, op_at
 from copyhunt.records import CopyRecord, Finding
 from copyhunt.text import human_bytes, op_name
 
@@ -53,7 +53,7 @@ def _src_dtype(copy: CopyRecord) -> str:
 def _after(fate: Fate, ctx: TraceIndex) -> str:
     """How a range that is never read again ends: ``freed``, ``overwritten by ...``."""
     if fate.what == "freed":
-        return f"freed (before #{fate.seq})"
+        return f"freed ({before(ctx, fate.seq)})"
     if fate.what == "overwritten" and fate.seq is not None:
         return f"overwritten by {op_at(ctx, fate.seq)}"
     return "dead when the hunt ended"
@@ -130,7 +130,7 @@ def fresh_temporary(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     producer = op_at(ctx, h.producer)
     src_id, nbytes = src.storage, src.rng.nbytes
     if in_place:
-        reason = (f"source (a {human_bytes(nbytes)} buffer #{src_id} made by {producer} from the destination) "
+        reason = (f"source (a {human_bytes(nbytes)} buffer made by {producer} from the destination) "
                   f"is read only by this copy, then {_after(fate, ctx)}")
         # Accesses carry byte ranges, not strides: a transposed read of the destination looks the
         # same, so the suggestion states the condition it relies on.
@@ -140,20 +140,21 @@ def fresh_temporary(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     if prod_op is not None and op_name(prod_op.op) in ALLOC_ONLY_OPS:
         # Only allocated in sight: whatever filled it ran outside the dispatcher. The fix is the
         # same: hand the destination to that code instead of the buffer it allocates.
-        made = f"a {human_bytes(nbytes)} buffer #{src_id} allocated by {producer} and filled outside PyTorch's dispatcher"
+        made = f"a {human_bytes(nbytes)} buffer allocated by {producer} and filled outside PyTorch's dispatcher"
         reason = f"source ({made}) is read only by this copy, then {_after(fate, ctx)}"
         suggestion = f"hand this copy's destination to the code that allocates the source ({producer}) and fills it (destination passing: out=/output=), then drop this copy"
         return Finding("fresh-temporary", reason, suggestion)
     fresh_buffer = h.allocated and ctx.writer_count(src_id) <= 1
     if fresh_buffer:
-        made = f"a fresh {human_bytes(nbytes)} buffer #{src_id} made by {op_at(ctx, h.start)}"
+        made = f"a fresh {human_bytes(nbytes)} buffer made by {op_at(ctx, h.start)}"
         if h.producer != h.start:
             made += f", last written by {producer}"
     else:
-        made = buffer(ctx, src_id, nbytes)
-        name = f"buffer #{src_id}"
-        if ctx.writer_count(src_id) > 1:  # written again and again: a workspace, not a result buffer
-            made, name = made.replace("buffer #", "reused buffer #"), f"the reused buffer #{src_id}"
+        reused = ctx.writer_count(src_id) > 1  # written again and again: a workspace, not a result buffer
+        made = buffer(ctx, src_id, nbytes, "reused" if reused else "")
+        name = buffer_name(ctx, src_id)
+        if reused:
+            name = name.replace(" buffer ", " reused buffer ", 1)
     same_layout = src.contiguous is True and copy.dst_contiguous is True
     if prod_op is not None:
         obstacle = write_obstacle(prod_op.op, prod_op.is_copy, src.dtype, copy.dtype, same_layout)
@@ -204,14 +205,14 @@ def _fresh_concat(copy: CopyRecord, ctx: TraceIndex, srcs: tuple[Source, ...], d
         # One value in several slices: its producer writes one, the others stay copies.
         first = same[0]
         made = next((op_at(ctx, f.history.producer) for f in fresh if f.source.storage == first.storage and f.history.producer is not None), None)
-        what = f"buffer #{first.storage}" + (f" (made by {made})" if made else "")
+        what = f"the buffer made by {made}" if made else buffer_name(ctx, first.storage)
         reason = (f"{len(same)} of its sources are the same {human_bytes(first.rng.nbytes)} of {what}: "
                   "a producer can write only one slice, the others must still be copied")
         return Finding("needed", reason, KEEP_REST)
     if stale:
-        done = "; ".join(f"a fresh {human_bytes(f.source.rng.nbytes)} buffer #{f.source.storage} made by {op_at(ctx, f.history.producer)}"
+        done = "; ".join(f"a fresh {human_bytes(f.source.rng.nbytes)} buffer made by {op_at(ctx, f.history.producer)}"
                          for f in fresh if f.history.producer is not None)
-        rest = "; ".join(f"buffer #{s.storage}: {why}" for s, why in stale)
+        rest = "; ".join(f"{buffer_name(ctx, s.storage)}: {why}" for s, why in stale)
         reason = (f"only part of it could be avoided: {_positions([f.source.position for f in fresh])} of {total} ({done}) "
                   f"could be written in place, but {_positions([s.position for s, _ in stale])} ({rest}) must still be copied")
         return Finding("needed", reason, KEEP_REST)
@@ -221,7 +222,7 @@ def _fresh_concat(copy: CopyRecord, ctx: TraceIndex, srcs: tuple[Source, ...], d
     begin = min(f.history.start for f in fresh if f.history.start is not None)
     if ctx.touched(dst, dst_rng, begin - 1, copy.seq, ignore=ctx.allocated_by(dst), win=ctx.window(copy)):
         return None
-    made = ", ".join(f"buffer #{f.source.storage} by {op_at(ctx, f.history.producer)}" for f in fresh if f.history.producer is not None)
+    made = ", ".join(f"a buffer made by {op_at(ctx, f.history.producer)}" for f in fresh if f.history.producer is not None)
     producers = ", ".join(op_at(ctx, f.history.producer) for f in fresh if f.history.producer is not None)
     reason = f"each of its {len(fresh)} sources was made for it alone, is read only by it, then dies: {made}"
     suggestion = f"allocate the result first and let each producer write its slice (out=result[...]): {producers}; then drop this copy"
@@ -274,14 +275,14 @@ def round_trip(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
         return None  # A changed since: copying back is an update, not a round trip
     there = op_at(ctx, h.producer)
     if dst == a and dst_rng == a_rng:
-        reason = f"writes back into buffer #{a} the values {there} copied out of it; neither side changed since"
+        reason = f"writes back into {buffer_name(ctx, a)} the values {there} copied out of it; neither side changed since"
         return Finding("round-trip", reason, "drop this copy: the destination already holds these values")
     # Back into a new buffer: equal to A, so A itself would do if neither is written while it lives.
     op = ctx.op(copy.seq)
     if op is None or dst not in op.allocs or not _alias_safe(ctx, dst, a, a_rng, copy.seq, win):
         return None
-    reason = f"recreates buffer #{a} (which {there} copied out) unchanged; neither is written while this copy lives"
-    return Finding("round-trip", reason, f"use the original (buffer #{a}) instead of copying it back")
+    reason = f"recreates {buffer_name(ctx, a)} (which {there} copied out) unchanged; neither is written while this copy lives"
+    return Finding("round-trip", reason, f"use the original ({buffer_name(ctx, a)}) instead of copying it back")
 
 
 @rule("chained")
@@ -315,10 +316,10 @@ def chained(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
     if not (original_kept or dst_free):
         return None
     reason = (
-        f"copies {buffer(ctx, src, src_rng.nbytes)}, which {op_at(ctx, h.producer)} had just copied "
-        f"from buffer #{orig.storage}; nothing else reads it"
+        f"copies {buffer(ctx, src, src_rng.nbytes, origin=False)}, which {op_at(ctx, h.producer)} had just copied "
+        f"from {buffer_name(ctx, orig.storage)}; nothing else reads it"
     )
-    suggestion = f"copy from buffer #{orig.storage} straight into the destination in one op (e.g. one .to(dtype, memory_format=...) or one copy_)"
+    suggestion = f"copy from {buffer_name(ctx, orig.storage)} straight into the destination in one op (e.g. one .to(dtype, memory_format=...) or one copy_)"
     return Finding("chained", reason, suggestion)
 
 
@@ -350,12 +351,12 @@ def defensive_clone(copy: CopyRecord, ctx: TraceIndex) -> Finding | None:
             "keep it, or change the consumer to take the source's shape (e.g. broadcast over the repeated dim)",
         )
     death, _ = ctx.death(dst, copy.seq, win=win)
-    until = f"until it is freed (before #{death})" if death is not None else "until it dies"
+    until = f"until it is freed ({before(ctx, death)})" if death is not None else "until it dies"
     if name in CONCAT_OPS and src.contiguous is True:
-        reason = (f"its other sources are empty, so it copies buffer #{src.storage} unchanged; neither the source "
+        reason = (f"its other sources are empty, so it copies {buffer_name(ctx, src.storage)} unchanged; neither the source "
                   f"nor this copy is written {until}: an alias would do")
         return Finding("defensive-clone", reason, "use the non-empty source itself instead of concatenating it with empty tensors")
-    unchanged = f"neither the source (buffer #{src.storage}) nor this copy is written {until}"
+    unchanged = f"neither the source ({buffer_name(ctx, src.storage)}) nor this copy is written {until}"
     if name in ("repeat", "expand_copy") or copy.bytes > src.rng.nbytes:
         # An expanded view holds the same values with stride 0: fine for a consumer that only
         # reads elementwise, wrong for one that views or writes it. The trace cannot tell which.

@@ -21,6 +21,28 @@ class GroupBy(str, Enum):
     region = "region"
 
 
+class SortBy(str, Enum):
+    """Which rows come first (``report --sort``): most bytes, most copies, most device time, or by file and line."""
+
+    bytes = "bytes"
+    count = "count"
+    time = "time"
+    site = "site"
+
+
+def sort_groups(groups: Iterable["CopyGroup"], by: SortBy | str = SortBy.bytes) -> list["CopyGroup"]:
+    """``groups`` in the order ``by`` asks for; ties keep the default order (bytes, count, program order)."""
+    ordered = list(groups)
+    by = SortBy(by)
+    if by is SortBy.count:
+        ordered.sort(key=lambda g: -g.count)
+    elif by is SortBy.time:
+        ordered.sort(key=lambda g: -(g.device_time_us or 0.0))
+    elif by is SortBy.site:
+        ordered.sort(key=lambda g: (g.sites[0].file, g.sites[0].line) if g.sites else ("\uffff", 0))
+    return ordered
+
+
 #: The keys tables can group by, as text.
 GROUP_BY = tuple(g.value for g in GroupBy)
 

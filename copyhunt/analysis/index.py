@@ -201,6 +201,11 @@ class TraceIndex:
             return None, False
         return _bounding(op.writes, copy.dst_storage)
 
+    def first_use(self, storage: int) -> int | None:
+        """Seq of the first op that touched ``storage`` in the trace (read, wrote or allocated it), or None."""
+        events = self._timelines.get(storage, ())
+        return events[0].seq if events else None
+
     def allocated_by(self, storage: int) -> int | None:
         """Seq of the op that allocated ``storage`` inside the trace, or None."""
         for ev in self._timelines.get(storage, ()):

@@ -6,6 +6,7 @@ code; expected failures raise a CopyhuntError subclass, which `main` prints as o
 
 from __future__ import annotations
 
+import re
 import sys
 
 import typer
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"copyhunt: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except click_exceptions.UsageError as exc:
-        exc.show(file=sys.stderr)
+        print(usage_line(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
     except typer.Exit as exc:
         return exc.exit_code
@@ -36,6 +37,22 @@ def main(argv: list[str] | None = None) -> int:
         exc.show(file=sys.stderr)
         return exc.exit_code
     return int(result or 0)
+
+
+def usage_line(exc: "click_exceptions.UsageError") -> str:
+    """A usage error as one line: ``copyhunt report: error: --by: 'file' is not one of ...``.
+
+    typer's pydantic-flavoured phrases are put in plain words; an unknown option given to ``trace``,
+    ``verify`` or ``gate --run`` gets the hint that the program's own arguments go after ``--``.
+    """
+    ctx = exc.ctx
+    where = ctx.command_path if ctx is not None else "copyhunt"
+    message = " ".join(exc.format_message().split())
+    message = message.replace("Value error, ", "")
+    message = re.sub(r"Input should be a valid (\w+)(, .*)?$", r"expected \1", message)
+    if isinstance(exc, click_exceptions.NoSuchOption) and ctx is not None and ctx.info_name in ("trace", "verify", "gate"):
+        message += f" (to pass it to the program, put it after --: {where} TARGET -- {exc.option_name} ...)"
+    return f"{where}: error: {message}"
 
 
 def run() -> None:

@@ -12,11 +12,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from copyhunt.cli import options
-from copyhunt.cli.app import app
+from copyhunt.cli.app import CopyhuntCommand, app
 from copyhunt.cli.console import stdout_console
 from copyhunt.errors import EXIT_OK
 
-bench_app = typer.Typer(name="bench", help="Benchmarks: `copyhunt bench moe` (A/B of the MoE output-copy fix).", no_args_is_help=True)
+bench_app = typer.Typer(name="bench", help="Benchmarks: `copyhunt bench moe` (A/B of the MoE output-copy fix).", no_args_is_help=True,
+                      short_help="A/B of the MoE output-copy fix (GPU; CPU smoke run).",
+                      rich_markup_mode=None)
 app.add_typer(bench_app, name="bench")
 
 
@@ -33,14 +35,14 @@ def parse_tokens(raw: str | None) -> tuple[int, ...] | None:
     return values
 
 
-@bench_app.command("moe")
+@bench_app.command("moe", cls=CopyhuntCommand)
 def bench_moe(
-    preset: str = typer.Option("minimax-m2.5-tp4", "--preset", help="MoE shape preset (GPU run)."),
-    tokens: Optional[str] = typer.Option(None, "--tokens", help="Token counts, comma-separated. Default 1,8,64,256,1024,4096,16384 (CPU smoke: 1,8)."),
-    layers: int = typer.Option(4, "--layers", help="MoE layers in the decode step (they share one workspace)."),
-    mode: options.BenchMode = typer.Option(options.BenchMode.both, "--mode", help="Time CUDA-graph replays, eager calls, or both."),
-    rounds: int = typer.Option(15, "--rounds", help="Interleaved A/B rounds per point (>= 3)."),
-    backend: str = typer.Option("auto", "--backend", help="MoE experts backend (auto: Triton on CUDA, AITER on ROCm)."),
+    preset: str = typer.Option("minimax-m2.5-tp4", "--preset", metavar="NAME", help="MoE shape preset (GPU run)."),
+    tokens: Optional[str] = typer.Option(None, "--tokens", metavar="N,N,...", help="Token counts, comma-separated. Default 1,8,64,256,1024,4096,16384 (CPU smoke: 1,8)."),
+    layers: int = typer.Option(4, "--layers", metavar="N", help="MoE layers in the decode step (they share one workspace)."),
+    mode: options.BenchMode = typer.Option(options.BenchMode.both, "--mode", metavar="graph|eager|both", help="Time CUDA-graph replays, eager calls, or both."),
+    rounds: int = typer.Option(15, "--rounds", metavar="N", help="Interleaved A/B rounds per point (>= 3)."),
+    backend: str = typer.Option("auto", "--backend", metavar="NAME", help="MoE experts backend (auto: Triton on CUDA, AITER on ROCm)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout, nothing else."),
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="FILE", help="Write a PNG of time saved and speedup against tokens (needs matplotlib)."),
 ) -> int:

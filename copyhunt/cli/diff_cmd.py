@@ -8,17 +8,18 @@ from typing import Optional
 import typer
 
 from copyhunt.cli import options
-from copyhunt.cli.app import app
+from copyhunt.cli.app import command
 from copyhunt.cli.console import console_for
 from copyhunt.errors import EXIT_OK, EXIT_VIOLATION
 from copyhunt.report import Format
 
 
-@app.command("diff")
+@command("diff", short_help="Sites added, removed and changed between two traces.")
 def diff(
     a: Path = typer.Argument(..., metavar="A", help="The trace before (e.g. a stored baseline)."),
     b: Path = typer.Argument(..., metavar="B", help="The trace after."),
     fmt: Format = options.FORMAT,
+    json_output: bool = options.JSON_FORMAT,
     fail_on_increase: bool = typer.Option(False, "--fail-on-increase", help="Exit 1 when any site has more copies or bytes in B."),
     show_same: bool = typer.Option(False, "--all", help="Also list the sites that did not change."),
     kind: Optional[str] = options.KIND,
@@ -32,6 +33,8 @@ def diff(
     from copyhunt.report.diff_report import render_diff
     from copyhunt.view import view
 
+    if json_output:
+        fmt = options.json_format(fmt)
     selection = options.selection(kind, region, site, op)
     result = diff_traces(view(read_trace(a), selection), view(read_trace(b), selection))
     render_diff(console_for(fmt), result, fmt, a=str(a), b=str(b), show_same=show_same, fail_on_increase=fail_on_increase)

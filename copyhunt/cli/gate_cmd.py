@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, List, Optional, Sequence
 import typer
 
 from copyhunt.cli import options
-from copyhunt.cli.app import app
+from copyhunt.cli.app import command
 from copyhunt.cli.console import console_for
 from copyhunt.errors import EXIT_OK, EXIT_VIOLATION, BudgetError
 from copyhunt.report import Format
@@ -34,21 +34,22 @@ class _GateArgs:
     baseline: Path | None
 
 
-@app.command("gate")
+@command("gate", short_help="Check copies against a budget (exit 1 over it).")
 def gate(
     paths: Optional[List[str]] = typer.Argument(
         None, metavar="[TRACE] [-- ARGS...]", help="Trace file to check; with --run, the target's arguments (after --)."
     ),
     budget: Optional[Path] = typer.Option(
-        None, "--budget", "-b", help="Budget file (copyhunt.toml or pyproject.toml). Default: ./copyhunt.toml, else ./pyproject.toml \\[tool.copyhunt]."
+        None, "--budget", "-b", metavar="FILE", help="Budget file (copyhunt.toml or pyproject.toml). Default: the nearest copyhunt.toml, or pyproject.toml with [tool.copyhunt], in this directory or a parent."
     ),
     run: Optional[str] = typer.Option(
         None, "--run", metavar="TARGET", help="Trace TARGET first (script, -m module, module:function), then gate that trace."
     ),
     fmt: Format = options.FORMAT,
-    baseline: Optional[Path] = typer.Option(None, "--baseline", help="A stored trace to compare with, site by site."),
+    json_output: bool = options.JSON_FORMAT,
+    baseline: Optional[Path] = typer.Option(None, "--baseline", metavar="TRACE", help="A stored trace to compare with, site by site."),
     fail_on_increase: bool = typer.Option(False, "--fail-on-increase", help="With --baseline: fail when any site has more copies or bytes."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="With --run: where to save the trace."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="With --run: where to save the trace."),
     force: bool = typer.Option(False, "--force", help="With --run: overwrite --output if it exists."),
     focus: options.Globs = typer.Option(
         None, "--focus", metavar="GLOB", help="With --run: attribute copies to the first frame matching GLOB (repeatable)."
@@ -66,6 +67,8 @@ def gate(
     from copyhunt.gate import evaluate
     from copyhunt.report.gate_report import render_gate
 
+    if json_output:
+        fmt = options.json_format(fmt)
     args = list(paths or [])
     checked = _check_args(args, budget, run, baseline, fail_on_increase, output, force, focus, hide, no_verdicts)
     base_trace = read_trace(checked.baseline) if checked.baseline is not None else None

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import typer
 
 from copyhunt.analysis import read_trace
 from copyhunt.cli import options
-from copyhunt.cli.app import app
+from copyhunt.cli.app import command
 from copyhunt.cli.console import stdout_console
 from copyhunt.errors import OutputExistsError
+from copyhunt.records import Trace
 from copyhunt.report.html import check_output, read_bench, render_html, write_html
 from copyhunt.report.json_out import render_json
 from copyhunt.report.perfetto import write_perfetto
@@ -32,7 +34,7 @@ class Export:
     done: str  # what to say on stderr, with {path}
 
 
-@app.command("report", help="Show a saved trace (copyhunt JSON, or a profiler file copyhunt can import).")
+@command("report", short_help="Show a saved trace or an imported profiler file.", help="Show a saved trace (copyhunt JSON, or a profiler file copyhunt can import).")
 def report_command(
     file: Path = typer.Argument(..., metavar="FILE", show_default=False),
     json_output: bool = options.JSON,
@@ -42,6 +44,14 @@ def report_command(
     region: Optional[str] = options.REGION,
     site: Optional[str] = options.SITE,
     op: Optional[str] = options.OP,
+    focus: options.Globs = typer.Option(
+        None, "--focus", metavar="GLOB", help="Attribute each copy again, to the innermost stored frame matching GLOB (repeatable)."
+    ),
+    hide: options.Globs = typer.Option(
+        None, "--hide", metavar="GLOB", help="Attribute again, never to frames matching GLOB: the caller is blamed (repeatable)."
+    ),
+    sort: options.SortBy = options.SORT,
+    min_bytes: Optional[str] = options.MIN_BYTES,
     perfetto: Optional[Path] = typer.Option(
         None, "--perfetto", metavar="OUT.json", help="Also write the copies as a Chrome/Perfetto timeline."
     ),
@@ -55,6 +65,7 @@ def report_command(
 ) -> int:
     """Render FILE; exit 2 (one line) when it is missing, truncated, foreign or from a newer copyhunt."""
     selection = options.selection(kind, region, site, op)
+    smallest = options.parse_size(min_bytes)
     if bench and html is None:
         raise typer.BadParameter("--bench goes with --html (it adds the benchmark to the HTML report)", param_hint="--bench")
     exports: list[Export] = []
@@ -77,6 +88,8 @@ def report_command(
 
         exports.append(Export("--html", html, write_page, "HTML report written to {path}"))
     trace = read_trace(file)
+    if focus or hide:
+        trace = _reattributed(trace, focus or (), hide or ())
     # No --kind / --region / --site / --op: the view the trace records (what `copyhunt trace` printed).
     shown = view(trace, recorded_selection(trace) if selection.everything else selection)
     for e in exports:
@@ -85,5 +98,13 @@ def report_command(
         # The whole document, as `trace --json` printed it; only the matching copies with a selection.
         render_json(trace if selection.everything else shown.to_trace(), stdout_console())
     else:
-        render_table(shown, stdout_console(), by=by, top=top, trace_path=str(file))
+        render_table(shown, stdout_console(), by=by, top=top, trace_path=str(file), sort=sort, min_bytes=smallest)
     return 0
+
+
+def _reattributed(trace: Trace, focus: Sequence[str], hide: Sequence[str]) -> Trace:
+    """The trace with its copies attributed again from their stored stacks (``copyhunt.attribution``)."""
+    from copyhunt.attribution import reattribute
+
+    meta = dataclasses.replace(trace.meta, focus=tuple(focus), hide=tuple(hide))
+    return dataclasses.replace(trace, meta=meta, copies=reattribute(trace.copies, focus, hide))

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from copyhunt.cli import options
-from copyhunt.cli.app import app
+from copyhunt.cli.app import command
 from copyhunt.cli.console import stdout_console
 from copyhunt.cli.progress import progress_wanted
 from copyhunt.cli.tracing import resolve_output, trace_target
@@ -18,8 +18,9 @@ from copyhunt.targets import DEFAULT_TARGET, parse_target
 from copyhunt.view import recorded_selection, view
 
 
-@app.command(
+@command(
     "trace",
+    short_help="Run a program under the copy hunter; show and save its copies.",
     help=(
         "Run TARGET under the copy hunter; print a table of its copies and save the trace.\n\n"
         "TARGET is a script path, package.module:function (called with no arguments), or use "
@@ -29,8 +30,8 @@ from copyhunt.view import recorded_selection, view
     ),
 )
 def trace_command(
-    target: Optional[str] = typer.Argument(None, metavar="TARGET", show_default=False),
-    args: Optional[List[str]] = typer.Argument(None, metavar="ARGS", show_default=False),
+    target: Optional[str] = typer.Argument(None, metavar="[TARGET]", show_default=False),
+    args: Optional[List[str]] = typer.Argument(None, metavar="[-- ARGS...]", show_default=False),
     module: Optional[str] = typer.Option(None, "-m", "--module", metavar="MODULE", help="Run a module like python -m."),
     output: options.OptionalPath = options.OUTPUT,
     force: bool = options.FORCE,
@@ -85,5 +86,13 @@ def trace_command(
         # The view the trace records: `copyhunt report FILE` prints exactly this.
         shown = view(run.trace, recorded_selection(run.trace))
         render_table(shown, stdout_console(), by=by, top=top, trace_path=str(run.path))
+        if run.exit_code == 0:  # after a failure its traceback stays the last thing said
+            print(next_steps(run.path), file=sys.stderr)
     return run.exit_code
+
+
+def next_steps(path: object) -> str:
+    """The one line after a trace that says what to do with it."""
+    return (f"copyhunt: next: `copyhunt report {path} --html report.html` to browse it, "
+            f"`copyhunt diff OLD.json {path}` to compare, `copyhunt gate {path}` to check a budget")
 

@@ -11,7 +11,7 @@ from typing import Any, List, Optional
 import typer
 
 from copyhunt.cli import options
-from copyhunt.cli.app import app
+from copyhunt.cli.app import command
 from copyhunt.cli.console import stdout_console
 from copyhunt.cli.tracing import _save, print_user_traceback, resolve_output
 from copyhunt.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TARGET_FAILED, CopyhuntError, TraceFormatError
@@ -22,8 +22,9 @@ from copyhunt.targets import DEFAULT_TARGET, Target, TargetExit, parse_target
 from copyhunt.view import recorded_selection, view
 
 
-@app.command(
+@command(
     "verify",
+    short_help="Prove or refute each eliminable site by running the program again.",
     help=(
         "Re-run TARGET once per source site with that site's eliminable copies elided the way its verdict "
         "says, and compare the program's results with an untouched run, bit for bit: each site is verified "
@@ -34,13 +35,13 @@ from copyhunt.view import recorded_selection, view
     ),
 )
 def verify_command(
-    target: Optional[str] = typer.Argument(None, metavar="TARGET|TRACE", show_default=False),
-    args: Optional[List[str]] = typer.Argument(None, metavar="ARGS", show_default=False),
+    target: Optional[str] = typer.Argument(None, metavar="[TARGET|TRACE]", show_default=False),
+    args: Optional[List[str]] = typer.Argument(None, metavar="[-- ARGS...]", show_default=False),
     module: Optional[str] = typer.Option(None, "-m", "--module", metavar="MODULE", help="Run a module like python -m."),
     output: options.OptionalPath = options.OUTPUT,
     force: bool = options.FORCE,
     sites: Optional[List[str]] = typer.Option(
-        None, "--sites", metavar="GLOB", help="Only sites whose file (as shown) or file:line matches GLOB, as --site does (repeatable), e.g. 'copyhunt_moe/modular.py:51'."
+        None, "--sites", metavar="GLOB", help="Only sites whose file (as shown) or file:line matches GLOB, as --site does (repeatable), e.g. 'pkg/model.py:51'."
     ),
     time_budget: float = typer.Option(
         600.0, "--time-budget", min=0.0, metavar="SECONDS", help="Stop starting site re-runs after this long; the rest are not testable."

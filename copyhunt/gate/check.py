@@ -204,12 +204,27 @@ def evaluate(
 
 
 def find_budget(start: str | os.PathLike[str] | None = None) -> Path | None:
-    """The budget file of a project: ``copyhunt.toml``, else a ``pyproject.toml`` with ``[tool.copyhunt]``."""
+    """The budget file of a project, found the way pytest and ruff find their configuration.
+
+    From ``start`` (default: the current directory) up to the filesystem root, the first folder
+    holding a ``copyhunt.toml``, or a ``pyproject.toml`` with a ``[tool.copyhunt]`` table, wins
+    (``copyhunt.toml`` first within a folder); a ``pyproject.toml`` without the table is passed over.
+    """
     base = Path(start) if start is not None else Path(".")
-    if (base / "copyhunt.toml").is_file():
-        return base / "copyhunt.toml"
-    pyproject = base / "pyproject.toml"
-    # A cheap textual test first: most pyproject files have no copyhunt table at all.
-    if pyproject.is_file() and "[tool.copyhunt" in pyproject.read_text(encoding="utf-8", errors="replace"):
-        return pyproject
+    base = base.resolve()
+    for folder in (base, *base.parents):
+        if (folder / "copyhunt.toml").is_file():
+            return _shown(folder / "copyhunt.toml")
+        pyproject = folder / "pyproject.toml"
+        # A cheap textual test first: most pyproject files have no copyhunt table at all.
+        if pyproject.is_file() and "[tool.copyhunt" in pyproject.read_text(encoding="utf-8", errors="replace"):
+            return _shown(pyproject)
     return None
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the current directory when it sits there or in a parent (``../copyhunt.toml``), else absolute."""
+    cwd = Path.cwd().resolve()
+    if path.parent == cwd or path.parent in cwd.parents:
+        return Path(os.path.relpath(path, cwd))
+    return path

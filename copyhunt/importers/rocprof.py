@@ -39,6 +39,7 @@ _DIRECTIONS = {
     "DEVICE_TO_HOST": "d2h",
     "DEVICE_TO_DEVICE": "d2d",
     "HOST_TO_HOST": "d2d",
+    "PEER_TO_PEER": "p2p",  # rocpd's direction strings include MEMORY_COPY_PEER_TO_PEER
 }
 #: rocprofiler_memory_copy_operation_t: NONE=0, HOST_TO_HOST, HOST_TO_DEVICE, DEVICE_TO_HOST, DEVICE_TO_DEVICE.
 _OP_ENUM = {1: "HOST_TO_HOST", 2: "HOST_TO_DEVICE", 3: "DEVICE_TO_HOST", 4: "DEVICE_TO_DEVICE"}
@@ -48,8 +49,22 @@ _NOTE_NO_STACKS = "rocprofv3 records no Python stacks: sites are unknown; `--by 
 _NOTE_NO_VERDICTS = "imported from a profiler file: no op or storage records, so verdicts cannot be judged; run `copyhunt trace` for them"
 
 
+def _direction(direction: str) -> str:
+    """``HOST_TO_DEVICE`` from any spelling rocprofv3 writes: ``MEMORY_COPY_HOST_TO_DEVICE`` (the CSV and
+    rocpd), ``ROCPROFILER_MEMORY_COPY_HOST_TO_DEVICE`` (the SDK's enum names) or the bare direction."""
+    d = direction.strip().upper()
+    for prefix in ("ROCPROFILER_", "BUFFER_TRACING_", "MEMORY_COPY_"):
+        d = d.removeprefix(prefix)
+    return d
+
+
+def _op_name(direction: str) -> str:
+    """The op copyhunt shows: ``MEMORY_COPY_HOST_TO_DEVICE``, never with the prefix doubled."""
+    return f"MEMORY_COPY_{_direction(direction)}"
+
+
 def _kind(direction: str) -> str:
-    d = direction.upper().replace("ROCPROFILER_", "").replace("MEMORY_COPY_", "")
+    d = _direction(direction)
     if d not in _DIRECTIONS:
         raise TraceFormatError(f"unknown memory-copy direction {direction!r} (expected one of {', '.join(_DIRECTIONS)})")
     return _DIRECTIONS[d]
@@ -115,7 +130,7 @@ def import_csv(path: str | Path) -> Trace:
                 raw_bytes = row.get("Bytes") or row.get("Size") or row.get("Memory_Copy_Bytes")
                 stream = row.get("Stream_Id")
                 copies.append(
-                    _record(0, kind, f"MEMORY_COPY_{row['Direction']}", start, end,
+                    _record(0, kind, _op_name(row["Direction"]), start, end,
                             int(raw_bytes) if raw_bytes else None, stream=int(stream) if stream else None)
                 )
             except (TypeError, ValueError, KeyError, TraceFormatError) as exc:
@@ -154,7 +169,7 @@ def import_json(path: str | Path, doc: Any) -> Trace:
                 kind = _kind(direction)
                 nbytes = r.get("bytes", r.get("size_bytes"))
                 copies.append(
-                    _record(0, kind, "MEMORY_COPY_" + direction.upper().replace("ROCPROFILER_", "").replace("MEMORY_COPY_", ""),
+                    _record(0, kind, _op_name(direction),
                             float(r["start_timestamp"]), float(r["end_timestamp"]),
                             int(nbytes) if nbytes is not None else None, thread=r.get("thread_id"))
                 )
@@ -198,7 +213,7 @@ def import_rocpd(path: str | Path) -> Trace:
             r = dict(zip(want, row))
             name = str(r.get("name") or "")
             copies.append(
-                _record(0, _kind(name), name, float(r["start"]), float(r["end"]),
+                _record(0, _kind(name), _op_name(name), float(r["start"]), float(r["end"]),
                         int(r["size"]) if r.get("size") is not None else None,
                         region=r.get("region_name"), stream=r.get("stream_id"), thread=r.get("tid"))
             )

@@ -99,6 +99,9 @@ def _verdict_of(copy: Copy) -> tuple[str | None, str | None, str | None]:
 
 def _source_text(copy: Copy) -> str | None:
     """The site's source line when the trace itself carries one (never read from disk)."""
+    stored = getattr(copy.site, "source_text", None)  # Frame.source_text, captured at trace time
+    if isinstance(stored, str) and stored.strip():
+        return clean_text(stored.strip(), 500)
     extra = copy.extra if isinstance(copy.extra, Mapping) else {}
     for key in SOURCE_TEXT_KEYS:
         value = extra.get(key)
@@ -149,6 +152,7 @@ class _Entry:
         self.modules: dict[str, None] = {}
         self.regions: dict[str, None] = {}
         self.source: str | None = None
+        self.proof: list[str] | None = None  # [status, detail] of copyhunt verify's result, when re-run
 
     def add(self, copy: Copy, verdict: str | None, reason: Any, suggestion: Any) -> None:
         self.count += 1
@@ -172,6 +176,9 @@ class _Entry:
                 names.setdefault(value if isinstance(value, str) else str(value), None)
         if self.source is None:
             self.source = _source_text(copy)
+        v = copy.verification
+        if self.proof is None and v is not None:
+            self.proof = [clean_text(v.status, 50), clean_text(v.detail)]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -181,6 +188,7 @@ class _Entry:
             "r": self.reason, "g": self.suggestion, "rn": len(self.reasons),
             "m": [clean_text(m, 500) for m in list(self.modules)[:MAX_NAMES]], "mn": len(self.modules),
             "rg": [clean_text(r, 500) for r in list(self.regions)[:MAX_NAMES]], "rgn": len(self.regions), "src": self.source,
+            "pf": self.proof,
         }
 
 

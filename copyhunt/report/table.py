@@ -17,8 +17,9 @@ from rich.table import Table
 from rich.text import Text
 
 from copyhunt.analysis import eliminable_summary
-from copyhunt.analysis.grouping import CopyGroup, group_copies
+from copyhunt.analysis.grouping import CopyGroup, SortBy, group_copies, sort_groups
 from copyhunt.records import VERDICTS, VERIFICATION_STATUSES, Copy, TraceMeta, is_eliminable, moved_bytes
+from copyhunt.report.calls import code_only, python_call, site_text
 from copyhunt.text import display_path, human_bytes, percent, short_op, short_site, status_label, verdict_label
 from copyhunt.view import TraceView
 
@@ -48,19 +49,29 @@ def render_table(
     top: int = DEFAULT_TOP,
     trace_path: str | None = None,
     cwd: str | None = None,
+    sort: SortBy | str = SortBy.bytes,
+    min_bytes: int = 0,
 ) -> None:
-    """Print header, table and footer for the copies ``view`` shows."""
+    """Print header, table and footer for the copies ``view`` shows.
+
+    ``sort`` orders the rows; rows that wrote fewer than ``min_bytes`` bytes are left out (and counted).
+    """
     copies = view.copies
     totals = _totals(view)
     console.print(_header(view, totals))
-    groups = group_copies(copies, by=by)
+    groups = sort_groups(group_copies(copies, by=by), sort)
+    small = [g for g in groups if g.bytes < min_bytes] if min_bytes > 0 else []
+    if small:
+        groups = [g for g in groups if g.bytes >= min_bytes]
     if not groups:
         console.print()
         console.print("No copies recorded." if not view.trace.copies else "No copies match the filters.")
+        _print_small(console, small, by, min_bytes)
     else:
         shown = groups if top <= 0 else groups[:top]
         console.print()
-        _print_groups(console, *_rows(view.meta, shown, totals, by, cwd))
+        _print_groups(console, *_rows(view.meta, shown, totals, by, cwd), sources=_sources(shown, by) if by == "site" else None)
+        _print_small(console, small, by, min_bytes)
         hidden = groups[len(shown) :]
         if hidden:
             n = sum(g.count for g in hidden)
@@ -188,23 +199,94 @@ def _rows(meta: TraceMeta, groups: Sequence[CopyGroup], totals: _Totals, by: str
     return headers, rows
 
 
-def _print_groups(console: Console, headers: list[str], rows: list[list[str | Text]]) -> None:
+def _print_small(console: Console, small: Sequence[CopyGroup], by: str, min_bytes: int) -> None:
+    """One dim line counting the rows ``--min-bytes`` left out."""
+    if not small:
+        return
+    n = sum(g.count for g in small)
+    what = _BY_TITLE[by] + ("s" if len(small) > 1 else "")
+    console.print(Text(f"... {len(small)} {what} under {human_bytes(min_bytes)} not shown: {n} {'copy' if n == 1 else 'copies'}, "
+                       f"{human_bytes(sum(g.bytes for g in small))} (--min-bytes)", style="dim"))
+
+
+def _sources(groups: Sequence[CopyGroup], by: str) -> list[tuple[str | None, str | None]]:
+    """Per row: the site's source text and the Python call in it that ran a differently named op."""
+    out: list[tuple[str | None, str | None]] = []
+    for g in groups:
+        site = g.sites[0] if g.sites else None
+        text = code_only(site_text(site))
+        call = None
+        for op in g.ops:
+            call = python_call(op, text)
+            if call is not None:
+                call = f"{call} runs {short_op(op)}"
+                break
+        out.append((text, call))
+    return out
+
+
+def _site_cell(label: str, source: tuple[str | None, str | None] | None, width: int) -> Text:
+    """``path:line function``, and under it the source line (and the Python call behind the op).
+
+    Every line is cut to ``width`` here, never by the table: when the label does not fit, the
+    function moves to a second line, and whatever still does not fit continues on lines indented by
+    two spaces, so nothing but a row's first line starts at column 0 (where it would read as a row of
+    its own). Source lines longer than the column end in an ellipsis.
+    """
+    lines: list[tuple[str, str]] = []
+    if len(label) > width and " " in label:
+        where, func = label.rsplit(" ", 1)
+        lines += [(ln, "") for ln in _wrap(where, width)]
+        lines += [(ln, "") for ln in _wrap(f"  {func}", width)]
+    else:
+        lines += [(ln, "") for ln in _wrap(label, width)]
+    if source is not None:
+        for extra in source:
+            if extra:
+                line = f"  {extra}" if extra is source[0] else f"  ({extra})"
+                lines.append((line if len(line) <= width else line[: max(width - 1, 3)] + "…", "dim"))
+    cell = Text()
+    for i, (line, style) in enumerate(lines):
+        if i:
+            cell.append("\n")
+        cell.append(line, style=style)
+    return cell
+
+
+def _wrap(line: str, width: int) -> list[str]:
+    """``line`` in pieces of at most ``width``; pieces after the first are indented by two spaces."""
+    if len(line) <= width or width < 4:
+        return [line]
+    out, rest = [line[:width]], line[width:]
+    while rest:
+        out.append("  " + rest[: width - 2])
+        rest = rest[width - 2 :]
+    return out
+
+
+def _print_groups(console: Console, headers: list[str], rows: list[list[str | Text]],
+                  sources: list[tuple[str | None, str | None]] | None = None) -> None:
     """A table when the site column keeps SITE_MIN_WIDTH characters, stacked rows otherwise."""
     # Every column but the site keeps its full width (numbers never wrap); 2 spaces between columns.
     fixed = sum(max(len(h), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers) if i > 0)
-    if fixed + 2 * (len(headers) - 1) + SITE_MIN_WIDTH <= console.width:
-        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=True, collapse_padding=True)
-        table.add_column(headers[0], overflow="fold", ratio=1)
+    room = console.width - fixed - 2 * (len(headers) - 1)
+    if room >= SITE_MIN_WIDTH:
+        # Natural widths: the site column is as wide as its longest line (or the room left), never padded.
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=False, collapse_padding=True)
+        table.add_column(headers[0], overflow="fold", max_width=room)
         for h in headers[1:]:
             numeric = h in ("Count", "Bytes", "Share", "Dev us", "GPU %")
             table.add_column(h, justify="right" if numeric else "left", no_wrap=True)
-        for row in rows:
-            table.add_row(*row)
+        for i, row in enumerate(rows):
+            label = row[0] if isinstance(row[0], str) else row[0].plain
+            table.add_row(_site_cell(label, sources[i] if sources else None, room), *row[1:])
         console.print(table)
         return
     # Narrow terminal: the site on its own line, the numbers below it, labelled.
     for n, row in enumerate(rows, 1):
         console.print(Text(f"{n}. ") + (row[0] if isinstance(row[0], Text) else Text(row[0])), overflow="fold")
+        if sources and sources[n - 1][0]:
+            console.print(Padding(Text(sources[n - 1][0], style="dim"), (0, 0, 0, 3)), overflow="ellipsis", no_wrap=True)
         details = Text()
         for i, (h, cell) in enumerate(zip(headers[1:], row[1:])):
             if i:
@@ -325,4 +407,16 @@ def _footer(console: Console, meta: TraceMeta, trace_path: str | None, cwd: str 
     for note in meta.notes:
         console.print(Text(f"note: {note}", style="dim"))
     if trace_path is not None:
-        console.print(Text(f"trace file: {display_path(trace_path, cwd)}"))
+        console.print(Text(f"{file_word(meta)}: {display_path(trace_path, cwd)}"))
+
+
+#: What an imported file is called in the footer, by ``TraceMeta.imported_from``.
+_IMPORTED_WORDS = {"chrome": "torch.profiler trace", "rocprofv3-csv": "rocprofv3 CSV", "rocprofv3-json": "rocprofv3 JSON",
+                   "rocprofv3-rocpd": "rocprofv3 rocpd database"}
+
+
+def file_word(meta: TraceMeta) -> str:
+    """``trace file`` for copyhunt's own traces; ``imported from rocprofv3 CSV`` for a profiler's file."""
+    if meta.imported_from is None:
+        return "trace file"
+    return f"imported from {_IMPORTED_WORDS.get(meta.imported_from, meta.imported_from)}"

@@ -166,6 +166,12 @@
     p.append(el("span", "k", key + ": "), el(cls ? "code" : "span", cls || "", text));
     return p;
   }
+  // copyhunt verify's result for the site ("verified" holds on the input it ran).
+  function proof(pf) {
+    const p = para("proof", pf[0] + ": " + pf[1]);
+    p.classList.add("proof-" + (pf[0] === "refuted" ? "refuted" : pf[0] === "verified" ? "verified" : "untested"));
+    return p;
+  }
   function names(list, total) { return list.join(", ") + (total > list.length ? " (+" + (total - list.length) + " more)" : ""); }
   function details(node) {
     const s = node.items[0];
@@ -178,6 +184,7 @@
     box.appendChild(para("verdict", verdict));
     if (s.r !== null) box.appendChild(para(s.rn > 1 ? "why (first of " + s.rn + " reasons)" : "why", s.r));
     if (s.g !== null) box.appendChild(para("suggestion", s.g));
+    if (s.pf) box.appendChild(proof(s.pf));
     if (s.m.length) box.appendChild(para("modules", names(s.m, s.mn)));
     if (s.rg.length) box.appendChild(para("regions", names(s.rg, s.rgn)));
     if (node.z) box.appendChild(para("noop", plural(node.z, "copy moves", "copies move") + " 0 bytes (same storage and layout)"));
@@ -336,7 +343,7 @@
       if (g.why) {
         const tr = el("tr", "why"), td = el("td");
         td.colSpan = cells.length;
-        td.append(para(g.why.v, g.why.r), ...(g.why.g !== null ? [para("suggestion", g.why.g)] : []));
+        td.append(para(g.why.v, g.why.r), ...(g.why.g !== null ? [para("suggestion", g.why.g)] : []), ...(g.why.pf ? [proof(g.why.pf)] : []));
         tr.appendChild(td);
         table.appendChild(tr);
       }
