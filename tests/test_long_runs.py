@@ -188,3 +188,17 @@ def test_one_program_traced_from_two_checkouts_diffs_to_zero_changes(tmp_path, c
     assert main(["gate", "b.json", "--baseline", "a.json", "--fail-on-increase"]) == 0
     assert main(["report", "b.json", "--site", "*/helper.py"]) == 0
     assert "lib/helper.py:3" in capsys.readouterr().out
+
+
+def test_read_time_attribution_knows_recorded_import_paths():
+    from dataclasses import replace
+
+    from copyhunt.attribution import reattribute
+    from factories import frame, record
+
+    # A stack as `copyhunt trace` records it: project files relative, torch and copyhunt by import path.
+    stack = (frame("torch/nn/functional.py", 9, "pad"), frame("lib/helper.py", 3, "widen"), frame("prog.py", 5, "<module>"),
+             frame("<frozen runpy>", 88, "_run_code"), frame("copyhunt/targets.py", 121, "_run_script"))
+    c = replace(record(0, site=stack[1]), stack=stack[1:])
+    assert reattribute([c], hide=["*/helper.py"])[0].site == stack[2]  # the caller, not torch or copyhunt
+    assert reattribute([c], hide=["*/helper.py", "*/prog.py"])[0].site == stack[1]  # none left: the site stays
