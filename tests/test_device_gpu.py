@@ -104,3 +104,24 @@ def test_moe_demo_baseline_copies_have_device_time_and_fixed_has_none() -> None:
         assert all(c.device is not None and c.device.time_us > 0 for c in at)
         counts[path] = len(at)
     assert counts == {"baseline": 4, "fixed": 0}  # 2 layers x 2 output copies -> none
+
+
+def test_cli_trace_saves_the_raw_trace_then_joins_device_events(tmp_path, monkeypatch) -> None:
+    # `copyhunt trace` with a GPU: the raw trace is saved before the device join, then replaced by the
+    # joined one (meta.pending empty, every GPU copy of the demo with device time, paths root-relative).
+    from copyhunt.cli import main
+    from copyhunt.tracefile import load
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "t.json"
+    assert main(["trace", "copyhunt_moe.demo:baseline", "--device-trace", "-o", str(out)]) == 0
+    trace = load(out)
+    assert trace.meta.pending == () and trace.judged and trace.meta.device_join is not None
+    from pathlib import Path
+
+    from copyhunt_moe import copy_sites
+
+    sites = {(Path(s.file).name, s.line) for s in copy_sites().values()}
+    at = [c for c in trace.read_copies() if c.site is not None and (Path(c.site.file).name, c.site.line) in sites]
+    assert at and all(c.device is not None and c.device.time_us > 0 for c in at)
+    assert all(not c.site.file.startswith("/") for c in trace.copies if c.site is not None)
