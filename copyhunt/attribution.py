@@ -1,6 +1,6 @@
 """Attribution: raw Python stacks -> the user's source site. Pure functions, no torch state touched.
 
-ONE chooser (:meth:`SiteRule.choose_index`): the site is the innermost frame of the wanted rank,
+ONE chooser (``copyhunt.capture.sites.choose``): the site is the innermost frame of the wanted rank,
 else the innermost candidate. What ranks a frame depends on where the stack came from, so there is
 a rule object per source:
 
@@ -13,8 +13,8 @@ a rule object per source:
 Both take ``hide`` globs (files never blamed, so a helper's caller is) and ``focus`` globs (the
 innermost matching frame is the site; when none matches, the default rule applies). Globs use
 ``fnmatch`` on the file path (absolute for live frames), so ``*/mypkg/*`` or ``*/model.py`` are
-the usual forms. The dispatch capture walks live frames with the same rule and the same choice
-(``capture/recording.py``, inlined there for speed).
+the usual forms. The dispatch capture walks live frames with the same rule and the same chooser
+(``SiteChooser.live`` in ``capture/sites.py``).
 """
 
 from __future__ import annotations
@@ -29,12 +29,10 @@ from typing import Any, Callable
 
 from dataclasses import replace
 
+from copyhunt.capture.sites import CANDIDATE, FOCUSED, SKIP, choose_index
 from copyhunt.errors import CopyhuntError
 from copyhunt.records import CopyRecord, Frame, Trace
 from copyhunt.text import display_path
-
-#: Ranks returned by :meth:`SiteRule.rank`.
-SKIP, CANDIDATE, FOCUSED = 0, 1, 2
 
 #: Top-level names of the standard library (a Kineto frame ``inspect.py`` or ``json/decoder.py``).
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
@@ -141,15 +139,7 @@ class SiteRule:
 
     def choose_index(self, files: Sequence[str]) -> int | None:
         """Index of the site in a stack of file names (innermost first), or None when none qualifies."""
-        fallback: int | None = None
-        wanted = self.wanted
-        for i, f in enumerate(files):
-            r = self.rank(f)
-            if r >= wanted:
-                return i
-            if r == CANDIDATE and fallback is None:
-                fallback = i
-        return fallback
+        return choose_index(self, files)
 
 
 class KinetoSiteRule(SiteRule):

@@ -106,7 +106,7 @@ class Verification:
     seq: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per op access of a long hunt (issue 12's memory target)
 class Access:
     """A byte range of one storage read or written by an op.
 
@@ -200,7 +200,7 @@ def moved_bytes(copies: Iterable[Any]) -> int:
     return sum(c.moved_bytes for c in copies)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per op of a long hunt (issue 12's memory target)
 class OpRecord:
     """Every op seen during a hunt, copies included: what it read, wrote and allocated."""
 
@@ -218,7 +218,7 @@ class OpRecord:
     captured_in_graph: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per storage of a long hunt
 class StorageInfo:
     """A storage seen during the hunt (ids are small integers local to one trace)."""
 

@@ -19,8 +19,6 @@ outlives the hunt keeps a pass-through mode until it ends.
 
 from __future__ import annotations
 
-import collections
-import gc
 import itertools
 import sys
 import threading
@@ -31,10 +29,10 @@ from typing import Any, Callable, ContextManager, Sequence
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from copyhunt.capture.build import CaptureResult, build_records, default_attribute
 from copyhunt.capture.copy_ops import COPY_OPS
 from copyhunt.capture.op_roles import Plan, make_plan
-from copyhunt.capture.recording import Recorder, SiteRanker, copy_kind  # noqa: F401 - re-exported
+from copyhunt.capture.raw import CaptureResult
+from copyhunt.capture.recording import Recorder, copy_kind  # noqa: F401 - copy_kind re-exported
 from copyhunt.errors import CopyhuntError
 from copyhunt.records import Frame
 
@@ -130,9 +128,9 @@ class _Mode(TorchDispatchMode):
         if plan.copy_fn is None and not cap.record_ops:
             return out  # copies-only hunt: other ops just take a sequence number
         try:
-            cap._record(seq, plan, args, kwargs, out, sys._getframe(1))
+            cap.record(seq, plan, args, kwargs, out, sys._getframe(1))
         except Exception as exc:  # noqa: BLE001 - our bookkeeping must never break the traced program
-            cap._internal_error(func, exc)
+            cap.recorder.internal_error(func, exc)
         return out
 
 
@@ -166,15 +164,18 @@ _active_lock = threading.Lock()
 _active: "DispatchCapture | None" = None
 
 
-class DispatchCapture(Recorder):
+class DispatchCapture:
     """Records every op (storage accesses) and every copy (full facts) seen by the dispatcher.
+
+    The capture's lifecycle (installing its mode in this thread and in threads started later, one hunt
+    at a time) and op numbering; what each op records is its :class:`Recorder`'s job (``recorder``).
 
     ``rule`` ranks frames for the sites (``rank(filename) -> 0|1|2`` and ``wanted``, see
     ``copyhunt.attribution.SiteRule``); ``op_range(seq, op)``, when given, wraps the execution of every
     numbered op, copy or not (the ``copyhunt#<seq>`` range a device capture joins on; see the module
     docstring). ``record_ops=False`` records copy ops only (no OpRecord for other ops: cheaper, but the
     verdict analysis then has nothing to use). ``eager_compiled=True`` makes torch.compile'd code run op
-    by op under the mode (the old behaviour). ``max_ops``: keep only the newest N op records (ring mode).
+    by op under the mode (the old behaviour). ``max_ops``: keep only the newest N op rows (ring mode).
     """
 
     def __init__(
@@ -188,10 +189,11 @@ class DispatchCapture(Recorder):
         eager_compiled: bool = False,
         max_ops: int | None = None,
     ) -> None:
-        super().__init__(rule=rule, stack_depth=stack_depth, track_modules=track_modules, record_ops=record_ops)
+        self.recorder = Recorder(rule=rule, stack_depth=stack_depth, track_modules=track_modules, record_ops=record_ops)
         if max_ops is not None:
-            # Ring mode: the newest max_ops raw op records only (a deque drops the oldest on append).
-            self._ops = collections.deque(maxlen=max_ops)  # type: ignore[assignment]
+            self.recorder.log.keep_newest_ops(max_ops)
+        self.record = self.recorder.record  # the hot path, bound once
+        self.record_ops = record_ops
         self.op_range = op_range
         self._mode_cls: type[_Mode] = _EagerMode if eager_compiled else _Mode
         self.active = False
@@ -201,7 +203,6 @@ class DispatchCapture(Recorder):
         self._main_mode: _Mode | None = None
         self._prev_thread_hook: Any = None
         self._start_thread = 0
-        self._alive: dict[int, bool] = {}
         self._prev_lift: bool | None = None
         self.started_at = 0.0
         self.duration_s = 0.0
@@ -217,10 +218,11 @@ class DispatchCapture(Recorder):
                     "a copyhunt hunt is already running; hunts do not nest (stop the first one before starting another)"
                 )
             _active = self
-        self._cuda = torch.cuda.is_available()
+        self.recorder.cuda = torch.cuda.is_available()
         self.active = True
-        if self._modules is not None:
-            self._modules.install()
+        modules = self.recorder.modules
+        if modules is not None:
+            modules.install()
         self._prev_thread_hook = getattr(threading, "_profile_hook", None)
         threading.setprofile(self._thread_hook)
         self._main_mode = self._mode_cls(self)
@@ -246,12 +248,12 @@ class DispatchCapture(Recorder):
         finally:
             _lift_cpu_only(self._prev_lift)
             threading.setprofile(self._prev_thread_hook)
-            if self._modules is not None:
-                self._modules.uninstall()
+            if self.recorder.modules is not None:
+                self.recorder.modules.uninstall()
             for m in self._modes:
                 m.cap = None  # threads still running keep a pass-through mode
             self._modes = []
-            self._alive = self.table.close()
+            self.recorder.close()
             with _active_lock:
                 _active = None
 
@@ -260,12 +262,10 @@ class DispatchCapture(Recorder):
         # out of the way (a profile hook left on would slow every call in that thread).
         sys.setprofile(self._prev_thread_hook)
         if self.active:
-            self.table.threaded = True
+            self.recorder.table.threaded = True
             mode = self._mode_cls(self)
             self._modes.append(mode)
             mode.__enter__()
-
-    # --- the hot path: every op of the traced program goes through here --------------------
 
     # --- building records ----------------------------------------------------------------
 
@@ -274,31 +274,5 @@ class DispatchCapture(Recorder):
         attribute: Callable[[Sequence[Frame]], tuple[Frame | None, tuple[Frame, ...]]] | None = None,
         relocate: Callable[[Frame], Frame] | None = None,
     ) -> CaptureResult:
-        """Turn the raw facts into records; ``attribute`` maps a raw stack to (site, short stack),
-        ``relocate`` each distinct frame afterwards (``build_records``)."""
-        if attribute is None:
-            attribute = default_attribute(self.rule, self.stack_depth)
-        # Building creates a few objects per op, all kept: the cyclic GC would rescan the growing
-        # heap again and again for nothing (our records hold no cycles). Paused for this call only.
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return self._build(attribute, relocate)
-        finally:
-            if was_enabled:
-                gc.enable()
-
-    def _build(self, attribute: Callable[[Sequence[Frame]], tuple[Frame | None, tuple[Frame, ...]]],
-               relocate: Callable[[Frame], Frame] | None = None) -> CaptureResult:
-        return build_records(
-            ops=self._ops,
-            copies=self._copies,
-            sites=self._sites,
-            stacks=self._stacks,
-            devices=self.table.device,
-            nbytes=self.table.nbytes,
-            alive=self._alive,
-            attribute=attribute,
-            notes=list(self._errors),
-            relocate=relocate,
-        )
+        """Turn the raw rows into records; ``attribute`` maps a raw stack to (site, short stack)."""
+        return self.recorder.read(attribute, relocate)

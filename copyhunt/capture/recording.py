@@ -1,16 +1,17 @@
-"""The recording half of the dispatch capture: what runs for every op (storage accesses, sites, copies).
+"""The per-op recorder of the dispatch capture: storage accesses, sites and copies, as raw rows.
 
-Written for speed, since it runs once per aten op of the traced program: raw facts go into flat tuples
-of ints and strings (code objects interned), storages are known by id and raw weak reference only,
-and the records themselves are built after the hunt (``capture/build.py``).
+It runs once per aten op of the traced program, so it is written for speed: raw facts go into the
+flat rows of :class:`copyhunt.capture.raw.RawLog` (code objects interned), storages are known by id
+and raw weak reference only (``capture/storages.py``), and the site is chosen by the one site chooser
+(``capture/sites.py``). Records are built from the rows after the hunt (:meth:`Recorder.read`).
+:class:`copyhunt.capture.dispatch.DispatchCapture` owns a Recorder and hands it every op.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 from _thread import get_ident
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -18,27 +19,12 @@ from copyhunt.capture.copy_ops import CopyFacts
 from copyhunt.capture.modules import ModuleTracker
 from copyhunt.capture.op_roles import READ, RW, WRITE, Plan
 from copyhunt.capture.regions import _state as _region_state
+from copyhunt.capture.raw import Attribute, CaptureResult, RawLog, rank_attribute
+from copyhunt.capture.sites import SiteChooser
 from copyhunt.capture.storages import StorageTable, access
-
-_PKG_DIR = __file__.rsplit("/", 2)[0] + "/"  # .../copyhunt/
+from copyhunt.records import Frame
 
 _expired = torch.UntypedStorage._expired  # type: ignore[attr-defined]
-
-
-if sys.version_info >= (3, 11):
-
-    def _where(f: Any) -> int:
-        # The bytecode offset: f_lineno costs ~1 us on 3.11 (it decodes the line table);
-        # build turns offsets into lines once per distinct site.
-        return -1 - f.f_lasti
-
-else:  # pragma: no cover - 3.10
-
-    def _where(f: Any) -> int:
-        return f.f_lineno
-
-
-_LASTI = sys.version_info >= (3, 11)
 
 
 def copy_kind(src: torch.device, dst: torch.device) -> str:
@@ -51,16 +37,6 @@ def copy_kind(src: torch.device, dst: torch.device) -> str:
     if d_host and not s_host:
         return "d2h"
     return "p2p"
-
-
-class SiteRanker:
-    """Default frame ranking when no attribution rule is injected: any frame outside copyhunt."""
-
-    wanted = 1
-
-    def rank(self, filename: str) -> int:
-        """1 for a possible site, 0 for copyhunt's own frames."""
-        return 0 if filename.startswith(_PKG_DIR) else 1
 
 
 def _shape(t: torch.Tensor) -> tuple[int, ...]:
@@ -78,73 +54,61 @@ def _contiguous(t: torch.Tensor) -> bool | None:
 
 
 class Recorder:
-    """Per-op recording state and the hot path; :class:`DispatchCapture` adds the lifecycle."""
+    """Per-op recording state and the hot path: every op's facts become one raw row."""
 
     def __init__(self, *, rule: Any, stack_depth: int, track_modules: bool, record_ops: bool) -> None:
-        self.rule = rule if rule is not None else SiteRanker()
+        self.sites = SiteChooser(rule)
+        self.rule = self.sites.rule
         self.record_ops = record_ops
         self.stack_depth = stack_depth
         self.table = StorageTable()
-        # Raw records are flat tuples of ints / strs (code objects interned into _sites / _stacks):
-        # they add nothing for the cyclic GC to traverse.
-        self._ops: list[tuple[Any, ...]] = []
-        self._copies: list[tuple[Any, ...]] = []
-        self._site_ids: dict[tuple[int, int], int] = {}
-        self._sites: list[tuple[Any, int]] = []
-        self._stack_ids: dict[tuple[int, ...], int] = {}
-        self._stacks: list[tuple[tuple[Any, int], ...]] = []
-        self._codes: dict[int, tuple[Any, int]] = {}  # id(code) -> (code, rank)
+        self.log = RawLog()
+        self._write_op = self.log.op
+        self._write_site = self.log.site
+        self._live_site = self.sites.live
+        self._site_codes = self.sites._codes
+        self._wanted = self.sites.wanted
         self._watch: list[int] = []
         self._watch_pos = 0
         self._watched: set[int] = set()
         self._freed: set[int] = set()
         self._watch_lock = threading.Lock()
-        self._modules = ModuleTracker() if track_modules else None
-        self._mod_state = self._modules._state if self._modules is not None else None
-        self._cuda = False
-        self._errors: list[str] = []
+        self.modules = ModuleTracker() if track_modules else None
+        self._mod_state = self.modules._state if self.modules is not None else None
+        self.cuda = False  # set by the capture when it starts: whether CUDA graph capture must be checked
+        self.errors: list[str] = []
         self._names: dict[Any, str] = {}
+        self._tids: dict[int, int] = {}
+        self.alive: set[int] = set()  # ids of the storages still alive when the hunt ended
 
-    def _internal_error(self, func: Any, exc: Exception) -> None:
-        if len(self._errors) < 5:
-            self._errors.append(f"copyhunt could not record {func}: {type(exc).__name__}: {exc}")
+    def internal_error(self, func: Any, exc: Exception) -> None:
+        """Note a failure of our own bookkeeping (the traced program goes on; the first five are kept)."""
+        if len(self.errors) < 5:
+            self.errors.append(f"copyhunt could not record {func}: {type(exc).__name__}: {exc}")
 
-    def _rank(self, code: Any) -> int:
-        # Keyed by id(code): hashing a code object is slow (it hashes its bytecode every time).
-        # The entry keeps the code object alive, so its id cannot be reused meanwhile.
-        e = self._codes.get(id(code))
-        if e is None or e[0] is not code:
-            e = self._codes[id(code)] = (code, self.rule.rank(code.co_filename))
-        return e[1]
+    def module_path(self) -> str | None:
+        """The module path now (``capture/modules.py``), or None without module tracking."""
+        return self._mod_state.path if self._mod_state is not None else None
 
-    def _site(self, frame: Any) -> Any:
-        """The op's site frame: the first frame of the wanted rank (else the first candidate)."""
-        codes = self._codes
-        wanted = self.rule.wanted
-        fallback = None
-        f = frame
-        n = 0
-        while f is not None and n < 64:
-            code = f.f_code
-            e = codes.get(id(code))
-            r = e[1] if e is not None and e[0] is code else self._rank(code)
-            if r >= wanted:
-                return f
-            if r and fallback is None:
-                fallback = f
-            f = f.f_back
-            n += 1
-        return fallback
+    def close(self) -> None:
+        """The hunt ended: take the liveness of every storage and drop the weak references."""
+        self.alive = {sid for sid, alive in self.table.close().items() if alive}
 
-    def _intern_site(self, f: Any) -> int:
-        key = (id(f.f_code), _where(f))
-        i = self._site_ids.get(key)
-        if i is None:
-            i = self._site_ids[key] = len(self._sites)
-            self._sites.append((f.f_code, key[1]))
-        return i
+    def read(self, attribute: Attribute | None = None, relocate: Callable[[Frame], Frame] | None = None) -> CaptureResult:
+        """Records from the raw rows; ``attribute`` maps a raw stack to (site, short stack), ``relocate``
+        each distinct frame afterwards (``RawLog.read``)."""
+        if attribute is None:
+            attribute = rank_attribute(self.sites, self.stack_depth)
+        return self.log.read(
+            devices=self.table.device,
+            nbytes=self.table.nbytes,
+            alive=self.alive,
+            attribute=attribute,
+            notes=list(self.errors),
+            relocate=relocate,
+        )
 
-    def _record(
+    def record(
         self,
         seq: int,
         plan: Plan,
@@ -158,11 +122,14 @@ class Recorder:
         table = self.table
         by_cdata = table.by_cdata
         weak = table.weak
+        lock = table.lock
         Tensor = torch.Tensor
-        reads: list[tuple[int, int, int, bool]] = []
-        writes: list[tuple[int, int, int, bool]] = []
+        # Flat tuples: (storage, offset, nbytes, dense) after one another (one tuple per op, not one
+        # per access); grown by concatenation, cheaper than a list and a tuple() for 1-3 accesses.
+        reads: tuple[Any, ...] = ()
+        writes: tuple[Any, ...] = ()
         allocs: tuple[int, ...] = ()
-        frees: list[int] = []
+        frees: tuple[int, ...] = ()
         out_sids: tuple[int, ...] = ()
 
         if not plan.skip_outputs:
@@ -177,15 +144,21 @@ class Recorder:
                     if sid is not None and not _expired(weak[sid]):
                         out_sids += (sid,)
                         continue
-                    if sid is not None:
-                        self._note_free(sid, frees)  # a dead storage's address, reused
-                    if not table.threaded and o.is_cpu:
-                        # StorageTable.new inlined for the common case (one thread, CPU): per op.
-                        sid = next(table.ids)
-                        weak[sid] = st._weak_ref()
-                        table.device[sid] = "cpu"
-                        table.nbytes[sid] = st.nbytes()
-                        by_cdata[cd] = sid
+                    if sid is not None and sid not in self._freed:
+                        self._freed.add(sid)  # a dead storage's address, reused
+                        frees += (sid,)
+                    if o.is_cpu and not table.threaded:
+                        # StorageTable.new inlined for the common case (one thread, CPU): per op. Were a
+                        # thread to start right now, the worst case is one storage registered twice.
+                        lock.acquire()
+                        try:
+                            sid = len(weak)
+                            weak.append(st._weak_ref())
+                            table.device.append("cpu")
+                            table.nbytes.append(st.nbytes())
+                            by_cdata[cd] = sid
+                        finally:
+                            lock.release()
                         new = True
                     else:
                         sid, new, _ = table.new(st, cd, o, sid)
@@ -194,9 +167,9 @@ class Recorder:
                         allocs += (sid,)
                         if o.is_contiguous():
                             off = o.storage_offset()
-                            writes.append((sid, off * o.element_size() if off else 0, o.nbytes, True))
+                            writes += (sid, off * o.element_size() if off else 0, o.nbytes, True)
                         else:
-                            writes.append(access(o, sid))
+                            writes += access(o, sid)
 
         nargs = len(args)
         for pos, name, role in plan.args:
@@ -218,32 +191,39 @@ class Recorder:
                 sid = by_cdata.get(cd)
                 if sid is None or _expired(weak[sid]):
                     sid, _, replaced = table.new(st, cd, t, sid)
-                    if replaced is not None:
-                        self._note_free(replaced, frees)
+                    if replaced is not None and replaced not in self._freed:
+                        self._freed.add(replaced)
+                        frees += (replaced,)
                 if role == READ:
                     if sid in out_sids:
                         continue  # returned as (a view of) the output: an alias, not a read
                     if t.is_contiguous():
                         off = t.storage_offset()
-                        reads.append((sid, off * t.element_size() if off else 0, t.nbytes, True))
+                        reads += (sid, off * t.element_size() if off else 0, t.nbytes, True)
                     else:
-                        reads.append(access(t, sid))
+                        reads += access(t, sid)
                 elif role == WRITE:
-                    writes.append(access(t, sid, not plan.partial))
+                    writes += access(t, sid, not plan.partial)
                 else:
                     acc = access(t, sid, not plan.partial)
-                    reads.append(acc)
-                    writes.append(acc)
+                    reads += acc
+                    writes += acc
 
         if not seq & 7 and self._watch:
-            self._check_watch(frees)
+            frees += self._check_watch()
 
-        site_frame = self._site(frame)
-        site = None if site_frame is None else self._intern_site(site_frame)
-        tid = get_ident()
-        module = self._mod_state.path if self._mod_state is not None else None
+        # The site: SiteChooser.live's first step spelled out (the op's own frame is the site for
+        # most ops), the walk only when it is not.
+        code = frame.f_code
+        e = self._site_codes.get(id(code))
+        site_frame = frame if e is not None and e[0] is code and e[1] >= self._wanted else self._live_site(frame)
+        site = None if site_frame is None else self._write_site(site_frame)
+        t = get_ident()
+        tid = self._tids.get(t) or self._tids.setdefault(t, t)  # one int object per thread, not per row
+        mod_state = self._mod_state
+        module = mod_state.path if mod_state is not None else None
         region = _region_state.path
-        in_graph = self._cuda and torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing()
+        in_graph = bool(self.cuda and torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing())
 
         is_copy = False
         if plan.copy_fn is not None:
@@ -251,50 +231,48 @@ class Recorder:
             if facts is not None:
                 is_copy = True
                 self._record_copy(seq, plan.name, facts, site_frame or frame, module, region, tid, in_graph)
-        self._ops.append(
-            (
-                seq,
-                plan.name,
-                tuple(reads),
-                tuple(writes),
-                allocs,
-                tuple(frees) if frees else (),
-                site,
-                module,
-                region,
-                tid,
-                is_copy,
-                bool(in_graph),
-            )
+        self._write_op(
+            seq,
+            plan.name,
+            reads,
+            writes,
+            allocs,
+            frees,
+            site,
+            module,
+            region,
+            tid,
+            is_copy,
+            in_graph,
         )
 
-    def _note_free(self, sid: int, frees: list[int]) -> None:
-        if sid not in self._freed:
-            self._freed.add(sid)
-            frees.append(sid)
-
-    def _check_watch(self, frees: list[int]) -> None:
+    def _check_watch(self) -> tuple[int, ...]:
+        """Watched storages found freed (each reported once)."""
         # Only storages that took part in a copy are watched, checked every 8th op, 16 at a time: a
         # free is seen some ops late at worst, never before the storage's last access, so the order
         # of accesses and frees stays right (and stop() takes a final sweep).
+        frees: tuple[int, ...] = ()
         if not self._watch_lock.acquire(blocking=False):
-            return
+            return frees
         try:
             w = self._watch
-            weak = self.table.weak
+            expired = self.table.expired
             for _ in range(min(16, len(w))):
                 i = self._watch_pos % len(w)
                 sid = w[i]
-                if _expired(weak[sid]):
+                if expired(sid):
                     w[i] = w[-1]
                     w.pop()
-                    self._note_free(sid, frees)
+                    if sid not in self._freed:
+                        self._freed.add(sid)
+                        frees += (sid,)
                     if not w:
                         break
                 else:
                     self._watch_pos = i + 1
         finally:
             self._watch_lock.release()
+        return frees
 
     def _sid_or_none(self, t: torch.Tensor) -> int | None:
         try:
@@ -312,33 +290,6 @@ class Recorder:
             self._watched.add(sid)
             with self._watch_lock:
                 self._watch.append(sid)
-
-    def _raw_stack(self, site: Any) -> int:
-        """Interned raw stack: the site frame and up to stack_depth - 1 callers.
-
-        Frames inside the site (torch, copyhunt) are left out: the same rule chose the site, so
-        attribution at build time can only pick it again.
-        """
-        depth = self.stack_depth
-        key: list[int] = []
-        f = site
-        lasti = _LASTI
-        while f is not None and len(key) < 2 * depth:
-            key.append(id(f.f_code))
-            key.append(-1 - f.f_lasti if lasti else f.f_lineno)  # _where(f), inlined
-            f = f.f_back
-        k = tuple(key)
-        i = self._stack_ids.get(k)
-        if i is None:
-            # New stack: keep its code objects (they keep the ids in ``k`` unique meanwhile).
-            out: list[tuple[Any, int]] = []
-            f = site
-            while f is not None and len(out) < depth:
-                out.append((f.f_code, _where(f)))
-                f = f.f_back
-            i = self._stack_ids[k] = len(self._stacks)
-            self._stacks.append(tuple(out))
-        return i
 
     def _record_copy(
         self,
@@ -374,30 +325,27 @@ class Recorder:
             kind = copy_kind(src_dev, dst_dev)
             src_name = names.get(src_dev) or self._name(src_dev)
             dst_name = names.get(dst_dev) or self._name(dst_dev)
-        self._copies.append(
-            (
-                seq,
-                name,
-                kind,
-                int(facts.nbytes),
-                bool(facts.noop),
-                src_name,
-                dst_name,
-                _shape(dst),
-                names.get(dst.dtype) or self._name(dst.dtype),
-                (names.get(src.dtype) or self._name(src.dtype)) if src is not None else None,
-                _contiguous(src) if src is not None else None,
-                bool(_contiguous(dst)),
-                self._raw_stack(frame),
-                module,
-                region,
-                tid,
-                bool(in_graph),
-                src_sids[0] if src_sids else None,
-                dst_sid,
-                src_sids,
-                bool(facts.exact),
-                layouts,
-            )
+        self.log.copy(
+            seq,
+            name,
+            kind,
+            int(facts.nbytes),
+            bool(facts.noop),
+            src_name,
+            dst_name,
+            _shape(dst),
+            names.get(dst.dtype) or self._name(dst.dtype),
+            (names.get(src.dtype) or self._name(src.dtype)) if src is not None else None,
+            _contiguous(src) if src is not None else None,
+            bool(_contiguous(dst)),
+            self.log.stack(frame, self.stack_depth),
+            module,
+            region,
+            tid,
+            bool(in_graph),
+            src_sids[0] if src_sids else None,
+            dst_sid,
+            src_sids,
+            bool(facts.exact),
+            layouts,
         )
-

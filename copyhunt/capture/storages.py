@@ -12,7 +12,6 @@ otherwise cost more than the recording itself.
 
 from __future__ import annotations
 
-import itertools
 import threading
 import weakref
 
@@ -56,11 +55,11 @@ def access(t: torch.Tensor, sid: int, dense_ok: bool = True) -> tuple[int, int, 
     return (sid, t.storage_offset() * es, nbytes, dense and dense_ok)
 
 
-def _free_all(handles: dict[int, int]) -> None:
-    for h in handles.values():
+def _free_all(handles: list[int]) -> None:
+    for i, h in enumerate(handles):
         if h:
             _free_weak_ref(h)
-    handles.clear()
+            handles[i] = 0
 
 
 class StorageTable:
@@ -68,14 +67,14 @@ class StorageTable:
 
     def __init__(self) -> None:
         self.by_cdata: dict[int, int] = {}  # StorageImpl address -> id of the storage seen there last
-        # Per id (dicts, not lists: an id is taken atomically from ids and each entry is one atomic
-        # store, so a thread switch between two stores cannot misalign them).
-        self.weak: dict[int, int] = {}  # raw weak reference handle
-        self.device: dict[int, str] = {}
-        self.nbytes: dict[int, int] = {}  # storage size when first seen
-        self.ids = itertools.count()  # next storage id (next() is atomic)
-        self._lock = threading.Lock()
-        # Set (for good) once a second thread records: from then on new ids are taken under the lock.
+        # Per id, lists indexed by id (8 bytes an entry where a dict takes ~50: one entry per storage
+        # of a long hunt). An id is the list length, taken and filled under the lock, so threads never
+        # misalign the three lists.
+        self.weak: list[int] = []  # raw weak reference handle (0 once released)
+        self.device: list[str] = []
+        self.nbytes: list[int] = []  # storage size when first seen
+        self.lock = threading.Lock()
+        # Set (for good) once a second thread records: lookups then re-check under the lock.
         self.threaded = False
         self._device_names: dict[torch.device, str] = {}
         # Release the weak references even if the capture is dropped without close().
@@ -83,6 +82,10 @@ class StorageTable:
 
     def __len__(self) -> int:
         return len(self.weak)
+
+    def expired(self, sid: int) -> bool:
+        """Whether storage ``sid`` has been freed."""
+        return _expired(self.weak[sid])  # type: ignore[no-any-return]
 
     def lookup(self, t: torch.Tensor) -> tuple[int, bool, int | None]:
         """(id, is_new, id of a dead storage this one replaced at the same address or None)."""
@@ -102,31 +105,23 @@ class StorageTable:
             name = self._device_names.get(dev)
             if name is None:
                 name = self._device_names[dev] = str(dev)
-        if not self.threaded:
-            # One recording thread: skip the lock (a per-op cost). Were a thread to start right
-            # now, the worst case is one storage registered twice, never two storages sharing an id.
-            sid = next(self.ids)
-            self.weak[sid] = st._weak_ref()
-            self.device[sid] = name
-            self.nbytes[sid] = st.nbytes()
-            self.by_cdata[cd] = sid
-            return sid, True, old
-        with self._lock:
-            # Re-check under the lock: another thread may have registered it meanwhile.
-            cur = self.by_cdata.get(cd)
-            if cur is not None and cur != old and not _expired(self.weak[cur]):
-                return cur, False, None
-            sid = next(self.ids)
-            self.weak[sid] = st._weak_ref()
-            self.device[sid] = name
-            self.nbytes[sid] = st.nbytes()
+        with self.lock:
+            if self.threaded:
+                # Re-check under the lock: another thread may have registered it meanwhile.
+                cur = self.by_cdata.get(cd)
+                if cur is not None and cur != old and not _expired(self.weak[cur]):
+                    return cur, False, None
+            sid = len(self.weak)
+            self.weak.append(st._weak_ref())
+            self.device.append(name)
+            self.nbytes.append(st.nbytes())
             self.by_cdata[cd] = sid
         return sid, True, old
 
     def close(self) -> dict[int, bool]:
         """Liveness of every storage now (by id), then release all weak references."""
-        alive = {sid: bool(h) and not _expired(h) for sid, h in self.weak.items()}
-        with self._lock:
+        alive = {sid: bool(h) and not _expired(h) for sid, h in enumerate(self.weak)}
+        with self.lock:
             _free_all(self.weak)
             self.by_cdata.clear()
         return alive

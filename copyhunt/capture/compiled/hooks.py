@@ -232,7 +232,7 @@ class CompiledCapture:
             _resume(mode, cap)
         self._record(next(cap._seq), f"{name} (outputs)", (0, "mutated", RW), mutated, out, frame)
         del mutated
-        site = cap._site(frame)
+        site = cap.recorder.sites.live(frame)
         caller = None if site is None else Frame(site.f_code.co_filename, site.f_lineno, user_function(site.f_code.co_name))
         with _lock:
             self.executions.append(
@@ -240,7 +240,7 @@ class CompiledCapture:
                     seq=seq,
                     graph_id=gid,
                     nbytes=nbytes,
-                    module=cap._mod_state.path if cap._mod_state is not None else None,
+                    module=cap.recorder.module_path(),
                     region=_region_state.path,
                     thread=get_ident(),
                     caller=caller,
@@ -255,9 +255,9 @@ class CompiledCapture:
             return
         plan = Plan(name, (role,), out is None, False, None, None)
         try:
-            cap._record(seq, plan, (tensors,), {}, out if out is not None else (), frame)
+            cap.record(seq, plan, (tensors,), {}, out if out is not None else (), frame)
         except Exception as exc:  # noqa: BLE001 - bookkeeping must never break the program
-            cap._internal_error(name, exc)
+            cap.recorder.internal_error(name, exc)
 
     # --- records --------------------------------------------------------------------------
 
