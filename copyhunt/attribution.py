@@ -203,17 +203,20 @@ def frame_relocator(root: str | os.PathLike[str]) -> Callable[[Frame], Frame]:
     """A cached map from a frame to the same frame with its file as seen from ``root`` (``rebase_paths``);
     a frame whose file does not change comes back as the same object."""
     base = os.path.abspath(os.fspath(root))
-    frames: dict[Frame, Frame] = {}
+    # By identity: Frame equality ignores source_text, so an equal frame must not stand in for another.
+    frames: dict[int, tuple[Frame, Frame]] = {}
     paths: dict[str, str] = {}
 
     def relocate(f: Frame) -> Frame:
-        out = frames.get(f)
-        if out is None:
-            path = paths.get(f.file)
-            if path is None:
-                path = paths[f.file] = display_path(f.file, base)
-            out = frames[f] = f if path == f.file else Frame(path, f.line, f.function)
-            frames[out] = out
+        known = frames.get(id(f))
+        if known is not None and known[0] is f:
+            return known[1]
+        path = paths.get(f.file)
+        if path is None:
+            path = paths[f.file] = display_path(f.file, base)
+        out = f if path == f.file else replace(f, file=path)  # source_text kept
+        frames[id(f)] = (f, out)
+        frames[id(out)] = (out, out)
         return out
 
     return relocate

@@ -122,7 +122,8 @@ def format_sites(copies: "list[Copy]", max_sites: int = MAX_SITES, test_file: st
     test's file, whose innermost frame in a copy's stack is the test line that made the call.
     """
     from copyhunt.analysis.diff import site_key, site_stats
-    from copyhunt.report.gate_report import source_line
+    from copyhunt.report.gate_report import site_source
+    from copyhunt.validation import source_line  # the test's own file (this process traced it): a regular, size-limited file
     from copyhunt.text import human_bytes
 
     stats = site_stats(copies)
@@ -133,7 +134,7 @@ def format_sites(copies: "list[Copy]", max_sites: int = MAX_SITES, test_file: st
     lines = []
     for key, s in ranked[:max_sites]:
         lines.append(f"  {key.short()}  {key.op} {key.kind}  {s.count} {'copy' if s.count == 1 else 'copies'}, {human_bytes(s.bytes)}")
-        src = source_line(key.file, key.line)
+        src = site_source(key)
         if src is not None:
             lines.append(f"    {key.line:>5} | {src}")
         c = first[key]
@@ -174,8 +175,11 @@ def limit_failure(copies: "list[Copy]", limit: CopyLimit, test_file: str | None 
     """None within the limit, else the failure message (one headline, then the sites)."""
     if len(copies) <= limit.n:
         return None
+    from copyhunt.text import visible
+
     head = f"copyhunt: {limit.selection.words(len(copies))}, over the limit of {limit.n}:"
-    return "\n".join([head, *format_sites(copies, test_file=test_file)])
+    # Site names and source text are shown as data: no ESC sequence of a file name reaches the terminal.
+    return "\n".join([head, *(visible(line) for line in format_sites(copies, test_file=test_file))])
 
 
 def _judged(trace: "Trace", limit: CopyLimit) -> "list[Copy]":

@@ -55,6 +55,9 @@ class Frame:
     file: str
     line: int
     function: str
+    # The text of that line (stripped), read when the trace was taken, for copy sites only: readers show
+    # it without opening the file a trace names (a trace from elsewhere may name any file).
+    source_text: str | None = field(default=None, compare=False)
 
     def short(self) -> str:
         """``path:line function``, unshortened (``copyhunt.text.short_site`` shortens the path)."""

@@ -7,6 +7,7 @@ names (``short_op`` for tables, ``op_label`` for the reasons' prose).
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,28 @@ if TYPE_CHECKING:  # pragma: no cover
     from copyhunt.records import Frame
 
 _UNITS = ("KiB", "MiB", "GiB", "TiB")
+
+# --- text from traces, budgets and the traced program: shown as data ------------------------------
+
+#: Control characters (C0, DEL, C1) and the invisible or bidirectional marks that make text read
+#: differently from what it is ("Trojan source"): never sent to a terminal or page as themselves.
+INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+_INVISIBLE_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+
+
+def _escape_char(m: "re.Match[str]") -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with every control / invisible character shown as ``\\xNN`` or ``\\uNNNN`` (an ESC byte
+    becomes the four characters ``\\x1b``): the ONE escaping of untrusted text for terminals and pages.
+
+    Rich markup and emoji codes are not touched here: copyhunt's consoles never interpret them
+    (``copyhunt.cli.console``), so ``[bold]`` and ``x[a:b:2]`` print as written."""
+    pattern = _INVISIBLE_BUT_NEWLINE if keep_newlines else INVISIBLE
+    return pattern.sub(_escape_char, text) if pattern.search(text) else text
 
 #: How a copy without a source site is shown.
 NO_SITE = "(no source site)"

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from copyhunt.errors import TraceFormatError
+from copyhunt.validation import check_trace, parse_json, read_text
 from copyhunt.records import (
     Access,
     CompiledCopy,
@@ -84,8 +85,8 @@ def to_json(trace: Trace) -> dict[str, Any]:
 
 
 def dumps(trace: Trace, indent: int | None = None) -> str:
-    """The trace document as JSON text."""
-    return json.dumps(to_json(trace), indent=indent)
+    """The trace document as strict JSON text (a NaN or infinity is an error, never a bare ``NaN``)."""
+    return json.dumps(to_json(trace), indent=indent, allow_nan=False)
 
 
 def current_umask() -> int:
@@ -96,28 +97,50 @@ def current_umask() -> int:
 
 
 def save(trace: Trace, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
-    """Write ``trace`` to ``path`` atomically; refuse to replace an existing file unless asked."""
+    """Write ``trace`` to ``path`` atomically; never replace an existing file unless ``overwrite``.
+
+    The document goes to a temporary file in the same folder first (a crash never leaves half a
+    trace), which is then hard-linked to the final name: creating a link fails when the name exists,
+    so a file that appeared meanwhile (another run with the same ``-o``) is never replaced.
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Write to a temporary file in the same folder and rename: a crash never leaves half a trace.
+    text = dumps(trace) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600: follow the umask like any file the user writes
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(dumps(trace))
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
+            f.write(text)
+        if overwrite:
+            os.replace(tmp, path)
+            return path
+        try:
+            os.link(tmp, path)  # atomic and exclusive: FileExistsError if the name was taken meanwhile
+        except FileExistsError:
+            raise
+        except OSError:  # a filesystem without hard links: exclusive creation, written in place
+            _write_exclusive(path, text)
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
     return path
 
 
+def _write_exclusive(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def _frame_to_json(f: Frame | None) -> dict[str, Any] | None:
-    return None if f is None else {"file": f.file, "line": f.line, "function": f.function}
+    if f is None:
+        return None
+    d: dict[str, Any] = {"file": f.file, "line": f.line, "function": f.function}
+    if f.source_text is not None:  # copy sites only
+        d["source_text"] = f.source_text
+    return d
 
 
 def _timing_to_json(t: DeviceTiming) -> dict[str, Any]:
@@ -173,21 +196,11 @@ def _meta_to_json(m: TraceMeta) -> dict[str, Any]:
 
 
 def load(path: str | os.PathLike[str]) -> Trace:
-    """Read a trace file; TraceFormatError (one line) when missing, truncated, foreign or newer."""
+    """Read a trace file; TraceFormatError (one line) when missing, not a regular file, truncated, foreign,
+    newer, or holding values no copy could have (``copyhunt.validation``)."""
     path = Path(path)
-    if not path.exists():
-        raise TraceFormatError(f"{path}: no such file")
-    if path.is_dir():
-        raise TraceFormatError(f"{path}: is a directory, not a trace file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TraceFormatError(f"{path}: cannot read ({exc})") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise TraceFormatError(f"{path}: not valid JSON, truncated or corrupt (line {exc.lineno}: {exc.msg})") from None
-    return from_json(doc, source=str(path))
+    text = read_text(path, "trace file")
+    return from_json(parse_json(text, str(path), "trace file"), source=str(path))
 
 
 def from_json(doc: Any, source: str = "trace") -> Trace:
@@ -198,16 +211,19 @@ def from_json(doc: Any, source: str = "trace") -> Trace:
     name, _, version = str(schema).partition("/")
     if name != SCHEMA_NAME:
         raise TraceFormatError(f"{source}: not a copyhunt trace (schema {schema!r}, expected {SCHEMA!r})")
-    if not version.isdigit():
+    if not (version.isascii() and version.isdigit()) or len(version) > 6:
         raise TraceFormatError(f"{source}: malformed schema version {schema!r}")
     if int(version) > SCHEMA_VERSION:
         raise TraceFormatError(
             f"{source}: written by a newer copyhunt (schema {schema!r}; this copyhunt reads up to {SCHEMA!r}); upgrade copyhunt"
         )
     try:
-        return _from_v1(doc) if int(version) == 1 else _from_v2(doc)
+        # Records built from the document, then every value checked (one place for every file format).
+        return check_trace(_from_v1(doc) if int(version) == 1 else _from_v2(doc))
     except TraceFormatError as exc:
         raise TraceFormatError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise TraceFormatError(f"{source}: nested too deeply; not a copyhunt trace") from None
     except (TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
         raise TraceFormatError(f"{source}: malformed trace record ({type(exc).__name__}: {exc})") from None
 
@@ -244,8 +260,17 @@ def _from_v2(doc: dict[str, Any]) -> Trace:
     )
 
 
+def _array(raw: Any, what: str) -> list[Any]:
+    """A JSON array as read (a string or number where a list belongs is an error, not its characters)."""
+    if not isinstance(raw, list):
+        raise TraceFormatError(f"{what} must be a list, got {type(raw).__name__}")
+    return raw
+
+
 def _copy_index(raw: Any, n: int) -> int:
-    i = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise TraceFormatError(f"'copy' must be an integer, got {raw!r:.40}")
+    i = raw
     if not 0 <= i < n:
         raise TraceFormatError(f"'copy' {raw!r} names no copy (the trace has {n})")
     return i
@@ -254,7 +279,8 @@ def _copy_index(raw: Any, n: int) -> int:
 def _frame_from_json(raw: Any) -> Frame | None:
     if raw is None:
         return None
-    return Frame(file=str(raw["file"]), line=int(raw["line"]), function=str(raw["function"]))
+    # Values as written (no str()/int() coercion): copyhunt.validation checks their types.
+    return Frame(file=raw["file"], line=raw["line"], function=raw["function"], source_text=raw.get("source_text"))
 
 
 def _copy_from_json(raw: Any) -> CopyRecord:
@@ -264,12 +290,12 @@ def _copy_from_json(raw: Any) -> CopyRecord:
     if missing:
         raise TraceFormatError(f"copy record is missing {', '.join(missing)}: {json.dumps(raw)[:120]}")
     kw = {k: v for k, v in raw.items() if k in _COPY_FIELDS}
-    kw["shape"] = tuple(int(x) for x in raw["shape"])
+    kw["shape"] = tuple(_array(raw["shape"], "shape"))
     kw["site"] = _frame_from_json(raw.get("site"))
     kw["stack"] = tuple(_frame_from_json(f) for f in raw.get("stack", ()))
-    kw["src_storages"] = tuple(int(s) for s in raw.get("src_storages", ()))
+    kw["src_storages"] = tuple(_array(raw.get("src_storages", []), "src_storages"))
     kw["compiled"] = _compiled_copy_from_json(raw.get("compiled"))
-    kw["src_dtypes"] = tuple(str(d) for d in raw.get("src_dtypes", ()))
+    kw["src_dtypes"] = tuple(_array(raw.get("src_dtypes", []), "src_dtypes"))
     kw["src_contiguity"] = tuple(None if c is None else bool(c) for c in raw.get("src_contiguity", ()))
     kw["extra"] = {k: v for k, v in raw.items() if k not in _COPY_FIELDS}
     return CopyRecord(**kw)
@@ -321,7 +347,7 @@ def _meta_from_json(raw: Any) -> TraceMeta:
         raise TraceFormatError(f"'meta' must be an object, got {type(raw).__name__}")
     kw = {k: v for k, v in raw.items() if k in _META_FIELDS}
     for name in _TUPLE_META:
-        kw[name] = tuple(raw.get(name, ()))
+        kw[name] = tuple(_array(raw.get(name, []), f"meta.{name}"))
     kw["view"] = dict(raw.get("view") or {})
     kw["compiled"] = _compiled_hunt_from_json(raw.get("compiled"))
     kw["extra"] = {k: v for k, v in raw.items() if k not in _META_FIELDS}

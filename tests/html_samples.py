@@ -71,6 +71,14 @@ def write_hostile_trace(path: Path) -> Path:
     return path
 
 
+def load_unchecked(path: Path):
+    """The hostile trace's records as built from the file WITHOUT the load-time checks (the loader
+    refuses its NaN and negative bytes): the page must hold up even if such records reach it."""
+    from copyhunt.tracefile import _from_v1
+
+    return _from_v1(json.loads(path.read_text(encoding="utf-8")))
+
+
 def tiny_png() -> bytes:
     """A valid 1x1 PNG (signature, IHDR, IDAT, IEND), built here so no file is needed."""
     def chunk(kind: bytes, body: bytes) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -144,15 +145,21 @@ def test_json_is_the_saved_document_and_target_stdout_goes_to_stderr(tmp_path, c
 
 
 def test_default_output_name_never_clobbers(tmp_path, capsys):
+    # copyhunt-<stem>.<pid>-<8 random hex>.json: two runs sharing a PID (two PID namespaces writing one
+    # folder) still get two names, and an existing file is never replaced.
     write(tmp_path / "s.py", SCRIPT)
-    first = tmp_path / f"copyhunt-s.{os.getpid()}.json"
-    assert main(["trace", "s.py"]) == 0
-    assert first.exists()
-    assert capsys.readouterr().out.endswith(f"trace file: {first.name}\n")
-    assert main(["trace", "s.py"]) == 0
-    second = tmp_path / f"copyhunt-s.{os.getpid()}.1.json"
-    assert capsys.readouterr().out.endswith(f"trace file: {second.name}\n")
-    assert load(first) is not None and load(second) is not None
+    taken = tmp_path / f"copyhunt-s.{os.getpid()}.json"
+    taken.write_text("precious")
+    names = []
+    for _ in range(2):
+        assert main(["trace", "s.py"]) == 0
+        out = capsys.readouterr().out
+        m = re.search(rf"trace file: (copyhunt-s\.{os.getpid()}-[0-9a-f]{{8}}\.json)\n$", out)
+        assert m, out[-200:]
+        names.append(m.group(1))
+    assert names[0] != names[1]
+    assert taken.read_text() == "precious"
+    assert all(load(tmp_path / n) is not None for n in names)
 
 
 def test_existing_output_is_untouched_without_force(tmp_path, capsys):

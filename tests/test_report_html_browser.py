@@ -26,7 +26,7 @@ import pytest
 import factories
 from copyhunt.tracefile import load
 from copyhunt.report.html import read_bench, render_html
-from html_samples import HOSTILE, MOE_BASELINE, bench_doc, ten_thousand_copies, tiny_png, write_hostile_trace
+from html_samples import HOSTILE, MOE_BASELINE, bench_doc, load_unchecked, ten_thousand_copies, tiny_png, write_hostile_trace
 
 WINDOW = (1280, 900)
 
@@ -73,7 +73,7 @@ def pages(chromium, tmp_path_factory) -> dict[str, Page]:
     shots.mkdir(parents=True, exist_ok=True)
     (work / "b.png").write_bytes(tiny_png())
     (work / "b.json").write_text(json.dumps(bench_doc(preset=HOSTILE)))
-    hostile = load(write_hostile_trace(work / "hostile.json"))
+    hostile = load_unchecked(write_hostile_trace(work / "hostile.json"))
     # One launch per page costs 2-3 s of this 2-core box, so the hostile records ride on the 10k-copy trace.
     hostile_10k = factories.trace(*hostile.read_copies(), *ten_thousand_copies().read_copies(), meta=hostile.meta)
     sources = {

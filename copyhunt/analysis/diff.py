@@ -9,7 +9,7 @@ site: it shows as one removed and one added. Pure functions; nothing here prints
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 from copyhunt.records import Copy, CopyRecord, is_eliminable
@@ -31,6 +31,9 @@ class SiteKey:
     function: str
     op: str
     kind: str
+    # The site's source text as the trace recorded it (not part of the identity: traces taken before
+    # copyhunt recorded it still match).
+    source_text: str | None = field(default=None, compare=False)
 
     def short(self) -> str:
         """``path:line function``, as the tables show a site (``(no source site)`` when unknown)."""
@@ -53,7 +56,8 @@ def site_key(copy: Copy | CopyRecord, root: str | os.PathLike[str] | None = None
     """The stable key of a copy's site (file relative to ``root``)."""
     if copy.site is None:
         return SiteKey(UNKNOWN_FILE, 0, "", copy.op, copy.kind)
-    return SiteKey(display_path(copy.site.file, root), copy.site.line, copy.site.function, copy.op, copy.kind)
+    return SiteKey(display_path(copy.site.file, root), copy.site.line, copy.site.function, copy.op, copy.kind,
+                   copy.site.source_text)
 
 
 def site_stats(copies: Iterable[Copy], root: str | os.PathLike[str] | None = None) -> dict[SiteKey, SiteStats]:

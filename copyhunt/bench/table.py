@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from copyhunt.bench.moe import BenchResult
 
@@ -16,10 +17,11 @@ def render_bench(result: BenchResult, console: Console) -> None:
     """Header, one row per (mode, tokens), the copy counts of one traced step, and the notes."""
     cfg = result.config
     kind = "CPU smoke run" if result.smoke else "GPU A/B"
-    console.print(
-        f"[bold]copyhunt bench moe[/bold] - {kind} on {result.device}: preset {cfg.preset}, "
-        f"{cfg.layers} layer(s), backend {result.backend}, {cfg.rounds} interleaved A/B rounds"
-    )
+    console.print(Text.assemble(
+        ("copyhunt bench moe", "bold"),
+        f" - {kind} on {result.device}: preset {cfg.preset}, "
+        f"{cfg.layers} layer(s), backend {result.backend}, {cfg.rounds} interleaved A/B rounds",
+    ))
     table = Table(show_edge=False, pad_edge=False, header_style="bold")
     # Short headers: the table must read at 80 columns (the legend below spells them out).
     for col in ("mode", "M", "base us", "fixed us", "saved", "+/-", "ideal", "real.", "saved%", "ok"):

@@ -16,11 +16,13 @@ from __future__ import annotations
 import collections
 import gc
 import sys
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Container, Sequence
 
 from copyhunt.capture.sites import SiteChooser
 from copyhunt.records import Access, CopyRecord, Frame, OpRecord, StorageInfo
+from copyhunt.validation import source_line
 
 #: Fields of one op row (``RawLog.op``). ``reads`` / ``writes``: flat tuples, ``storage, offset, nbytes,
 #: dense`` for each access one after another (one tuple per op: ~100 B less per op than a tuple per access); ``allocs`` / ``frees``: storage ids; ``site``: index into ``RawLog.sites`` or None.
@@ -224,7 +226,20 @@ class RawLog:
 
         site_frames = [frame_of(s) for s in self.sites]
         attributed = [attribute(tuple(frame_of(r) for r in st)) for st in self.stacks]
-        if relocate is not None:
+        # Each copy site's source text, read now (the files are the ones the program ran) and stored in
+        # the trace, so no reader ever opens a file a trace names (issue 18). Once per distinct site.
+        with_text: dict[Frame, Frame] = {}
+
+        def texted(fr: Frame | None) -> Frame | None:
+            if fr is None:
+                return None
+            out = with_text.get(fr)
+            if out is None:
+                out = with_text[fr] = dataclasses.replace(fr, source_text=source_line(fr.file, fr.line))
+            return out
+
+        attributed = [(texted(site), stack) for site, stack in attributed]
+        if relocate is not None:  # after the source text was read from the real path
             site_frames = [relocate(f) for f in site_frames]
             attributed = [(None if s is None else relocate(s), tuple(relocate(f) for f in st)) for s, st in attributed]
 

@@ -6,13 +6,16 @@ code; expected failures raise a CopyhuntError subclass, which `main` prints as o
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+import traceback
 
 import typer
 
 from copyhunt.cli.app import app, click_exceptions
-from copyhunt.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, CopyhuntError
+from copyhunt.text import visible
+from copyhunt.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, CopyhuntError
 
 # Importing a command module registers its command on `app`.
 from copyhunt.cli import trace_cmd, verify_cmd, report_cmd, gate_cmd, diff_cmd, bench_cmd  # noqa: E402,F401
@@ -23,10 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=argv, prog_name="copyhunt", standalone_mode=False)
     except CopyhuntError as exc:
-        print(f"copyhunt: error: {exc}", file=sys.stderr)
+        # One line, shown as data: a message may quote a file name or value from untrusted input.
+        print(f"copyhunt: error: {visible(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except click_exceptions.UsageError as exc:
-        print(usage_line(exc), file=sys.stderr)
+        print(visible(usage_line(exc)), file=sys.stderr)  # a flag's value is shown as data
         return EXIT_BAD_INPUT
     except typer.Exit as exc:
         return exc.exit_code
@@ -34,8 +38,18 @@ def main(argv: list[str] | None = None) -> int:
         print("copyhunt: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except click_exceptions.ClickException as exc:
-        exc.show(file=sys.stderr)
+        print(f"copyhunt: error: {_one_line(exc.format_message())}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # a bug of ours: its own exit code (never 1 = "over budget"), one line
+        if os.environ.get("COPYHUNT_DEBUG"):
+            traceback.print_exc()
+        where = _where(exc)
+        print(
+            f"copyhunt: internal error: {type(exc).__name__}: {visible(_first_line(exc))}{where}; "
+            "please report it to the copyhunt maintainers with the output of COPYHUNT_DEBUG=1 (it shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
     return int(result or 0)
 
 
@@ -58,3 +72,22 @@ def usage_line(exc: "click_exceptions.UsageError") -> str:
 def run() -> None:
     """Console-script entry point."""
     sys.exit(main())
+
+
+def _one_line(message: str) -> str:
+    """A message as one line of visible text (click's may span lines)."""
+    return visible("; ".join(part.strip() for part in message.strip().splitlines() if part.strip()))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else "(no message)"
+
+
+def _where(exc: BaseException) -> str:
+    """`` (at file.py:12)``: the innermost frame, so a report can point at the bug."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    if not tb:
+        return ""
+    f = tb[-1]
+    return f" (at {os.path.basename(f.filename)}:{f.lineno})"

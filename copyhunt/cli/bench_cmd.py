@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from copyhunt.cli import options
 from copyhunt.cli.app import CopyhuntCommand, app
-from copyhunt.cli.console import stdout_console
+from copyhunt.cli.console import stderr_console, stdout_console
 from copyhunt.errors import EXIT_OK
 
 bench_app = typer.Typer(name="bench", help="Benchmarks: `copyhunt bench moe` (A/B of the MoE output-copy fix).", no_args_is_help=True,
@@ -60,7 +59,7 @@ def bench_moe(
 
         if importlib.util.find_spec("matplotlib") is None:  # fail before a long run, not after it
             raise PlotUnavailableError("--plot needs matplotlib: pip install 'copyhunt[plot]'")
-    err = Console(stderr=True)
+    err = stderr_console()
     if torch.cuda.is_available():
         modes = ("graph", "eager") if mode is options.BenchMode.both else (mode.value,)
         config = BenchConfig(preset=preset, tokens=toks or BenchConfig.tokens, layers=layers, modes=modes, rounds=rounds, backend=backend)
@@ -82,7 +81,7 @@ def bench_moe(
         where = plot_rows(doc["rows"], plot, title=f"MoE output copies: {config.preset}, {config.layers} layers, {result.device}")
         err.print(f"plot written to {where}")
     if as_json:
-        sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+        sys.stdout.write(json.dumps(doc, indent=1, allow_nan=False) + "\n")
     else:
         render_bench(result, stdout_console(file=sys.stdout))
     return EXIT_OK

@@ -16,8 +16,9 @@ import typer
 from copyhunt.cli import options
 from copyhunt.cli.app import command
 from copyhunt.cli.console import console_for
-from copyhunt.errors import EXIT_OK, EXIT_VIOLATION, BudgetError
+from copyhunt.errors import EXIT_OK, EXIT_VIOLATION, BudgetError, IncompleteTraceError
 from copyhunt.report import Format
+from copyhunt.text import display_path
 
 if TYPE_CHECKING:
     from copyhunt.cli.tracing import TraceRun
@@ -74,12 +75,18 @@ def gate(
     base_trace = read_trace(checked.baseline) if checked.baseline is not None else None
     if run is None:
         trace, trace_label = read_trace(args[0]), args[0]
+        if not trace.meta.complete:  # fail closed: no verdict on half a run
+            raise IncompleteTraceError(
+                f"{args[0]}: the trace is incomplete ({trace.meta.error or 'the run did not finish'}); no verdict on half a run"
+            )
     else:
         traced = _run_target(run, args, output, force, focus or (), hide or (), quiet_stdout=fmt is not Format.text,
                              verdicts=not no_verdicts)
         if traced.exit_code != EXIT_OK:
             return traced.exit_code  # the target raised (3) or was interrupted (130): no verdict on half a run
-        trace, trace_label = traced.trace, str(traced.path)
+        if not traced.trace.meta.complete or not traced.path.is_file():
+            raise IncompleteTraceError(f"the run left no complete trace ({traced.trace.meta.error or 'missing'}); no verdict")
+        trace, trace_label = traced.trace, display_path(str(traced.path))
     result = evaluate(trace, checked.budget, base_trace, fail_on_increase)
     render_gate(
         console_for(fmt),
@@ -138,5 +145,5 @@ def _run_target(run: str, args: list[str], output: Path | None, force: bool, foc
     # JSON / GitHub output own stdout: the program's prints go to stderr.
     traced = trace_target(target, path, force=force, focus=focus, hide=hide, stdout_to_stderr=quiet_stdout, verdicts=verdicts,
                           progress=progress_wanted(json_output=quiet_stdout, stream=sys.stderr))
-    print(f"copyhunt: trace saved to {traced.path}", file=sys.stderr)
+    print(f"copyhunt: trace saved to {display_path(str(traced.path))}", file=sys.stderr)
     return traced

@@ -70,7 +70,7 @@ def report_command(
         raise typer.BadParameter("--bench goes with --html (it adds the benchmark to the HTML report)", param_hint="--bench")
     exports: list[Export] = []
     if perfetto is not None:
-        exports.append(Export("--perfetto", perfetto, write_perfetto, "timeline written to {path} (open it in ui.perfetto.dev)"))
+        exports.append(Export("--perfetto", perfetto, lambda shown, path: write_perfetto(shown, path, force=force), "timeline written to {path} (open it in ui.perfetto.dev)"))
     for e in exports:  # refuse before reading anything
         if e.path.exists() and not force:
             raise OutputExistsError(f"{e.flag} {e.path}: file exists; pass --force to overwrite it")

@@ -15,6 +15,7 @@ from copyhunt.cli.tracing import resolve_output, trace_target
 from copyhunt.report.json_out import render_json
 from copyhunt.report.table import render_table
 from copyhunt.targets import DEFAULT_TARGET, parse_target
+from copyhunt.text import display_path
 from copyhunt.view import recorded_selection, view
 
 
@@ -81,13 +82,13 @@ def trace_command(
         return run.exit_code  # Ctrl-C stopped the analysis: the saved file is what the user keeps (said on stderr)
     if json_output:
         render_json(run.trace, stdout_console())
-        print(f"copyhunt: trace saved to {run.path}", file=sys.stderr)
+        print(f"copyhunt: trace saved to {display_path(str(run.path))}", file=sys.stderr)
     else:
         # The view the trace records: `copyhunt report FILE` prints exactly this.
         shown = view(run.trace, recorded_selection(run.trace))
         render_table(shown, stdout_console(), by=by, top=top, trace_path=str(run.path))
         if run.exit_code == 0:  # after a failure its traceback stays the last thing said
-            print(next_steps(run.path), file=sys.stderr)
+            print(next_steps(display_path(str(run.path))), file=sys.stderr)
     return run.exit_code
 
 

@@ -15,6 +15,7 @@ import dataclasses
 import importlib
 import os
 import runpy
+import secrets
 import signal
 import sys
 import threading
@@ -34,7 +35,7 @@ from copyhunt.errors import (
 from copyhunt.attribution import rebase_paths
 from copyhunt.cli.progress import phase_progress
 from copyhunt.records import Trace
-from copyhunt.text import project_root
+from copyhunt.text import display_path, project_root
 from copyhunt.tracefile import save
 from copyhunt.selection import Selection
 from copyhunt.targets import Target, TargetExit
@@ -58,26 +59,28 @@ class TraceRun(NamedTuple):
 
 
 def default_output(target: Target, directory: str | os.PathLike[str] = ".") -> Path:
-    """A fresh ``copyhunt-<target-stem>.<pid>.json`` in ``directory`` (a numbered suffix if taken)."""
-    folder = Path(directory)
-    base = f"copyhunt-{target.stem}.{os.getpid()}"
-    path = folder / f"{base}.json"
-    n = 1
-    while path.exists():
-        path = folder / f"{base}.{n}.json"
-        n += 1
-    return path
+    """A fresh ``copyhunt-<target-stem>.<pid>-<random>.json`` in ``directory``, as an absolute path.
+
+    The random part keeps two runs apart that share a PID in different PID namespaces (containers
+    writing to one folder); the save is exclusive anyway, so a collision fails instead of clobbering.
+    """
+    folder = Path(directory).absolute()
+    while True:
+        path = folder / f"copyhunt-{target.stem}.{os.getpid()}-{secrets.token_hex(4)}.json"
+        if not path.exists():
+            return path
 
 
 def resolve_output(output: str | os.PathLike[str] | None, target: Target, force: bool) -> Path:
-    """Where the trace goes; an existing ``-o`` file fails (exit 2) unless ``force``."""
+    """Where the trace goes, absolute (resolved before the program runs: a program that changes
+    directory must not move it); an existing ``-o`` file fails (exit 2) unless ``force``."""
     if output is None:
         return default_output(target)
-    path = Path(output)
+    path = Path(output).absolute()
     if path.is_dir():
-        raise OutputExistsError(f"-o {path}: is a directory; give a file name")
+        raise OutputExistsError(f"-o {output}: is a directory; give a file name")
     if path.exists() and not force:
-        raise OutputExistsError(f"-o {path}: file exists; pass --force to overwrite it")
+        raise OutputExistsError(f"-o {output}: file exists; pass --force to overwrite it")
     return path
 
 
@@ -142,7 +145,7 @@ def trace_target(
     error: BaseException | None = None
     raised: BaseException | None = None  # what the target itself raised, told apart from the hunt's own errors
     returned: Any = None  # a function target's result: held until the hunt stopped (it is still alive then)
-    with _maybe_stdout_to_stderr(stdout_to_stderr):
+    with _maybe_stdout_to_stderr(stdout_to_stderr), _exit_guard(), _keep_cwd():
         h.start()
         try:
             _phase("run")
@@ -175,7 +178,7 @@ def trace_target(
         trace = rebase_paths(_describe(built, target, error, selection), root)
         pending = (("device-join",) if h.device_join_pending else ()) + (("verdicts",) if _judgeable(trace) else ())
         trace = dataclasses.replace(trace, meta=dataclasses.replace(trace.meta, pending=pending))
-        with phase_progress(f"saving {output}", progress, err):
+        with phase_progress(f"saving {display_path(str(output))}", progress, err):
             _phase("save-raw")
             path = _save(trace, output, force)
     if guard.count and error is None:
@@ -183,7 +186,7 @@ def trace_target(
     if not pending:
         return TraceRun(trace, path, error)
     if guard.count:
-        print(f"copyhunt: interrupted; {path} holds the trace without {_missing(pending)}", file=err)
+        print(f"copyhunt: interrupted; {display_path(str(path))} holds the trace without {_missing(pending)}", file=err)
         return TraceRun(trace, path, error)
     raw, step = trace, "analysing"
     try:
@@ -201,11 +204,12 @@ def trace_target(
                     trace = _judge(trace, err)
             trace = dataclasses.replace(trace, meta=dataclasses.replace(trace.meta, pending=()))
             step = "saving"
-            with phase_progress(f"saving {path}", progress, err):
+            with phase_progress(f"saving {display_path(str(path))}", progress, err):
                 _phase("save")
                 _save_again(trace, path)
     except KeyboardInterrupt:
-        print(f"copyhunt: interrupted while {step}; {path} holds the trace saved before, without {_missing(pending)}", file=err)
+        print(f"copyhunt: interrupted while {step}; {display_path(str(path))} holds the trace saved before, without {_missing(pending)}",
+              file=err)
         return TraceRun(raw, path, error or KeyboardInterrupt())
     return TraceRun(trace, path, error)
 
@@ -351,14 +355,86 @@ _RUNNER_FILES = frozenset(
 )
 
 
+class TargetHardExit(TargetExit):
+    """The target called ``os._exit``: the process would have ended there, with no trace and no verdict.
+
+    Raised instead, in the traced process only (a forked child still exits for real), so the partial
+    trace is saved and the command fails (exit 3) rather than letting ``os._exit(0)`` pass a gate.
+    """
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.args = (f"target called os._exit({status}) before finishing: the trace is incomplete",)
+
+
+@contextlib.contextmanager
+def _keep_cwd() -> Iterator[None]:
+    """Back to the runner's directory after the target ran: a program that changed directory must not
+    move where copyhunt shows paths from (the output path was made absolute before the run)."""
+    cwd = os.getcwd()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
+
+
+@contextlib.contextmanager
+def _exit_guard() -> Iterator[None]:
+    """Turn ``os._exit`` in this process into TargetHardExit while the target runs."""
+    real_exit, pid = os._exit, os.getpid()
+
+    def guarded_exit(status: int) -> None:
+        if os.getpid() != pid:  # a forked child (multiprocessing, os.fork): leave it alone
+            real_exit(status)
+        raise TargetHardExit(status)
+
+    os._exit = guarded_exit  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        os._exit = real_exit
+
+
 @contextlib.contextmanager
 def _maybe_stdout_to_stderr(enabled: bool) -> Iterator[None]:
-    """Send ``print`` output of the target to stderr while it runs (``--json``)."""
+    """While the target runs, send everything it writes to stdout to stderr (``--json``: stdout is only
+    the JSON document). File descriptor 1 itself is redirected, not only ``sys.stdout``: ``os.write(1,
+    ...)``, subprocesses and C ``printf`` write there too. Restored afterwards."""
     if not enabled:
         yield
         return
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
+    _flush_stdout()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no fd 1 at all (closed): only the Python-level redirect
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _flush_stdout()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _flush_stdout() -> None:
+    """Flush Python's and C's stdout buffers (what the target printed goes where fd 1 pointed then)."""
+    for stream in (sys.stdout, sys.__stdout__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):  # no C library to flush (not POSIX)
+        pass
 
 
 def _describe(trace: Trace, target: Target, error: BaseException | None, selection: Selection) -> Trace:

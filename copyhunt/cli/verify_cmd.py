@@ -144,11 +144,12 @@ class _Bar:
         self._progress: Any = None
         self._task: Any = None
         if enabled and sys.stderr.isatty():
-            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                      console=Console(file=sys.stderr), transient=True)
+            from copyhunt.cli.console import stderr_console
+
+            self._progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                                      TimeElapsedColumn(), console=stderr_console(), transient=True)
             self._progress.start()
             self._task = self._progress.add_task("copyhunt verify", total=None)
 

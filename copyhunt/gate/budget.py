@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from copyhunt.errors import BudgetError
+from copyhunt.validation import check_depth, read_text
 from copyhunt.selection import Selection, SelectionError
 
 TOP_KEYS = ("headroom", "rules", "allow")
@@ -116,9 +117,15 @@ def _toml_loads(text: str, source: str) -> dict[str, Any]:
         except ImportError:
             raise BudgetError(f"{source}: reading TOML on Python 3.10 needs tomli (pip install tomli)") from None
     try:
-        return toml.loads(text)
+        doc = toml.loads(text)
     except toml.TOMLDecodeError as exc:
         raise BudgetError(f"{source}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise BudgetError(f"{source}: nested too deeply; not a budget file") from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        raise BudgetError(f"{source}: not a budget file ({str(exc).splitlines()[0][:120]})") from None
+    check_depth(doc, source, "budget file", BudgetError)
+    return doc
 
 
 def load_budget(path: str | Path) -> Budget:
@@ -126,12 +133,8 @@ def load_budget(path: str | Path) -> Budget:
     path = Path(path)
     if not path.exists():
         raise BudgetError(f"{path}: no such budget file")
-    if path.is_dir():
-        raise BudgetError(f"{path}: is a directory, not a budget file (copyhunt.toml or pyproject.toml)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BudgetError(f"{path}: cannot read ({exc})") from None
+    # A regular file of at most 1 MiB (a budget is a few lines): a FIFO or /dev/zero is refused at once.
+    text = read_text(path, "budget file (copyhunt.toml or pyproject.toml)", BudgetError, limit=BUDGET_MAX_BYTES)
     doc = _toml_loads(text, str(path))
     if path.name == "pyproject.toml":
         table = doc.get("tool", {}).get("copyhunt")
@@ -167,8 +170,9 @@ def _check_keys(table: Mapping[str, Any], valid: tuple[str, ...], source: str, w
 
 
 def _headroom(raw: Any, source: str, key: str) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw) or raw < 0:
-        raise BudgetError(f"{source}: {key} must be a percentage >= 0 (e.g. 10 for 10%), got {raw!r}")
+    if (isinstance(raw, bool) or not isinstance(raw, (int, float)) or (isinstance(raw, int) and raw > 10**9)
+            or not math.isfinite(raw) or raw < 0):
+        raise BudgetError(f"{source}: {key} must be a percentage >= 0 (e.g. 10 for 10%), got {_short(raw)}")
     return float(raw)
 
 
@@ -183,9 +187,14 @@ def _selector(table: Mapping[str, Any], source: str, where: str) -> Selection:
 def _limit(raw: Any, key: str, headroom: float, source: str, where: str) -> Limit:
     if key == "max_bytes":
         return Limit(parse_size(raw, f"{source}: {where}.{key}"), headroom)
-    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
-        raise BudgetError(f"{source}: {where}.{key} must be an integer >= 0, got {raw!r}")
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0 or raw > MAX_SIZE:
+        raise BudgetError(f"{source}: {where}.{key} must be an integer >= 0, got {_short(raw)}")
     return Limit(raw, headroom)
+
+
+#: The largest byte limit (2**63 - 1): anything above is a typo, not a budget.
+MAX_SIZE = 2**63 - 1
+BUDGET_MAX_BYTES = 1 << 20
 
 
 def parse_size(raw: Any, what: str = "size") -> int:
@@ -193,17 +202,25 @@ def parse_size(raw: Any, what: str = "size") -> int:
     if isinstance(raw, bool):
         raise BudgetError(f"{what} must be bytes (an integer >= 0 or a string like '4 MiB'), got {raw!r}")
     if isinstance(raw, int):
-        if raw < 0:
-            raise BudgetError(f"{what} must be >= 0, got {raw!r}")
+        if raw < 0 or raw > MAX_SIZE:
+            raise BudgetError(f"{what} must be between 0 and 2**63 - 1, got {_short(raw)}")
         return raw
-    if isinstance(raw, str):
+    if isinstance(raw, str) and len(raw) <= 64:
         m = _SIZE.match(raw)
         unit = (m.group(2) or "b").lower() if m else ""
         if m and unit in _UNITS:
-            return math.floor(Fraction(m.group(1)) * _UNITS[unit])
+            size = math.floor(Fraction(m.group(1)) * _UNITS[unit])
+            if size <= MAX_SIZE:
+                return size
     raise BudgetError(
-        f"{what} must be bytes (an integer >= 0 or a string like '4 MiB'; units: B, KB, MB, GB, KiB, MiB, GiB), got {raw!r}"
+        f"{what} must be bytes (an integer >= 0 or a string like '4 MiB'; units: B, KB, MB, GB, KiB, MiB, GiB), got {_short(raw)}"
     )
+
+
+def _short(raw: Any) -> str:
+    text = repr(raw) if not isinstance(raw, int) or raw.bit_length() < 200 else f"an integer of {len(str(abs(raw)))} digits"
+    return text if len(text) <= 80 else text[:77] + "..."
+
 
 
 def _rule(raw: Any, i: int, headroom: float, source: str, prefix: str) -> Rule:

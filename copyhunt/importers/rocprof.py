@@ -154,7 +154,13 @@ def import_json(path: str | Path, doc: Any) -> Trace:
     tools = tools if isinstance(tools, list) else [tools]
     copies: list[_Imported] = []
     for tool in tools:
-        records = (tool.get("buffer_records") or {}).get("memory_copy") or []
+        # Containers of the wrong type are an error, not "no copies": a gate must not pass an empty import.
+        for key, kind in (("buffer_records", dict), ("agents", list), ("strings", dict)):
+            if not isinstance(tool, dict) or not isinstance(tool.get(key, kind()), kind):
+                raise TraceFormatError(f"{path}: malformed rocprofv3 JSON ('{key}' must be a{'n object' if kind is dict else ' list'})")
+        records = tool.get("buffer_records", {}).get("memory_copy", [])
+        if not isinstance(records, list):
+            raise TraceFormatError(f"{path}: malformed rocprofv3 JSON ('memory_copy' must be a list)")
         names: list[str] = []
         for entry in (tool.get("strings") or {}).get("buffer_records") or []:
             if isinstance(entry, dict) and entry.get("kind") == "MEMORY_COPY":

@@ -158,8 +158,12 @@ def parse(doc: Any, source: str = "trace") -> KinetoTrace:
     annotations: list[KEvent] = []
     python: list[KEvent] = []
     bridge: list[KEvent] = []
+    bad = good = 0
     for raw in events:
-        if not isinstance(raw, dict) or raw.get("ph") != "X":
+        if not isinstance(raw, dict):
+            bad += 1
+            continue
+        if raw.get("ph") != "X":
             continue
         cat = str(raw.get("cat", ""))
         try:
@@ -173,7 +177,9 @@ def parse(doc: Any, source: str = "trace") -> KinetoTrace:
                 args=raw.get("args") or {},
             )
         except (KeyError, TypeError, ValueError):
+            bad += 1
             continue  # a malformed event is skipped, not fatal: profilers emit odd spans
+        good += 1
         if ev.name.startswith(BRIDGE_PREFIX) and cat in (*CPU_OP_CATS, "user_annotation"):
             bridge.append(ev)
         elif cat in GPU_CATS:
@@ -186,6 +192,8 @@ def parse(doc: Any, source: str = "trace") -> KinetoTrace:
             annotations.append(ev)
         elif cat == "python_function":
             python.append(ev)
+    if bad and not good:  # nothing usable: refusing beats importing "no copies" (a gate would pass it)
+        raise TraceFormatError(f"{source}: not a usable Chrome trace ({bad} malformed events, none valid)")
     return KinetoTrace(
         gpu=gpu, runtime=runtime, cpu_ops=cpu_ops, annotations=annotations, python=python, meta=meta, source=source, bridge=bridge
     )

@@ -3,7 +3,8 @@ that became the recorded aten op when the two differ (``.t().contiguous()`` runs
 ``.to(torch.float16)`` runs ``_to_copy``).
 
 The source text is read through ONE accessor, :func:`site_text`: the text the trace stored at
-capture time (``Frame.source_text``, when the trace carries it), else the file's line as it is now.
+capture time (``Frame.source_text``, when the trace carries it), else the line of a regular file under
+the current directory as it is now (never any other file a trace names).
 """
 
 from __future__ import annotations
@@ -34,9 +35,13 @@ def site_text(frame: Any) -> str | None:
     stored = getattr(frame, "source_text", None)
     if stored:
         return str(stored).strip()
-    from copyhunt.report.gate_report import source_line
+    import os
 
-    return source_line(frame.file, frame.line)
+    from copyhunt.validation import source_line
+
+    # A trace without stored text (written before copyhunt stored it): only a regular, size-limited
+    # file under the current directory is read, never a file anywhere a trace names (issue 18).
+    return source_line(frame.file, frame.line, root=os.getcwd())
 
 
 def python_call(op: str, text: str | None) -> str | None:

@@ -114,7 +114,7 @@ def render_diff_text(console: Console, diff: "TraceDiff", *, a: str | None = Non
 
 def render_diff_json(console: Console, diff: "TraceDiff", *, a: str | None = None, b: str | None = None, show_same: bool = False) -> None:
     """Print the JSON document and nothing else."""
-    console.out(json.dumps(diff_to_json(diff, a, b, show_same), indent=2), highlight=False)
+    console.out(json.dumps(diff_to_json(diff, a, b, show_same), indent=2, allow_nan=False), highlight=False)
 
 
 def render_diff_github(

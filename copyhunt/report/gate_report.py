@@ -7,7 +7,6 @@ Renderers write to an injected rich Console and run nothing. The GitHub format p
 from __future__ import annotations
 
 import json
-import linecache
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from copyhunt.report import Format
-from copyhunt.text import human_bytes
+from copyhunt.text import human_bytes, visible
+from copyhunt.validation import source_line
 
 if TYPE_CHECKING:  # report sits beside gate: it renders gate's records, never calls it
     from copyhunt.analysis.diff import SiteKey, SiteStats
@@ -26,21 +26,12 @@ GATE_SCHEMA = "copyhunt.gate/1"
 MAX_ANNOTATED_SITES = 10
 
 
-def source_line(file: str, line: int) -> str | None:
-    """The text of ``file:line`` (stripped), or None when the file cannot be read here."""
-    if line <= 0 or file.startswith("<"):
-        return None
-    # A relative path is relative to the cwd (as shown); read it by its absolute name, because linecache
-    # keys on the name and two different "test_x.py" files would share a relative key. Paths shown
-    # after "site-packages/" do not exist under the cwd: linecache then searches sys.path for them.
-    for name in (os.path.abspath(file), file) if not os.path.isabs(file) else (file,):
-        if os.path.isabs(name) and not os.path.exists(name):
-            continue
-        linecache.checkcache(name)  # the file may have changed since it was cached
-        text = linecache.getline(name, line).strip()
-        if text:
-            return text
-    return None
+def site_source(key: "SiteKey") -> str | None:
+    """The site's source text: the one the trace recorded, else (a trace taken before copyhunt recorded
+    it) the line of a regular, size-limited file under the current directory, never any other file."""
+    if key.source_text is not None:
+        return key.source_text or None
+    return source_line(key.file, key.line, root=os.getcwd())
 
 
 def _site_json(t: "SiteTally") -> dict[str, Any]:
@@ -49,6 +40,7 @@ def _site_json(t: "SiteTally") -> dict[str, Any]:
         "file": k.file,
         "line": k.line,
         "function": k.function,
+        "source_text": k.source_text,
         "op": k.op,
         "kind": k.kind,
         "count": s.count,
@@ -110,7 +102,7 @@ def gate_to_json(result: "GateResult", trace: str | None = None, budget: str | N
 
 def render_gate_json(console: Console, result: "GateResult", **labels: str | None) -> None:
     """Print the JSON document and nothing else."""
-    console.out(json.dumps(gate_to_json(result, **labels), indent=2), highlight=False)
+    console.out(json.dumps(gate_to_json(result, **labels), indent=2, allow_nan=False), highlight=False)
 
 
 def _site_line(t: "SiteTally") -> str:
@@ -159,7 +151,7 @@ def render_gate_text(
         p(f"x {v.message}", style="red")
         for t in v.sites[:max_sites]:
             p(f"    {_site_line(t)}")
-            src = source_line(t.key.file, t.key.line)
+            src = site_source(t.key)
             if src is not None:
                 p(f"      {t.key.line:>5} | {src}", style="dim")
         if len(v.sites) > max_sites:
@@ -195,7 +187,9 @@ def render_gate_text(
 
 
 def _escape_data(text: str) -> str:
-    # GitHub workflow-command escaping (actions/toolkit: escapeData / escapeProperty).
+    # Control characters visible (a log shows ESC sequences), then GitHub workflow-command escaping
+    # (actions/toolkit: escapeData / escapeProperty); newlines stay for %0A.
+    text = visible(text, keep_newlines=True)
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 

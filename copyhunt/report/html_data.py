@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from copyhunt.records import VERDICTS, Copy, Frame, Trace, is_eliminable
-from copyhunt.text import display_path, human_bytes, short_op
+from copyhunt.text import display_path, human_bytes, short_op, visible
 from copyhunt.view import TraceView, view
 
 #: Longest string kept from a trace (a function name, a reason...); the rest is cut with a note.
@@ -28,9 +28,6 @@ MAX_NAMES = 8
 #: Keys under which a copy record may carry its site's source text (the hardening track adds it).
 SOURCE_TEXT_KEYS = ("source", "source_line", "site_source", "line_text")
 
-# Control characters, and the invisible / bidirectional marks that can make text read differently
-# from what it is ("Trojan source"): shown as \xNN / \uNNNN instead.
-_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 # Frames inside torch (module call plumbing): the page can hide them. A display choice about a
 # possibly foreign trace, so it reads the path's shape, not this machine's install (attribution does).
 # Absolute (older traces) or as recorded now, by import path (``torch/nn/...``: copyhunt.text.display_path).
@@ -53,12 +50,7 @@ def clean_text(value: Any, limit: int = MAX_TEXT) -> str:
     s = value if isinstance(value, str) else str(value)
     if len(s) > limit:
         s = f"{s[:limit]}... ({len(s) - limit} more characters)"
-    return _INVISIBLE.sub(_escape_char, s)
-
-
-def _escape_char(m: re.Match[str]) -> str:
-    code = ord(m.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return visible(s)
 
 
 def _opt_text(value: Any, limit: int = MAX_TEXT) -> str | None:

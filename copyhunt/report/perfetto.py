@@ -132,12 +132,14 @@ def _original_timeline(path: str | None, timeline: Any) -> tuple[list[dict[str, 
     return list(events), source
 
 
-def write_perfetto(view: TraceView, path: str | os.PathLike[str]) -> Path:
-    """Write `to_chrome_trace(view)` to ``path`` (open it in ui.perfetto.dev or chrome://tracing)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_chrome_trace(view)) + "\n", encoding="utf-8")
-    return path
+def write_perfetto(view: TraceView, path: str | os.PathLike[str], force: bool = True) -> Path:
+    """Write `to_chrome_trace(view)` to ``path`` (open it in ui.perfetto.dev or chrome://tracing).
+
+    Without ``force`` the name is created exclusively; a folder that cannot be made or written is one
+    line (OutputWriteError), never a traceback."""
+    from copyhunt.report.html import write_html  # the one exclusive, atomic writer of report files
+
+    return write_html(json.dumps(to_chrome_trace(view), allow_nan=False) + "\n", path, force=force, option="--perfetto")
 
 
 def _event_args(c: Copy) -> dict[str, Any]:
