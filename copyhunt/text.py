@@ -6,6 +6,7 @@ names (``short_op`` for tables, ``op_label`` for the reasons' prose).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -107,6 +108,7 @@ def op_label(op: str) -> str:
     return op[: -len(".default")] if op.endswith(".default") else op
 
 
+@functools.lru_cache(maxsize=4096)  # a few hundred distinct ops, asked about per copy by every rule
 def op_name(op: str) -> str:
     """The bare op name, overload dropped: ``aten._to_copy.default`` -> ``_to_copy``."""
     name = op[len("aten.") :] if op.startswith("aten.") else op

@@ -1,15 +1,21 @@
-"""The trace file, ``copyhunt.trace/2``: its field list, writer and reader, here and nowhere else.
+"""The trace file, ``copyhunt.trace/3``: its field list, writer and reader, here and nowhere else.
 
 Layout (docs/trace-format.md has every field)::
 
-    {"schema": "copyhunt.trace/2",
+    {"schema": "copyhunt.trace/3",
      "meta": {...},                                   # TraceMeta
-     "copies": [{"seq", "op", "kind", "bytes", ...}],  # CopyRecord: what was captured, nothing else
+     "strings": ["aten.mul.Tensor", ...],             # op names, modules, regions, devices (by index)
+     "frames": [[file, line, function], ...],          # source sites and stack frames (by index)
+     "copies": [{"seq", "op", "kind", "bytes", ..., "stack": [frame, ...]}],  # CopyRecord
      "timings": [{"copy": 0, "name", "time_us", "bytes", "stream", "start_us"}, ...],
      "findings": null | [{"copy": 0, "verdict", "reason", "suggestion"}, ...],
-     "verifications": [{"copy": 0, "status", "detail", "seq"}, ...],  # copyhunt verify (added later in /2)
-     "ops": [{"seq", "op", "reads": [[storage, offset, nbytes, dense], ...], ...}],
-     "storages": [{"id", "device", "nbytes", "alive_at_end"}, ...]}
+     "verifications": [{"copy": 0, "status", "detail", "seq"}, ...],  # copyhunt verify
+     "ops": {"n": N, "seq": [...], "op": [...], "reads": [[storage, offset, nbytes, dense, ...], ...], ...},
+     "storages": {"n": M, "id": [...], "device": [...], "nbytes": [...], "alive_at_end": [...]}}
+
+``ops`` and ``storages`` are columns (``copyhunt.tracecolumns``): a long hunt's file holds about
+190 bytes per op instead of 550 in version 2, whose ``ops`` and ``storages`` were arrays of objects
+and whose copies' stacks were arrays of frame objects. Version 2 and 1 files are still read.
 
 ``timings``, ``findings`` and ``verifications`` point at a copy by its position in ``copies``;
 ``findings`` is null until the verdict analysis ran, and lists each judged copy's findings strongest
@@ -23,14 +29,19 @@ copyhunt added are kept in the records' ``extra`` and written back where they we
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import tempfile
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from copyhunt.errors import TraceFormatError
+from copyhunt.tracecolumns import (
+    Interned, frames_from_json, ops_from_columns, ops_to_columns, storages_from_columns, storages_to_columns,
+)
 from copyhunt.validation import check_trace, parse_json, read_text
 from copyhunt.records import (
     Access,
@@ -50,7 +61,7 @@ from copyhunt.records import (
 )
 
 SCHEMA_NAME = "copyhunt.trace"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = f"{SCHEMA_NAME}/{SCHEMA_VERSION}"
 
 #: Keys every copy entry has: the minimum contract other tools rely on.
@@ -66,11 +77,16 @@ _TUPLE_META = ("argv", "focus", "hide", "notes", "pending")
 
 
 def to_json(trace: Trace) -> dict[str, Any]:
-    """The trace document (schema ``copyhunt.trace/2``)."""
+    """The trace document (schema ``copyhunt.trace/3``)."""
+    tables = Interned()
+    copies = [_copy_to_json(c, tables) for c in trace.copies]
+    ops = ops_to_columns(trace.ops, tables)
+    storages = storages_to_columns(trace.storages, tables)
     return {
         "schema": SCHEMA,
         "meta": _meta_to_json(trace.meta),
-        "copies": [_copy_to_json(c) for c in trace.copies],
+        **tables.tables(),
+        "copies": copies,
         "timings": [{"copy": i, **_timing_to_json(t)} for i, t in sorted(trace.timings.items())],
         "findings": None if trace.findings is None else [
             {"copy": i, "verdict": f.verdict, "reason": f.reason, "suggestion": f.suggestion}
@@ -79,8 +95,8 @@ def to_json(trace: Trace) -> dict[str, Any]:
         ],
         "verifications": [{"copy": i, "status": v.status, "detail": v.detail, "seq": v.seq}
                           for i, v in sorted(trace.verifications.items())],
-        "ops": [_op_to_json(o) for o in trace.ops],
-        "storages": [{"id": s.id, "device": s.device, "nbytes": s.nbytes, "alive_at_end": s.alive_at_end} for s in trace.storages],
+        "ops": ops,
+        "storages": storages,
     }
 
 
@@ -107,7 +123,8 @@ def save(trace: Trace, path: str | os.PathLike[str], overwrite: bool = False) ->
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists")
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = dumps(trace) + "\n"
+    with _no_cyclic_gc():
+        text = dumps(trace) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600: follow the umask like any file the user writes
@@ -147,11 +164,11 @@ def _timing_to_json(t: DeviceTiming) -> dict[str, Any]:
     return {"name": t.name, "time_us": t.time_us, "bytes": t.bytes, "stream": t.stream, "start_us": t.start_us}
 
 
-def _copy_to_json(c: CopyRecord) -> dict[str, Any]:
+def _copy_to_json(c: CopyRecord, tables: Interned) -> dict[str, Any]:
     d: dict[str, Any] = {name: getattr(c, name) for name in _COPY_FIELDS}
     d["shape"] = list(c.shape)
-    d["site"] = _frame_to_json(c.site)
-    d["stack"] = [_frame_to_json(f) for f in c.stack]
+    d["site"] = _frame_to_json(c.site)  # an object: readers of --json look at it
+    d["stack"] = [tables.frame(f) for f in c.stack]
     d["src_storages"] = list(c.src_storages)
     d["compiled"] = None if c.compiled is None else _plain(c.compiled)
     d["src_dtypes"] = list(c.src_dtypes)
@@ -168,16 +185,6 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, (tuple, list)):
         return [_plain(v) for v in obj]
     return obj
-
-
-def _op_to_json(o: OpRecord) -> dict[str, Any]:
-    d: dict[str, Any] = {name: getattr(o, name) for name in _OP_FIELDS}
-    d["reads"] = [[a.storage, a.offset, a.nbytes, a.dense] for a in o.reads]
-    d["writes"] = [[a.storage, a.offset, a.nbytes, a.dense] for a in o.writes]
-    d["allocs"] = list(o.allocs)
-    d["frees"] = list(o.frees)
-    d["site"] = _frame_to_json(o.site)
-    return d
 
 
 def _meta_to_json(m: TraceMeta) -> dict[str, Any]:
@@ -200,11 +207,27 @@ def load(path: str | os.PathLike[str]) -> Trace:
     newer, or holding values no copy could have (``copyhunt.validation``)."""
     path = Path(path)
     text = read_text(path, "trace file")
-    return from_json(parse_json(text, str(path), "trace file"), source=str(path))
+    with _no_cyclic_gc():
+        doc = parse_json(text, str(path), "trace file")
+        del text  # the document and the records need the memory more
+        return from_json(doc, source=str(path))
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: records are many small acyclic objects, and the collector
+    would rescan them again and again while a big trace is built or written (seconds at 1M ops)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def from_json(doc: Any, source: str = "trace") -> Trace:
-    """Parse a trace document (version 1 or 2); TraceFormatError with one clear line if it is not one."""
+    """Parse a trace document (version 1, 2 or 3); TraceFormatError with one clear line if it is not one."""
     if not isinstance(doc, dict) or "schema" not in doc:
         raise TraceFormatError(f"{source}: not a copyhunt trace (no 'schema' key)")
     schema = doc["schema"]
@@ -219,7 +242,7 @@ def from_json(doc: Any, source: str = "trace") -> Trace:
         )
     try:
         # Records built from the document, then every value checked (one place for every file format).
-        return check_trace(_from_v1(doc) if int(version) == 1 else _from_v2(doc))
+        return check_trace(_from_v1(doc) if int(version) == 1 else _from_v2(doc, compact=int(version) >= 3))
     except TraceFormatError as exc:
         raise TraceFormatError(f"{source}: {exc}") from None
     except RecursionError:
@@ -228,8 +251,20 @@ def from_json(doc: Any, source: str = "trace") -> Trace:
         raise TraceFormatError(f"{source}: malformed trace record ({type(exc).__name__}: {exc})") from None
 
 
-def _from_v2(doc: dict[str, Any]) -> Trace:
-    copies = tuple(_copy_from_json(c) for c in doc.get("copies", []))
+def _from_v2(doc: dict[str, Any], compact: bool = False) -> Trace:
+    """A version 2 or 3 document (3: op and storage columns, string and frame tables)."""
+    if compact:
+        strings = doc.get("strings", [])
+        if not isinstance(strings, list) or not all(isinstance(x, str) for x in strings):
+            raise TraceFormatError("'strings' must be an array of strings")
+        frames = frames_from_json(doc.get("frames", []))
+        copies = tuple(_copy_from_json(c, frames) for c in doc.get("copies", []))
+        ops = ops_from_columns(doc.get("ops", {"n": 0}), strings, frames)
+        storages = storages_from_columns(doc.get("storages", {"n": 0}), strings)
+    else:
+        copies = tuple(_copy_from_json(c) for c in doc.get("copies", []))
+        ops = tuple(_op_from_json(o) for o in doc.get("ops", []))
+        storages = tuple(StorageInfo(**s) for s in doc.get("storages", []))
     timings: dict[int, DeviceTiming] = {}
     for raw in doc.get("timings", []):
         raw = dict(raw)
@@ -252,8 +287,8 @@ def _from_v2(doc: dict[str, Any]) -> Trace:
     return Trace(
         meta=_meta_from_json(doc.get("meta", {})),
         copies=copies,
-        ops=tuple(_op_from_json(o) for o in doc.get("ops", [])),
-        storages=tuple(StorageInfo(**s) for s in doc.get("storages", [])),
+        ops=ops,
+        storages=storages,
         timings=timings,
         findings=findings,
         verifications=verifications,
@@ -283,7 +318,15 @@ def _frame_from_json(raw: Any) -> Frame | None:
     return Frame(file=raw["file"], line=raw["line"], function=raw["function"], source_text=raw.get("source_text"))
 
 
-def _copy_from_json(raw: Any) -> CopyRecord:
+def _stack_frame(raw: Any, frames: list[Frame] | None) -> Frame | None:
+    if frames is None:
+        return _frame_from_json(raw)
+    if not isinstance(raw, int) or not 0 <= raw < len(frames):
+        raise TraceFormatError(f"stack frame {raw!r} is not in the frame table (it has {len(frames)})")
+    return frames[raw]
+
+
+def _copy_from_json(raw: Any, frames: list[Frame] | None = None) -> CopyRecord:
     if not isinstance(raw, dict):
         raise TraceFormatError(f"a copy record must be an object, got {type(raw).__name__}")
     missing = [k for k in REQUIRED_COPY_KEYS if k not in raw]
@@ -292,7 +335,7 @@ def _copy_from_json(raw: Any) -> CopyRecord:
     kw = {k: v for k, v in raw.items() if k in _COPY_FIELDS}
     kw["shape"] = tuple(_array(raw["shape"], "shape"))
     kw["site"] = _frame_from_json(raw.get("site"))
-    kw["stack"] = tuple(_frame_from_json(f) for f in raw.get("stack", ()))
+    kw["stack"] = tuple(_stack_frame(f, frames) for f in _array(raw.get("stack", []), "stack"))
     kw["src_storages"] = tuple(_array(raw.get("src_storages", []), "src_storages"))
     kw["compiled"] = _compiled_copy_from_json(raw.get("compiled"))
     kw["src_dtypes"] = tuple(_array(raw.get("src_dtypes", []), "src_dtypes"))

@@ -105,10 +105,10 @@ def test_report_perfetto(tmp_path, monkeypatch, capsys):
         ('{"schema": "copyhunt.trace/1", "copies": [', "bad.json: not valid JSON, truncated or corrupt (line 1: Expecting value)"),
         # Foreign JSON: the importers name the formats they know; the line starts the same either way.
         ('{"someOtherTool": 5}', "bad.json: not a copyhunt trace*"),
-        ('{"schema": "other.tool/1"}', "bad.json: not a copyhunt trace (schema 'other.tool/1', expected 'copyhunt.trace/2')"),
+        ('{"schema": "other.tool/1"}', "bad.json: not a copyhunt trace (schema 'other.tool/1', expected 'copyhunt.trace/3')"),
         (
             '{"schema": "copyhunt.trace/99"}',
-            "bad.json: written by a newer copyhunt (schema 'copyhunt.trace/99'; this copyhunt reads up to 'copyhunt.trace/2'); upgrade copyhunt",
+            "bad.json: written by a newer copyhunt (schema 'copyhunt.trace/99'; this copyhunt reads up to 'copyhunt.trace/3'); upgrade copyhunt",
         ),
         (None, "bad.json: no such file"),
     ],

@@ -30,6 +30,7 @@ LAYERS = {
     "copyhunt.text": 0,
     "copyhunt.notes": 0,
     "copyhunt.records": 1,
+    "copyhunt.tracecolumns": 1.5,  # the /3 file's columns, between the records and the file: records and errors only
     "copyhunt.validation": 1.5,  # checks records' values and reads untrusted files: below every reader
     "copyhunt.kineto": 1,  # standard library + copyhunt.errors only (test_kineto_is_standard_library_only)
     "copyhunt.tracefile": 2,

@@ -35,7 +35,7 @@ def test_round_trip_is_exact(tmp_path):
     path = save(t, tmp_path / "t.json")
     assert load(path) == t
     doc = json.loads(path.read_text())
-    assert doc["schema"] == SCHEMA == "copyhunt.trace/2"
+    assert doc["schema"] == SCHEMA == "copyhunt.trace/3"
     c = doc["copies"][0]
     # The minimum contract other tools rely on.
     for key in ("seq", "op", "kind", "bytes", "noop", "src_device", "dst_device", "shape", "dtype", "site", "module", "region", "captured_in_graph"):
@@ -49,7 +49,8 @@ def test_round_trip_is_exact(tmp_path):
         {"copy": 0, "verdict": "chained", "reason": "r2", "suggestion": "s2"},
     ]
     assert "verdict" not in c and "device" not in c  # no fact stored twice
-    assert doc["ops"][0]["writes"] == [[2, 0, 24, True]]
+    # Ops as columns, reads and writes flat [storage, offset, nbytes, dense (1/0), ...] per op.
+    assert doc["ops"]["n"] == 1 and doc["ops"]["writes"] == [[2, 0, 24, 1]]
     assert doc["meta"]["view"] == {"kinds": ["d2d"]} and doc["meta"]["ops_complete"] is True
 
 
@@ -114,7 +115,30 @@ def test_version_1_files_read_into_the_same_records():
     assert (m.focus, m.view, m.kineto_trace, m.device_join, m.extra) == (("*/m/*",), {"kinds": ["d2d"]}, "k.json", {"joined": 1}, {"mine": 1})
     assert m.ops_complete is True  # op records and no record_ops=False note: a full hunt
     assert m.notes == ("traced by copyhunt 0.1 with filters (kinds=d2d): the file holds no other copies",)
-    assert to_json(t)["schema"] == "copyhunt.trace/2"
+    assert to_json(t)["schema"] == "copyhunt.trace/3"
+
+
+def test_version_2_files_read_into_the_same_records_and_write_as_version_3(tmp_path):
+    # traces/moe-baseline-cpu.json: a real CPU hunt written as copyhunt.trace/2 (ops as objects).
+    v2_path = ROOT / "traces" / "moe-baseline-cpu.json"
+    assert json.loads(v2_path.read_text())["schema"] == "copyhunt.trace/2"
+    old = load(v2_path)
+    assert len(old.ops) > 100 and old.copies and old.storages
+    path = save(old, tmp_path / "v3.json")
+    assert load(path) == old  # every record, site and stack frame comes back
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == "copyhunt.trace/3" and doc["ops"]["n"] == len(old.ops)
+    # Frames are written once: every copy's stack names them by index into the frame table.
+    assert len(doc["frames"]) == len({f for c in old.copies for f in c.stack} | {o.site for o in old.ops if o.site})
+    assert path.stat().st_size < v2_path.stat().st_size / 2
+
+
+def test_equal_accesses_and_frames_share_one_object_once_loaded(tmp_path):
+    a = Access(1, 0, 24)
+    ops = tuple(OpRecord(i, "aten.mul.Tensor", reads=(a,), site=Frame("m.py", 3, "f")) for i in range(3))
+    back = load(save(Trace(ops=ops), tmp_path / "t.json"))
+    assert back.ops == ops
+    assert len({id(o.reads[0]) for o in back.ops}) == 1 and len({id(o.site) for o in back.ops}) == 1
 
 
 def test_stored_version_1_traces_still_load():
@@ -131,7 +155,20 @@ def test_stored_version_1_traces_still_load():
         ('{"schema": "copyhunt.trace/2", "copies": [', "not valid JSON, truncated or corrupt"),
         ('{"traceEvents": []}', "not a copyhunt trace (no 'schema' key)"),
         ('{"schema": "other.trace/1"}', "not a copyhunt trace (schema 'other.trace/1'"),
-        ('{"schema": "copyhunt.trace/3"}', "written by a newer copyhunt"),
+        ('{"schema": "copyhunt.trace/4"}', "written by a newer copyhunt"),
+        ('{"schema": "copyhunt.trace/3", "ops": {"n": 2, "seq": [1, 2]}}', "column 'op' is missing"),
+        ('{"schema": "copyhunt.trace/3", "strings": ["x"], "ops": {"n": 2, "op": [0]}}', "column 'op' must hold 2 values, got 1 values"),
+        # Column values are checked like version 2's: no coercion of a string seq or a negative size.
+        ('{"schema": "copyhunt.trace/3", "strings": ["x"], "ops": {"n": 1, "seq": ["5"], "writes": [[]], '
+         '"op": {"all": 0}, "reads": [[]], "allocs": {"all": []}, "frees": {"all": []}, "site": {"all": null}, "module": {"all": null}, "region": {"all": null}, "thread": {"all": null}, "is_copy": {"all": 0}, "captured_in_graph": {"all": 0}}}',
+         "ops[0].seq must be an integer >= -1, got '5'"),
+        ('{"schema": "copyhunt.trace/3", "strings": ["x"], "ops": {"n": 1, "seq": [5], "writes": [[1, 0, -4, 1]], '
+         '"op": {"all": 0}, "reads": [[]], "allocs": {"all": []}, "frees": {"all": []}, "site": {"all": null}, "module": {"all": null}, "region": {"all": null}, "thread": {"all": null}, "is_copy": {"all": 0}, "captured_in_graph": {"all": 0}}}',
+         "ops[0] access nbytes must be an integer >= 0, got -4"),
+        ('{"schema": "copyhunt.trace/3", "ops": [{"seq": 1}]}', "'ops' must be an object of columns, got list"),
+        ('{"schema": "copyhunt.trace/3", "frames": [], "copies": [{"seq": 1, "op": "a", "kind": "d2d", "bytes": 1, '
+         '"noop": false, "src_device": "cpu", "dst_device": "cpu", "shape": [], "dtype": "f", "stack": [3]}]}',
+         "stack frame 3 is not in the frame table (it has 0)"),
         ('{"schema": "copyhunt.trace/x"}', "malformed schema version"),
         ('{"schema": "copyhunt.trace/2", "copies": [{"seq": 1}]}', "copy record is missing op, kind"),
         ('{"schema": "copyhunt.trace/1", "copies": [{"seq": 1}]}', "copy record is missing op, kind"),

@@ -1,8 +1,11 @@
 """A read-only index of a trace's per-op storage accesses, built once per trace for the verdict rules.
 
 For every storage it keeps the ordered timeline of events (free, alloc, read, write with byte
-ranges) so a rule can ask "what happens to these bytes after / before seq N" by a binary search
-plus a short forward or backward walk (O(log n + k)), never a scan of the whole trace.
+ranges; :mod:`copyhunt.analysis.timeline`) so a rule can ask "what happens to these bytes after /
+before seq N". Every query jumps from one decisive event to the next with binary searches and a
+segment tree (O(log n) each), never a scan over the earlier accesses of a storage; the one walk
+that steps op by op is over the writers of a value (an accumulator updated in place), bounded by
+``SCAN_LIMIT``.
 
 Order of events inside one op: free (the storage was found dead just before the op), alloc,
 read, write. Reads come before writes so that an in-place read-modify-write op counts as a read
@@ -11,24 +14,24 @@ of the old value, which is what it is.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Iterator, Mapping, NamedTuple
+from typing import Callable, Mapping, NamedTuple, TypeVar
 
+from copyhunt.analysis.timeline import ALLOC, FREE, READ, WHOLE, WRITE, RawEvent, Timeline
 from copyhunt.analysis.trust import OPEN, Window, captured_runs, inside, opaque_storages
 from copyhunt.records import Access, CopyRecord, OpRecord, StorageInfo, Trace
 
-__all__ = ["TraceIndex", "Range", "Event", "Fate", "History", "Window", "OPEN", "SCAN_LIMIT"]
+__all__ = ["TraceIndex", "Range", "Fate", "History", "Window", "OPEN", "SCAN_LIMIT"]
 
-FREE, ALLOC, READ, WRITE = 0, 1, 2, 3  # also the order of one op's events
-
-#: A walk that would visit more events than this on one storage gives up and answers "unknown";
-#: the rules then stay conservative (needed). It bounds judge() on huge traces whose shared
-#: buffers (KV caches, workspaces) see thousands of disjoint slice accesses.
+#: How far a proof may reach: a query whose answer lies more than this many events of one storage
+#: away (or past the end of a longer timeline) answers "unknown", and the rules stay conservative
+#: (needed). The queries no longer step over those events, so this costs nothing; it stays so that
+#: a verdict never depends on how the index is built.
 SCAN_LIMIT = 4096
 
-_WHOLE = 1 << 62  # "every byte" for alloc/free events (storages are far smaller)
+_MEMO = 512  # answers remembered at most (a few copies' worth)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -50,16 +53,6 @@ class Range:
     def within(self, start: int, end: int) -> bool:
         """True when this range lies inside ``[start, end)``."""
         return start <= self.start and self.end <= end
-
-
-class Event(NamedTuple):
-    """One access of one storage by one op (a tuple: the index holds many of them)."""
-
-    seq: int
-    kind: int  # FREE, ALLOC, READ or WRITE
-    start: int
-    end: int
-    dense: bool
 
 
 class Fate(NamedTuple):
@@ -88,6 +81,10 @@ class History(NamedTuple):
     limited: bool  # the walk hit SCAN_LIMIT or the start of the trace
 
 
+_UNKNOWN = Fate("unknown", None, True)
+_BLOCKED = History(None, None, False, (), False, False, True, True)
+
+
 def _bounding(accesses: tuple[Access, ...], storage: int) -> tuple[Range | None, bool]:
     """Bounding byte range of the accesses to ``storage`` and whether all of them are dense."""
     start, end, dense, seen = 0, 0, True, False
@@ -106,35 +103,29 @@ class TraceIndex:
     """Immutable per-storage timelines and per-seq lookups of one trace."""
 
     def __init__(self, trace: Trace) -> None:
-        ops = sorted(trace.ops, key=lambda o: o.seq)  # stable: ties keep the recorded order
-        timelines: dict[int, list[Event]] = {}
+        ops = list(trace.ops)
+        if any(ops[k].seq > ops[k + 1].seq for k in range(len(ops) - 1)):
+            ops.sort(key=lambda o: o.seq)  # stable: ties keep the recorded order
+        raw: dict[int, list[RawEvent]] = {}
         by_seq: dict[int, OpRecord] = {}
-
-        def add(storage: int, ev: Event) -> None:
-            line = timelines.get(storage)
-            if line is None:
-                timelines[storage] = [ev]
-            else:
-                line.append(ev)
-
         for op in ops:
             seq = op.seq
-            by_seq.setdefault(seq, op)
+            if seq not in by_seq:
+                by_seq[seq] = op
             # Appended in kind order (free < alloc < read < write): each timeline stays sorted.
             for sid in op.frees:
-                add(sid, Event(seq, FREE, 0, _WHOLE, True))
+                raw.setdefault(sid, []).append((seq, FREE, 0, WHOLE, True))
             for sid in op.allocs:
-                add(sid, Event(seq, ALLOC, 0, _WHOLE, True))
+                raw.setdefault(sid, []).append((seq, ALLOC, 0, WHOLE, True))
             for a in op.reads:
-                add(a.storage, Event(seq, READ, a.offset, a.offset + a.nbytes, a.dense))
+                raw.setdefault(a.storage, []).append((seq, READ, a.offset, a.offset + a.nbytes, a.dense))
             for a in op.writes:
-                add(a.storage, Event(seq, WRITE, a.offset, a.offset + a.nbytes, a.dense))
-        self._timelines: Mapping[int, tuple[Event, ...]] = MappingProxyType({k: tuple(v) for k, v in timelines.items()})
-        self._seqs: Mapping[int, tuple[int, ...]] = MappingProxyType(
-            {k: tuple(e.seq for e in v) for k, v in self._timelines.items()}
-        )
+                raw.setdefault(a.storage, []).append((seq, WRITE, a.offset, a.offset + a.nbytes, a.dense))
+        self._raw = raw
+        self._lines: dict[int, Timeline] = {}  # built on first use: most storages are never asked about
+        self._work = [0]
+        self._memo: dict[tuple, object] = {}  # answers for the copy being judged: its rules ask the same things
         self._ops: Mapping[int, OpRecord] = MappingProxyType(by_seq)
-        self._writers: Mapping[int, int] = MappingProxyType({k: _overwriters(v) for k, v in self._timelines.items()})
         copies: dict[int, CopyRecord] = {}
         for c in trace.copies:
             if c.origin == "dispatch":
@@ -143,6 +134,31 @@ class TraceIndex:
         self._storages: Mapping[int, StorageInfo] = MappingProxyType({s.id: s for s in trace.storages})
         self._foreign, self._graph = opaque_storages(trace, self._copies)
         self._segments: Mapping[int, tuple[int, int]] = MappingProxyType(captured_runs(ops))
+
+    def _line(self, storage: int) -> Timeline | None:
+        line = self._lines.get(storage)
+        if line is None:
+            events = self._raw.get(storage)
+            if events is None:
+                return None
+            line = self._lines[storage] = Timeline(events)
+        return line
+
+    def cached(self, key: tuple, make: Callable[[], T]) -> T:
+        """``make()``, remembered under ``key`` for the next few copies (the rules of one copy ask the
+        same questions: its sources, their history). Bounded: the memory of a judge stays flat."""
+        memo = self._memo
+        if key in memo:
+            return memo[key]  # type: ignore[return-value]
+        if len(memo) >= _MEMO:
+            memo.clear()
+        value = memo[key] = make()
+        return value
+
+    @property
+    def work(self) -> int:
+        """Events and tree nodes the queries examined so far: the index's cost, for scaling tests."""
+        return self._work[0]
 
     # --- lookups ----------------------------------------------------------------------------
 
@@ -163,7 +179,8 @@ class TraceIndex:
 
         2 or more marks a reused buffer (a workspace); an accumulator updated in place counts 0.
         """
-        return self._writers.get(storage, 0)
+        line = self._line(storage)
+        return 0 if line is None else line.writer_count()
 
     def window(self, copy: CopyRecord) -> Window:
         """The events a walk about ``copy`` may trust (see :class:`Window`)."""
@@ -192,43 +209,31 @@ class TraceIndex:
         op = self._ops.get(copy.seq)
         if op is None or copy.src_storage is None:
             return None, False
-        return _bounding(op.reads, copy.src_storage)
+        src = copy.src_storage
+        return self.cached(("read", copy.seq, src), lambda: _bounding(op.reads, src))
 
     def write_range(self, copy: CopyRecord) -> tuple[Range | None, bool]:
         """Bytes of the destination storage the copy op wrote (bounding range) and whether densely."""
         op = self._ops.get(copy.seq)
         if op is None or copy.dst_storage is None:
             return None, False
-        return _bounding(op.writes, copy.dst_storage)
+        dst = copy.dst_storage
+        return self.cached(("write", copy.seq, dst), lambda: _bounding(op.writes, dst))
 
     def first_use(self, storage: int) -> int | None:
         """Seq of the first op that touched ``storage`` in the trace (read, wrote or allocated it), or None."""
-        events = self._timelines.get(storage, ())
-        return events[0].seq if events else None
+        events = self._raw.get(storage)
+        return events[0][0] if events else None
 
     def allocated_by(self, storage: int) -> int | None:
         """Seq of the op that allocated ``storage`` inside the trace, or None."""
-        for ev in self._timelines.get(storage, ()):
-            if ev.kind == ALLOC:
-                return ev.seq
-            if ev.kind != FREE:
-                return None  # used before any allocation: it predates the trace
-        return None
+        line = self._line(storage)
+        return None if line is None else line.allocated_at()
 
-    # --- walks ------------------------------------------------------------------------------
-
-    def events(self, storage: int, after: int, before: int | None = None) -> Iterator[Event]:
-        """Events on ``storage`` with ``after < seq < before`` in order (at most SCAN_LIMIT + 1)."""
-        seqs = self._seqs.get(storage)
-        if not seqs:
-            return
-        timeline = self._timelines[storage]
-        i = bisect_right(seqs, after)
-        stop = len(seqs) if before is None else bisect_left(seqs, before)
-        # Index by index: a slice would copy up to SCAN_LIMIT events per call even when the
-        # caller stops at the first one.
-        for k in range(i, min(stop, i + SCAN_LIMIT + 1)):
-            yield timeline[k]
+    # --- queries ------------------------------------------------------------------------------
+    # Each one answers what a walk over the storage's events from the given op would answer,
+    # stopping at the first decisive event, at SCAN_LIMIT events, or at the end of the window,
+    # but finds the decisive event by lookups instead of stepping.
 
     def fate(self, storage: int, rng: Range, after: int, win: Window = OPEN) -> Fate:
         """What happens first to ``rng`` after op ``after``: read, fully overwritten, freed or nothing.
@@ -236,111 +241,166 @@ class TraceIndex:
         A later write only overwrites when dense; several dense writes may cover the range
         piecewise. A read of any byte not yet overwritten counts as a read.
         """
-        if self._blocked(storage, win):
-            return Fate("unknown", None, True)
-        live = [(rng.start, rng.end)]
-        n = 0
-        for ev in self.events(storage, after):
-            n += 1
-            if n > SCAN_LIMIT or (win.hi is not None and ev.seq > win.hi):
-                return Fate("unknown", None, True)
-            if ev.kind == FREE:
-                # Trusted inside a capture too: once its tensors are gone no op, replayed or
-                # eager, can reach the storage again (its memory stays in the graph's pool).
+        return self.cached(("fate", storage, rng.start, rng.end, after, win), lambda: self._fate(storage, rng, after, win))
 
-                return Fate("freed", ev.seq, False)
-            if ev.kind == READ:
-                if any(ev.start < e and s < ev.end for s, e in live):
-                    return Fate("read", ev.seq, True)
-            elif ev.kind == WRITE and ev.dense:
-                live = _subtract(live, ev.start, ev.end)
+    def _fate(self, storage: int, rng: Range, after: int, win: Window) -> Fate:
+        if self._blocked(storage, win):
+            return _UNKNOWN
+        line = self._line(storage)
+        n = 0 if line is None else len(line)
+        if line is not None:
+            i = line.after(after)
+            cut = i + SCAN_LIMIT  # the first position a walk may not reach
+            if win.hi is not None:
+                cut = min(cut, line.after(win.hi))
+            stop = min(n, cut)
+            live = [(rng.start, rng.end)]
+            work = self._work
+            pos = i
+            while True:
+                k = line.next_free(pos, stop)
+                if k >= 0:
+                    stop = k  # anything decisive must come before the free
+                for s, e in live:
+                    for cls in (line.reads, line.dense_writes):
+                        p = cls.first(pos, stop, s, e, work)
+                        if p >= 0:
+                            k, stop = p, p
+                if k < 0:
+                    break
+                kind = line.kinds[k]
+                if kind == FREE:
+                    # Trusted inside a capture too: once its tensors are gone no op, replayed or
+                    # eager, can reach the storage again (its memory stays in the graph's pool).
+                    return Fate("freed", line.seqs[k], False)
+                if kind == READ:
+                    return Fate("read", line.seqs[k], True)
+                live = _subtract(live, line.starts[k], line.ends[k])  # a dense write over live bytes
                 if not live:
-                    return Fate("overwritten", ev.seq, True)
+                    return Fate("overwritten", line.seqs[k], True)
+                pos, stop = k + 1, min(n, cut)
+            if n > cut:
+                return _UNKNOWN  # the walk would have reached the limit or left the window first
         if win.captured:
-            return Fate("unknown", None, True)
+            return _UNKNOWN
         return Fate("end", None, self.alive_at_end(storage))
 
     def first_write(self, storage: int, rng: Range, after: int, before: int | None, win: Window = OPEN) -> int | None | bool:
         """Seq of the first write overlapping ``rng`` in ``(after, before)``; None if none; False if unknown."""
         if self._blocked(storage, win) or not inside(win, after, before):
             return False
-        n = 0
-        for ev in self.events(storage, after, before):
-            n += 1
-            if n > SCAN_LIMIT:
-                return False
-            if ev.kind == WRITE and rng.overlaps(ev.start, ev.end):
-                return ev.seq
-        return None
+        line = self._line(storage)
+        if line is None:
+            return None
+        i = line.after(after)
+        stop = len(line) if before is None else line.before(before)
+        cut = i + SCAN_LIMIT
+        k = line.writes.first(i, min(stop, cut), rng.start, rng.end, self._work)
+        if k >= 0:
+            return line.seqs[k]
+        return False if stop > cut else None
 
     def touched(self, storage: int, rng: Range, after: int, before: int, ignore: int | None = None,
                 win: Window = OPEN) -> bool:
         """True when some op other than ``ignore`` reads or writes ``rng`` in ``(after, before)`` (or unknown)."""
         if self._blocked(storage, win) or not inside(win, after, before):
             return True
-        n = 0
-        for ev in self.events(storage, after, before):
-            n += 1
-            if n > SCAN_LIMIT:
-                return True
-            if ev.kind in (READ, WRITE) and ev.seq != ignore and rng.overlaps(ev.start, ev.end):
-                return True
-        return False
+        line = self._line(storage)
+        if line is None:
+            return False
+        i = line.after(after)
+        stop = line.before(before)
+        cut = i + SCAN_LIMIT
+        k = line.accesses.first(i, min(stop, cut), rng.start, rng.end, self._work)
+        if k >= 0 and line.seqs[k] == ignore:
+            k = line.accesses.first(line.after(ignore), min(stop, cut), rng.start, rng.end, self._work)
+        return k >= 0 or stop > cut
 
     def death(self, storage: int, after: int, win: Window = OPEN) -> tuple[int | None, bool]:
         """(seq of the op before which ``storage`` was found dead, alive at end); (None, True) if unknown."""
+        return self.cached(("death", storage, after, win), lambda: self._death(storage, after, win))
+
+    def _death(self, storage: int, after: int, win: Window) -> tuple[int | None, bool]:
         if self._blocked(storage, win):
             return None, True
-        n = 0
-        for ev in self.events(storage, after):
-            n += 1
-            if n > SCAN_LIMIT or (win.hi is not None and ev.seq > win.hi):
+        line = self._line(storage)
+        if line is not None:
+            n = len(line)
+            i = line.after(after)
+            cut = i + SCAN_LIMIT
+            if win.hi is not None:
+                cut = min(cut, line.after(win.hi))
+            k = line.next_free(i, min(n, cut))
+            if k >= 0:
+                return line.seqs[k], False
+            if n > cut:
                 return None, True
-            if ev.kind == FREE:
-                return ev.seq, False
         if win.captured:
             return None, True  # still alive when the capture ended: replays and eager code may use it
         return None, self.alive_at_end(storage)
 
     def history(self, storage: int, rng: Range, before: int, win: Window = OPEN) -> History:
         """Walk back from op ``before`` to find who produced the value in ``rng`` and who else read it."""
+        return self.cached(("history", storage, rng.start, rng.end, before, win), lambda: self._history(storage, rng, before, win))
+
+    def _history(self, storage: int, rng: Range, before: int, win: Window) -> History:
         if self._blocked(storage, win):
-            return History(None, None, False, (), False, False, True, True)
-        seqs = self._seqs.get(storage, ())
-        timeline = self._timelines.get(storage, ())
-        i = bisect_left(seqs, before) - 1
-        lowest = max(-1, i - SCAN_LIMIT)
-        if win.lo is not None:
-            # Only the graph's own ops: a value made before the capture is made anew (unseen) by
-            # the eager code between replays. Stopping early reports the walk as limited.
-            lowest = max(lowest, bisect_left(seqs, win.lo) - 1)
+            return _BLOCKED
+        line = self._line(storage)
         producer: int | None = None
         writers: list[int] = []
         contained, covering, shared = True, False, False
+        if line is None:
+            return History(producer, None, False, (), contained, covering, shared, True)
+        s, e = rng.start, rng.end
+        work = self._work
+        i = line.before(before) - 1  # the walk goes down from here ...
+        lowest = max(-1, i - SCAN_LIMIT)  # ... to just above here
+        if win.lo is not None:
+            # Only the graph's own ops: a value made before the capture is made anew (unseen) by
+            # the eager code between replays. Stopping early reports the walk as limited.
+            lowest = max(lowest, line.before(win.lo) - 1)
+        kinds, starts, ends, dense = line.kinds, line.starts, line.ends, line.dense
         while i > lowest:
-            # Gather the events of one op (they sit next to each other in the timeline).
-            seq = timeline[i].seq
-            j = i
-            while j > lowest and timeline[j].seq == seq:
-                j -= 1
-            group = timeline[j + 1 : i + 1]
-            i = j
-            reads = any(e.kind == READ and rng.overlaps(e.start, e.end) for e in group)
-            writes = [e for e in group if e.kind == WRITE and rng.overlaps(e.start, e.end)]
-            alloc = any(e.kind == ALLOC for e in group)
-            if any(e.kind == FREE for e in group):
+            # Jump to the last op that can change the answer: one that frees or allocates the
+            # storage, writes the range, or (until someone did) reads it. Ops in between read
+            # other bytes or read again what is known to be shared.
+            a, b = lowest + 1, i + 1
+            p = max(line.prev_free(a, b), line.prev_alloc(a, b), line.writes.last(a, b, s, e, work))
+            if not shared:
+                p = max(p, line.reads.last(a, b, s, e, work))
+            if p < 0:
+                break
+            first, last = line.group(p)
+            first = max(first, lowest + 1)  # a walk cut short by the limit sees part of an op
+            work[0] += last - first + 1
+            reads = alloc = freed = False
+            writes: list[int] = []
+            for q in range(first, last + 1):
+                kind = kinds[q]
+                if kind == FREE:
+                    freed = True
+                elif kind == ALLOC:
+                    alloc = True
+                elif starts[q] < e and s < ends[q]:
+                    if kind == READ:
+                        reads = True
+                    else:
+                        writes.append(q)
+            i = first - 1
+            seq = line.seqs[p]
+            if freed:
                 break  # cannot happen for a storage read later; give up conservatively
             if writes:
+                full = _covers([(starts[q], ends[q]) for q in writes if dense[q]], rng)
                 if producer is None:
-                    producer = seq
-                    covering = _covers(writes, rng)
+                    producer, covering = seq, full
                 writers.append(seq)
-                contained = contained and all(Range(e.start, e.end).within(rng.start, rng.end) for e in writes)
-                full = _covers(writes, rng)
+                contained = contained and all(s <= starts[q] and ends[q] <= e for q in writes)
                 if alloc or (full and not reads):
                     # A full overwrite of a buffer nobody read since its allocation (``torch.empty``
                     # then ``sum(out=)``) still makes a fresh buffer for this value.
-                    fresh = alloc or _unread_since_alloc(timeline, i, lowest, rng)
+                    fresh = alloc or self._unread_since_alloc(line, i, lowest, rng)
                     return History(producer, seq, fresh, tuple(writers), contained, covering, shared, False)
             elif reads:
                 shared = True  # someone besides the copy reads this value (before or after its last write)
@@ -351,25 +411,13 @@ class TraceIndex:
                 return History(producer, seq, True, tuple(writers), contained, covering, shared, False)
         return History(producer, None, False, tuple(writers), contained, covering, shared, True)
 
-
-def _overwriters(timeline: tuple[Event, ...]) -> int:
-    """Ops that write a storage without reading or allocating it in the same op."""
-    kinds: dict[int, set[int]] = {}
-    for ev in timeline:
-        kinds.setdefault(ev.seq, set()).add(ev.kind)
-    return sum(1 for k in kinds.values() if WRITE in k and READ not in k and ALLOC not in k)
-
-
-def _unread_since_alloc(timeline: tuple[Event, ...], i: int, lowest: int, rng: Range) -> bool:
-    """True when walking back from ``timeline[i]`` reaches the storage's allocation before any read of ``rng``."""
-    while i > lowest:
-        ev = timeline[i]
-        if ev.kind == ALLOC:
-            return True
-        if ev.kind in (READ, FREE) and rng.overlaps(ev.start, ev.end):
-            return False
-        i -= 1
-    return False
+    def _unread_since_alloc(self, line: Timeline, i: int, lowest: int, rng: Range) -> bool:
+        """True when walking back from position ``i`` reaches the storage's allocation before any read of ``rng``."""
+        a, b = lowest + 1, i + 1
+        p = max(line.prev_alloc(a, b), line.reads.last(a, b, rng.start, rng.end, self._work))
+        if rng.overlaps(0, WHOLE):  # a free covers every byte (of a non-empty range)
+            p = max(p, line.prev_free(a, b))
+        return p >= 0 and line.kinds[p] == ALLOC
 
 
 def _subtract(live: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
@@ -386,10 +434,9 @@ def _subtract(live: list[tuple[int, int]], start: int, end: int) -> list[tuple[i
     return out
 
 
-def _covers(writes: list[Event], rng: Range) -> bool:
-    """True when the dense writes together cover every byte of ``rng``."""
+def _covers(writes: list[tuple[int, int]], rng: Range) -> bool:
+    """True when the (dense) writes together cover every byte of ``rng``."""
     live = [(rng.start, rng.end)]
-    for w in writes:
-        if w.dense:
-            live = _subtract(live, w.start, w.end)
+    for start, end in writes:
+        live = _subtract(live, start, end)
     return not live

@@ -38,6 +38,13 @@ class Fresh(NamedTuple):
 
 def sources(copy: CopyRecord, ctx: TraceIndex) -> tuple[Source, ...] | None:
     """Every source the copy op read, in argument order; None when the trace cannot tell."""
+    # Keyed by every field it reads: two records may share a seq (replays, a test's hand-made ones).
+    key = ("sources", copy.seq, copy.op, copy.dtype, copy.src_storage, copy.src_dtype, copy.src_contiguous,
+           copy.src_storages, copy.src_dtypes, copy.src_contiguity)
+    return ctx.cached(key, lambda: _sources(copy, ctx))
+
+
+def _sources(copy: CopyRecord, ctx: TraceIndex) -> tuple[Source, ...] | None:
     op = ctx.op(copy.seq)
     if op is None or copy.src_storage is None:
         return None
@@ -64,7 +71,12 @@ def sources(copy: CopyRecord, ctx: TraceIndex) -> tuple[Source, ...] | None:
 
 def live_sources(copy: CopyRecord, ctx: TraceIndex) -> tuple[Source, ...] | None:
     """The sources that hold at least one byte (``cat([empty, x])`` copies x alone)."""
-    found = sources(copy, ctx)
+    key = ("live", copy.seq, copy.op, copy.dtype, copy.src_storage, copy.src_dtype, copy.src_contiguous,
+           copy.src_storages, copy.src_dtypes, copy.src_contiguity)
+    return ctx.cached(key, lambda: _live(sources(copy, ctx)))
+
+
+def _live(found: tuple[Source, ...] | None) -> tuple[Source, ...] | None:
     return None if found is None else tuple(s for s in found if s.rng.nbytes > 0)
 
 
