@@ -18,6 +18,7 @@ spelling is ``from copyhunt.hunting import Hunt, hunt``.
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Iterable
@@ -37,7 +38,7 @@ from copyhunt.records import COMPILED_MODES, CompiledHunt, Copy, Trace, TraceMet
 from copyhunt.selection import Selection, SelectionError
 from copyhunt.view import TraceView, view
 
-__all__ = ["hunt", "Hunt", "HuntActiveError", "HuntOptionError", "describe_device"]
+__all__ = ["hunt", "Hunt", "HuntActiveError", "HuntOptionError", "describe_device", "describe_process", "running_hunt"]
 
 
 class HuntOptionError(CopyhuntError):
@@ -52,6 +53,40 @@ def describe_device() -> str:
         idx = torch.cuda.current_device()
         return f"cuda:{idx} {torch.cuda.get_device_name(idx)}"
     return "cpu"
+
+
+def _env_int(name: str) -> int | None:
+    raw = os.environ.get(name)
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def describe_process() -> dict[str, Any]:
+    """This process for ``TraceMeta``: pid, parent pid and, for a torch.distributed rank, its coordinates.
+
+    The rank comes from ``torch.distributed`` when a process group is up, else from the ``RANK`` /
+    ``WORLD_SIZE`` / ``LOCAL_RANK`` variables torchrun sets for every worker.
+    """
+    rank, world = _env_int("RANK"), _env_int("WORLD_SIZE")
+    dist = getattr(torch, "distributed", None)
+    try:
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            rank, world = dist.get_rank(), dist.get_world_size()
+    except Exception:  # noqa: BLE001 - a half torn-down group: the variables say the same
+        pass
+    return {"pid": os.getpid(), "parent_pid": os.getppid(), "rank": rank, "world_size": world,
+            "local_rank": _env_int("LOCAL_RANK") if rank is not None else None}
+
+
+#: The hunt running in this process (hunts do not nest), for a forked child to set it aside.
+_running: "Hunt | None" = None
+
+
+def running_hunt() -> "Hunt | None":
+    """The hunt running in this process, if any."""
+    return _running
 
 
 def _meta(**fields: Any) -> TraceMeta:
@@ -178,6 +213,8 @@ class Hunt:
         self._device = device
         self._capture = capture
         self._started = True
+        global _running
+        _running = self
         self._started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self._t0 = time.perf_counter()
         return self
@@ -201,6 +238,7 @@ class Hunt:
             raise
         compiled_out = compiled.stop() if compiled is not None else None
         program_notes = close_notes()
+        _forget_running(self)
         duration = time.perf_counter() - self._t0
         notes: list[str] = []
         device = self._device
@@ -257,6 +295,7 @@ class Hunt:
             compiled=compiled_hunt,
             max_ops=self.max_ops,
             ops_dropped=ops_dropped,
+            **describe_process(),
         )
         # Every copy is kept: the selection is a view over the capture (recorded in meta.view).
         trace = Trace(meta=meta, copies=tuple(copies), ops=tuple(result.ops), storages=tuple(result.storages))
@@ -294,6 +333,25 @@ class Hunt:
         self.trace = trace
         return trace
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's hunt, copied by fork, without building its trace.
+
+        Its modes pass every op through from now on, so the child can start a hunt of its own; the
+        parent's records stay with the parent (the child's copy of them is discarded).
+        """
+        capture, compiled = self._capture, self._compiled
+        _forget_running(self)
+        if capture is not None:
+            try:
+                capture.stop()
+            except Exception:  # noqa: BLE001 - forked from another thread: its mode is not ours to pop
+                capture.forget()
+        if compiled is not None:
+            compiled.stop()
+        close_notes()
+        self._capture = self._compiled = self._device = None
+        self.trace = Trace(meta=_meta(complete=False, notes=("set aside in a forked child",)))
+
     def __enter__(self) -> "Hunt":
         return self.start()
 
@@ -327,6 +385,12 @@ class Hunt:
                 ) from None
             raise
         return DeviceCapture()
+
+
+def _forget_running(h: Hunt) -> None:
+    global _running
+    if _running is h:
+        _running = None
 
 
 def hunt(

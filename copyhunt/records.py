@@ -289,6 +289,14 @@ class TraceMeta:
     pending: tuple[str, ...] = ()
     max_ops: int | None = None  # ring mode (--max-ops N): at most N op records were kept
     ops_dropped: int = 0  # op records ring mode dropped (the oldest ones): the first kept op's seq is where history starts
+    # The process that ran the hunt (docs/multiprocess.md): its id, its parent's, and the
+    # torch.distributed coordinates when it is a rank (RANK / WORLD_SIZE / LOCAL_RANK).
+    pid: int | None = None
+    parent_pid: int | None = None
+    rank: int | None = None
+    world_size: int | None = None
+    local_rank: int | None = None
+    children: tuple[str, ...] = ()  # trace files of the child processes it followed, relative to this file's folder
     extra: Mapping[str, Any] = field(default_factory=dict)  # keys written by a newer copyhunt, kept as read
 
 

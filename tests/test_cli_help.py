@@ -77,7 +77,7 @@ def test_usage_lines(capsys, monkeypatch):
     expected = {
         ("trace",): "Usage: copyhunt trace [OPTIONS] [TARGET] [-- ARGS...]",
         ("verify",): "Usage: copyhunt verify [OPTIONS] [TARGET|TRACE] [-- ARGS...]",
-        ("report",): "Usage: copyhunt report [OPTIONS] FILE",
+        ("report",): "Usage: copyhunt report [OPTIONS] FILE...",
         ("gate",): "Usage: copyhunt gate [OPTIONS] [TRACE] [-- ARGS...]",
         ("diff",): "Usage: copyhunt diff [OPTIONS] A B",
     }

@@ -105,7 +105,7 @@ def test_sizes(raw, expected):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("headroom = 5\n[[rules]]\nmax_copy = 1\n", "unknown key 'max_copy' in rules[0] (valid: name, kind, region, site, op, max_copies, max_bytes, max_eliminable, max_refuted, max_verified, headroom)"),
+        ("headroom = 5\n[[rules]]\nmax_copy = 1\n", "unknown key 'max_copy' in rules[0] (valid: name, kind, region, site, op, max_copies, max_bytes, max_eliminable, max_refuted, max_verified, headroom, per)"),
         ("budgets = 1\n", "unknown key 'budgets' in the top level (valid: headroom, rules, allow)"),
         ("[[rules]]\nkind = 'gpu'\nmax_copies = 1\n", "rules[0].kind 'gpu' is not a copy kind (valid: d2d, h2d, d2h, p2p)"),
         ("[[rules]]\nkind = []\nmax_copies = 1\n", "rules[0].kind must be one of d2d, h2d, d2h, p2p or a list of them, got []"),
@@ -114,6 +114,7 @@ def test_sizes(raw, expected):
         ("[[rules]]\nmax_copies = true\n", "rules[0].max_copies must be an integer >= 0, got True"),
         ("[[rules]]\nmax_bytes = '3 parsecs'\n", "rules[0].max_bytes must be bytes"),
         ("[[rules]]\nregion = 'moe'\n", "rules[0] sets no limit (set at least one of max_copies, max_bytes, max_eliminable, max_refuted, max_verified)"),
+        ("[[rules]]\nmax_copies = 1\nper = \"ranks\"\n", "rules[0].per must be one of 'run', 'rank', got 'ranks'"),
         ("[[rules]]\nregion = ''\nmax_copies = 1\n", "rules[0].region must be a non-empty string (a glob), got ''"),
         ("headroom = -5\n[[rules]]\nmax_copies = 1\n", "headroom must be a percentage >= 0 (e.g. 10 for 10%), got -5"),
         ("headroom = '10%'\n[[rules]]\nmax_copies = 1\n", "headroom must be a percentage >= 0 (e.g. 10 for 10%), got '10%'"),

@@ -2,8 +2,8 @@
 lower layers only; command modules never import each other; the bundled demo uses only ``copyhunt.note``.
 
     errors, text, notes  <-  records, kineto  <-  tracefile, selection  <-  view  <-  capture  <-  attribution,
-      capture.compiled  <-  importers  <-  analysis  <-  hunting  <-  report, gate, targets, bench, verify  <-  cli,
-      pytest_plugin  <-  __main__
+      capture.compiled  <-  importers  <-  analysis  <-  hunting  <-  follow, report, gate, targets, bench, verify  <-  cli,
+      pytest_plugin  <-  __main__, _child
 
 ``kineto`` (Chrome-trace parsing) is a leaf beside ``records``: capture, importers and report read
 profiler files through it, and it uses the standard library and ``copyhunt.errors`` only.
@@ -42,12 +42,14 @@ LAYERS = {
     "copyhunt.importers": 6,
     "copyhunt.analysis": 7,
     "copyhunt.hunting": 8,
+    "copyhunt.follow": 9,  # following child processes: a hunt per child (the runner and copyhunt._child use it)
     "copyhunt.report": 9,
     "copyhunt.gate": 9,
     "copyhunt.targets": 9,
     "copyhunt.bench": 9,
     "copyhunt.verify": 9,  # re-runs with copies elided: the capture's op numbering, the analysis' sources, the hunt
     "copyhunt.cli": 10,
+    "copyhunt._child": 11,  # python -m copyhunt._child: a followed child process runs its program under a hunt
     "copyhunt.pytest_plugin": 10,
     "copyhunt.__main__": 11,  # python -m copyhunt: runs the CLI
 }

@@ -257,6 +257,20 @@ class DispatchCapture:
             with _active_lock:
                 _active = None
 
+    def forget(self) -> None:
+        """Stop recording without touching the mode stack (a forked child set aside the parent's
+        hunt, started in another thread): every mode passes ops through, a new hunt may start."""
+        global _active
+        self.active = False
+        for m in self._modes:
+            m.cap = None
+        _lift_cpu_only(self._prev_lift)
+        threading.setprofile(self._prev_thread_hook)
+        if self.recorder.modules is not None:
+            self.recorder.modules.uninstall()
+        with _active_lock:
+            _active = None
+
     def _thread_hook(self, frame: Any, event: str, arg: Any) -> None:
         # First Python event of a thread started during the hunt: give it its own mode, then get
         # out of the way (a profile hook left on would slow every call in that thread).

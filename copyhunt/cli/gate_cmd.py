@@ -64,21 +64,19 @@ def gate(
     ),
 ) -> int:
     """Check copies against a budget: exit 0 within it, 1 over it (or grown), 2 on bad input."""
-    from copyhunt.analysis import read_trace
-    from copyhunt.gate import evaluate
+    from copyhunt.analysis.runs import pick
+    from copyhunt.cli.runs import read_run, run_trace
+    from copyhunt.gate.runs import evaluate_run
     from copyhunt.report.gate_report import render_gate
 
     if json_output:
         fmt = options.json_format(fmt)
     args = list(paths or [])
     checked = _check_args(args, budget, run, baseline, fail_on_increase, output, force, focus, hide, no_verdicts)
-    base_trace = read_trace(checked.baseline) if checked.baseline is not None else None
+    # A baseline run folder (or a trace with children) counts every process's copies together.
+    base_trace = run_trace([checked.baseline], None)[0] if checked.baseline is not None else None
     if run is None:
-        trace, trace_label = read_trace(args[0]), args[0]
-        if not trace.meta.complete:  # fail closed: no verdict on half a run
-            raise IncompleteTraceError(
-                f"{args[0]}: the trace is incomplete ({trace.meta.error or 'the run did not finish'}); no verdict on half a run"
-            )
+        trace_path = args[0]
     else:
         traced = _run_target(run, args, output, force, focus or (), hide or (), quiet_stdout=fmt is not Format.text,
                              verdicts=not no_verdicts)
@@ -86,8 +84,16 @@ def gate(
             return traced.exit_code  # the target raised (3) or was interrupted (130): no verdict on half a run
         if not traced.trace.meta.complete or not traced.path.is_file():
             raise IncompleteTraceError(f"the run left no complete trace ({traced.trace.meta.error or 'missing'}); no verdict")
-        trace, trace_label = traced.trace, display_path(str(traced.path))
-    result = evaluate(trace, checked.budget, base_trace, fail_on_increase)
+        trace_path = str(traced.path)
+    # A run folder, or a trace with children: per = "rank" rules per process, the others over the whole run.
+    processes = read_run([Path(trace_path)])
+    whole = pick(processes, None)
+    if not whole.meta.complete:  # fail closed: no verdict on half a run
+        raise IncompleteTraceError(
+            f"{trace_path}: the trace is incomplete ({whole.meta.error or 'the run did not finish'}); no verdict on half a run"
+        )
+    trace_label = trace_path if run is None else display_path(trace_path)
+    result = evaluate_run(processes, checked.budget, base_trace, fail_on_increase)
     render_gate(
         console_for(fmt),
         result,

@@ -43,6 +43,9 @@ REGION = typer.Option(None, "--region", metavar="GLOB", help="Only copies inside
 SITE = typer.Option(None, "--site", metavar="GLOB", help="Only copies whose source file (as shown) or file:line matches GLOB.")
 OP = typer.Option(None, "--op", metavar="GLOB", help="Only copies whose op matches GLOB (aten.copy_* or copy_).")
 
+# --- runs of several processes (docs/multiprocess.md) ------------------------------------------------
+RANK = typer.Option(None, "--rank", metavar="R", help="A run folder: only the trace of torch.distributed rank R.")
+
 # --- attribution and output files ----------------------------------------------------------------
 FOCUS = typer.Option(None, "--focus", metavar="GLOB", help="Attribute copies to the first frame matching GLOB (repeatable).")
 HIDE = typer.Option(None, "--hide", metavar="GLOB", help="Never attribute copies to frames matching GLOB (repeatable).")

@@ -6,7 +6,7 @@ import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import typer
 
@@ -34,9 +34,15 @@ class Export:
     done: str  # what to say on stderr, with {path}
 
 
-@command("report", short_help="Show a saved trace or an imported profiler file.", help="Show a saved trace (copyhunt JSON, or a profiler file copyhunt can import).")
+@command(
+    "report",
+    short_help="Show a saved trace or an imported profiler file.",
+    help="Show a saved trace (copyhunt JSON, or a profiler file copyhunt can import). A run folder, a trace "
+    "with children, or several files are merged by site: a column per process (--rank R shows one).",
+)
 def report_command(
-    file: Path = typer.Argument(..., metavar="FILE", show_default=False),
+    files: List[Path] = typer.Argument(..., metavar="FILE", show_default=False),
+    rank: Optional[int] = options.RANK,
     json_output: bool = options.JSON,
     top: int = options.TOP,
     by: options.GroupBy = options.BY,
@@ -64,8 +70,22 @@ def report_command(
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files (--perfetto, --html)."),
 ) -> int:
     """Render FILE; exit 2 (one line) when it is missing, truncated, foreign or from a newer copyhunt."""
+    from copyhunt.cli.runs import is_run, read_run, show_run
+
     selection = options.selection(kind, region, site, op)
     smallest = options.parse_size(min_bytes)
+    file = files[0]
+    if rank is not None or is_run(files):
+        run = read_run(files)
+        if rank is not None:
+            member = run.member(rank)  # one process's trace, shown as any single trace
+            file = Path(member.path)
+        elif perfetto is not None or html is not None:
+            raise typer.BadParameter("--perfetto and --html take one process's trace: add --rank R, or name one file",
+                                     param_hint="--perfetto/--html")
+        else:
+            show_run(files, json_output=json_output, top=top, selection=selection)
+            return 0
     if bench and html is None:
         raise typer.BadParameter("--bench goes with --html (it adds the benchmark to the HTML report)", param_hint="--bench")
     exports: list[Export] = []
@@ -88,6 +108,9 @@ def report_command(
 
         exports.append(Export("--html", html, write_page, "HTML report written to {path}"))
     trace = read_trace(file)
+    if trace.meta.children and rank is None and perfetto is None and html is None:
+        show_run([file], json_output=json_output, top=top, selection=selection)  # the parent with its children
+        return 0
     if focus or hide:
         trace = _reattributed(trace, focus or (), hide or ())
     # No --kind / --region / --site / --op: the view the trace records (what `copyhunt trace` printed).

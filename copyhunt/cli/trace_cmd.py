@@ -53,6 +53,12 @@ def trace_command(
     ),
     no_verdicts: bool = options.NO_VERDICTS,
     max_ops: Optional[int] = options.MAX_OPS,
+    follow: bool = typer.Option(
+        True,
+        "--follow/--no-follow",
+        help="Trace Python child processes (multiprocessing, subprocess python, torchrun ranks) into a run "
+        "folder next to the trace (default); --no-follow only counts them in the notes.",
+    ),
     eager: bool = typer.Option(
         False,
         "--eager",
@@ -77,9 +83,18 @@ def trace_command(
         verdicts=not no_verdicts,
         max_ops=max_ops,
         progress=progress_wanted(json_output=json_output, stream=sys.stderr),
+        follow=follow,
     )
     if run.trace.meta.pending:
         return run.exit_code  # Ctrl-C stopped the analysis: the saved file is what the user keeps (said on stderr)
+    if run.trace.meta.children:
+        # Children were followed: the merged view of the run (parent and children), as `report` shows it.
+        from copyhunt.cli.runs import show_run
+
+        show_run([run.path], json_output=json_output, top=top, selection=selection)
+        if json_output:
+            print(f"copyhunt: trace saved to {run.path}", file=sys.stderr)
+        return run.exit_code
     if json_output:
         render_json(run.trace, stdout_console())
         print(f"copyhunt: trace saved to {display_path(str(run.path))}", file=sys.stderr)

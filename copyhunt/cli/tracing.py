@@ -100,6 +100,7 @@ def trace_target(
     verdicts: bool = True,
     max_ops: int | None = None,
     progress: bool = False,
+    follow: bool = True,
 ) -> TraceRun:
     """Run ``target`` under a hunt, save the raw trace, then analyse it and save it again; see the module doc.
 
@@ -114,6 +115,8 @@ def trace_target(
     ``verdicts=False`` (``--no-verdicts``): copies only, no op records, no verdicts (the cheap
     capture). ``max_ops``: ring mode (``--max-ops``). ``progress``: draw progress on stderr for
     long phases (the caller decides: ``copyhunt.cli.progress.progress_wanted``).
+    ``follow``: Python child processes hunt into the run folder next to ``output`` (``copyhunt.follow``;
+    the trace lists their files in ``meta.children``); False only counts them in the notes.
     Raises CopyhuntError (exit 2) for a missing target or an unusable output path, before running.
     """
     err = stderr if stderr is not None else sys.stderr
@@ -141,11 +144,17 @@ def trace_target(
     h.defer_device_join = True  # the raw trace is saved before the join
     root = project_root(target.spec if target.kind == "script" else None)
     h.paths_root = root  # relative paths from the start: rebase_paths below then has little left to do
+    from copyhunt.follow import FollowConfig, Following, run_folder_for
+
+    following = Following(FollowConfig(
+        folder=str(run_folder_for(output).resolve()), follow=follow, device_trace=bool(device_trace),
+        stack_depth=stack_depth, focus=tuple(focus), hide=tuple(hide), compiled=compiled,
+    ))
     guard = _InterruptGuard(err)
     error: BaseException | None = None
     raised: BaseException | None = None  # what the target itself raised, told apart from the hunt's own errors
     returned: Any = None  # a function target's result: held until the hunt stopped (it is still alive then)
-    with _maybe_stdout_to_stderr(stdout_to_stderr), _exit_guard(), _keep_cwd():
+    with _maybe_stdout_to_stderr(stdout_to_stderr), _exit_guard(), _keep_cwd(), following:
         h.start()
         try:
             _phase("run")
@@ -175,7 +184,7 @@ def trace_target(
     del returned  # the hunt has stopped: the result kept its storages alive through the final sweep
     built = h.trace if h.trace is not None else Trace()  # stop() built it (or __exit__ left an empty, marked one)
     with guard.holding():
-        trace = rebase_paths(_describe(built, target, error, selection), root)
+        trace = rebase_paths(_with_children(_describe(built, target, error, selection), following, output), root)
         pending = (("device-join",) if h.device_join_pending else ()) + (("verdicts",) if _judgeable(trace) else ())
         trace = dataclasses.replace(trace, meta=dataclasses.replace(trace.meta, pending=pending))
         with phase_progress(f"saving {display_path(str(output))}", progress, err):
@@ -350,7 +359,7 @@ _CAPTURE_DIR = os.path.join(_PACKAGE_DIR, "capture") + os.sep
 _STDLIB_RUNNERS = frozenset(os.path.abspath(m.__file__ or "") for m in (runpy, importlib))
 _RUNNER_FILES = frozenset(
     os.path.join(_PACKAGE_DIR, *parts)
-    for parts in (("targets.py",), ("hunting.py",), ("cli", "tracing.py"), ("cli", "trace_cmd.py"), ("cli", "gate_cmd.py"),
+    for parts in (("targets.py",), ("hunting.py",), ("follow.py",), ("_child.py",), ("cli", "tracing.py"), ("cli", "trace_cmd.py"), ("cli", "gate_cmd.py"),
                   ("cli", "verify_cmd.py"), ("verify", "run.py"))
 )
 
@@ -453,6 +462,16 @@ def _describe(trace: Trace, target: Target, error: BaseException | None, selecti
     if not changes:
         return trace
     return dataclasses.replace(trace, meta=dataclasses.replace(meta, **changes))
+
+
+def _with_children(trace: Trace, following: Any, output: Path) -> Trace:
+    """The children's trace files (relative to the parent's folder) and what was not followed, in meta."""
+    children = following.child_files(output.parent.resolve())
+    notes = following.notes()
+    if not children and not notes:
+        return trace
+    meta = dataclasses.replace(trace.meta, children=children, notes=trace.meta.notes + tuple(notes))
+    return dataclasses.replace(trace, meta=meta)
 
 
 def _one_line(error: BaseException) -> str:

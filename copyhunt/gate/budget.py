@@ -16,6 +16,7 @@ A budget file::
     max_refuted = 0                # copies copyhunt verify refuted; checked only on a verified trace
     max_verified = 0               # eliminable copies copyhunt verify proved removable (on its input)
     headroom = 0                   # optional: overrides the file's headroom for this rule
+    per = "run"                    # a run of several processes: "run" (all together) or "rank" (each process)
 
     [[allow]]                      # copies every rule ignores; a reason is required
     site = "*/tokenizer.py"
@@ -44,7 +45,10 @@ from copyhunt.selection import Selection, SelectionError
 TOP_KEYS = ("headroom", "rules", "allow")
 SELECTOR_KEYS = ("kind", "region", "site", "op")
 LIMIT_KEYS = ("max_copies", "max_bytes", "max_eliminable", "max_refuted", "max_verified")
-RULE_KEYS = ("name", *SELECTOR_KEYS, *LIMIT_KEYS, "headroom")
+RULE_KEYS = ("name", *SELECTOR_KEYS, *LIMIT_KEYS, "headroom", "per")
+#: What a rule counts in a run of several processes (docs/multiprocess.md): every process's copies
+#: together, or each process (each torch.distributed rank) on its own.
+PER_VALUES = ("run", "rank")
 ALLOW_KEYS = (*SELECTOR_KEYS, "reason")
 
 _UNITS = {
@@ -84,6 +88,7 @@ class Rule:
     max_eliminable: Limit | None = None
     max_refuted: Limit | None = None  # copies whose verification is "refuted"
     max_verified: Limit | None = None  # eliminable copies whose verification is "verified"
+    per: str = "run"  # one of PER_VALUES; a single trace is its own run and its own rank
 
 
 @dataclass(frozen=True)
@@ -236,7 +241,10 @@ def _rule(raw: Any, i: int, headroom: float, source: str, prefix: str) -> Rule:
     name = raw.get("name", selector.describe())
     if not isinstance(name, str) or not name.strip():
         raise BudgetError(f"{source}: {where}.name must be a non-empty string, got {name!r}")
-    return Rule(name=name, selector=selector, **limits)
+    per = raw.get("per", "run")
+    if per not in PER_VALUES:
+        raise BudgetError(f"{source}: {where}.per must be one of {', '.join(repr(v) for v in PER_VALUES)}, got {per!r}")
+    return Rule(name=name, selector=selector, per=per, **limits)
 
 
 def _allow(raw: Any, i: int, source: str, prefix: str) -> Allow:

@@ -183,7 +183,7 @@ def _rows(meta: TraceMeta, groups: Sequence[CopyGroup], totals: _Totals, by: str
         row: list[str | Text] = [
             label,
             ", ".join(short_op(op) for op in g.ops),
-            ",".join(g.kinds),
+            _kinds_cell(g),
             count,
             human_bytes(g.bytes),
             percent(g.bytes, totals.bytes),
@@ -197,6 +197,14 @@ def _rows(meta: TraceMeta, groups: Sequence[CopyGroup], totals: _Totals, by: str
             row.append(_proof_cell(g))
         rows.append(row)
     return headers, rows
+
+
+def _kinds_cell(group: CopyGroup) -> str:
+    """The group's kinds; a p2p copy names both devices (``p2p cuda:0>cuda:1``)."""
+    if "p2p" not in group.kinds:
+        return ",".join(group.kinds)
+    pairs = sorted({f"{c.src_device}>{c.dst_device}" for c in group.copies if c.kind == "p2p"})
+    return ",".join(f"p2p {','.join(pairs)}" if k == "p2p" else k for k in group.kinds)
 
 
 def _print_small(console: Console, small: Sequence[CopyGroup], by: str, min_bytes: int) -> None:
