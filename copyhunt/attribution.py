@@ -25,11 +25,14 @@ import sys
 import sysconfig
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import Callable
+from typing import Any, Callable
+
+from dataclasses import replace
 
 from copyhunt.capture.sites import CANDIDATE, FOCUSED, SKIP, choose_index
 from copyhunt.errors import CopyhuntError
-from copyhunt.records import CopyRecord, Frame
+from copyhunt.records import CopyRecord, Frame, Trace
+from copyhunt.text import display_path
 
 #: Top-level names of the standard library (a Kineto frame ``inspect.py`` or ``json/decoder.py``).
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
@@ -129,6 +132,9 @@ class SiteRule:
         return filename if filename.startswith("<") else os.path.abspath(filename)
 
     def _library(self, filename: str) -> bool:
+        if not filename.startswith("<") and not os.path.isabs(filename):
+            # A path as a trace records it (``rebase_paths``): torch, copyhunt, the standard library by import path.
+            return is_kineto_library_frame(filename)
         return is_library_file(filename)
 
     def choose_index(self, files: Sequence[str]) -> int | None:
@@ -167,6 +173,53 @@ def make_attributor(
         return attribute(stack, rule, depth)
 
     return rule, _attribute
+
+
+def rebase_paths(trace: Trace, root: str | os.PathLike[str]) -> Trace:
+    """``trace`` with every frame's file as ``copyhunt.text.display_path`` shows it from ``root``.
+
+    Files below the project root become relative to it, installed packages and the standard library
+    their import paths (``transformers/models/...``, ``torch/...``), so the same program traced from
+    two checkouts or directories records the same sites (``diff`` and ``gate --baseline`` compare
+    them). ``meta.root`` keeps the root. Applied by the runner before the trace is saved.
+    """
+    base = os.path.abspath(os.fspath(root))
+    fr = frame_relocator(base)
+
+    def copy(c: Any) -> Any:
+        site = None if c.site is None else fr(c.site)
+        stack = tuple(fr(f) for f in c.stack)
+        if site is c.site and all(a is b for a, b in zip(stack, c.stack)):
+            return c
+        return replace(c, site=site, stack=stack)
+
+    # Records whose frames are already relative (the hunt relocated them while building) stay as they are.
+    copies = tuple(copy(c) for c in trace.copies)
+    ops = tuple(o if o.site is None or fr(o.site) is o.site else replace(o, site=fr(o.site)) for o in trace.ops)
+    return replace(trace, meta=replace(trace.meta, root=base), copies=copies, ops=ops)
+
+
+def frame_relocator(root: str | os.PathLike[str]) -> Callable[[Frame], Frame]:
+    """A cached map from a frame to the same frame with its file as seen from ``root`` (``rebase_paths``);
+    a frame whose file does not change comes back as the same object."""
+    base = os.path.abspath(os.fspath(root))
+    # By identity: Frame equality ignores source_text, so an equal frame must not stand in for another.
+    frames: dict[int, tuple[Frame, Frame]] = {}
+    paths: dict[str, str] = {}
+
+    def relocate(f: Frame) -> Frame:
+        known = frames.get(id(f))
+        if known is not None and known[0] is f:
+            return known[1]
+        path = paths.get(f.file)
+        if path is None:
+            path = paths[f.file] = display_path(f.file, base)
+        out = f if path == f.file else replace(f, file=path)  # source_text kept
+        frames[id(f)] = (f, out)
+        frames[id(out)] = (out, out)
+        return out
+
+    return relocate
 
 
 def reattribute(copies: Sequence[CopyRecord], focus: Iterable[str] = (), hide: Iterable[str] = ()) -> tuple[CopyRecord, ...]:

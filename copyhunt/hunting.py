@@ -122,6 +122,7 @@ class Hunt:
         device_trace: bool = False,
         record_ops: bool = True,
         compiled: str = "compiled",
+        max_ops: int | None = None,
     ) -> None:
         if compiled not in COMPILED_MODES:
             raise HuntOptionError(f"compiled must be one of {', '.join(map(repr, COMPILED_MODES))}, got {compiled!r}")
@@ -132,6 +133,14 @@ class Hunt:
         if not isinstance(stack_depth, int) or isinstance(stack_depth, bool) or stack_depth < 1:
             raise HuntOptionError(f"stack_depth must be an integer >= 1, got {stack_depth!r}")
         self.stack_depth = stack_depth
+        if max_ops is not None and (not isinstance(max_ops, int) or isinstance(max_ops, bool) or max_ops < 1):
+            raise HuntOptionError(f"max_ops must be an integer >= 1 (or None: keep every op record), got {max_ops!r}")
+        self.max_ops = max_ops
+        #: Set before stop() to leave the device join for ``join_device()`` (the CLI saves the raw trace first).
+        self.defer_device_join = False
+        #: Set before stop() to record file paths relative to this project root (the CLI's runner does;
+        #: ``copyhunt.attribution.rebase_paths``), once per distinct frame while the records are built.
+        self.paths_root: str | None = None
         self.device_trace = bool(device_trace)
         self.record_ops = bool(record_ops)
         self.compiled = compiled
@@ -147,6 +156,7 @@ class Hunt:
         self._device: Any = None
         self._started_at: str | None = None
         self._t0 = 0.0
+        self._error: BaseException | None = None
 
     # --- results -------------------------------------------------------------------------
 
@@ -184,6 +194,7 @@ class Hunt:
             op_range=op_range,
             record_ops=self.record_ops,
             eager_compiled=self.compiled == "eager",
+            max_ops=self.max_ops,
         )
         from copyhunt.capture.compiled import CompiledCapture, EagerCompileNote
 
@@ -238,7 +249,12 @@ class Hunt:
                 if error is None:
                     raise
                 notes.append(f"device capture failed: {_one_line(exc)}")
-        result = capture.build(self._attribute)
+        relocate = None
+        if self.paths_root is not None:
+            from copyhunt.attribution import frame_relocator
+
+            relocate = frame_relocator(self.paths_root)
+        result = capture.build(self._attribute) if relocate is None else capture.build(self._attribute, relocate)
         notes.extend(result.notes)
         notes.extend(program_notes)  # what the program said through copyhunt.note()
         copies = result.copies
@@ -255,6 +271,16 @@ class Hunt:
             notes.extend(graph_notes)
         if not self.record_ops:
             notes.append("copies only (record_ops=False): no per-op records, so verdicts that need them cannot be judged")
+        ops_dropped = 0
+        if self.max_ops is not None and self.record_ops and len(result.ops) >= self.max_ops:
+            # Every numbered op is recorded in a full hunt, so the first kept op's seq counts those dropped.
+            ops_dropped = result.ops[0].seq
+            if ops_dropped:
+                notes.append(
+                    f"ring mode (--max-ops {self.max_ops}): the {ops_dropped} oldest op records were dropped "
+                    f"(history starts at op #{ops_dropped}); every copy is kept, and those made before op "
+                    f"#{ops_dropped} are not judged (shown as not proven)"
+                )
         meta = _meta(
             device=describe_device(),
             started_at=self._started_at,
@@ -264,29 +290,47 @@ class Hunt:
             focus=tuple(self.focus),
             hide=tuple(self.hide),
             view=self.selection.to_json(),
-            ops_complete=self.record_ops,
+            ops_complete=self.record_ops and ops_dropped == 0,
             notes=tuple(notes),
             compiled=compiled_hunt,
+            max_ops=self.max_ops,
+            ops_dropped=ops_dropped,
             **describe_process(),
         )
         # Every copy is kept: the selection is a view over the capture (recorded in meta.view).
         trace = Trace(meta=meta, copies=tuple(copies), ops=tuple(result.ops), storages=tuple(result.storages))
-        if device is not None:
-            try:
-                trace = device.join(trace)
-                if self.compiled == "compiled" and getattr(device, "kineto", None) is not None:
-                    from copyhunt.capture.compiled import join_compiled
-
-                    trace = join_compiled(trace, device.kineto)
-            except Exception as exc:  # noqa: BLE001
-                if error is None:
-                    raise
-                trace = replace(trace, meta=replace(trace.meta, notes=trace.meta.notes + (f"device join failed: {_one_line(exc)}",)))
-        self.trace = trace
         # Drop the raw capture: it holds no tensors, but it is large and no longer needed.
-        self._device = None
         self._capture = None
         self._compiled = None
+        self._error = error
+        if device is not None and not self.defer_device_join:
+            trace = self.join_device(trace)
+        self.trace = trace
+        return trace
+
+    @property
+    def device_join_pending(self) -> bool:
+        """True while a device capture's events wait for ``join_device`` (``defer_device_join``)."""
+        return self._device is not None and self._capture is None
+
+    def join_device(self, trace: Trace) -> Trace:
+        """``trace`` joined with the device capture's GPU events (stop() does it unless deferred)."""
+        device = self._device
+        if device is None:
+            return trace
+        error = self._error
+        try:
+            trace = device.join(trace)
+            if self.compiled == "compiled" and getattr(device, "kineto", None) is not None:
+                from copyhunt.capture.compiled import join_compiled
+
+                trace = join_compiled(trace, device.kineto)
+        except Exception as exc:  # noqa: BLE001
+            if error is None:
+                raise
+            trace = replace(trace, meta=replace(trace.meta, notes=trace.meta.notes + (f"device join failed: {_one_line(exc)}",)))
+        self._device = None
+        self.trace = trace
         return trace
 
     def forget_after_fork(self) -> None:
@@ -361,6 +405,7 @@ def hunt(
     device_trace: bool = False,
     record_ops: bool = True,
     compiled: str = "compiled",
+    max_ops: int | None = None,
 ) -> Hunt:
     """Record every copy (and every op's storage accesses) made inside the returned context manager.
 
@@ -371,7 +416,9 @@ def hunt(
     ``stack_depth``: frames kept per copy from the site outward; ``device_trace``: also run the
     device capture (GPU timings); ``record_ops=False``: copies only, no per-op accesses (cheaper);
     ``compiled``: "compiled" keeps torch.compile'd code compiled and records the copies Inductor kept
-    (origin "compiled", one per copy per execution), "eager" runs it op by op as if not compiled.
+    (origin "compiled", one per copy per execution), "eager" runs it op by op as if not compiled;
+    ``max_ops``: ring mode for endless runs, keep only the newest N op records (every copy is kept;
+    copies older than the kept history are not judged; ``meta.ops_dropped`` says how many were dropped).
     """
     return Hunt(
         kinds=kinds,
@@ -384,4 +431,5 @@ def hunt(
         device_trace=device_trace,
         record_ops=record_ops,
         compiled=compiled,
+        max_ops=max_ops,
     )

@@ -253,6 +253,10 @@ class CompiledHunt:
     device_events_joined: int | None = None  # GPU events the device join matched to compiled copies
 
 
+#: Analysis steps that run after the capture (``TraceMeta.pending`` lists those a file still lacks).
+ANALYSIS_STEPS = ("device-join", "verdicts")
+
+
 @dataclass(frozen=True)
 class TraceMeta:
     """Facts about the run that produced a trace."""
@@ -277,6 +281,14 @@ class TraceMeta:
     imported_from: str | None = None  # the foreign format a trace was imported from ("chrome", "rocprofv3-csv"...)
     compiled: CompiledHunt | None = None  # what a hunt did with torch.compile'd code
     notes: tuple[str, ...] = ()  # plain statements for the reader (what a file lacks, fallbacks...)
+    # Where the recorded file paths are relative to (the project's git work tree, else the directory
+    # the trace was taken in); None: the paths are as Python saw them (absolute).
+    root: str | None = None
+    # Analysis steps not yet run on this file, from ANALYSIS_STEPS ("device-join", "verdicts"): the
+    # runner saves the raw trace before analysing it, and a Ctrl-C during analysis leaves it so.
+    pending: tuple[str, ...] = ()
+    max_ops: int | None = None  # ring mode (--max-ops N): at most N op records were kept
+    ops_dropped: int = 0  # op records ring mode dropped (the oldest ones): the first kept op's seq is where history starts
     # The process that ran the hunt (docs/multiprocess.md): its id, its parent's, and the
     # torch.distributed coordinates when it is a rank (RANK / WORLD_SIZE / LOCAL_RANK).
     pid: int | None = None

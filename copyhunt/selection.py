@@ -108,7 +108,10 @@ def site_matches(site: Frame | None, pattern: str, root: str | os.PathLike[str] 
     if site is None:
         return False
     shown = display_path(site.file, root)
-    candidates = (shown, site.file, f"{shown}:{site.line}", f"{site.file}:{site.line}")
+    candidates: tuple[str, ...] = (shown, site.file, f"{shown}:{site.line}", f"{site.file}:{site.line}")
+    if not shown.startswith(("/", "<")):
+        # A path recorded relative to the project root: ``*/model.py`` still matches ``model.py``.
+        candidates += (f"./{shown}", f"./{shown}:{site.line}")
     if any(fnmatchcase(c, pattern) for c in candidates):
         return True
     if shown.startswith("/") and not pattern.startswith(("/", "*")):

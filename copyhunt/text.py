@@ -121,25 +121,43 @@ def op_name(op: str) -> str:
 def display_path(path: str, root: str | os.PathLike[str] | None = None) -> str:
     """How copyhunt shows (and keys) a source file, shortest first.
 
-    Relative to ``root`` (default: the current directory) when the file lies below it; else the
-    shortest import path under an import root (``vllm/model_executor/layer.py``: sys.path entries
-    and the folder holding copyhunt); else the part after ``site-packages/`` (a path recorded on
-    another machine); else unchanged. Relative paths and ``<string>``-like names stay as they are.
+    Installed packages by their import path, the part after ``site-packages/`` (``torch/nn/...``,
+    ``transformers/models/...``: the same on every machine, even with a virtualenv inside the
+    project); else relative to ``root`` (default: the current directory) when the file lies below
+    it; else the shortest import path under an import root (sys.path entries, the standard library,
+    the folder holding copyhunt); else unchanged. Relative paths and ``<string>``-like names stay as
+    they are. The ONE path shortener: tables show paths with it and the runner records trace paths
+    with it (``copyhunt.attribution.rebase_paths``), so a recorded path shows unchanged.
     """
     if not path or path.startswith("<") or not os.path.isabs(path):
         return path
+    posix = path.replace(os.sep, "/")
+    for marker in ("/site-packages/", "/dist-packages/"):
+        if marker in posix:
+            return posix.rsplit(marker, 1)[1]
     base = os.path.abspath(os.fspath(root) if root is not None else os.getcwd())
     rel = _below(path, base)
     if rel is not None:
-        return rel
+        return rel.replace(os.sep, "/")
     rels = [r for r in (_below(path, top) for top in _import_roots()) if r is not None]
     if rels:
-        return min(rels, key=len)
-    marker = "site-packages/"
-    posix = path.replace(os.sep, "/")
-    if marker in posix:
-        return posix.rsplit(marker, 1)[1]
+        return min(rels, key=len).replace(os.sep, "/")
     return path
+
+
+def project_root(start: str | os.PathLike[str] | None = None) -> str:
+    """The git work tree holding ``start`` (a file or folder; default: the current directory), else the
+    current directory: what a trace's paths are recorded relative to (``TraceMeta.root``)."""
+    here = os.path.abspath(os.fspath(start) if start is not None else os.getcwd())
+    folder = here if os.path.isdir(here) else os.path.dirname(here)
+    probe = folder
+    while True:
+        if os.path.exists(os.path.join(probe, ".git")):  # a folder, or a file in a linked worktree
+            return probe
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return os.getcwd()
+        probe = parent
 
 
 def _below(path: str, base: str) -> str | None:

@@ -70,7 +70,7 @@ REQUIRED_COPY_KEYS = ("seq", "op", "kind", "bytes", "noop", "src_device", "dst_d
 _COPY_FIELDS = tuple(f.name for f in fields(CopyRecord) if f.name != "extra")
 _META_FIELDS = tuple(f.name for f in fields(TraceMeta) if f.name != "extra")
 _OP_FIELDS = tuple(f.name for f in fields(OpRecord))
-_TUPLE_META = ("argv", "focus", "hide", "notes", "children")
+_TUPLE_META = ("argv", "focus", "hide", "notes", "children", "pending")
 
 
 # --- writing ---------------------------------------------------------------------------------

@@ -327,3 +327,11 @@ def test_a_failed_run_keeps_no_tensor_alive(tmp_path):
         assert ref() is None
     finally:
         del sys.modules["leak_probe"]
+
+
+def test_a_finished_run_saves_its_verdicts_with_nothing_pending(tmp_path):
+    write(tmp_path / "v.py", "import torch\nx = torch.ones(4, 8)\nkeep = [x.clone() for _ in range(3)]\n")
+    assert main(["trace", "v.py", "-o", "v.json"]) == 0
+    trace = load("v.json")
+    assert trace.meta.pending == () and trace.judged and sorted(trace.findings or {}) == [0, 1, 2]
+    assert trace.meta.root == str(tmp_path) and [c.site.file for c in trace.copies] == ["v.py"] * 3

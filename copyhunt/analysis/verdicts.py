@@ -85,9 +85,14 @@ def ensure_judged(trace: Trace) -> Trace:
     look eliminable for want of evidence. If the analysis itself fails, the trace comes back
     unjudged with a note saying so: a bug of ours must not cost the reader the trace.
     """
-    if trace.judged or not trace.meta.ops_complete:
+    windowed = trace.meta.ops_dropped > 0 and bool(trace.ops)  # ring mode (--max-ops): analysis/window.py
+    if trace.judged or not (trace.meta.ops_complete or windowed):
         return trace
     try:
+        if windowed:
+            from copyhunt.analysis.window import judge_window
+
+            return judge_window(trace)
         return judge(trace)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         note = f"verdict analysis failed ({type(exc).__name__}: {exc}); the trace has no verdicts"

@@ -175,7 +175,7 @@ class DispatchCapture:
     numbered op, copy or not (the ``copyhunt#<seq>`` range a device capture joins on; see the module
     docstring). ``record_ops=False`` records copy ops only (no OpRecord for other ops: cheaper, but the
     verdict analysis then has nothing to use). ``eager_compiled=True`` makes torch.compile'd code run op
-    by op under the mode (the old behaviour).
+    by op under the mode (the old behaviour). ``max_ops``: keep only the newest N op rows (ring mode).
     """
 
     def __init__(
@@ -187,8 +187,11 @@ class DispatchCapture:
         op_range: Callable[[int, str], ContextManager[Any]] | None = None,
         record_ops: bool = True,
         eager_compiled: bool = False,
+        max_ops: int | None = None,
     ) -> None:
         self.recorder = Recorder(rule=rule, stack_depth=stack_depth, track_modules=track_modules, record_ops=record_ops)
+        if max_ops is not None:
+            self.recorder.log.keep_newest_ops(max_ops)
         self.record = self.recorder.record  # the hot path, bound once
         self.record_ops = record_ops
         self.op_range = op_range
@@ -283,6 +286,7 @@ class DispatchCapture:
     def build(
         self,
         attribute: Callable[[Sequence[Frame]], tuple[Frame | None, tuple[Frame, ...]]] | None = None,
+        relocate: Callable[[Frame], Frame] | None = None,
     ) -> CaptureResult:
         """Turn the raw rows into records; ``attribute`` maps a raw stack to (site, short stack)."""
-        return self.recorder.read(attribute)
+        return self.recorder.read(attribute, relocate)

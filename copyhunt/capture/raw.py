@@ -13,6 +13,7 @@ that order, and :meth:`RawLog.read` unpacks them in that order (tests/test_captu
 
 from __future__ import annotations
 
+import collections
 import gc
 import sys
 import dataclasses
@@ -87,6 +88,11 @@ class RawLog:
         self.stacks: list[tuple[tuple[Any, int], ...]] = []
         self._site_ids: dict[tuple[int, int], int] = {}
         self._stack_ids: dict[tuple[int, ...], int] = {}
+        self._append_op = self.ops.append
+
+    def keep_newest_ops(self, n: int) -> None:
+        """Ring mode (``hunt(max_ops=n)``): from now on keep only the newest ``n`` op rows (copies all kept)."""
+        self.ops = collections.deque(self.ops, maxlen=n)  # type: ignore[assignment]
         self._append_op = self.ops.append
 
     # --- writer (the hot path) ---------------------------------------------------------------
@@ -182,14 +188,19 @@ class RawLog:
         alive: Container[int],
         attribute: Attribute,
         notes: list[str],
+        relocate: Callable[[Frame], Frame] | None = None,
     ) -> CaptureResult:
-        """Records from the rows; the rows are released as they are read (the log is empty afterwards)."""
+        """Records from the rows; the rows are released as they are read (the log is empty afterwards).
+
+        ``relocate`` rewrites each distinct frame once, after attribution chose the sites on the real
+        paths (``copyhunt.attribution.frame_relocator``: paths relative to the project root).
+        """
         # Building creates a few objects per op, all kept: the cyclic GC would rescan the growing
         # heap again and again for nothing (our records hold no cycles). Paused for this call only.
         was_enabled = gc.isenabled()
         gc.disable()
         try:
-            return self._read(devices, nbytes, alive, attribute, notes)
+            return self._read(devices, nbytes, alive, attribute, notes, relocate)
         finally:
             if was_enabled:
                 gc.enable()
@@ -201,6 +212,7 @@ class RawLog:
         alive: Container[int],
         attribute: Attribute,
         notes: list[str],
+        relocate: Callable[[Frame], Frame] | None = None,
     ) -> CaptureResult:
         frames: dict[tuple[int, int], Frame] = {}
 
@@ -227,6 +239,9 @@ class RawLog:
             return out
 
         attributed = [(texted(site), stack) for site, stack in attributed]
+        if relocate is not None:  # after the source text was read from the real path
+            site_frames = [relocate(f) for f in site_frames]
+            attributed = [(None if s is None else relocate(s), tuple(relocate(f) for f in st)) for s, st in attributed]
 
         copies = self.copies
         copies.sort(key=_seq_of)
@@ -283,6 +298,8 @@ class RawLog:
                 out.append(a)
             return tuple(out)
 
+        if not isinstance(self.ops, list):  # ring mode's deque
+            self.ops = list(self.ops)
         ops = self.ops
         ops.sort(key=_seq_of)  # rows of several threads interleave; one thread's are in order already
         op_records: list[OpRecord] = []

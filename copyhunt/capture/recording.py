@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from _thread import get_ident
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -22,6 +22,7 @@ from copyhunt.capture.regions import _state as _region_state
 from copyhunt.capture.raw import Attribute, CaptureResult, RawLog, rank_attribute
 from copyhunt.capture.sites import SiteChooser
 from copyhunt.capture.storages import StorageTable, access
+from copyhunt.records import Frame
 
 _expired = torch.UntypedStorage._expired  # type: ignore[attr-defined]
 
@@ -93,8 +94,9 @@ class Recorder:
         """The hunt ended: take the liveness of every storage and drop the weak references."""
         self.alive = {sid for sid, alive in self.table.close().items() if alive}
 
-    def read(self, attribute: Attribute | None = None) -> CaptureResult:
-        """Records from the raw rows; ``attribute`` maps a raw stack to (site, short stack)."""
+    def read(self, attribute: Attribute | None = None, relocate: Callable[[Frame], Frame] | None = None) -> CaptureResult:
+        """Records from the raw rows; ``attribute`` maps a raw stack to (site, short stack), ``relocate``
+        each distinct frame afterwards (``RawLog.read``)."""
         if attribute is None:
             attribute = rank_attribute(self.sites, self.stack_depth)
         return self.log.read(
@@ -103,6 +105,7 @@ class Recorder:
             alive=self.alive,
             attribute=attribute,
             notes=list(self.errors),
+            relocate=relocate,
         )
 
     def record(

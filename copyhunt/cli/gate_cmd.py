@@ -58,6 +58,10 @@ def gate(
     hide: options.Globs = typer.Option(
         None, "--hide", metavar="GLOB", help="With --run: never attribute copies to frames matching GLOB (repeatable)."
     ),
+    no_verdicts: bool = typer.Option(
+        False, "--no-verdicts",
+        help="With --run: copies only, no verdicts (the cheap capture). max_copies / max_bytes apply; a budget with max_eliminable is refused.",
+    ),
 ) -> int:
     """Check copies against a budget: exit 0 within it, 1 over it (or grown), 2 on bad input."""
     from copyhunt.analysis.runs import pick
@@ -68,13 +72,14 @@ def gate(
     if json_output:
         fmt = options.json_format(fmt)
     args = list(paths or [])
-    checked = _check_args(args, budget, run, baseline, fail_on_increase, output, force, focus, hide)
+    checked = _check_args(args, budget, run, baseline, fail_on_increase, output, force, focus, hide, no_verdicts)
     # A baseline run folder (or a trace with children) counts every process's copies together.
     base_trace = run_trace([checked.baseline], None)[0] if checked.baseline is not None else None
     if run is None:
         trace_path = args[0]
     else:
-        traced = _run_target(run, args, output, force, focus or (), hide or (), quiet_stdout=fmt is not Format.text)
+        traced = _run_target(run, args, output, force, focus or (), hide or (), quiet_stdout=fmt is not Format.text,
+                             verdicts=not no_verdicts)
         if traced.exit_code != EXIT_OK:
             return traced.exit_code  # the target raised (3) or was interrupted (130): no verdict on half a run
         if not traced.trace.meta.complete or not traced.path.is_file():
@@ -102,7 +107,7 @@ def gate(
 
 def _check_args(
     args: list[str], budget: Path | None, run: str | None, baseline: Path | None, fail_on_increase: bool,
-    output: Path | None, force: bool, focus: list[str] | None, hide: list[str] | None,
+    output: Path | None, force: bool, focus: list[str] | None, hide: list[str] | None, no_verdicts: bool = False,
 ) -> _GateArgs:
     """Usage errors (exit 2), and the budget read and parsed BEFORE running anything: a typo must not cost a run."""
     from copyhunt.gate import find_budget, load_budget
@@ -115,18 +120,27 @@ def _check_args(
                 "give exactly one TRACE file, or --run TARGET [-- ARGS...]" if not args else f"one TRACE file expected, got {len(args)}: {' '.join(args)}",
                 param_hint="TRACE",
             )
-        if output is not None or force or focus or hide:
-            raise typer.BadParameter("only with --run", param_hint="--output/--force/--focus/--hide")
+        if output is not None or force or focus or hide or no_verdicts:
+            raise typer.BadParameter("only with --run", param_hint="--output/--force/--focus/--hide/--no-verdicts")
     budget_path = budget if budget is not None else find_budget()
     rules = load_budget(budget_path) if budget_path is not None else None
     if rules is None and baseline is None:
         raise BudgetError("no budget: pass --budget FILE, add ./copyhunt.toml or [tool.copyhunt] to ./pyproject.toml, or compare with --baseline")
+    if no_verdicts and rules is not None:
+        # Fail closed: a verdict-based limit must never pass for want of verdicts.
+        needs = [r.name or f"rule {i + 1}" for i, r in enumerate(rules.rules) if r.max_eliminable is not None]
+        if needs:
+            raise BudgetError(
+                f"--no-verdicts: max_eliminable cannot be checked without verdicts ({', '.join(needs)} in {budget_path}); "
+                "drop --no-verdicts, or use a budget without max_eliminable"
+            )
     return _GateArgs(args[0] if run is None else None, budget_path, rules, baseline)
 
 
 def _run_target(run: str, args: list[str], output: Path | None, force: bool, focus: Sequence[str], hide: Sequence[str],
-                quiet_stdout: bool) -> "TraceRun":
+                quiet_stdout: bool, verdicts: bool = True) -> "TraceRun":
     """Trace ``--run TARGET`` (as ``copyhunt trace`` would) and save it; returns the TraceRun."""
+    from copyhunt.cli.progress import progress_wanted
     from copyhunt.cli.tracing import resolve_output, trace_target
     from copyhunt.targets import parse_target
 
@@ -135,6 +149,7 @@ def _run_target(run: str, args: list[str], output: Path | None, force: bool, foc
     target = parse_target(None if module else run, module, args)
     path = resolve_output(output, target, force)
     # JSON / GitHub output own stdout: the program's prints go to stderr.
-    traced = trace_target(target, path, force=force, focus=focus, hide=hide, stdout_to_stderr=quiet_stdout)
+    traced = trace_target(target, path, force=force, focus=focus, hide=hide, stdout_to_stderr=quiet_stdout, verdicts=verdicts,
+                          progress=progress_wanted(json_output=quiet_stdout, stream=sys.stderr))
     print(f"copyhunt: trace saved to {display_path(str(traced.path))}", file=sys.stderr)
     return traced

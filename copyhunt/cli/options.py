@@ -52,6 +52,16 @@ HIDE = typer.Option(None, "--hide", metavar="GLOB", help="Never attribute copies
 OUTPUT = typer.Option(None, "--output", "-o", metavar="FILE", help="Save the trace here (default: a new copyhunt-TARGET.PID.json in the current directory).")
 FORCE = typer.Option(False, "--force", help="Overwrite an existing output file.")
 
+# --- how much is captured ---------------------------------------------------------------------------
+NO_VERDICTS = typer.Option(
+    False, "--no-verdicts",
+    help="Copies only: record no per-op history and judge nothing (the cheap capture; budgets on copies and bytes still apply).",
+)
+MAX_OPS = typer.Option(
+    None, "--max-ops", min=1, metavar="N",
+    help="Ring mode for endless runs: keep only the newest N op records (every copy is kept; copies older than that history get no verdict).",
+)
+
 Globs = Optional[List[str]]
 OptionalPath = Optional[Path]
 

@@ -10,6 +10,7 @@ import typer
 from copyhunt.cli import options
 from copyhunt.cli.app import command
 from copyhunt.cli.console import stdout_console
+from copyhunt.cli.progress import progress_wanted
 from copyhunt.cli.tracing import resolve_output, trace_target
 from copyhunt.report.json_out import render_json
 from copyhunt.report.table import render_table
@@ -50,6 +51,8 @@ def trace_command(
         help="Join GPU profiler events (device time per copy). Default: on when CUDA is available.",
         show_default=False,
     ),
+    no_verdicts: bool = options.NO_VERDICTS,
+    max_ops: Optional[int] = options.MAX_OPS,
     follow: bool = typer.Option(
         True,
         "--follow/--no-follow",
@@ -77,8 +80,13 @@ def trace_command(
         device_trace=device_trace,
         stdout_to_stderr=json_output,
         compiled="eager" if eager else "compiled",
+        verdicts=not no_verdicts,
+        max_ops=max_ops,
+        progress=progress_wanted(json_output=json_output, stream=sys.stderr),
         follow=follow,
     )
+    if run.trace.meta.pending:
+        return run.exit_code  # Ctrl-C stopped the analysis: the saved file is what the user keeps (said on stderr)
     if run.trace.meta.children:
         # Children were followed: the merged view of the run (parent and children), as `report` shows it.
         from copyhunt.cli.runs import show_run

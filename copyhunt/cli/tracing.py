@@ -1,8 +1,11 @@
 """Trace a target and save the trace: the one runner behind `copyhunt trace` and `copyhunt gate --run`.
 
-`trace_target` checks the target, runs it inside `copyhunt.hunt`, judges the copies, saves the
-trace and returns a `TraceRun`. A target that raises is never swallowed: its traceback goes to
-stderr, the partial trace is saved marked incomplete, and `TraceRun.exit_code` is 3 (130 for Ctrl-C).
+`trace_target` checks the target, runs it inside `copyhunt.hunt`, saves the raw trace at once
+(paths relative to the project root, ``meta.pending`` naming the analysis to come), then joins the
+device events, judges the copies and replaces the file with the analysed trace, and returns a
+`TraceRun`. A Ctrl-C while the raw trace is written is held until it is on disk; one during the
+analysis stops it and keeps the raw file. A target that raises is never swallowed: its traceback goes
+to stderr, the partial trace is saved marked incomplete, and `TraceRun.exit_code` is 3 (130 for Ctrl-C).
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ import importlib
 import os
 import runpy
 import secrets
+import signal
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Sequence, TextIO
@@ -26,7 +32,10 @@ from copyhunt.errors import (
     OutputExistsError,
     TargetNotFoundError,
 )
+from copyhunt.attribution import rebase_paths
+from copyhunt.cli.progress import phase_progress
 from copyhunt.records import Trace
+from copyhunt.text import display_path, project_root
 from copyhunt.tracefile import save
 from copyhunt.selection import Selection
 from copyhunt.targets import Target, TargetExit
@@ -88,13 +97,24 @@ def trace_target(
     stdout_to_stderr: bool = False,
     stderr: TextIO | None = None,
     compiled: str = "compiled",
+    verdicts: bool = True,
+    max_ops: int | None = None,
+    progress: bool = False,
     follow: bool = True,
 ) -> TraceRun:
-    """Run ``target`` under a hunt, judge its copies, save the trace to ``output``; see the module doc.
+    """Run ``target`` under a hunt, save the raw trace, then analyse it and save it again; see the module doc.
+
+    Phases: run, build (records), save-raw (written atomically, ``meta.pending`` naming the analysis
+    still to come), device-join, judge, save (the analysed trace replaces the raw one atomically).
+    A Ctrl-C while the records are built and first saved is held until the file is written; one
+    during analysis stops it and keeps the raw file (exit 130). See docs/cli.md "Interrupting".
 
     ``device_trace=None`` turns device capture on when CUDA is available. ``stdout_to_stderr`` sends
     the target's own prints to stderr (for ``--json``, whose stdout is only the JSON document).
     ``compiled``: "compiled" (torch.compile'd code stays compiled) or "eager" (``--eager``).
+    ``verdicts=False`` (``--no-verdicts``): copies only, no op records, no verdicts (the cheap
+    capture). ``max_ops``: ring mode (``--max-ops``). ``progress``: draw progress on stderr for
+    long phases (the caller decides: ``copyhunt.cli.progress.progress_wanted``).
     ``follow``: Python child processes hunt into the run folder next to ``output`` (``copyhunt.follow``;
     the trace lists their files in ``meta.children``); False only counts them in the notes.
     Raises CopyhuntError (exit 2) for a missing target or an unusable output path, before running.
@@ -118,44 +138,159 @@ def trace_target(
         stack_depth=stack_depth,
         device_trace=device_trace,
         compiled=compiled,
+        record_ops=verdicts,
+        max_ops=max_ops,
     )
+    h.defer_device_join = True  # the raw trace is saved before the join
+    root = project_root(target.spec if target.kind == "script" else None)
+    h.paths_root = root  # relative paths from the start: rebase_paths below then has little left to do
     from copyhunt.follow import FollowConfig, Following, run_folder_for
 
     following = Following(FollowConfig(
         folder=str(run_folder_for(output).resolve()), follow=follow, device_trace=bool(device_trace),
         stack_depth=stack_depth, focus=tuple(focus), hide=tuple(hide), compiled=compiled,
     ))
+    guard = _InterruptGuard(err)
     error: BaseException | None = None
     raised: BaseException | None = None  # what the target itself raised, told apart from the hunt's own errors
     returned: Any = None  # a function target's result: held until the hunt stopped (it is still alive then)
-    try:
-        with _maybe_stdout_to_stderr(stdout_to_stderr), _exit_guard(), _keep_cwd(), following, h:
-            try:
-                returned = target.run()
-            except BaseException as exc:
-                raised = exc
-                raise
-    except BaseException as exc:
-        if exc is not raised or isinstance(exc, TargetNotFoundError):
-            # The hunt failed to start/stop (e.g. no device capture), or `module:function` names a
-            # function the module lacks (known only after the import): one line, no trace.
-            raise
+    with _maybe_stdout_to_stderr(stdout_to_stderr), _exit_guard(), _keep_cwd(), following:
+        h.start()
+        try:
+            _phase("run")
+            returned = target.run()
+        except BaseException as exc:
+            raised = exc
+        # From here until the raw trace is on disk a Ctrl-C is held, not raised: it would lose the run.
+        with guard.holding():
+            _phase("build")
+            # Hunt.__exit__: stops and builds; a failure of ours never replaces the target's exception.
+            h.__exit__(type(raised) if raised is not None else None, raised, None)
+    if raised is not None:
+        exc = raised
+        if isinstance(exc, TargetNotFoundError) or not isinstance(exc, (Exception, KeyboardInterrupt)):
+            # `module:function` names a function the module lacks (known only after the import): one
+            # line, no trace; GeneratorExit and other oddities are not ours to interpret.
+            raise exc
         if isinstance(exc, KeyboardInterrupt):
             print("copyhunt: interrupted; saving the partial trace", file=err)
         elif isinstance(exc, TargetExit):
             if not isinstance(exc.status, int):
                 print(exc.status, file=err)  # sys.exit("message") prints its message, as Python does
             print(f"copyhunt: {exc}", file=err)
-        elif isinstance(exc, Exception):  # the user's exception: shown in full, never swallowed
+        else:  # the user's exception: shown in full, never swallowed
             print_user_traceback(exc, err)
-        else:  # GeneratorExit and other oddities: not ours to interpret
-            raise
         error = _without_frames(exc)
     del returned  # the hunt has stopped: the result kept its storages alive through the final sweep
-    trace = _describe(h.trace, target, error, selection)
-    trace = _with_children(trace, following, output)
-    trace = _judge(trace, err)
-    return TraceRun(trace, _save(trace, output, force), error)
+    built = h.trace if h.trace is not None else Trace()  # stop() built it (or __exit__ left an empty, marked one)
+    with guard.holding():
+        trace = rebase_paths(_with_children(_describe(built, target, error, selection), following, output), root)
+        pending = (("device-join",) if h.device_join_pending else ()) + (("verdicts",) if _judgeable(trace) else ())
+        trace = dataclasses.replace(trace, meta=dataclasses.replace(trace.meta, pending=pending))
+        with phase_progress(f"saving {display_path(str(output))}", progress, err):
+            _phase("save-raw")
+            path = _save(trace, output, force)
+    if guard.count and error is None:
+        error = KeyboardInterrupt()
+    if not pending:
+        return TraceRun(trace, path, error)
+    if guard.count:
+        print(f"copyhunt: interrupted; {display_path(str(path))} holds the trace without {_missing(pending)}", file=err)
+        return TraceRun(trace, path, error)
+    raw, step = trace, "analysing"
+    try:
+        with guard.raising():
+            if "device-join" in pending:
+                step = "joining GPU events"
+                with phase_progress(step, progress, err):
+                    _phase("device-join")
+                    trace = h.join_device(trace)
+                trace = rebase_paths(trace, root)  # device records carry their launching op's site
+            if "verdicts" in pending:
+                step = "judging"
+                with phase_progress(f"judging {len(trace.copies):,} copies", progress, err):
+                    _phase("judge")
+                    trace = _judge(trace, err)
+            trace = dataclasses.replace(trace, meta=dataclasses.replace(trace.meta, pending=()))
+            step = "saving"
+            with phase_progress(f"saving {display_path(str(path))}", progress, err):
+                _phase("save")
+                _save_again(trace, path)
+    except KeyboardInterrupt:
+        print(f"copyhunt: interrupted while {step}; {display_path(str(path))} holds the trace saved before, without {_missing(pending)}",
+              file=err)
+        return TraceRun(raw, path, error or KeyboardInterrupt())
+    return TraceRun(trace, path, error)
+
+
+def _judgeable(trace: Trace) -> bool:
+    """True when the verdict analysis can run on the trace (every op recorded, or ring mode's window)."""
+    return not trace.judged and (trace.meta.ops_complete or (trace.meta.ops_dropped > 0 and bool(trace.ops)))
+
+
+def _missing(pending: Sequence[str]) -> str:
+    """What an unfinished analysis leaves out of the file, in words."""
+    words = {"device-join": "GPU timings", "verdicts": "verdicts"}
+    return " and ".join(words[p] for p in pending)
+
+
+class _InterruptGuard:
+    """The runner's Ctrl-C policy after the program ended: held while the raw trace is written, raised
+    (KeyboardInterrupt) during analysis. Only the main thread can own SIGINT; elsewhere nothing changes."""
+
+    def __init__(self, err: TextIO) -> None:
+        self.err = err
+        self.count = 0  # Ctrl-Cs held back
+
+    def _held(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count == 1:
+            print("copyhunt: Ctrl-C: writing the trace first (it takes seconds), then stopping", file=self.err, flush=True)
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """SIGINT is counted, not raised, inside the block."""
+        with self._handler(self._held):
+            yield
+
+    @contextlib.contextmanager
+    def raising(self) -> Iterator[None]:
+        """SIGINT raises KeyboardInterrupt inside the block (even if the program installed a handler)."""
+        with self._handler(signal.default_int_handler):
+            yield
+
+    @contextlib.contextmanager
+    def _handler(self, handler: Any) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+#: Test hook (tests/test_interrupts.py): ``COPYHUNT_TEST_HOLD=<phase>:<file>`` makes the runner touch
+#: ``<file>`` when ``<phase>`` starts and wait there until a Ctrl-C (held phases: until one is held),
+#: so a test can send SIGINT at a known phase without timing guesses. Phases: see trace_target.
+_HOLD_ENV = "COPYHUNT_TEST_HOLD"
+
+
+def _phase(name: str) -> None:
+    spec = os.environ.get(_HOLD_ENV)
+    if not spec:
+        return
+    phase, _, ready = spec.partition(":")
+    if phase != name:
+        return
+    Path(ready).touch()
+    handler = signal.getsignal(signal.SIGINT)
+    held = getattr(handler, "__self__", None)
+    while True:  # leaves by KeyboardInterrupt, or once a held Ctrl-C was counted
+        if isinstance(held, _InterruptGuard) and held.count:
+            return
+        time.sleep(0.01)
 
 
 def print_user_traceback(exc: BaseException, file: TextIO) -> None:
@@ -357,6 +492,14 @@ def _judge(trace: Trace, err: TextIO) -> Trace:
     if not judged.judged and judged.meta.ops_complete:
         print(f"copyhunt: warning: {judged.meta.notes[-1]}", file=err)
     return judged
+
+
+def _save_again(trace: Trace, path: Path) -> None:
+    """Replace the raw trace this run saved with the analysed one (atomically: either file stays whole)."""
+    try:
+        save(trace, path, overwrite=True)
+    except OSError as exc:
+        raise CopyhuntError(f"cannot write the trace to {path}: {exc.strerror or exc}") from None
 
 
 def _save(trace: Trace, output: Path, force: bool) -> Path:

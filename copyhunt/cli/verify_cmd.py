@@ -87,11 +87,16 @@ def verify_command(
         print("copyhunt: the program raised before anything could be verified; nothing saved", file=sys.stderr)
         return EXIT_TARGET_FAILED
     bar.close()
-    notes = [*result.trace.meta.notes, result.note]
+    from copyhunt.attribution import rebase_paths
+    from copyhunt.text import project_root
+
+    # Paths as `copyhunt trace` records them (relative to the project root): the file compares with traces.
+    fresh = rebase_paths(result.trace, project_root(parsed.spec if parsed.kind == "script" else None))
+    notes = [*fresh.meta.notes, result.note]
     if recorded is not None:
-        notes.extend(_compare(recorded, result.trace, str(target)))
-    meta = dataclasses.replace(result.trace.meta, target=parsed.display, argv=parsed.argv, notes=tuple(notes))
-    verified = dataclasses.replace(result.trace, meta=meta)
+        notes.extend(_compare(recorded, fresh, str(target)))
+    meta = dataclasses.replace(fresh.meta, target=parsed.display, argv=parsed.argv, notes=tuple(notes))
+    verified = dataclasses.replace(fresh, meta=meta)
     saved = _save(verified, path, force)
     if json_output:
         render_json(verified, stdout_console())

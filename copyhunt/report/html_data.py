@@ -30,7 +30,8 @@ SOURCE_TEXT_KEYS = ("source", "source_line", "site_source", "line_text")
 
 # Frames inside torch (module call plumbing): the page can hide them. A display choice about a
 # possibly foreign trace, so it reads the path's shape, not this machine's install (attribution does).
-_TORCH_FRAME = re.compile(r"[\\/](?:site|dist)-packages[\\/]torch[\\/]|[\\/]torch[\\/]nn[\\/]modules[\\/]module\.py$")
+# Absolute (older traces) or as recorded now, by import path (``torch/nn/...``: copyhunt.text.display_path).
+_TORCH_FRAME = re.compile(r"[\\/](?:site|dist)-packages[\\/]torch[\\/]|[\\/]torch[\\/]nn[\\/]modules[\\/]module\.py$|^torch[\\/]")
 
 
 @dataclass(frozen=True)
