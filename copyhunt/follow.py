@@ -204,6 +204,8 @@ def _started_by_compiler() -> bool:
 
 _STDLIB = os.path.dirname(os.path.abspath(os.__file__)) + os.sep
 _OWN_DIR = os.path.join(_PACKAGE_ROOT, "copyhunt") + os.sep
+_FOLLOW_PY = os.path.abspath(__file__)
+_CHILD_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child.py")
 
 
 def _in_stdlib(path: str) -> bool:
@@ -479,6 +481,10 @@ def _idle(frame: FrameType | None) -> bool:
             return "func(*args, **kwds)" not in linecache.getline(code.co_filename, frame.f_lineno)
         if code.co_name == "_bootstrap" and code.co_filename.endswith(process_py):
             return "self.run()" not in linecache.getline(code.co_filename, frame.f_lineno)
+        if code.co_name in ("_bootstrap", "__enter__", "__exit__", "release") and os.path.abspath(code.co_filename) == _FOLLOW_PY:
+            return True  # copyhunt's own frames outside the program (multiprocessing's bootstrap has returned)
+        if os.path.abspath(code.co_filename) == _CHILD_PY:
+            return code.co_name != "_run"  # python -m copyhunt._child: before or after running the program
         frame = frame.f_back
     return False
 
