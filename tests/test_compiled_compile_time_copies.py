@@ -101,6 +101,8 @@ def test_a_copy_made_while_compiling_gets_the_compiled_call_line() -> None:
     assert [c.device.start_us for c in copies] == [300.0, 800.0]
     notes = " ".join(j.meta.notes)
     assert "2 device copy(ies) made by torch.compile while it compiled (at compile time" in notes
+    assert notes.count("2 attributed to the line that called the compiled function") == 1
+    assert "no compiled execution followed" not in notes
     assert "outside every op" not in notes
     assert j.meta.device_join["no_site"] == 0
     # The compiled join keeps them (they are no copy of an execution).
@@ -122,3 +124,6 @@ def test_a_compile_with_no_execution_after_it_keeps_no_line() -> None:
     kt = _kineto()
     j = device.join_kineto(Trace(ops=()), kt)
     assert [c.site for c in j.read_copies()] == [None, None]
+    notes = " ".join(j.meta.notes)
+    assert "2 with no source line (no compiled execution followed the compile)" in notes
+    assert "attributed to the line" not in notes

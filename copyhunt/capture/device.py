@@ -329,6 +329,7 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
     unexplained: list[tuple[CopyRecord, DeviceTiming]] = []
     opless = 0  # device copies inside an op that has no OpRecord (a hunt with record_ops=False)
     at_compile = 0  # device copies torch.compile made while compiling (see _CompileTime)
+    at_compile_unplaced = 0  # ... of which no compiled execution followed (compile failed, or the hunt ended)
     for ev in kt.gpu:
         if id(ev) in replayed_ids:
             continue
@@ -342,6 +343,7 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
             # (the compiled join drops device records inside an execution), and the launching op's name.
             at_compile += 1
             run = compile_time.run_after(src.tid, end)
+            at_compile_unplaced += run is None
             record, timing = _device_record(ev, -1, run, launcher_op, origin="device")
             unexplained.append((replace(record, op=launcher_op or short_kernel(ev.name)), timing))
         elif copy_kind(ev) is not None:
@@ -395,10 +397,14 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
     if opless:
         notes.append(f"{opless} device copy(ies) made inside ops the hunt did not record (record_ops=False): no source line")
     if at_compile:
+        placed = at_compile - at_compile_unplaced
         notes.append(
             f"{at_compile} device copy(ies) made by torch.compile while it compiled (at compile time: Inductor reads "
-            "the value of 0-d or folded constants with .item()), once per compile, not per execution: attributed "
-            "to the line that called the compiled function"
+            "the value of 0-d or folded constants with .item()), once per compile, not per execution: "
+            + (f"{placed} attributed to the line that called the compiled function" if placed else "")
+            + (", " if placed and at_compile_unplaced else "")
+            + (f"{at_compile_unplaced} with no source line (no compiled execution followed the compile)"
+               if at_compile_unplaced else "")
         )
     unbridged = sum(1 for r, _ in unexplained if r.seq == -1) - at_compile
     if unbridged:
