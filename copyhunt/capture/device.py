@@ -10,7 +10,9 @@
 - records of origin ``"device"``: GPU copies (memcpys, copy kernels) that no dispatch copy explains
   (made inside the C++ of another op, or by a library), attributed to the dispatched op that launched
   them (its op name, site, module and region; when the hunt kept no record of that op, or the launch
-  was outside every op it saw, the innermost ``cpu_op``'s name, else the kernel's, and no site);
+  was outside every op it saw, the innermost ``cpu_op``'s name, else the kernel's, and no site; a
+  launch inside torch.compile's compile phases gets the line that called the compiled function,
+  see ``_CompileTime``);
 - records of origin ``"graph-replay"``: copies executed by CUDA-graph replays, one per replay,
   attributed to the capture-time record (see ``kineto/graphs.py``); a captured copy that was
   replayed is represented by its replays (the capture itself moved no data).
@@ -29,6 +31,7 @@ matched by order. No ``with_stack``: the dispatch records already carry stacks.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import tempfile
@@ -258,6 +261,49 @@ def _device_record(
     return record, _timing([ev], ev.nbytes)
 
 
+#: Suffix of the profiler ranges torch.compile opens around its compile phases (``dynamo_timed`` in
+#: ``torch._dynamo.utils``: "_compile.compile_inner (dynamo_timed)", "GraphLowering.run (dynamo_timed)", ...).
+COMPILE_RANGE_SUFFIX = "(dynamo_timed)"
+#: Name prefix of the op record of a compiled graph's execution (``capture/compiled/hooks.py``).
+COMPILED_RUN_PREFIX = "compiled "
+
+
+class _CompileTime:
+    """Device copies torch.compile made while compiling, outside every op the hunt saw.
+
+    Dynamo and Inductor compile with every dispatch mode switched off, and read tensor values there:
+    Inductor's lowering turns a 0-d constant into a Python number (``value.item()`` under
+    ``no_dispatch``, ``GraphLowering.get_attr``), its joint-graph constant folding reads the value of
+    each uniform constant it folds (``.item()``). On a GPU each is a ``_local_scalar_dense`` d2h memcpy,
+    once per compile, not per execution. Such a copy is recognised by the compile-phase range around
+    its launch and attributed to the compiled graph that ran next on that thread (the compile's call),
+    whose op record holds the user's line that called the compiled function.
+    """
+
+    def __init__(self, kt: KinetoTrace, ops: dict[int, OpRecord]) -> None:
+        self.kt = kt
+        self.runs: dict[Any, list[tuple[float, OpRecord]]] = {}  # per thread: compiled executions by start
+        for e in kt.bridge:
+            tail = e.name[len(kineto.BRIDGE_PREFIX) :]
+            op = ops.get(int(tail)) if tail.isdigit() else None
+            if op is not None and op.op.startswith(COMPILED_RUN_PREFIX) and not op.op.endswith("(outputs)"):
+                self.runs.setdefault(e.tid, []).append((e.ts, op))
+        for v in self.runs.values():
+            v.sort(key=lambda x: x[0])
+
+    def compile_end(self, src: KEvent) -> float | None:
+        """End of the outermost compile-phase range around launch ``src`` on its thread; None outside compiles."""
+        ranges = [e for e in (*self.kt.annotations_at(src.tid, src.ts), *self.kt.cpu_ops_at(src.tid, src.ts))
+                  if e.name.endswith(COMPILE_RANGE_SUFFIX)]
+        return max(e.end for e in ranges) if ranges else None
+
+    def run_after(self, tid: Any, t: float) -> OpRecord | None:
+        """The first compiled execution on thread ``tid`` that started at or after ``t``."""
+        runs = self.runs.get(tid, [])
+        i = bisect.bisect_left([ts for ts, _ in runs], t)
+        return runs[i][1] if i < len(runs) else None
+
+
 def _on_gpu(c: CopyRecord) -> bool:
     return not c.noop and (c.src_device.startswith("cuda") or c.dst_device.startswith("cuda"))
 
@@ -268,6 +314,8 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
     ops = {o.seq: o for o in trace.ops}
     account = account_replays(kt)
     replayed_ids = {id(n.event) for n in account.nodes}
+
+    compile_time = _CompileTime(kt, ops)
 
     def seq_of(ev: KEvent) -> tuple[int | None, str | None]:
         """Bridge seq and innermost cpu_op name of the call that launched GPU event ``ev``."""
@@ -280,12 +328,24 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
     eager: dict[int, list[KEvent]] = {}
     unexplained: list[tuple[CopyRecord, DeviceTiming]] = []
     opless = 0  # device copies inside an op that has no OpRecord (a hunt with record_ops=False)
+    at_compile = 0  # device copies torch.compile made while compiling (see _CompileTime)
+    at_compile_unplaced = 0  # ... of which no compiled execution followed (compile failed, or the hunt ended)
     for ev in kt.gpu:
         if id(ev) in replayed_ids:
             continue
         seq, launcher_op = seq_of(ev)
         if seq is not None and seq in copies:
             eager.setdefault(seq, []).append(ev)
+        elif seq is None and copy_kind(ev) is not None and (src := kt.launcher(ev)) is not None and (
+            end := compile_time.compile_end(src)
+        ) is not None:
+            # Made while compiling: the line that called the compiled function, not its execution's seq
+            # (the compiled join drops device records inside an execution), and the launching op's name.
+            at_compile += 1
+            run = compile_time.run_after(src.tid, end)
+            at_compile_unplaced += run is None
+            record, timing = _device_record(ev, -1, run, launcher_op, origin="device")
+            unexplained.append((replace(record, op=launcher_op or short_kernel(ev.name)), timing))
         elif copy_kind(ev) is not None:
             op = ops.get(seq) if seq is not None else None
             opless += seq is not None and op is None
@@ -336,7 +396,17 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
         notes.append(f"{len(unexplained)} device copy(ies) made inside library or C++ code (origin 'device'), attributed to the op that launched them")
     if opless:
         notes.append(f"{opless} device copy(ies) made inside ops the hunt did not record (record_ops=False): no source line")
-    unbridged = sum(1 for r, _ in unexplained if r.seq == -1)
+    if at_compile:
+        placed = at_compile - at_compile_unplaced
+        notes.append(
+            f"{at_compile} device copy(ies) made by torch.compile while it compiled (at compile time: Inductor reads "
+            "the value of 0-d or folded constants with .item()), once per compile, not per execution: "
+            + (f"{placed} attributed to the line that called the compiled function" if placed else "")
+            + (", " if placed and at_compile_unplaced else "")
+            + (f"{at_compile_unplaced} with no source line (no compiled execution followed the compile)"
+               if at_compile_unplaced else "")
+        )
+    unbridged = sum(1 for r, _ in unexplained if r.seq == -1) - at_compile
     if unbridged:
         notes.append(
             f"{unbridged} device copy(ies) launched outside every op the hunt saw (a thread started before "
