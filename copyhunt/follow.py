@@ -18,8 +18,9 @@ environment that lacks ``COPYHUNT_FOLLOW`` simply runs untraced.
 
 Each child writes ``rank<R>.json`` (a torch.distributed rank: ``RANK`` in its environment) or
 ``pid<N>.json`` into the run folder. The file is claimed when the child starts, holding an empty trace
-marked incomplete, and replaced atomically when the child ends; a SIGTERM (``Pool.terminate``,
-torchrun stopping the other ranks) ends the child's hunt like an exception. A child that is killed
+marked incomplete, and replaced atomically when the child ends; on a SIGTERM (``Pool.terminate``,
+torchrun stopping the other ranks) the handler saves the trace where the signal found the child, then
+the child ends by SIGTERM's default action, as it would untraced. A child that is killed
 outright leaves that placeholder: a readable file that says the process did not finish, never a
 corrupt one.
 """
@@ -203,6 +204,8 @@ def _started_by_compiler() -> bool:
 
 _STDLIB = os.path.dirname(os.path.abspath(os.__file__)) + os.sep
 _OWN_DIR = os.path.join(_PACKAGE_ROOT, "copyhunt") + os.sep
+_FOLLOW_PY = os.path.abspath(__file__)
+_CHILD_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child.py")
 
 
 def _in_stdlib(path: str) -> bool:
@@ -325,7 +328,14 @@ def _processes(n: int) -> str:
 
 
 class ChildHunt:
-    """A child's own hunt: claim its file, set aside a hunt inherited by fork, hunt, save on the way out."""
+    """A child's own hunt: claim its file, set aside a hunt inherited by fork, hunt, save on the way out.
+
+    SIGTERM (``Pool.terminate``, torchrun stopping the other ranks) is handled without unwinding the
+    program: the handler saves the trace where the signal found the process and then ends it by the
+    default action, as the untraced program would have ended (killed by SIGTERM). Raising an exception
+    from the handler instead would land at an arbitrary point (``multiprocessing``'s bootstrap, the
+    forkserver's loop, ``__exit__`` itself before its first line) and could skip the save.
+    """
 
     def __init__(self, config: FollowConfig, target: str) -> None:
         self.config = config
@@ -334,10 +344,11 @@ class ChildHunt:
         self.path: Path | None = None
         self._hunt: Any = None
         self._prev_sigterm: Any = None
+        self._saved = False
 
     def __enter__(self) -> "ChildHunt":
         """Claim the file and start the hunt with SIGTERM held back; the ``with`` body's first statement
-        must be :meth:`release`, so a SIGTERM that arrived meanwhile is raised where ``__exit__`` saves."""
+        must be :meth:`release`, which lets a SIGTERM that arrived meanwhile end the process."""
         global _critical
         _critical = True  # a SIGTERM now waits until the hunt runs (it would leave the placeholder)
         try:
@@ -348,15 +359,15 @@ class ChildHunt:
         return self
 
     def release(self) -> None:
-        """Let SIGTERM through again; one that arrived while starting ends the process now, inside the
-        ``with`` body, so ``__exit__`` saves the trace (raising from ``__enter__`` would skip it)."""
-        global _critical, _idle_terminated
+        """Let SIGTERM through again; one that arrived while starting saves the (empty, complete) trace
+        and ends the process now, as it would have ended untraced."""
+        global _critical
         _critical = False
         if _pending:
-            _idle_terminated = True  # stopped before it ran any of the program's code: nothing was lost
-            raise Terminated(128 + signal.SIGTERM)
+            _terminate_now(self)
 
     def _enter(self) -> None:
+        global _child
         from copyhunt.hunting import describe_process, hunt, running_hunt
 
         inherited = running_hunt()
@@ -371,35 +382,40 @@ class ChildHunt:
         started.clear()  # a forked child starts counting its own children
         self.path = claim(Path(self.config.folder), facts, self.target)
         c = self.config
+        # Everything the save needs is imported now: the handler may interrupt an import.
+        import copyhunt.analysis  # noqa: F401
+
         self._hunt = hunt(focus=c.focus, hide=c.hide, stack_depth=c.stack_depth, device_trace=c.device_trace, compiled=c.compiled)
         self._hunt.start()
+        _child = self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        global _critical
+        global _critical, _child
         _critical = True  # saving: a SIGTERM now must not cut the trace short (the process ends right after)
         try:
-            self._save(exc)
+            if not self._saved:
+                self._save(exc)
         finally:
+            _child = None
             _critical = False
             self._restore_sigterm()
-            if _pending and exc is None:
-                raise Terminated(128 + signal.SIGTERM)  # held back while saving: the process ends as asked
+            if _pending:
+                _die()  # held back while saving: the process ends as asked, its trace saved
 
-    def _save(self, exc: BaseException | None) -> None:
-        if isinstance(exc, SystemExit) and exc.code in (None, 0) and not _sigterm_seen:
+    def _save(self, exc: BaseException | None, *, terminated: bool = False) -> None:
+        self._saved = True
+        if isinstance(exc, SystemExit) and exc.code in (None, 0):
             exc = None  # sys.exit(0): the program finished
         trace = self._hunt.stop(exc)
         error = None
         notes = trace.meta.notes
-        if exc is not None and not (_sigterm_seen and isinstance(exc, SystemExit)):
-            error = _one_line(exc)  # the program's own failure
-        elif _sigterm_seen and _idle_terminated:
-            notes += ("stopped by SIGTERM while idle, starting or saving (e.g. Pool.terminate() after its work): "
+        if terminated and _idle_terminated:
+            notes += ("stopped by SIGTERM while idle, starting or ending (e.g. Pool.terminate() after its work): "
                       "no work was cut short",)
-        elif _sigterm_seen:  # whoever caught it (multiprocessing's bootstrap returns 143), or held back
+        elif terminated:
             error = "terminated (SIGTERM)" + (f" in {_sigterm_where}" if _sigterm_where else "")
         elif exc is not None:
-            error = _one_line(exc)
+            error = _one_line(exc)  # the program's own failure
         elif self.exit_code not in (None, 0):
             error = f"process exited with status {self.exit_code}"
         meta = replace(trace.meta, target=self.target, argv=tuple(sys.argv),
@@ -413,6 +429,21 @@ class ChildHunt:
             pass
         assert self.path is not None
         save(trace, self.path, overwrite=True)
+
+    def _save_terminated(self) -> None:
+        """Save from the SIGTERM handler (best effort: a failure leaves a readable file saying why)."""
+        if self._saved or self.path is None:
+            return
+        try:
+            self._save(None, terminated=True)
+        except BaseException as exc:  # noqa: BLE001 - the process ends next whatever happened
+            try:
+                where = f" in {_sigterm_where}" if _sigterm_where else ""
+                meta = TraceMeta(target=self.target, complete=False,
+                                 error=f"terminated (SIGTERM){where}; copyhunt could not save its trace: {_one_line(exc)}")
+                save(Trace(meta=meta), self.path, overwrite=True)
+            except BaseException:  # noqa: BLE001 - the placeholder stays
+                pass
 
     def _install_sigterm(self) -> None:
         import threading
@@ -428,42 +459,70 @@ class ChildHunt:
             self._prev_sigterm = None
 
 
-_sigterm_seen = False
+_child: ChildHunt | None = None  # the running child hunt the SIGTERM handler saves
 _sigterm_where = ""  # where the SIGTERM found the process (its innermost Python frame)
-_idle_terminated = False  # the SIGTERM found an idle Pool worker (Pool.terminate after its work): complete
+_idle_terminated = False  # the SIGTERM cut no work short (idle Pool worker, starting, ending): complete
 _critical = False  # starting or saving the child's hunt: a SIGTERM is held back
 _pending = False  # a SIGTERM arrived while held back
 
 
-class Terminated(SystemExit):
-    """SIGTERM ended the child: it exits as a terminated process does (status 128 + 15)."""
-
-
-def _idle_pool_worker(frame: FrameType | None) -> bool:
-    """True when the SIGTERM found a ``multiprocessing.Pool`` worker waiting for its next task: what
-    ``Pool.terminate()`` (and so ``with Pool() as p:``) does to workers that finished their work."""
+def _idle(frame: FrameType | None) -> bool:
+    """True when the SIGTERM cut none of the program's work short: a ``multiprocessing.Pool`` worker
+    that is not running a task (``Pool.terminate()``, and so ``with Pool() as p:``, stops workers
+    waiting for their next task, or still starting, or already leaving), or a ``multiprocessing``
+    child before or after its ``run()``."""
     import linecache
 
+    pool_py = os.path.join("multiprocessing", "pool.py")
+    process_py = os.path.join("multiprocessing", "process.py")
     while frame is not None:
         code = frame.f_code
-        if code.co_name == "worker" and code.co_filename.endswith(os.path.join("multiprocessing", "pool.py")):
-            return linecache.getline(code.co_filename, frame.f_lineno).strip().startswith("task = get()")
+        if code.co_name == "worker" and code.co_filename.endswith(pool_py):
+            return "func(*args, **kwds)" not in linecache.getline(code.co_filename, frame.f_lineno)
+        if code.co_name == "_bootstrap" and code.co_filename.endswith(process_py):
+            return "self.run()" not in linecache.getline(code.co_filename, frame.f_lineno)
+        if code.co_name in ("_bootstrap", "__enter__", "__exit__", "release") and os.path.abspath(code.co_filename) == _FOLLOW_PY:
+            return True  # copyhunt's own frames outside the program (multiprocessing's bootstrap has returned)
+        if os.path.abspath(code.co_filename) == _CHILD_PY:
+            return code.co_name != "_run"  # python -m copyhunt._child: before or after running the program
         frame = frame.f_back
     return False
 
 
 def _terminated(signum: int, frame: FrameType | None) -> None:
-    global _sigterm_seen, _pending, _idle_terminated, _sigterm_where
-    _sigterm_seen = True
-    # Starting or saving the hunt (held back below), or an idle Pool worker: no work is cut short.
-    _idle_terminated = _critical or _idle_pool_worker(frame)
-    if frame is not None:
-        _sigterm_where = f"{frame.f_code.co_name} ({os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno})"
+    """The SIGTERM handler: save the trace where the signal found the process, then end it by the
+    default action (held back while the hunt starts or saves)."""
+    global _pending, _idle_terminated, _sigterm_where
+    if not _pending:
+        _idle_terminated = _critical or _idle(frame)
+        if frame is not None:
+            _sigterm_where = f"{frame.f_code.co_name} ({os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno})"
     if _critical:
         _pending = True
         return
+    if _child is not None:
+        _terminate_now(_child)
+    _die()
+
+
+def _terminate_now(child: ChildHunt) -> None:
+    """Save ``child``'s trace as terminated and end the process; a second SIGTERM ends it at once."""
+    global _critical
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
-    raise Terminated(128 + signum)
+    _critical = True
+    child._save_terminated()
+    _die()
+
+
+def _die() -> None:
+    """End the process as SIGTERM's default action does (the parent sees it killed by SIGTERM)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    except (AttributeError, OSError):
+        pass
+    os.kill(os.getpid(), signal.SIGTERM)
+    os._exit(128 + signal.SIGTERM)  # not reached where SIGTERM kills
 
 
 def _one_line(exc: BaseException) -> str:

@@ -249,3 +249,55 @@ def test_a_crashing_rank_leaves_readable_partial_traces(tmp_path):
     assert sites(r0) == [("ranks.py", clone), ("ranks.py", t)]
     parent = load(tmp_path / "run.json")
     assert not parent.meta.complete and parent.meta.children == ("run/rank0.json", "run/rank1.json")
+
+
+SIGTERMED = '''\
+import multiprocessing as mp
+import os
+import signal
+import sys
+import torch
+
+
+def work():
+    torch.ones(4).clone()  # WORK: one clone of 16 B before the SIGTERM
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)  # mid-work, inside a handler that swallows everything
+        torch.ones(2).clone()
+    except BaseException:
+        pass
+    print("survived", flush=True)  # never printed: SIGTERM's default action ends the process
+
+
+def idle():
+    torch.ones(4).clone()  # IDLE: one clone, then a SIGTERM while the process is ending (after run())
+    mp.util.Finalize(None, os.kill, (os.getpid(), signal.SIGTERM), exitpriority=0)
+
+
+if __name__ == "__main__":
+    for target in (work, idle):
+        p = mp.get_context("fork").Process(target=target)
+        p.start()
+        p.join()
+        print(target.__name__, p.exitcode, flush=True)
+'''
+
+
+def test_a_sigtermed_child_saves_its_trace_and_dies_as_it_would_untraced(tmp_path):
+    script = tmp_path / "term.py"
+    script.write_text(SIGTERMED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("COPYHUNT_FOLLOW", None)
+    plain = subprocess.run([sys.executable, "term.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert plain.stdout == "work -15\nidle -15\n"  # untraced: killed by SIGTERM both times, nothing survives
+    done = copyhunt_trace(tmp_path, "term.py", "-o", "run.json")
+    assert done.returncode == 0, done.stderr
+    assert "work -15\nidle -15\n" in done.stdout and "survived" not in done.stdout  # the same behaviour traced
+    parent = load(tmp_path / "run.json")
+    work, idle = sorted((load(tmp_path / c) for c in parent.meta.children), key=lambda c: c.meta.pid)
+    # Mid-work: the copies made so far, marked incomplete, where the signal found the program.
+    assert sites(work) == [("term.py", line_of(script, "# WORK"))]
+    assert (work.meta.complete, work.meta.error) == (False, f"terminated (SIGTERM) in work (term.py:{line_of(script, 'os.kill')})")
+    # Ending (after run()): no work was cut short, so the trace is complete.
+    assert sites(idle) == [("term.py", line_of(script, "# IDLE"))]
+    assert (idle.meta.complete, idle.meta.error) == (True, None)
