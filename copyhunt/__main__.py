@@ -1,5 +1,5 @@
 """``python -m copyhunt``: same as the ``copyhunt`` command."""
 
-from copyhunt.cli import main
+from copyhunt.cli import run
 
-raise SystemExit(main())
+run()

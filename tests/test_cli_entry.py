@@ -58,3 +58,31 @@ def test_a_closed_pipe_keeps_the_commands_exit_code(tmp_path):
         proc.stdout.close()  # the reader is gone, like `| head` after its lines
         proc.wait(timeout=60)
         assert proc.returncode == expected, (args, proc.stderr.read().decode() if proc.stderr else "")
+
+
+def test_after_torch_compile_the_process_still_ends_as_python_would(tmp_path) -> None:
+    # With Inductor loaded, `copyhunt` leaves through copyhunt.cli.exit_after_compile (no C++ teardown,
+    # which sometimes aborted): the program's non-daemon threads are still waited for, its atexit
+    # handlers still run (after them), and the exit code is copyhunt's.
+    import subprocess
+    import sys
+
+    prog = tmp_path / "prog.py"
+    prog.write_text(
+        "import atexit, threading, time\n"
+        "import torch._inductor  # what a torch.compile program has loaded\n"
+        "atexit.register(lambda: print('atexit ran', flush=True))\n"
+        "def late():\n"
+        "    time.sleep(0.5)\n"
+        "    print('thread finished', flush=True)\n"
+        "threading.Thread(target=late).start()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-m", "copyhunt", "trace", str(prog), "-o", str(tmp_path / "t.json")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.index("thread finished") < done.stdout.index("atexit ran")
+    assert (tmp_path / "t.json").is_file()
+    bad = subprocess.run([sys.executable, "-m", "copyhunt", "trace", str(tmp_path / "missing.py")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2  # no Inductor loaded here: the plain exit, same code

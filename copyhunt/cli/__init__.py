@@ -70,8 +70,35 @@ def usage_line(exc: "click_exceptions.UsageError") -> str:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point (``copyhunt`` and ``python -m copyhunt``)."""
+    code = main()
+    if "torch._inductor" in sys.modules:
+        exit_after_compile(code)
+    sys.exit(code)
+
+
+def exit_after_compile(code: int) -> None:
+    """End the process the way Python's shutdown would, minus the C++ static destructors.
+
+    After a traced program used torch.compile, the interpreter's final teardown sometimes aborts in a C++
+    destructor ("terminate called without an active exception", exit -6; about 1 run in 6 on a CPU
+    Inductor compile) after copyhunt has saved and printed everything: a CI job would read that as a
+    failure. So, once everything is written: wait for non-daemon threads and run atexit callbacks, as
+    Python's shutdown does (the program's own handlers still run), flush, and leave with the real code.
+    """
+    import atexit
+    import threading
+
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]  # what Py_FinalizeEx calls first
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed pipe must not change the exit code
+                pass
+        os._exit(code)
 
 
 def _one_line(message: str) -> str:
