@@ -29,16 +29,15 @@ copyhunt added are kept in the records' ``extra`` and written back where they we
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import os
 import tempfile
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from copyhunt.errors import TraceFormatError
+from copyhunt.gc_pause import no_cyclic_gc
 from copyhunt.tracecolumns import (
     Interned, frames_from_json, ops_from_columns, ops_to_columns, storages_from_columns, storages_to_columns,
 )
@@ -123,7 +122,7 @@ def save(trace: Trace, path: str | os.PathLike[str], overwrite: bool = False) ->
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _no_cyclic_gc():
+    with no_cyclic_gc():
         text = dumps(trace) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -207,23 +206,10 @@ def load(path: str | os.PathLike[str]) -> Trace:
     newer, or holding values no copy could have (``copyhunt.validation``)."""
     path = Path(path)
     text = read_text(path, "trace file")
-    with _no_cyclic_gc():
+    with no_cyclic_gc():
         doc = parse_json(text, str(path), "trace file")
         del text  # the document and the records need the memory more
         return from_json(doc, source=str(path))
-
-
-@contextlib.contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector: records are many small acyclic objects, and the collector
-    would rescan them again and again while a big trace is built or written (seconds at 1M ops)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def from_json(doc: Any, source: str = "trace") -> Trace:

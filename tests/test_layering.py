@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = {
     "copyhunt.errors": 0,
     "copyhunt.text": 0,
+    "copyhunt.gc_pause": 0,
     "copyhunt.notes": 0,
     "copyhunt.records": 1,
     "copyhunt.tracecolumns": 1.5,  # the /3 file's columns, between the records and the file: records and errors only

@@ -9,13 +9,13 @@ trace that lacks verdicts when its op records allow it (a full hunt, not an impo
 
 from __future__ import annotations
 
-import gc
 from dataclasses import replace
 
 from copyhunt.analysis import copy_rules as _builtin_rules  # noqa: F401  (registers the rules)
 from copyhunt.analysis.compiled_rules import compiled_finding
 from copyhunt.analysis.index import TraceIndex
 from copyhunt.analysis.rules import run_rules
+from copyhunt.gc_pause import no_cyclic_gc
 from copyhunt.records import CopyRecord, Finding, Trace
 
 NO_RULE = Finding("needed", "none of the rules applied", "keep it")
@@ -33,16 +33,9 @@ NO_OPS = Finding(
 
 def judge(trace: Trace) -> Trace:
     """Return ``trace`` with a verdict, a one-line reason and a suggestion on every copy."""
-    # The index is hundreds of thousands of small tuples on big traces, none of them cyclic: the
-    # cyclic GC would rescan them again and again while they are made (3x the build time measured
-    # at 100k ops). Pause it for the duration, and restore whatever state the caller had.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    # The index is hundreds of thousands of small tuples on big traces, none of them cyclic.
+    with no_cyclic_gc():
         return _judge(trace)
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _judge(trace: Trace) -> Trace:

@@ -14,13 +14,13 @@ that order, and :meth:`RawLog.read` unpacks them in that order (tests/test_captu
 from __future__ import annotations
 
 import collections
-import gc
 import sys
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Container, Sequence
 
 from copyhunt.capture.sites import SiteChooser
+from copyhunt.gc_pause import no_cyclic_gc
 from copyhunt.records import Access, CopyRecord, Frame, OpRecord, StorageInfo
 from copyhunt.validation import source_line
 
@@ -195,15 +195,9 @@ class RawLog:
         ``relocate`` rewrites each distinct frame once, after attribution chose the sites on the real
         paths (``copyhunt.attribution.frame_relocator``: paths relative to the project root).
         """
-        # Building creates a few objects per op, all kept: the cyclic GC would rescan the growing
-        # heap again and again for nothing (our records hold no cycles). Paused for this call only.
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        # Building creates a few objects per op, all kept, none cyclic. Paused for this call only.
+        with no_cyclic_gc():
             return self._read(devices, nbytes, alive, attribute, notes, relocate)
-        finally:
-            if was_enabled:
-                gc.enable()
 
     def _read(
         self,
