@@ -128,7 +128,11 @@ class _Mode(TorchDispatchMode):
         if plan.copy_fn is None and not cap.record_ops:
             return out  # copies-only hunt: other ops just take a sequence number
         try:
-            cap.record(seq, plan, args, kwargs, out, sys._getframe(1))
+            # The compiled recorder takes the op unless it declines it (a tensor it does not handle):
+            # then the Python recorder does. Same rows either way (capture/native_recorder.py).
+            native = cap.native_record
+            if native is None or not native(cap.native_state, seq, plan, args, kwargs, out):
+                cap.record(seq, plan, args, kwargs, out, sys._getframe(1))
         except Exception as exc:  # noqa: BLE001 - our bookkeeping must never break the traced program
             cap.recorder.internal_error(func, exc)
         return out
@@ -176,6 +180,8 @@ class DispatchCapture:
     docstring). ``record_ops=False`` records copy ops only (no OpRecord for other ops: cheaper, but the
     verdict analysis then has nothing to use). ``eager_compiled=True`` makes torch.compile'd code run op
     by op under the mode (the old behaviour). ``max_ops``: keep only the newest N op rows (ring mode).
+    ``use_native=False`` records every op with the Python recorder (the compiled one is used when it
+    can be built; both give the same rows).
     """
 
     def __init__(
@@ -188,11 +194,16 @@ class DispatchCapture:
         record_ops: bool = True,
         eager_compiled: bool = False,
         max_ops: int | None = None,
+        use_native: bool = True,
     ) -> None:
         self.recorder = Recorder(rule=rule, stack_depth=stack_depth, track_modules=track_modules, record_ops=record_ops)
         if max_ops is not None:
             self.recorder.log.keep_newest_ops(max_ops)
         self.record = self.recorder.record  # the hot path, bound once
+        # The compiled hot path and its state (set at start when it is available; see recording.py).
+        self.native_record: Callable[..., bool] | None = None
+        self.native_state: Any = None
+        self.use_native = use_native
         self.record_ops = record_ops
         self.op_range = op_range
         self._mode_cls: type[_Mode] = _EagerMode if eager_compiled else _Mode
@@ -219,6 +230,10 @@ class DispatchCapture:
                 )
             _active = self
         self.recorder.cuda = torch.cuda.is_available()
+        if self.use_native:
+            self.recorder.start_native()
+            self.native_state = self.recorder.native_state
+            self.native_record = self.recorder.native_record
         self.active = True
         modules = self.recorder.modules
         if modules is not None:
@@ -253,6 +268,7 @@ class DispatchCapture:
             for m in self._modes:
                 m.cap = None  # threads still running keep a pass-through mode
             self._modes = []
+            self._drop_native()
             self.recorder.close()
             with _active_lock:
                 _active = None
@@ -264,12 +280,18 @@ class DispatchCapture:
         self.active = False
         for m in self._modes:
             m.cap = None
+        self._drop_native()
         _lift_cpu_only(self._prev_lift)
         threading.setprofile(self._prev_thread_hook)
         if self.recorder.modules is not None:
             self.recorder.modules.uninstall()
         with _active_lock:
             _active = None
+
+    def _drop_native(self) -> None:
+        self.native_record = None
+        self.native_state = None
+        self.recorder.stop_native()
 
     def _thread_hook(self, frame: Any, event: str, arg: Any) -> None:
         # First Python event of a thread started during the hunt: give it its own mode, then get

@@ -39,6 +39,11 @@ def copy_kind(src: torch.device, dst: torch.device) -> str:
     return "p2p"
 
 
+def _in_cuda_graph() -> bool:
+    """Whether the current CUDA stream is capturing a graph (per op, only when CUDA is available)."""
+    return bool(torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing())
+
+
 def _shape(t: torch.Tensor) -> tuple[int, ...]:
     try:
         return tuple(t.shape)
@@ -80,6 +85,35 @@ class Recorder:
         self._names: dict[Any, str] = {}
         self._tids: dict[int, int] = {}
         self.alive: set[int] = set()  # ids of the storages still alive when the hunt ended
+        # The compiled hot path (capture/native_recorder.py) and its state, set by :meth:`start_native`.
+        self.native_record: Callable[..., bool] | None = None
+        self.native_state: Any = None
+        self.native_note: str | None = None
+
+    def start_native(self) -> None:
+        """Use the compiled recorder for the ops it handles, when it can be built (else say why once)."""
+        from copyhunt.capture import native_recorder
+
+        mod = native_recorder.load()
+        if mod is None:
+            reason = native_recorder.unavailable_reason()
+            if reason is not None and reason != "COPYHUNT_NATIVE=0":
+                self.native_note = f"the compiled recorder is not in use ({reason}); the Python recorder ran (slower)"
+            return
+        table, log, sites = self.table, self.log, self.sites
+        in_graph = _in_cuda_graph if self.cuda else None
+        self.native_state = mod.make_state(
+            table.by_cdata, table.weak, table.device, table.nbytes, table, self._freed, self._watch, self,
+            sites._codes, sites.wanted, sites.rank_code, log.sites, log._site_ids, log._append_op, self._tids,
+            self._mod_state, _region_state, in_graph, torch.Tensor, (torch.Tensor, torch.nn.Parameter),
+            self._watched, log.copies, log.stacks, log._stack_ids, self.stack_depth,
+        )  # fmt: skip
+        self.native_record = mod.record
+
+    def stop_native(self) -> None:
+        """Drop the compiled recorder's state (it holds references to the tables, not to tensors)."""
+        self.native_record = None
+        self.native_state = None
 
     def internal_error(self, func: Any, exc: Exception) -> None:
         """Note a failure of our own bookkeeping (the traced program goes on; the first five are kept)."""
@@ -104,7 +138,7 @@ class Recorder:
             nbytes=self.table.nbytes,
             alive=self.alive,
             attribute=attribute,
-            notes=list(self.errors),
+            notes=list(self.errors) + ([self.native_note] if self.native_note else []),
             relocate=relocate,
         )
 

@@ -1,0 +1,1013 @@
+// The compiled hot path of copyhunt's per-op recorder: Recorder.record (capture/recording.py),
+// line for line, for the ops whose tensors are all plain dense tensors.
+//
+// Why it exists: the recorder runs once per aten op of the traced program, and in Python its
+// argument walk, storage table, site search and row cost about 1.5 times a bare TorchDispatchMode
+// (benchmarks/RESULTS.md, issue 17). This file does the same work in one C call.
+//
+// One state, two writers: it reads and writes the SAME Python objects as the Python recorder (the
+// storage table's dict and lists, the freed set, the watch list, the site and row logs), so each op
+// may take either path and the rows are identical (tests/test_native_recorder.py). Whatever it does
+// not handle (a tensor subclass, a non-strided or storage-less tensor, symbolic sizes, a second
+// recording thread) it declines BEFORE touching any state: record() returns False and the Python
+// recorder takes the op. Copies keep their Python facts (capture/copy_ops.py) and copy row
+// (Recorder._record_copy), called from here.
+//
+// Only c10 headers: the whole torch C++ API would take minutes to compile on first use; these take
+// about two seconds. Tensors are reached through Tensor._cdata (the TensorImpl address), storages are
+// known by StorageImpl address and raw weak reference (the same handles as UntypedStorage._weak_ref,
+// _expired and _free_weak_ref), so nothing here keeps a tensor or a storage alive.
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <frameobject.h>
+
+#include <c10/core/TensorImpl.h>
+
+#include <algorithm>
+#include <typeinfo>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace {
+
+// Argument roles (capture/op_roles.py).
+constexpr long READ = 0, WRITE = 1, RW = 2;
+// Plan fields (capture/op_roles.py Plan, a NamedTuple).
+constexpr Py_ssize_t PLAN_NAME = 0, PLAN_ARGS = 1, PLAN_SKIP_OUTPUTS = 2, PLAN_PARTIAL = 3, PLAN_ACCUMULATE = 4,
+                     PLAN_COPY_FN = 5;
+constexpr int MAX_DEPTH = 64;  // capture/sites.py MAX_DEPTH
+
+struct State {
+  // The Python recorder's objects, shared (owned references).
+  PyObject* by_cdata;      // dict: StorageImpl address -> storage id
+  PyObject* weak;          // list: raw weak handle per id
+  PyObject* device;        // list: device name per id
+  PyObject* nbytes;        // list: storage bytes per id
+  PyObject* table;         // StorageTable (its .threaded flag)
+  PyObject* freed;         // set of storage ids reported freed
+  PyObject* watch;         // list of watched storage ids
+  PyObject* recorder;      // Recorder (_watch_pos, _record_copy)
+  PyObject* site_codes;    // dict: id(code) -> (code, rank)
+  long wanted;             // the rule's wanted rank
+  PyObject* rank_code;     // SiteChooser.rank_code
+  PyObject* sites;         // RawLog.sites
+  PyObject* site_ids;      // RawLog._site_ids
+  PyObject* append_op;     // RawLog._append_op
+  PyObject* tids;          // dict: thread ident -> the one int object
+  PyObject* mod_state;     // ModuleTracker state or None
+  PyObject* region_state;  // regions._state
+  PyObject* in_graph;      // callable -> bool, or None (no CUDA)
+  PyObject* tensor_type;   // torch.Tensor
+  PyObject* plain_types;   // tuple of exact types handled here (torch.Tensor, torch.nn.Parameter)
+  PyObject* empty;         // ()
+  PyObject* watched;       // set of watched storage ids (Recorder._watched)
+  PyObject* copies;        // RawLog.copies
+  PyObject* stacks;        // RawLog.stacks
+  PyObject* stack_ids;     // RawLog._stack_ids
+  long stack_depth;        // Recorder.stack_depth
+  std::unordered_map<long long, PyObject*> device_names;  // (type << 16 | index) -> name
+  std::unordered_map<int, PyObject*> dtype_names;         // ScalarType -> str(dtype)
+};
+
+PyObject* s_cdata;
+PyObject* s_threaded;
+PyObject* s_path;
+PyObject* s_watch_pos;
+PyObject* s_record_copy;
+PyObject* s_device;
+PyObject* s_accumulate;
+PyObject* s_cpu;
+PyObject* s_dtype;
+PyObject* s_d2d;
+PyObject* s_h2d;
+PyObject* s_d2h;
+PyObject* s_p2p;
+
+// A small growable flat row (reads, writes, allocs, frees) turned into a tuple at the end.
+struct Flat {
+  std::vector<PyObject*> items;  // owned references
+  ~Flat() {
+    for (PyObject* o : items) Py_XDECREF(o);
+  }
+  bool push(PyObject* o) {  // steals o
+    if (o == nullptr) return false;
+    items.push_back(o);
+    return true;
+  }
+  PyObject* tuple(PyObject* empty) {
+    if (items.empty()) {
+      Py_INCREF(empty);
+      return empty;
+    }
+    PyObject* t = PyTuple_New((Py_ssize_t)items.size());
+    if (t == nullptr) return nullptr;
+    for (size_t i = 0; i < items.size(); ++i) PyTuple_SET_ITEM(t, (Py_ssize_t)i, items[i]);
+    items.clear();
+    return t;
+  }
+};
+
+// One tensor argument or output, after the plain-tensor check.
+struct Seen {
+  PyObject* obj;  // borrowed
+  c10::TensorImpl* impl;
+  c10::StorageImpl* storage;
+  long role;  // READ / WRITE / RW; -1 for an output
+};
+
+bool is_tensor(State* s, PyObject* o) {
+  return PyType_IsSubtype(Py_TYPE(o), (PyTypeObject*)s->tensor_type);
+}
+
+// The TensorImpl of a tensor this file handles, or nullptr (then the whole op goes to Python).
+c10::TensorImpl* plain_impl(State* s, PyObject* o, c10::StorageImpl** storage) {
+  bool exact = false;
+  Py_ssize_t n = PyTuple_GET_SIZE(s->plain_types);
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    if ((PyObject*)Py_TYPE(o) == PyTuple_GET_ITEM(s->plain_types, i)) {
+      exact = true;
+      break;
+    }
+  }
+  if (!exact) return nullptr;
+  PyObject* cd = PyObject_GetAttr(o, s_cdata);
+  if (cd == nullptr) {
+    PyErr_Clear();
+    return nullptr;
+  }
+  auto* impl = static_cast<c10::TensorImpl*>(PyLong_AsVoidPtr(cd));
+  Py_DECREF(cd);
+  if (impl == nullptr) {
+    PyErr_Clear();
+    return nullptr;
+  }
+  // Exactly the dense TensorImpl (not batched, functional, nested, sparse, opaque...), strided, with
+  // concrete sizes and a storage.
+  if (typeid(*impl) != typeid(c10::TensorImpl)) return nullptr;
+  if (impl->layout() != c10::kStrided || impl->has_symbolic_sizes_strides() || !impl->has_storage()) return nullptr;
+  try {
+    c10::StorageImpl* st = impl->storage().unsafeGetStorageImpl();
+    if (st == nullptr || st->sym_nbytes().is_heap_allocated()) return nullptr;
+    *storage = st;
+  } catch (...) {
+    return nullptr;
+  }
+  return impl;
+}
+
+// (offset, nbytes, dense) of a tensor's byte range: capture/storages.py access() and span().
+void byte_range(c10::TensorImpl* impl, bool dense_ok, long long* off, long long* nb, bool* dense) {
+  long long es = (long long)impl->itemsize();
+  *off = (long long)impl->storage_offset() * es;
+  if (impl->is_contiguous()) {
+    *nb = (long long)impl->numel() * es;
+    *dense = dense_ok;
+    return;
+  }
+  if (impl->numel() == 0) {
+    *nb = 0;
+    *dense = dense_ok;
+    return;
+  }
+  auto sizes = impl->sizes();
+  auto strides = impl->strides();
+  long long last = 0;
+  std::vector<std::pair<long long, long long>> dims;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    last += (sizes[i] - 1) * strides[i];
+    if (sizes[i] != 1) dims.emplace_back(strides[i], sizes[i]);
+  }
+  std::sort(dims.begin(), dims.end());
+  long long expect = 1;
+  bool d = true;
+  for (auto& [st, sz] : dims) {
+    if (st != expect) {
+      d = false;
+      break;
+    }
+    expect *= sz;
+  }
+  *nb = (last + 1) * es;
+  *dense = d && dense_ok;
+}
+
+bool push_access(Flat& flat, PyObject* sid, c10::TensorImpl* impl, bool dense_ok) {
+  long long off, nb;
+  bool dense;
+  byte_range(impl, dense_ok, &off, &nb, &dense);
+  Py_INCREF(sid);
+  return flat.push(sid) && flat.push(PyLong_FromLongLong(off)) && flat.push(PyLong_FromLongLong(nb)) &&
+         flat.push(PyBool_FromLong(dense));
+}
+
+bool expired_handle(PyObject* handle) {
+  auto* p = static_cast<c10::StorageImpl*>(PyLong_AsVoidPtr(handle));
+  return c10::raw::weak_intrusive_ptr::use_count(p) == 0;
+}
+
+// Device name of a new storage: "cpu", else str(t.device), cached per device.
+PyObject* device_name(State* s, PyObject* o, c10::TensorImpl* impl) {
+  if (impl->is_cpu()) return s_cpu;
+  c10::Device d = impl->device();
+  long long key = ((long long)(int)d.type() << 16) | (long long)(d.index() & 0xffff);
+  auto it = s->device_names.find(key);
+  if (it != s->device_names.end()) return it->second;
+  PyObject* dev = PyObject_GetAttr(o, s_device);
+  if (dev == nullptr) return nullptr;
+  PyObject* name = PyObject_Str(dev);
+  Py_DECREF(dev);
+  if (name == nullptr) return nullptr;
+  s->device_names[key] = name;  // owned by the cache
+  return name;
+}
+
+// Register a storage not seen alive before (StorageTable.new, one thread). New reference to its id.
+PyObject* register_storage(State* s, PyObject* cd, c10::StorageImpl* st, PyObject* o, c10::TensorImpl* impl) {
+  PyObject* name = device_name(s, o, impl);
+  if (name == nullptr) return nullptr;
+  PyObject* sid = PyLong_FromSsize_t(PyList_GET_SIZE(s->weak));
+  if (sid == nullptr) return nullptr;
+  c10::StorageImpl* w = c10::raw::intrusive_ptr::make_weak(st);
+  PyObject* handle = PyLong_FromVoidPtr(w);
+  PyObject* nb = PyLong_FromSize_t(st->nbytes());
+  bool ok = handle != nullptr && nb != nullptr && PyList_Append(s->weak, handle) == 0;
+  if (!ok) {
+    if (handle == nullptr) c10::raw::weak_intrusive_ptr::decref(w);
+    Py_XDECREF(handle);
+    Py_XDECREF(nb);
+    Py_DECREF(sid);
+    return nullptr;
+  }
+  Py_DECREF(handle);
+  ok = PyList_Append(s->device, name) == 0 && PyList_Append(s->nbytes, nb) == 0 &&
+       PyDict_SetItem(s->by_cdata, cd, sid) == 0;
+  Py_DECREF(nb);
+  if (!ok) {
+    Py_DECREF(sid);
+    return nullptr;
+  }
+  return sid;
+}
+
+// Add ``sid`` to the op's frees unless it was reported before. Returns false on error.
+bool note_freed(State* s, PyObject* sid, Flat& frees) {
+  int has = PySet_Contains(s->freed, sid);
+  if (has < 0) return false;
+  if (has) return true;
+  if (PySet_Add(s->freed, sid) < 0) return false;
+  Py_INCREF(sid);
+  return frees.push(sid);
+}
+
+// Recorder._check_watch: watched storages found freed (16 checked, every 8th op).
+bool check_watch(State* s, Flat& frees) {
+  PyObject* w = s->watch;
+  PyObject* pos_obj = PyObject_GetAttr(s->recorder, s_watch_pos);
+  if (pos_obj == nullptr) return false;
+  Py_ssize_t pos = PyLong_AsSsize_t(pos_obj);
+  Py_DECREF(pos_obj);
+  if (pos == -1 && PyErr_Occurred()) return false;
+  Py_ssize_t start_pos = pos;
+  Py_ssize_t rounds = std::min<Py_ssize_t>(16, PyList_GET_SIZE(w));
+  for (Py_ssize_t k = 0; k < rounds; ++k) {
+    Py_ssize_t n = PyList_GET_SIZE(w);
+    Py_ssize_t i = pos % n;
+    PyObject* sid = PyList_GET_ITEM(w, i);
+    Py_ssize_t idx = PyLong_AsSsize_t(sid);
+    if (idx == -1 && PyErr_Occurred()) return false;
+    if (expired_handle(PyList_GET_ITEM(s->weak, idx))) {
+      Py_INCREF(sid);
+      PyObject* last = PyList_GET_ITEM(w, n - 1);
+      Py_INCREF(last);
+      PyList_SetItem(w, i, last);  // steals last
+      if (PyList_SetSlice(w, n - 1, n, nullptr) < 0 || !note_freed(s, sid, frees)) {
+        Py_DECREF(sid);
+        return false;
+      }
+      Py_DECREF(sid);
+      if (PyList_GET_SIZE(w) == 0) break;
+    } else {
+      pos = i + 1;
+    }
+  }
+  if (pos != start_pos) {
+    PyObject* p = PyLong_FromSsize_t(pos);
+    if (p == nullptr) return false;
+    int r = PyObject_SetAttr(s->recorder, s_watch_pos, p);
+    Py_DECREF(p);
+    if (r < 0) return false;
+  }
+  return true;
+}
+
+// The rank of a code object's file (SiteChooser.rank_code, cached in its dict). -1 on error.
+long rank_of(State* s, PyObject* code) {
+  PyObject* key = PyLong_FromVoidPtr(code);
+  if (key == nullptr) return -1;
+  PyObject* e = PyDict_GetItemWithError(s->site_codes, key);  // borrowed
+  Py_DECREF(key);
+  if (e != nullptr && PyTuple_Check(e) && PyTuple_GET_ITEM(e, 0) == code) return PyLong_AsLong(PyTuple_GET_ITEM(e, 1));
+  if (PyErr_Occurred()) return -1;
+  PyObject* r = PyObject_CallOneArg(s->rank_code, code);
+  if (r == nullptr) return -1;
+  long v = PyLong_AsLong(r);
+  Py_DECREF(r);
+  return v;
+}
+
+// SiteChooser.live: the innermost frame of the wanted rank, else the innermost candidate, else None.
+// New reference (Py_None for no site), nullptr on error.
+PyObject* live_site(State* s, PyFrameObject* frame) {
+  PyFrameObject* fallback = nullptr;
+  PyFrameObject* f = frame;
+  Py_XINCREF(f);
+  for (int depth = 0; f != nullptr && depth < MAX_DEPTH; ++depth) {
+    PyCodeObject* code = PyFrame_GetCode(f);
+    long r = rank_of(s, (PyObject*)code);
+    Py_DECREF(code);
+    if (r < 0 && PyErr_Occurred()) {
+      Py_DECREF(f);
+      Py_XDECREF(fallback);
+      return nullptr;
+    }
+    if (r >= s->wanted) {
+      Py_XDECREF(fallback);
+      return (PyObject*)f;
+    }
+    if (r && fallback == nullptr) {
+      fallback = f;
+      Py_INCREF(fallback);
+    }
+    PyFrameObject* back = PyFrame_GetBack(f);
+    Py_DECREF(f);
+    f = back;
+  }
+  Py_XDECREF(f);
+  if (fallback != nullptr) return (PyObject*)fallback;
+  Py_RETURN_NONE;
+}
+
+// RawLog.site: the interned index of a live frame's position. New reference.
+PyObject* write_site(State* s, PyFrameObject* f) {
+  PyCodeObject* code = PyFrame_GetCode(f);
+  PyObject* pos = PyLong_FromLong(-1 - PyFrame_GetLasti(f));
+  PyObject* key = PyTuple_New(2);
+  if (pos == nullptr || key == nullptr) {
+    Py_DECREF(code);
+    Py_XDECREF(pos);
+    Py_XDECREF(key);
+    return nullptr;
+  }
+  PyTuple_SET_ITEM(key, 0, PyLong_FromVoidPtr(code));
+  Py_INCREF(pos);
+  PyTuple_SET_ITEM(key, 1, pos);
+  PyObject* i = PyDict_GetItemWithError(s->site_ids, key);
+  if (i != nullptr) {
+    Py_INCREF(i);
+  } else if (!PyErr_Occurred()) {
+    i = PyLong_FromSsize_t(PyList_GET_SIZE(s->sites));
+    PyObject* entry = PyTuple_Pack(2, (PyObject*)code, pos);
+    if (i == nullptr || entry == nullptr || PyDict_SetItem(s->site_ids, key, i) < 0 ||
+        PyList_Append(s->sites, entry) < 0) {
+      Py_XDECREF(i);
+      i = nullptr;
+    }
+    Py_XDECREF(entry);
+  }
+  Py_DECREF(key);
+  Py_DECREF(pos);
+  Py_DECREF(code);
+  return i;
+}
+
+PyObject* attr_or_none(PyObject* obj, PyObject* name) {
+  if (obj == Py_None) Py_RETURN_NONE;
+  return PyObject_GetAttr(obj, name);
+}
+
+void state_free(PyObject* capsule) {
+  auto* s = static_cast<State*>(PyCapsule_GetPointer(capsule, "copyhunt.native_recorder.State"));
+  if (s == nullptr) return;
+  PyObject** owned[] = {&s->by_cdata, &s->weak,     &s->device,      &s->nbytes,       &s->table,
+                        &s->freed,    &s->watch,    &s->recorder,    &s->site_codes,   &s->rank_code,
+                        &s->sites,    &s->site_ids, &s->append_op,   &s->tids,         &s->mod_state,
+                        &s->region_state, &s->in_graph, &s->tensor_type, &s->plain_types, &s->empty,
+                        &s->watched, &s->copies, &s->stacks, &s->stack_ids};
+  for (PyObject** p : owned) Py_CLEAR(*p);
+  for (auto& kv : s->device_names) Py_DECREF(kv.second);
+  for (auto& kv : s->dtype_names) Py_DECREF(kv.second);
+  delete s;
+}
+
+// make_state(by_cdata, weak, device, nbytes, table, freed, watch, recorder, site_codes, wanted,
+//            rank_code, sites, site_ids, append_op, tids, mod_state, region_state, in_graph,
+//            tensor_type, plain_types, watched, copies, stacks, stack_ids, stack_depth) -> capsule
+PyObject* make_state(PyObject*, PyObject* args) {
+  auto* s = new State();
+  if (!PyArg_ParseTuple(args, "O!O!O!O!OO!O!OO!lOO!O!OO!OOOOO!O!O!O!O!l:make_state", &PyDict_Type, &s->by_cdata,
+                        &PyList_Type, &s->weak, &PyList_Type, &s->device, &PyList_Type, &s->nbytes, &s->table,
+                        &PySet_Type, &s->freed, &PyList_Type, &s->watch, &s->recorder, &PyDict_Type,
+                        &s->site_codes, &s->wanted, &s->rank_code, &PyList_Type, &s->sites, &PyDict_Type,
+                        &s->site_ids, &s->append_op, &PyDict_Type, &s->tids, &s->mod_state, &s->region_state,
+                        &s->in_graph, &s->tensor_type, &PyTuple_Type, &s->plain_types, &PySet_Type, &s->watched,
+                        &PyList_Type, &s->copies, &PyList_Type, &s->stacks, &PyDict_Type, &s->stack_ids,
+                        &s->stack_depth)) {
+    delete s;
+    return nullptr;
+  }
+  PyObject** owned[] = {&s->by_cdata, &s->weak,     &s->device,      &s->nbytes,       &s->table,
+                        &s->freed,    &s->watch,    &s->recorder,    &s->site_codes,   &s->rank_code,
+                        &s->sites,    &s->site_ids, &s->append_op,   &s->tids,         &s->mod_state,
+                        &s->region_state, &s->in_graph, &s->tensor_type, &s->plain_types,
+                        &s->watched,  &s->copies,   &s->stacks,      &s->stack_ids};
+  for (PyObject** p : owned) Py_INCREF(*p);
+  s->empty = PyTuple_New(0);
+  PyObject* cap = PyCapsule_New(s, "copyhunt.native_recorder.State", state_free);
+  if (cap == nullptr) {
+    for (PyObject** p : owned) Py_DECREF(*p);
+    Py_XDECREF(s->empty);
+    delete s;
+  }
+  return cap;
+}
+
+
+// str(t.dtype), cached per scalar type. Borrowed (owned by the cache).
+PyObject* dtype_name(State* s, PyObject* o, c10::TensorImpl* impl) {
+  int key = (int)impl->dtype().toScalarType();
+  auto it = s->dtype_names.find(key);
+  if (it != s->dtype_names.end()) return it->second;
+  PyObject* dt = PyObject_GetAttr(o, s_dtype);
+  if (dt == nullptr) return nullptr;
+  PyObject* name = PyObject_Str(dt);
+  Py_DECREF(dt);
+  if (name == nullptr) return nullptr;
+  s->dtype_names[key] = name;
+  return name;
+}
+
+// Recorder._watch_storage.
+bool watch_storage(State* s, PyObject* sid) {
+  int has = PySet_Contains(s->watched, sid);
+  if (has < 0) return false;
+  if (has) return true;
+  return PySet_Add(s->watched, sid) == 0 && PyList_Append(s->watch, sid) == 0;
+}
+
+// RawLog.stack: the interned index of the stack from ``site`` (up to stack_depth frames). New reference.
+PyObject* write_stack(State* s, PyFrameObject* site) {
+  std::vector<PyFrameObject*> frames;  // owned
+  PyFrameObject* f = site;
+  Py_XINCREF(f);
+  while (f != nullptr && (long)frames.size() < s->stack_depth) {
+    frames.push_back(f);
+    f = PyFrame_GetBack(f);
+  }
+  Py_XDECREF(f);
+  PyObject* result = nullptr;
+  PyObject* key = PyTuple_New(2 * (Py_ssize_t)frames.size());
+  std::vector<PyObject*> codes(frames.size(), nullptr);
+  std::vector<PyObject*> poss(frames.size(), nullptr);
+  bool ok = key != nullptr;
+  for (size_t i = 0; ok && i < frames.size(); ++i) {
+    codes[i] = (PyObject*)PyFrame_GetCode(frames[i]);
+    poss[i] = PyLong_FromLong(-1 - PyFrame_GetLasti(frames[i]));
+    PyObject* id = PyLong_FromVoidPtr(codes[i]);
+    ok = poss[i] != nullptr && id != nullptr;
+    if (!ok) {
+      Py_XDECREF(id);
+      break;
+    }
+    PyTuple_SET_ITEM(key, 2 * (Py_ssize_t)i, id);
+    Py_INCREF(poss[i]);
+    PyTuple_SET_ITEM(key, 2 * (Py_ssize_t)i + 1, poss[i]);
+  }
+  if (ok) {
+    PyObject* i = PyDict_GetItemWithError(s->stack_ids, key);
+    if (i != nullptr) {
+      Py_INCREF(i);
+      result = i;
+    } else if (!PyErr_Occurred()) {
+      PyObject* entry = PyTuple_New((Py_ssize_t)frames.size());
+      PyObject* idx = PyLong_FromSsize_t(PyList_GET_SIZE(s->stacks));
+      bool fine = entry != nullptr && idx != nullptr;
+      for (size_t k = 0; fine && k < frames.size(); ++k) {
+        PyObject* pair = PyTuple_Pack(2, codes[k], poss[k]);
+        if (pair == nullptr) {
+          fine = false;
+          break;
+        }
+        PyTuple_SET_ITEM(entry, (Py_ssize_t)k, pair);
+      }
+      if (fine && PyDict_SetItem(s->stack_ids, key, idx) == 0 && PyList_Append(s->stacks, entry) == 0) {
+        result = idx;
+        idx = nullptr;
+      }
+      Py_XDECREF(idx);
+      Py_XDECREF(entry);
+    }
+  }
+  Py_XDECREF(key);
+  for (size_t i = 0; i < frames.size(); ++i) {
+    Py_XDECREF(codes[i]);
+    Py_XDECREF(poss[i]);
+    Py_DECREF(frames[i]);
+  }
+  return result;
+}
+
+PyObject* storage_id(State* s, const Seen& t, PyObject** cd_out, bool* was_new, PyObject** dead);
+
+// copy_kind(src, dst) of capture/recording.py on two devices.
+PyObject* copy_kind(c10::Device src, c10::Device dst) {
+  if (src == dst) return s_d2d;
+  bool s_host = src.is_cpu(), d_host = dst.is_cpu();
+  if (s_host && !d_host) return s_h2d;
+  if (d_host && !s_host) return s_d2h;
+  return s_p2p;
+}
+
+// Recorder._record_copy for a copy whose tensors are all plain: 1 recorded, 0 declined (nothing
+// touched: the caller runs the Python method), -1 error.
+int record_copy(State* s, PyObject* seq, PyObject* name, PyObject* facts, PyFrameObject* frame, PyObject* module,
+                PyObject* region, PyObject* tid, PyObject* in_graph) {
+  if (!PyTuple_Check(facts) || PyTuple_GET_SIZE(facts) < 6) return 0;
+  PyObject* srcs_obj = PyTuple_GET_ITEM(facts, 0);
+  PyObject* dst_obj = PyTuple_GET_ITEM(facts, 1);
+  if (!PyTuple_Check(srcs_obj) || !is_tensor(s, dst_obj)) return 0;
+  int to_host = PyObject_IsTrue(PyTuple_GET_ITEM(facts, 5));
+  if (to_host < 0) return -1;
+  Seen dst{dst_obj, nullptr, nullptr, -1};
+  dst.impl = plain_impl(s, dst_obj, &dst.storage);
+  if (dst.impl == nullptr) return 0;
+  std::vector<Seen> srcs;
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(srcs_obj); ++i) {
+    PyObject* o = PyTuple_GET_ITEM(srcs_obj, i);
+    if (!is_tensor(s, o)) continue;
+    Seen t{o, nullptr, nullptr, -1};
+    t.impl = plain_impl(s, o, &t.storage);
+    if (t.impl == nullptr) return 0;
+    srcs.push_back(t);
+  }
+  // From here on the copy is recorded here.
+  PyObject* nbytes = PyNumber_Long(PyTuple_GET_ITEM(facts, 2));
+  if (nbytes == nullptr) return -1;
+  int noop = PyObject_IsTrue(PyTuple_GET_ITEM(facts, 3));
+  int exact = PyObject_IsTrue(PyTuple_GET_ITEM(facts, 4));
+  std::vector<PyObject*> owned;  // released at the end
+  owned.push_back(nbytes);
+  auto done = [&](int r) {
+    for (PyObject* o : owned) Py_XDECREF(o);
+    return r;
+  };
+  if (noop < 0 || exact < 0) return done(-1);
+  PyObject* dst_sid = Py_None;
+  if (!to_host) {
+    bool was_new;
+    PyObject* dead;
+    dst_sid = storage_id(s, dst, nullptr, &was_new, &dead);
+    if (dst_sid == nullptr) return done(-1);
+    Py_XDECREF(dead);
+    owned.push_back(dst_sid);
+  }
+  PyObject* src_sids = PyTuple_New((Py_ssize_t)srcs.size());
+  if (src_sids == nullptr) return done(-1);
+  owned.push_back(src_sids);
+  for (size_t i = 0; i < srcs.size(); ++i) {
+    bool was_new;
+    PyObject* dead;
+    PyObject* sid = storage_id(s, srcs[i], nullptr, &was_new, &dead);
+    if (sid == nullptr) return done(-1);
+    Py_XDECREF(dead);
+    PyTuple_SET_ITEM(src_sids, (Py_ssize_t)i, sid);
+  }
+  PyObject* layouts = Py_None;
+  if (srcs.size() > 1) {
+    layouts = PyTuple_New((Py_ssize_t)srcs.size());
+    if (layouts == nullptr) return done(-1);
+    owned.push_back(layouts);
+    for (size_t i = 0; i < srcs.size(); ++i) {
+      PyObject* dn = dtype_name(s, srcs[i].obj, srcs[i].impl);
+      if (dn == nullptr) return done(-1);
+      PyObject* pair = PyTuple_Pack(2, dn, srcs[i].impl->is_contiguous() ? Py_True : Py_False);
+      if (pair == nullptr) return done(-1);
+      PyTuple_SET_ITEM(layouts, (Py_ssize_t)i, pair);
+    }
+  }
+  if (dst_sid != Py_None && !watch_storage(s, dst_sid)) return done(-1);
+  for (size_t i = 0; i < srcs.size(); ++i) {
+    if (!watch_storage(s, PyTuple_GET_ITEM(src_sids, (Py_ssize_t)i))) return done(-1);
+  }
+  const Seen* src = srcs.empty() ? nullptr : &srcs[0];
+  PyObject *kind, *src_name, *dst_name;
+  if (dst.impl->is_cpu() && (src == nullptr || src->impl->is_cpu())) {
+    kind = s_d2d;
+    src_name = dst_name = s_cpu;
+  } else {
+    c10::Device dd = dst.impl->device();
+    c10::Device sd = src != nullptr ? src->impl->device() : dd;
+    kind = copy_kind(sd, dd);
+    dst_name = device_name(s, dst.obj, dst.impl);
+    src_name = src != nullptr ? device_name(s, src->obj, src->impl) : dst_name;
+    if (dst_name == nullptr || src_name == nullptr) return done(-1);
+  }
+  auto sizes = dst.impl->sizes();
+  PyObject* shape = PyTuple_New((Py_ssize_t)sizes.size());
+  if (shape == nullptr) return done(-1);
+  owned.push_back(shape);
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    PyObject* v = PyLong_FromLongLong(sizes[i]);
+    if (v == nullptr) return done(-1);
+    PyTuple_SET_ITEM(shape, (Py_ssize_t)i, v);
+  }
+  PyObject* dtype = dtype_name(s, dst.obj, dst.impl);
+  if (dtype == nullptr) return done(-1);
+  PyObject* src_dtype = Py_None;
+  PyObject* src_contig = Py_None;
+  if (src != nullptr) {
+    src_dtype = dtype_name(s, src->obj, src->impl);
+    if (src_dtype == nullptr) return done(-1);
+    src_contig = src->impl->is_contiguous() ? Py_True : Py_False;
+  }
+  PyObject* stack = write_stack(s, frame);
+  if (stack == nullptr) return done(-1);
+  owned.push_back(stack);
+  PyObject* first_src = srcs.empty() ? Py_None : PyTuple_GET_ITEM(src_sids, 0);
+  PyObject* row = PyTuple_Pack(22, seq, name, kind, nbytes, noop ? Py_True : Py_False, src_name, dst_name, shape,
+                               dtype, src_dtype, src_contig, dst.impl->is_contiguous() ? Py_True : Py_False, stack,
+                               module, region, tid, in_graph, first_src, dst_sid, src_sids,
+                               exact ? Py_True : Py_False, layouts);
+  if (row == nullptr) return done(-1);
+  owned.push_back(row);
+  if (PyList_Append(s->copies, row) < 0) return done(-1);
+  return done(1);
+}
+
+// Collect the op's tensors (outputs unless the plan skips them, then each planned argument) and
+// check every one is plain. False: decline (nothing touched). -1 on error.
+int collect(State* s, PyObject* plan, PyObject* const* args, Py_ssize_t nargs, PyObject* kwargs, PyObject* out,
+            std::vector<Seen>& outs, std::vector<Seen>& ins) {
+  if (!PyObject_IsTrue(PyTuple_GET_ITEM(plan, PLAN_SKIP_OUTPUTS))) {
+    PyObject* const* items = &out;
+    Py_ssize_t n = 1;
+    if (PyTuple_CheckExact(out)) {
+      items = &PyTuple_GET_ITEM(out, 0);
+      n = PyTuple_GET_SIZE(out);
+    } else if (PyList_CheckExact(out)) {
+      items = PySequence_Fast_ITEMS(out);
+      n = PyList_GET_SIZE(out);
+    }
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      PyObject* o = items[i];
+      if (!is_tensor(s, o)) continue;
+      c10::StorageImpl* st = nullptr;
+      c10::TensorImpl* impl = plain_impl(s, o, &st);
+      if (impl == nullptr) return 0;
+      outs.push_back({o, impl, st, -1});
+    }
+  }
+  PyObject* specs = PyTuple_GET_ITEM(plan, PLAN_ARGS);
+  PyObject* acc_pos = PyTuple_GET_ITEM(plan, PLAN_ACCUMULATE);
+  for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(specs); ++k) {
+    PyObject* spec = PyTuple_GET_ITEM(specs, k);
+    Py_ssize_t pos = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 0));
+    long role = PyLong_AsLong(PyTuple_GET_ITEM(spec, 2));
+    PyObject* a;
+    if (pos < nargs) {
+      a = args[pos];
+    } else {
+      a = kwargs != nullptr ? PyDict_GetItemWithError(kwargs, PyTuple_GET_ITEM(spec, 1)) : nullptr;
+      if (a == nullptr && PyErr_Occurred()) return -1;
+    }
+    if (a == nullptr || a == Py_None) continue;
+    if (role == WRITE && acc_pos != Py_None) {
+      Py_ssize_t ap = PyLong_AsSsize_t(acc_pos);
+      PyObject* flag;
+      if (ap < nargs) {
+        flag = args[ap];
+      } else {
+        flag = kwargs != nullptr ? PyDict_GetItemWithError(kwargs, s_accumulate) : nullptr;
+        if (flag == nullptr && PyErr_Occurred()) return -1;
+      }
+      if (flag != nullptr) {
+        int t = PyObject_IsTrue(flag);
+        if (t < 0) return -1;
+        if (t) role = RW;
+      }
+    }
+    PyObject* const* items = &a;
+    Py_ssize_t n = 1;
+    if (is_tensor(s, a)) {
+    } else if (PyList_CheckExact(a) || PyTuple_CheckExact(a)) {
+      items = PySequence_Fast_ITEMS(a);
+      n = PySequence_Fast_GET_SIZE(a);
+    } else {
+      continue;
+    }
+    for (Py_ssize_t i = 0; i < n; ++i) {
+      PyObject* t = items[i];
+      if (!is_tensor(s, t)) continue;
+      c10::StorageImpl* st = nullptr;
+      c10::TensorImpl* impl = plain_impl(s, t, &st);
+      if (impl == nullptr) return 0;
+      ins.push_back({t, impl, st, role});
+    }
+  }
+  return 1;
+}
+
+// Look up a storage's id, registering it when it is new or its address held a storage now dead.
+// New reference to the id; *was_new and *dead (borrowed from by_cdata's old value, or nullptr) report.
+PyObject* storage_id(State* s, const Seen& t, PyObject** cd_out, bool* was_new, PyObject** dead) {
+  PyObject* cd = PyLong_FromVoidPtr(t.storage);
+  if (cd == nullptr) return nullptr;
+  *was_new = false;
+  *dead = nullptr;
+  PyObject* sid = PyDict_GetItemWithError(s->by_cdata, cd);  // borrowed
+  if (sid == nullptr && PyErr_Occurred()) {
+    Py_DECREF(cd);
+    return nullptr;
+  }
+  if (sid != nullptr) {
+    Py_ssize_t idx = PyLong_AsSsize_t(sid);
+    if (!expired_handle(PyList_GET_ITEM(s->weak, idx))) {
+      Py_INCREF(sid);
+      Py_DECREF(cd);
+      return sid;
+    }
+    Py_INCREF(sid);
+    *dead = sid;  // the caller owns it
+  }
+  PyObject* fresh = register_storage(s, cd, t.storage, t.obj, t.impl);
+  Py_DECREF(cd);
+  if (fresh == nullptr) {
+    Py_XDECREF(*dead);
+    *dead = nullptr;
+    return nullptr;
+  }
+  *was_new = true;
+  (void)cd_out;
+  return fresh;
+}
+
+// record(state, seq, plan, args, kwargs, out) -> bool: True when the op was recorded here.
+PyObject* record(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
+  if (argc != 6) {
+    PyErr_SetString(PyExc_TypeError, "record(state, seq, plan, args, kwargs, out)");
+    return nullptr;
+  }
+  auto* s = static_cast<State*>(PyCapsule_GetPointer(argv[0], "copyhunt.native_recorder.State"));
+  if (s == nullptr) return nullptr;
+  PyObject* seq = argv[1];
+  PyObject* plan = argv[2];
+  PyObject* op_args = argv[3];
+  PyObject* kwargs = argv[4] == Py_None ? nullptr : argv[4];
+  PyObject* out = argv[5];
+  if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) < 6 || !PyTuple_Check(op_args) ||
+      (kwargs != nullptr && !PyDict_Check(kwargs))) {
+    Py_RETURN_FALSE;
+  }
+  // A second recording thread: the Python recorder's lock-protected table is the only writer.
+  PyObject* threaded = PyObject_GetAttr(s->table, s_threaded);
+  if (threaded == nullptr) return nullptr;
+  int thr = PyObject_IsTrue(threaded);
+  Py_DECREF(threaded);
+  if (thr != 0) {
+    if (thr < 0) return nullptr;
+    Py_RETURN_FALSE;
+  }
+
+  std::vector<Seen> outs, ins;
+  int ok = collect(s, plan, &PyTuple_GET_ITEM(op_args, 0), PyTuple_GET_SIZE(op_args), kwargs, out, outs, ins);
+  if (ok < 0) return nullptr;
+  if (ok == 0) Py_RETURN_FALSE;
+
+  Flat reads, writes, allocs, frees;
+  std::vector<PyObject*> out_sids;  // owned
+  struct Release {
+    std::vector<PyObject*>& v;
+    ~Release() {
+      for (PyObject* o : v) Py_DECREF(o);
+    }
+  } release_out{out_sids};
+
+  // Outputs: a storage alive and known is (a view of) an input; a new one is allocated and written.
+  for (const Seen& o : outs) {
+    PyObject* cd = nullptr;
+    bool was_new;
+    PyObject* dead;
+    PyObject* sid = storage_id(s, o, &cd, &was_new, &dead);
+    if (sid == nullptr) return nullptr;
+    out_sids.push_back(sid);
+    if (dead != nullptr) {
+      bool fine = note_freed(s, dead, frees);
+      Py_DECREF(dead);
+      if (!fine) return nullptr;
+    }
+    if (!was_new) continue;
+    Py_INCREF(sid);
+    if (!allocs.push(sid) || !push_access(writes, sid, o.impl, true)) return nullptr;
+  }
+
+  bool partial = PyObject_IsTrue(PyTuple_GET_ITEM(plan, PLAN_PARTIAL)) == 1;
+  for (const Seen& t : ins) {
+    PyObject* cd = nullptr;
+    bool was_new;
+    PyObject* dead;
+    PyObject* sid = storage_id(s, t, &cd, &was_new, &dead);
+    if (sid == nullptr) return nullptr;
+    if (dead != nullptr) {
+      bool fine = note_freed(s, dead, frees);
+      Py_DECREF(dead);
+      if (!fine) {
+        Py_DECREF(sid);
+        return nullptr;
+      }
+    }
+    bool fine = true;
+    if (t.role == READ) {
+      bool alias = false;
+      for (PyObject* o : out_sids) {
+        if (PyObject_RichCompareBool(o, sid, Py_EQ) == 1) {
+          alias = true;
+          break;
+        }
+      }
+      if (!alias) fine = push_access(reads, sid, t.impl, true);
+    } else if (t.role == WRITE) {
+      fine = push_access(writes, sid, t.impl, !partial);
+    } else {
+      fine = push_access(reads, sid, t.impl, !partial) && push_access(writes, sid, t.impl, !partial);
+    }
+    Py_DECREF(sid);
+    if (!fine) return nullptr;
+  }
+
+  long long seq_v = PyLong_AsLongLong(seq);
+  if (seq_v == -1 && PyErr_Occurred()) return nullptr;
+  if (!(seq_v & 7) && PyList_GET_SIZE(s->watch) > 0 && !check_watch(s, frees)) return nullptr;
+
+  // The site: the frame that called the mode's __torch_dispatch__ (sys._getframe(1) there).
+  PyFrameObject* dispatch_frame = PyEval_GetFrame();  // borrowed: __torch_dispatch__'s own frame
+  PyFrameObject* frame = dispatch_frame != nullptr ? PyFrame_GetBack(dispatch_frame) : nullptr;  // new
+  PyObject* site_frame;
+  if (frame == nullptr) {
+    site_frame = Py_None;
+    Py_INCREF(site_frame);
+  } else {
+    site_frame = live_site(s, frame);
+    if (site_frame == nullptr) {
+      Py_DECREF(frame);
+      return nullptr;
+    }
+  }
+  PyObject* site;
+  if (site_frame == Py_None) {
+    site = Py_None;
+    Py_INCREF(site);
+  } else {
+    site = write_site(s, (PyFrameObject*)site_frame);
+  }
+  PyObject* result = nullptr;
+  PyObject *module = nullptr, *region = nullptr, *tid = nullptr, *in_graph = nullptr, *is_copy = Py_False;
+  PyObject* row = nullptr;
+  Py_INCREF(is_copy);
+  do {
+    if (site == nullptr) break;
+    unsigned long ident = PyThread_get_thread_ident();
+    PyObject* key = PyLong_FromUnsignedLong(ident);
+    if (key == nullptr) break;
+    tid = PyDict_SetDefault(s->tids, key, key);  // borrowed
+    Py_DECREF(key);
+    if (tid == nullptr) break;
+    Py_INCREF(tid);
+    module = attr_or_none(s->mod_state, s_path);
+    if (module == nullptr) break;
+    region = PyObject_GetAttr(s->region_state, s_path);
+    if (region == nullptr) break;
+    if (s->in_graph == Py_None) {
+      in_graph = Py_False;
+      Py_INCREF(in_graph);
+    } else {
+      PyObject* r = PyObject_CallNoArgs(s->in_graph);
+      if (r == nullptr) break;
+      int t = PyObject_IsTrue(r);
+      Py_DECREF(r);
+      if (t < 0) break;
+      in_graph = t ? Py_True : Py_False;
+      Py_INCREF(in_graph);
+    }
+    PyObject* copy_fn = PyTuple_GET_ITEM(plan, PLAN_COPY_FN);
+    if (copy_fn != Py_None) {
+      PyObject* kw = kwargs;
+      PyObject* tmp_kw = nullptr;
+      if (kw == nullptr) kw = tmp_kw = PyDict_New();
+      if (kw == nullptr) break;
+      PyObject* facts = PyObject_CallFunctionObjArgs(copy_fn, op_args, kw, out, nullptr);
+      bool fail = facts == nullptr;
+      if (!fail && facts != Py_None) {
+        Py_SETREF(is_copy, Py_True);
+        Py_INCREF(is_copy);
+        PyObject* where = site_frame != Py_None ? site_frame : (PyObject*)frame;
+        int done = record_copy(s, seq, PyTuple_GET_ITEM(plan, PLAN_NAME), facts, (PyFrameObject*)where, module,
+                               region, tid, in_graph);
+        if (done == 0) {  // a tensor the compiled path does not handle: the Python method records it
+          PyObject* r = PyObject_CallMethodObjArgs(s->recorder, s_record_copy, seq, PyTuple_GET_ITEM(plan, PLAN_NAME),
+                                                   facts, where, module, region, tid, in_graph, nullptr);
+          fail = r == nullptr;
+          Py_XDECREF(r);
+        } else {
+          fail = done < 0;
+        }
+      }
+      Py_XDECREF(facts);
+      Py_XDECREF(tmp_kw);
+      if (fail) break;
+    }
+    PyObject* r_t = reads.tuple(s->empty);
+    PyObject* w_t = writes.tuple(s->empty);
+    PyObject* a_t = allocs.tuple(s->empty);
+    PyObject* f_t = frees.tuple(s->empty);
+    if (r_t == nullptr || w_t == nullptr || a_t == nullptr || f_t == nullptr) {
+      Py_XDECREF(r_t);
+      Py_XDECREF(w_t);
+      Py_XDECREF(a_t);
+      Py_XDECREF(f_t);
+      break;
+    }
+    row = PyTuple_New(12);
+    if (row == nullptr) {
+      Py_DECREF(r_t);
+      Py_DECREF(w_t);
+      Py_DECREF(a_t);
+      Py_DECREF(f_t);
+      break;
+    }
+    PyObject* name = PyTuple_GET_ITEM(plan, PLAN_NAME);
+    Py_INCREF(seq);
+    Py_INCREF(name);
+    PyTuple_SET_ITEM(row, 0, seq);
+    PyTuple_SET_ITEM(row, 1, name);
+    PyTuple_SET_ITEM(row, 2, r_t);
+    PyTuple_SET_ITEM(row, 3, w_t);
+    PyTuple_SET_ITEM(row, 4, a_t);
+    PyTuple_SET_ITEM(row, 5, f_t);
+    Py_INCREF(site);
+    PyTuple_SET_ITEM(row, 6, site);
+    Py_INCREF(module);
+    PyTuple_SET_ITEM(row, 7, module);
+    Py_INCREF(region);
+    PyTuple_SET_ITEM(row, 8, region);
+    Py_INCREF(tid);
+    PyTuple_SET_ITEM(row, 9, tid);
+    Py_INCREF(is_copy);
+    PyTuple_SET_ITEM(row, 10, is_copy);
+    Py_INCREF(in_graph);
+    PyTuple_SET_ITEM(row, 11, in_graph);
+    PyObject* r = PyObject_CallOneArg(s->append_op, row);
+    if (r == nullptr) break;
+    Py_DECREF(r);
+    result = Py_True;
+    Py_INCREF(result);
+  } while (false);
+  Py_XDECREF(row);
+  Py_XDECREF(site);
+  Py_XDECREF(site_frame);
+  Py_XDECREF(frame);
+  Py_XDECREF(module);
+  Py_XDECREF(region);
+  Py_XDECREF(tid);
+  Py_XDECREF(in_graph);
+  Py_XDECREF(is_copy);
+  return result;
+}
+
+PyMethodDef methods[] = {
+    {"make_state", (PyCFunction)make_state, METH_VARARGS, "The recorder state shared with the Python recorder."},
+    {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,
+     "record(state, seq, plan, args, kwargs, out) -> bool: record one op; False declines it."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "copyhunt_native_recorder", nullptr, -1, methods};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit_copyhunt_native_recorder(void) {
+  s_cdata = PyUnicode_InternFromString("_cdata");
+  s_threaded = PyUnicode_InternFromString("threaded");
+  s_path = PyUnicode_InternFromString("path");
+  s_watch_pos = PyUnicode_InternFromString("_watch_pos");
+  s_record_copy = PyUnicode_InternFromString("_record_copy");
+  s_device = PyUnicode_InternFromString("device");
+  s_accumulate = PyUnicode_InternFromString("accumulate");
+  s_cpu = PyUnicode_InternFromString("cpu");
+  s_dtype = PyUnicode_InternFromString("dtype");
+  s_d2d = PyUnicode_InternFromString("d2d");
+  s_h2d = PyUnicode_InternFromString("h2d");
+  s_d2h = PyUnicode_InternFromString("d2h");
+  s_p2p = PyUnicode_InternFromString("p2p");
+  return PyModule_Create(&module_def);
+}
