@@ -60,6 +60,7 @@ class _Marker:
         return self.name
 
 
+_DECLINED = _Marker("declined")  # the compiled dispatch path's "the Python path takes this op"
 _SKIP = _Marker("skip")  # profiler bookkeeping (copyhunt.region's own record_function): not a data op
 _COMPOSITE = _Marker("composite")  # runs its C++ CompositeImplicitAutograd kernel: record the ops it calls
 
@@ -99,6 +100,9 @@ class _Mode(TorchDispatchMode):
     def __init__(self, cap: "DispatchCapture") -> None:
         super().__init__()
         self.cap: DispatchCapture | None = cap
+        # The compiled common path (native_recorder.cpp ``dispatch``) and its state, when available.
+        self.fast: Callable[..., Any] | None = cap.native_dispatch
+        self.fast_state: Any = cap.native_state
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -117,6 +121,13 @@ class _Mode(TorchDispatchMode):
         return True
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
+        fast = self.fast
+        if fast is not None:
+            # An op with a plan, outside a device capture: the whole path below in one C call. It
+            # declines (doing nothing) what it does not take: a new op, a composite, bookkeeping.
+            out = fast(self.fast_state, func, args, kwargs)
+            if out is not _DECLINED:
+                return out
         prior = _set_eval_frame(None)  # Dynamo's frame hook off (see _OWN_DYNAMO_SWITCH)
         try:
             if kwargs is None:
@@ -225,6 +236,7 @@ class DispatchCapture:
         self.record = self.recorder.record  # the hot path, bound once
         # The compiled hot path and its state (set at start when it is available; see recording.py).
         self.native_record: Callable[..., bool] | None = None
+        self.native_dispatch: Callable[..., Any] | None = None
         self.native_state: Any = None
         self.use_native = use_native
         self.record_ops = record_ops
@@ -257,6 +269,17 @@ class DispatchCapture:
             self.recorder.start_native()
             self.native_state = self.recorder.native_state
             self.native_record = self.recorder.native_record
+            if self.native_state is not None and self.op_range is None:
+                from copyhunt.capture import native_recorder
+
+                mod = native_recorder.load()
+                assert mod is not None
+                hook = _set_eval_frame if _OWN_DYNAMO_SWITCH else None
+                mod.attach_dispatch(
+                    self.native_state, self._plans, Plan, self._seq, self.record_ops, _DECLINED, hook,
+                    self.record, self.recorder.internal_error,
+                )  # fmt: skip
+                self.native_dispatch = mod.dispatch
         self.active = True
         modules = self.recorder.modules
         if modules is not None:
@@ -290,6 +313,7 @@ class DispatchCapture:
                 self.recorder.modules.uninstall()
             for m in self._modes:
                 m.cap = None  # threads still running keep a pass-through mode
+                m.fast = None
             self._modes = []
             self._drop_native()
             self.recorder.close()
@@ -303,6 +327,7 @@ class DispatchCapture:
         self.active = False
         for m in self._modes:
             m.cap = None
+            m.fast = None
         self._drop_native()
         _lift_cpu_only(self._prev_lift)
         threading.setprofile(self._prev_thread_hook)
@@ -313,6 +338,7 @@ class DispatchCapture:
 
     def _drop_native(self) -> None:
         self.native_record = None
+        self.native_dispatch = None
         self.native_state = None
         self.recorder.stop_native()
 

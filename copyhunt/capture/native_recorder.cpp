@@ -73,6 +73,15 @@ struct State {
   PyObject* region_dict = nullptr;                        // ... and of region_state
   unsigned long dicts_ident = 0;                          // that thread
   std::unordered_map<PyObject*, long> ranks;              // code object (held) -> rank
+  // The dispatch fast path (attach_dispatch): the capture's plan table, op counter and fallbacks.
+  PyObject* plans = nullptr;           // dict: op overload -> Plan (or a marker: declined)
+  PyObject* plan_type = nullptr;       // the Plan class
+  PyObject* seq_iter = nullptr;        // itertools.count shared with the Python path
+  PyObject* declined = nullptr;        // the sentinel dispatch() returns when Python must take the op
+  PyObject* set_eval_frame = nullptr;  // Dynamo's frame hook switch, or None
+  PyObject* py_record = nullptr;       // Recorder.record (the Python recorder)
+  PyObject* internal_error = nullptr;  // Recorder.internal_error
+  bool record_ops = true;
   unsigned long last_ident = 0;                           // the thread of the previous op
   PyObject* last_tid = nullptr;                           // ... and its int object (borrowed from tids)
 };
@@ -545,6 +554,9 @@ void state_free(PyObject* capsule) {
   for (auto& kv : s->ranks) Py_DECREF(kv.first);
   Py_XDECREF(s->mod_dict);
   Py_XDECREF(s->region_dict);
+  PyObject** fast[] = {&s->plans, &s->plan_type, &s->seq_iter, &s->declined, &s->set_eval_frame, &s->py_record,
+                       &s->internal_error};
+  for (PyObject** p : fast) Py_CLEAR(*p);
   delete s;
 }
 
@@ -900,38 +912,27 @@ PyObject* storage_id(State* s, const Seen& t, PyObject** cd_out, bool* was_new, 
   return fresh;
 }
 
-// record(state, seq, plan, args, kwargs, out) -> bool: True when the op was recorded here.
-PyObject* record(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
-  if (argc != 6) {
-    PyErr_SetString(PyExc_TypeError, "record(state, seq, plan, args, kwargs, out)");
-    return nullptr;
-  }
-  auto* s = static_cast<State*>(PyCapsule_GetPointer(argv[0], "copyhunt.native_recorder.State"));
-  if (s == nullptr) return nullptr;
-  PyObject* seq = argv[1];
-  PyObject* plan = argv[2];
-  PyObject* op_args = argv[3];
-  PyObject* kwargs = argv[4] == Py_None ? nullptr : argv[4];
-  PyObject* out = argv[5];
+// Record one op: 1 recorded here, 0 declined (nothing touched: the Python recorder takes it), -1 error.
+int record_op(State* s, PyObject* seq, PyObject* plan, PyObject* op_args, PyObject* kwargs, PyObject* out) {
   if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) < 6 || !PyTuple_Check(op_args) ||
       (kwargs != nullptr && !PyDict_Check(kwargs))) {
-    Py_RETURN_FALSE;
+    return 0;
   }
   // A second recording thread: the Python recorder's lock-protected table is the only writer.
   PyObject* threaded = PyObject_GetAttr(s->table, s_threaded);
-  if (threaded == nullptr) return nullptr;
+  if (threaded == nullptr) return -1;
   int thr = PyObject_IsTrue(threaded);
   Py_DECREF(threaded);
   if (thr != 0) {
-    if (thr < 0) return nullptr;
-    Py_RETURN_FALSE;
+    if (thr < 0) return -1;
+    return 0;
   }
 
   Small<Seen, 4> outs;
   Small<Seen, 8> ins;
   int ok = collect(s, plan, &PyTuple_GET_ITEM(op_args, 0), PyTuple_GET_SIZE(op_args), kwargs, out, outs, ins);
-  if (ok < 0) return nullptr;
-  if (ok == 0) Py_RETURN_FALSE;
+  if (ok < 0) return -1;
+  if (ok == 0) return 0;
 
   Flat reads, writes, allocs, frees;
   Small<PyObject*, 4> out_sids;  // owned
@@ -948,16 +949,16 @@ PyObject* record(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
     bool was_new;
     PyObject* dead;
     PyObject* sid = storage_id(s, o, &cd, &was_new, &dead);
-    if (sid == nullptr) return nullptr;
+    if (sid == nullptr) return -1;
     out_sids.push_back(sid);
     if (dead != nullptr) {
       bool fine = note_freed(s, dead, frees);
       Py_DECREF(dead);
-      if (!fine) return nullptr;
+      if (!fine) return -1;
     }
     if (!was_new) continue;
     Py_INCREF(sid);
-    if (!allocs.push(sid) || !push_access(writes, sid, o.impl, true)) return nullptr;
+    if (!allocs.push(sid) || !push_access(writes, sid, o.impl, true)) return -1;
   }
 
   bool partial = PyObject_IsTrue(PyTuple_GET_ITEM(plan, PLAN_PARTIAL)) == 1;
@@ -966,13 +967,13 @@ PyObject* record(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
     bool was_new;
     PyObject* dead;
     PyObject* sid = storage_id(s, t, &cd, &was_new, &dead);
-    if (sid == nullptr) return nullptr;
+    if (sid == nullptr) return -1;
     if (dead != nullptr) {
       bool fine = note_freed(s, dead, frees);
       Py_DECREF(dead);
       if (!fine) {
         Py_DECREF(sid);
-        return nullptr;
+        return -1;
       }
     }
     bool fine = true;
@@ -991,12 +992,12 @@ PyObject* record(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
       fine = push_access(reads, sid, t.impl, !partial) && push_access(writes, sid, t.impl, !partial);
     }
     Py_DECREF(sid);
-    if (!fine) return nullptr;
+    if (!fine) return -1;
   }
 
   long long seq_v = PyLong_AsLongLong(seq);
-  if (seq_v == -1 && PyErr_Occurred()) return nullptr;
-  if (!(seq_v & 7) && PyList_GET_SIZE(s->watch) > 0 && !check_watch(s, frees)) return nullptr;
+  if (seq_v == -1 && PyErr_Occurred()) return -1;
+  if (!(seq_v & 7) && PyList_GET_SIZE(s->watch) > 0 && !check_watch(s, frees)) return -1;
 
   // The site: the frame that called the mode's __torch_dispatch__ (sys._getframe(1) there).
   PyFrameObject* dispatch_frame = PyEval_GetFrame();  // borrowed: __torch_dispatch__'s own frame
@@ -1009,7 +1010,7 @@ PyObject* record(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
     site_frame = live_site(s, frame);
     if (site_frame == nullptr) {
       Py_DECREF(frame);
-      return nullptr;
+      return -1;
     }
   }
   PyObject* site;
@@ -1019,7 +1020,7 @@ PyObject* record(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
   } else {
     site = write_site(s, (PyFrameObject*)site_frame);
   }
-  PyObject* result = nullptr;
+  int result = -1;
   PyObject *module = nullptr, *region = nullptr, *tid = nullptr, *in_graph = nullptr, *is_copy = Py_False;
   PyObject* row = nullptr;
   Py_INCREF(is_copy);
@@ -1127,8 +1128,7 @@ PyObject* record(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
     PyObject* r = PyObject_CallOneArg(s->append_op, row);
     if (r == nullptr) break;
     Py_DECREF(r);
-    result = Py_True;
-    Py_INCREF(result);
+    result = 1;
   } while (false);
   Py_XDECREF(row);
   Py_XDECREF(site);
@@ -1142,9 +1142,147 @@ PyObject* record(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
   return result;
 }
 
+
+// record(state, seq, plan, args, kwargs, out) -> bool: True when the op was recorded here.
+PyObject* record(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
+  if (argc != 6) {
+    PyErr_SetString(PyExc_TypeError, "record(state, seq, plan, args, kwargs, out)");
+    return nullptr;
+  }
+  auto* s = static_cast<State*>(PyCapsule_GetPointer(argv[0], "copyhunt.native_recorder.State"));
+  if (s == nullptr) return nullptr;
+  int r = record_op(s, argv[1], argv[2], argv[3], argv[4] == Py_None ? nullptr : argv[4], argv[5]);
+  if (r < 0) return nullptr;
+  return PyBool_FromLong(r);
+}
+
+
+// attach_dispatch(state, plans, plan_type, seq_iter, record_ops, declined, set_eval_frame, py_record,
+//                 internal_error): enable dispatch() on this state.
+PyObject* attach_dispatch(PyObject*, PyObject* args) {
+  PyObject *cap, *plans, *plan_type, *seq_iter, *declined, *set_eval_frame, *py_record, *internal_error;
+  int record_ops;
+  if (!PyArg_ParseTuple(args, "OO!OOpOOOO:attach_dispatch", &cap, &PyDict_Type, &plans, &plan_type, &seq_iter,
+                        &record_ops, &declined, &set_eval_frame, &py_record, &internal_error)) {
+    return nullptr;
+  }
+  auto* s = static_cast<State*>(PyCapsule_GetPointer(cap, "copyhunt.native_recorder.State"));
+  if (s == nullptr) return nullptr;
+  PyObject** slots[] = {&s->plans, &s->plan_type, &s->seq_iter, &s->declined, &s->set_eval_frame, &s->py_record,
+                        &s->internal_error};
+  PyObject* values[] = {plans, plan_type, seq_iter, declined, set_eval_frame, py_record, internal_error};
+  for (size_t i = 0; i < 7; ++i) {
+    Py_INCREF(values[i]);
+    Py_XSETREF(*slots[i], values[i]);
+  }
+  s->record_ops = record_ops != 0;
+  Py_RETURN_NONE;
+}
+
+// Dynamo's frame hook off (capture/dispatch.py _OWN_DYNAMO_SWITCH). New reference to the prior hook.
+PyObject* hook_off(State* s) {
+  if (s->set_eval_frame == Py_None) Py_RETURN_NONE;
+  return PyObject_CallOneArg(s->set_eval_frame, Py_None);
+}
+
+// Put the prior hook back, keeping any exception being raised. Steals ``prior``.
+bool hook_back(State* s, PyObject* prior) {
+  if (s->set_eval_frame == Py_None) {
+    Py_DECREF(prior);
+    return true;
+  }
+  PyObject *et, *ev, *tb;
+  PyErr_Fetch(&et, &ev, &tb);
+  PyObject* r = PyObject_CallOneArg(s->set_eval_frame, prior);
+  Py_DECREF(prior);
+  if (r == nullptr) {
+    Py_XDECREF(et);
+    Py_XDECREF(ev);
+    Py_XDECREF(tb);
+    return false;
+  }
+  Py_DECREF(r);
+  PyErr_Restore(et, ev, tb);
+  return true;
+}
+
+// dispatch(state, func, args, kwargs) -> the op's result, or the ``declined`` sentinel (nothing done:
+// the mode's Python path takes the op). _Mode.__torch_dispatch__'s common path in one call: the plan
+// of an op seen before, the next sequence number, the op itself, its record (the compiled recorder,
+// else the Python one), with Dynamo's frame hook off throughout. An exception of the op propagates;
+// one of the bookkeeping is reported (Recorder.internal_error) and the traced program goes on.
+PyObject* dispatch(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
+  if (argc != 4) {
+    PyErr_SetString(PyExc_TypeError, "dispatch(state, func, args, kwargs)");
+    return nullptr;
+  }
+  auto* s = static_cast<State*>(PyCapsule_GetPointer(argv[0], "copyhunt.native_recorder.State"));
+  if (s == nullptr) return nullptr;
+  PyObject* func = argv[1];
+  PyObject* op_args = argv[2];
+  PyObject* kwargs = argv[3] == Py_None ? nullptr : argv[3];
+  if (s->plans == nullptr || !PyTuple_Check(op_args) || (kwargs != nullptr && !PyDict_Check(kwargs))) {
+    Py_INCREF(s->declined);
+    return s->declined;
+  }
+  PyObject* plan = PyDict_GetItemWithError(s->plans, func);  // borrowed
+  if (plan == nullptr || (PyObject*)Py_TYPE(plan) != s->plan_type) {
+    if (PyErr_Occurred()) return nullptr;
+    Py_INCREF(s->declined);
+    return s->declined;  // not seen yet, composite or profiler bookkeeping: the Python path
+  }
+  Py_INCREF(plan);  // the op may run arbitrary code; keep the plan
+  PyObject* prior = hook_off(s);
+  if (prior == nullptr) {
+    Py_DECREF(plan);
+    return nullptr;
+  }
+  PyObject* seq = PyIter_Next(s->seq_iter);
+  PyObject* out = seq != nullptr ? PyObject_Call(func, op_args, kwargs) : nullptr;
+  if (out != nullptr && (PyTuple_GET_ITEM(plan, PLAN_COPY_FN) != Py_None || s->record_ops)) {
+    int r = record_op(s, seq, plan, op_args, kwargs, out);
+    if (r == 0) {  // declined: the Python recorder, with the frame that called the mode
+      PyFrameObject* here = PyEval_GetFrame();
+      PyFrameObject* caller = here != nullptr ? PyFrame_GetBack(here) : nullptr;
+      PyObject* kw = kwargs != nullptr ? kwargs : PyDict_New();
+      PyObject* res = kw == nullptr ? nullptr
+                                    : PyObject_CallFunctionObjArgs(s->py_record, seq, plan, op_args, kw, out,
+                                                                   caller != nullptr ? (PyObject*)caller : Py_None,
+                                                                   nullptr);
+      if (kw != kwargs) Py_XDECREF(kw);
+      Py_XDECREF(caller);
+      r = res != nullptr ? 1 : -1;
+      Py_XDECREF(res);
+    }
+    if (r < 0) {
+      if (PyErr_ExceptionMatches(PyExc_Exception)) {  // our bookkeeping: never break the traced program
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyErr_NormalizeException(&et, &ev, &tb);
+        if (tb != nullptr && ev != nullptr) PyException_SetTraceback(ev, tb);
+        PyObject* res = PyObject_CallFunctionObjArgs(s->internal_error, func, ev != nullptr ? ev : Py_None, nullptr);
+        Py_XDECREF(res);
+        PyErr_Clear();
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+      } else {  // KeyboardInterrupt and friends: raised, as the Python path does
+        Py_CLEAR(out);
+      }
+    }
+  }
+  Py_XDECREF(seq);
+  Py_DECREF(plan);
+  if (!hook_back(s, prior)) Py_CLEAR(out);
+  return out;
+}
+
 PyMethodDef methods[] = {
     {"calibrate", (PyCFunction)calibrate, METH_O, "Find where tensor objects keep their TensorImpl (-1: not found)."},
     {"make_state", (PyCFunction)make_state, METH_VARARGS, "The recorder state shared with the Python recorder."},
+    {"attach_dispatch", (PyCFunction)attach_dispatch, METH_VARARGS, "Enable dispatch() on a state."},
+    {"dispatch", (PyCFunction)(void (*)(void))dispatch, METH_FASTCALL,
+     "dispatch(state, func, args, kwargs): run and record one op, or return the declined sentinel."},
     {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,
      "record(state, seq, plan, args, kwargs, out) -> bool: record one op; False declines it."},
     {nullptr, nullptr, 0, nullptr},
