@@ -83,7 +83,7 @@ def hunted(program: Callable[[], Any], *, native: bool, **hunt_kw: Any) -> Run:
 
     def counting_record(self: Recorder, seq: int, plan: Any, args: Any, kwargs: Any, out: Any, frame: Any) -> None:
         seqs.append(seq)
-        if any(type(t) not in PLAIN or t.layout != torch.strided for t in _planned_tensors(plan, args, kwargs, out)):
+        if any(type(t) not in PLAIN or t.layout != torch.strided or t.is_quantized for t in _planned_tensors(plan, args, kwargs, out)):
             nonplain.append(seq)
         record(self, seq, plan, args, kwargs, out, frame)
 
@@ -314,10 +314,53 @@ def inference_mode() -> Any:
     return y, r, s, t
 
 
+def training_step() -> Any:
+    """Backward (ops run by the autograd engine) and foreach optimizers: tensor lists as RW arguments."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 2))
+    opts = [torch.optim.Adam(model[0].parameters(), lr=0.1, foreach=True), torch.optim.SGD(model[2].parameters(), lr=0.1, momentum=0.9, foreach=True)]
+    x, y = torch.randn(6, 8), torch.randn(6, 2)
+    for _ in range(2):
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        for opt in opts:
+            opt.step()
+            opt.zero_grad(set_to_none=False)
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def other_devices() -> Any:
+    """Meta tensors: a device other than the CPU (device names, h2d copy kinds) without a GPU."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 4)
+    m = x.to("meta")  # a copy from the host to another device
+    a = m.t() + 1
+    b = torch.empty(3, 5, device="meta")
+    c = torch.cat([m, m.t()])
+    d = torch.empty(4, 4, device="meta").copy_(x)
+    e = m.to(torch.float16)
+    return a.shape, b.shape, c.shape, d.shape, e.shape
+
+
+def odd_indexing_and_views() -> Any:
+    """Index lists holding None, complex conjugate views resolved, unbind/split outputs, numpy storages."""
+    torch.manual_seed(0)
+    x = torch.zeros(4, 6)
+    idx = torch.tensor([1, 4])
+    x[:, idx] = torch.ones(4, 2)  # indices [None, idx]
+    torch.ops.aten.index_put_.default(x, [None, idx], torch.full((4, 2), 2.0), accumulate=True)
+    z = torch.randn(3, 3, dtype=torch.complex64)
+    zc = z.conj().resolve_conj()
+    parts = [p * 2 for p in x.unbind(0)] + [p + 1 for p in x.split(4, dim=1)]
+    n = torch.from_numpy(x.numpy().copy()) + 1
+    return x, zc, parts, n
+
+
 PROGRAMS: dict[str, Callable[[], Any]] = {
     f.__name__: f
     for f in (views_and_layouts, zero_numel, in_place, out_arguments, index_puts, cat_and_stack, copies_and_casts,
-              storage_reuse, modules_and_regions, inference_mode)  # fmt: skip
+              storage_reuse, modules_and_regions, inference_mode, training_step, other_devices,
+              odd_indexing_and_views)  # fmt: skip
 }
 
 
@@ -345,6 +388,10 @@ def test_hand_written_programs_hit_the_branches_they_name() -> None:
     assert rw == [True, False, True, False, True, False, False, False]
     assert any(not a.dense for o in t["views_and_layouts"].ops for a in o.reads)
     assert any(a.nbytes == 0 for o in t["zero_numel"].ops for a in o.reads + o.writes)
+    assert {"aten._foreach_add_.List", "aten._foreach_mul_.Scalar"} <= {o.op for o in t["training_step"].ops}
+    assert any(len(o.writes) >= 2 for o in t["training_step"].ops if o.op.startswith("aten._foreach"))
+    assert {s.device for s in t["other_devices"].storages} == {"cpu", "meta"}
+    assert [c.kind for c in t["other_devices"].copies if c.src_device != c.dst_device] == ["h2d", "h2d"]
 
 
 def test_ring_mode_records_the_same_newest_rows() -> None:
@@ -403,15 +450,24 @@ def test_a_thread_started_during_the_hunt_hands_every_later_op_to_python() -> No
 # --- code nobody here wrote ----------------------------------------------------------------------------
 
 
-def test_bundled_moe_demo_records_the_same_rows() -> None:
-    """The MoE demo (copyhunt_moe) on the CPU: its stack is cached per config, so one untraced step first
-    makes both hunted steps start from the same state."""
+@pytest.mark.parametrize(
+    "hunt_kw",
+    [{}, {"focus": ["*/copyhunt_moe/layer.py"], "hide": ["*/copyhunt_moe/torch_experts.py"], "stack_depth": 3}],
+    ids=["default_sites", "focus_hide_depth3"],
+)
+def test_bundled_moe_demo_records_the_same_rows(hunt_kw: dict[str, Any]) -> None:
+    """The MoE demo (copyhunt_moe) on the CPU, with the default site rule and with focus/hide globs (the
+    site walk past hidden and candidate frames to a focused one) and a short stack. Its stack of layers is
+    cached per config, so one untraced step first makes both hunted steps start from the same state."""
     from copyhunt_moe import demo
 
     demo.baseline(device="cpu")
-    n, p = plain_program(lambda: demo.baseline(device="cpu"))
+    n, p = plain_program(lambda: demo.baseline(device="cpu"), **hunt_kw)
     assert torch.equal(n.out, p.out)
     assert len(n.trace.copies) == 8  # two output copies per layer, 4 layers (tests/test_moe_demo.py)
+    if hunt_kw:
+        assert {c.site.file.rsplit("/", 1)[-1] for c in n.trace.copies if c.site} == {"layer.py"}
+        assert all(len(c.stack) <= 3 for c in n.trace.copies)
 
 
 LLAMA = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -466,7 +522,7 @@ class Tagged(torch.Tensor):
 
 
 def mixed_program() -> Any:
-    """Plain tensors interleaved with a tensor subclass and a sparse tensor."""
+    """Plain tensors interleaved with a tensor subclass, a sparse tensor and a quantized one."""
     torch.manual_seed(0)
     x = torch.randn(4, 4)
     t = torch.randn(4, 4).as_subclass(Tagged)
@@ -480,11 +536,13 @@ def mixed_program() -> Any:
     g = torch.sparse.mm(sp, x)  # sparse: no storage
     h = x.to(torch.float16)  # plain
     x.add_(t)  # in place on a plain tensor, read from a subclass
-    return a, b, c, d, e, f, g, h
+    q = torch.quantize_per_tensor(x, 0.1, 0, torch.qint8)  # a quantized output: another TensorImpl
+    i = q.dequantize() + 1
+    return a, b, c, d, e, f, g, h, i
 
 
 def test_mixed_program_takes_both_paths_and_records_the_same_rows() -> None:
-    """The compiled recorder declines exactly the ops with a subclass or sparse tensor among the tensors it
+    """The compiled recorder declines exactly the ops with a subclass, sparse or quantized tensor among the tensors it
     reads, writes or allocates (before touching any state); Python records those, the compiled path the rest,
     and the rows equal the all-Python run's."""
     n, p = both(mixed_program)
@@ -492,7 +550,8 @@ def test_mixed_program_takes_both_paths_and_records_the_same_rows() -> None:
     assert n.python_seqs == n.nonplain == declined
     assert 4 <= len(declined) < len(p.trace.ops) - 8  # both paths took a fair share
     ops_by_seq = {o.seq: o.op for o in p.trace.ops}
-    assert {"aten.mul.Tensor", "aten.clone.default", "aten.cat.default"} <= {ops_by_seq[s] for s in declined}
+    assert {"aten.mul.Tensor", "aten.clone.default", "aten.cat.default", "aten.quantize_per_tensor.default",
+            "aten.dequantize.self"} <= {ops_by_seq[s] for s in declined}
 
 
 # --- the loader -------------------------------------------------------------------------------------------
