@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+import sys
 import threading
 import weakref
 from pathlib import Path
@@ -31,7 +32,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import copyhunt  # noqa: E402
 from copyhunt.capture import native_recorder  # noqa: E402
-from copyhunt.capture.copy_ops import COPY_OPS  # noqa: E402
+from copyhunt.capture.copy_ops import COPY_OPS, CopyFacts  # noqa: E402
+from copyhunt.capture.op_roles import READ, Plan  # noqa: E402
+from copyhunt.capture.raw import CaptureResult  # noqa: E402
 from copyhunt.capture.recording import Recorder  # noqa: E402
 from copyhunt.records import Trace  # noqa: E402
 
@@ -541,6 +544,7 @@ def mixed_program() -> Any:
     return a, b, c, d, e, f, g, h, i
 
 
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")  # deprecated, still a TensorImpl we need
 def test_mixed_program_takes_both_paths_and_records_the_same_rows() -> None:
     """The compiled recorder declines exactly the ops with a subclass, sparse or quantized tensor among the tensors it
     reads, writes or allocates (before touching any state); Python records those, the compiled path the rest,
@@ -552,6 +556,63 @@ def test_mixed_program_takes_both_paths_and_records_the_same_rows() -> None:
     ops_by_seq = {o.seq: o.op for o in p.trace.ops}
     assert {"aten.mul.Tensor", "aten.clone.default", "aten.cat.default", "aten.quantize_per_tensor.default",
             "aten.dequantize.self"} <= {ops_by_seq[s] for s in declined}
+
+
+# --- copy facts the CPU cannot produce, driven straight into both recorders --------------------------------
+
+
+def _drive(native: bool, calls: list[tuple[int, Plan, tuple[Any, ...], Any]]) -> CaptureResult:
+    """Hand ``calls`` (seq, plan, args, out) to a fresh Recorder's compiled or Python path, as the mode does:
+    the site is this function's caller (``sys._getframe(1)`` in ``__torch_dispatch__``)."""
+    rec = Recorder(rule=None, stack_depth=4, track_modules=False, record_ops=True)
+    if native:
+        rec.start_native()
+        assert rec.native_record is not None
+    for seq, plan, args, out in calls:
+        if native:
+            assert rec.native_record(rec.native_state, seq, plan, args, {}, out) is True
+        else:
+            rec.record(seq, plan, args, {}, out, sys._getframe(1))
+    rec.stop_native()
+    rec.close()
+    return rec.read()
+
+
+def test_device_copy_facts_record_the_same_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Copy facts only a GPU gives (a value read to the host, a device-to-host copy) and facts the compiled
+    path hands to ``Recorder._record_copy`` (sources as a list, a sparse destination), with meta tensors
+    standing in for device ones: the same copy and op rows from both paths."""
+    meta = torch.empty(2, 3, device="meta")
+    host = torch.empty(2, 3)
+    sparse = torch.eye(3).to_sparse()
+
+    def plan(name: str, facts: Callable[[Any, Any, Any], CopyFacts]) -> Plan:
+        return Plan(name, ((0, "self", READ),), False, False, None, facts)
+
+    calls = [
+        (0, plan("t.item", lambda a, k, o: CopyFacts((a[0],), torch.empty((), dtype=a[0].dtype), 4, to_host_value=True)), (meta,), 1.5),
+        (1, plan("t.d2h", lambda a, k, o: CopyFacts((a[0],), o, 24)), (meta,), host),
+        (2, plan("t.list_srcs", lambda a, k, o: CopyFacts([a[0], a[0]], o, 24)), (host,), host.t()),  # type: ignore[arg-type]
+        (3, plan("t.sparse_dst", lambda a, k, o: CopyFacts((a[0],), sparse, 36, noop=True, exact=False)), (host,), host),
+    ]
+    handed: list[str] = []
+    record_copy = Recorder._record_copy
+
+    def spy(self: Recorder, seq: int, name: str, *a: Any) -> None:
+        handed.append(name)
+        record_copy(self, seq, name, *a)
+
+    monkeypatch.setattr(Recorder, "_record_copy", spy)
+    n, p = [_drive(flag, calls) for flag in (True, False)]  # one line: the same site
+    # The compiled path handed the two copies it does not handle to the Python method, and only those.
+    assert handed == ["t.list_srcs", "t.sparse_dst", "t.item", "t.d2h", "t.list_srcs", "t.sparse_dst"]
+    assert (n.ops, n.copies, n.storages) == (p.ops, p.copies, p.storages)
+    assert [(c.kind, c.src_device, c.dst_device, c.dst_storage) for c in n.copies[:2]] == [
+        ("d2h", "meta", "cpu", None),
+        ("d2h", "meta", "cpu", 1),
+    ]
+    assert n.copies[2].src_storages == (1, 1) and n.copies[3].dst_storage is None
+    assert {o.site.file for o in n.ops if o.site is not None} == {__file__} and len(n.ops) == 4
 
 
 # --- the loader -------------------------------------------------------------------------------------------
