@@ -346,7 +346,8 @@ def other_devices() -> Any:
 
 
 def odd_indexing_and_views() -> Any:
-    """Index lists holding None, complex conjugate views resolved, unbind/split outputs, numpy storages."""
+    """Index lists holding None, complex conjugate views resolved, unbind/split outputs, numpy storages,
+    sites in a comprehension, a generator and eval'd code."""
     torch.manual_seed(0)
     x = torch.zeros(4, 6)
     idx = torch.tensor([1, 4])
@@ -354,9 +355,10 @@ def odd_indexing_and_views() -> Any:
     torch.ops.aten.index_put_.default(x, [None, idx], torch.full((4, 2), 2.0), accumulate=True)
     z = torch.randn(3, 3, dtype=torch.complex64)
     zc = z.conj().resolve_conj()
-    parts = [p * 2 for p in x.unbind(0)] + [p + 1 for p in x.split(4, dim=1)]
+    parts = [p * 2 for p in x.unbind(0)] + list(p + 1 for p in x.split(4, dim=1))  # comprehension, generator
     n = torch.from_numpy(x.numpy().copy()) + 1
-    return x, zc, parts, n
+    e = eval("x.t().contiguous() + n.t()")  # a site in <string>
+    return x, zc, parts, n, e
 
 
 PROGRAMS: dict[str, Callable[[], Any]] = {
