@@ -79,12 +79,31 @@ def classify(func: Any) -> Any:
     return None
 
 
+#: Dynamo's frame hook switch (C). Inside a mode's ``__torch_dispatch__`` the hook must be off, or a
+#: torch.compile'd caller would make Dynamo compile the mode's own Python. Torch wraps every mode's
+#: ``__torch_dispatch__`` in ``torch._disable_dynamo`` for that: two Python frames and a few Python
+#: calls per op (about a quarter of a bare mode's cost on torch 2.13). Our mode does the same switch
+#: itself (what that wrapper does for its ``callback=None`` in every stance: hook off, then the prior
+#: hook back), where this torch offers both the switch and the per-class opt-out.
+_set_eval_frame: Callable[[Any], Any] = getattr(
+    getattr(getattr(torch._C, "_dynamo", None), "eval_frame", None), "set_eval_frame", None
+) or (lambda callback: None)
+_OWN_DYNAMO_SWITCH = hasattr(getattr(torch._C, "_dynamo", None), "eval_frame") and hasattr(
+    TorchDispatchMode, "_should_skip_dynamo"
+)
+
+
 class _Mode(TorchDispatchMode):
     """The per-thread dispatch mode: hands every op to its capture (pass-through once it stopped)."""
 
     def __init__(self, cap: "DispatchCapture") -> None:
         super().__init__()
         self.cap: DispatchCapture | None = cap
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """False where this mode switches Dynamo's frame hook off itself (``_OWN_DYNAMO_SWITCH``)."""
+        return not _OWN_DYNAMO_SWITCH
 
     @classmethod
     def ignore_compile_internals(cls) -> bool:
@@ -98,44 +117,48 @@ class _Mode(TorchDispatchMode):
         return True
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
-        if kwargs is None:
-            kwargs = {}
-        cap = self.cap
-        if cap is None:
-            return func(*args, **kwargs)
-        plan = cap._plans.get(func)
-        if type(plan) is not Plan:
-            if plan is None:
-                plan = cap._plans[func] = classify(func) or make_plan(func, COPY_OPS.get(func))
-            if plan is _COMPOSITE:
-                # Composite ops reach the mode undecomposed under inference_mode and on inference
-                # tensors (no Autograd key decomposed them). Run the same C++ composite kernel the
-                # untraced program runs, with the mode back on so it sees the ops that kernel calls.
-                # Never func.decompose(): that prefers torch's Python decompositions, which differ
-                # (eval dropout would clone instead of returning its input, changing results).
-                with self:
-                    return func._op_dk(_CIA, *args, **kwargs)
-            if plan is _SKIP:
-                return func(*args, **kwargs)
-        seq = next(cap._seq)
-        if cap.op_range is None:
-            out = func(*args, **kwargs)
-        else:
-            # Every op, not only copies: the device join needs the op that launched a device copy
-            # made inside C++ (``.item()``, a copy kernel inside another aten op).
-            with cap.op_range(seq, plan.name):
-                out = func(*args, **kwargs)
-        if plan.copy_fn is None and not cap.record_ops:
-            return out  # copies-only hunt: other ops just take a sequence number
+        prior = _set_eval_frame(None)  # Dynamo's frame hook off (see _OWN_DYNAMO_SWITCH)
         try:
-            # The compiled recorder takes the op unless it declines it (a tensor it does not handle):
-            # then the Python recorder does. Same rows either way (capture/native_recorder.py).
-            native = cap.native_record
-            if native is None or not native(cap.native_state, seq, plan, args, kwargs, out):
-                cap.record(seq, plan, args, kwargs, out, sys._getframe(1))
-        except Exception as exc:  # noqa: BLE001 - our bookkeeping must never break the traced program
-            cap.recorder.internal_error(func, exc)
-        return out
+            if kwargs is None:
+                kwargs = {}
+            cap = self.cap
+            if cap is None:
+                return func(*args, **kwargs)
+            plan = cap._plans.get(func)
+            if type(plan) is not Plan:
+                if plan is None:
+                    plan = cap._plans[func] = classify(func) or make_plan(func, COPY_OPS.get(func))
+                if plan is _COMPOSITE:
+                    # Composite ops reach the mode undecomposed under inference_mode and on inference
+                    # tensors (no Autograd key decomposed them). Run the same C++ composite kernel the
+                    # untraced program runs, with the mode back on so it sees the ops that kernel calls.
+                    # Never func.decompose(): that prefers torch's Python decompositions, which differ
+                    # (eval dropout would clone instead of returning its input, changing results).
+                    with self:
+                        return func._op_dk(_CIA, *args, **kwargs)
+                if plan is _SKIP:
+                    return func(*args, **kwargs)
+            seq = next(cap._seq)
+            if cap.op_range is None:
+                out = func(*args, **kwargs)
+            else:
+                # Every op, not only copies: the device join needs the op that launched a device copy
+                # made inside C++ (``.item()``, a copy kernel inside another aten op).
+                with cap.op_range(seq, plan.name):
+                    out = func(*args, **kwargs)
+            if plan.copy_fn is None and not cap.record_ops:
+                return out  # copies-only hunt: other ops just take a sequence number
+            try:
+                # The compiled recorder takes the op unless it declines it (a tensor it does not handle):
+                # then the Python recorder does. Same rows either way (capture/native_recorder.py).
+                native = cap.native_record
+                if native is None or not native(cap.native_state, seq, plan, args, kwargs, out):
+                    cap.record(seq, plan, args, kwargs, out, sys._getframe(1))
+            except Exception as exc:  # noqa: BLE001 - our bookkeeping must never break the traced program
+                cap.recorder.internal_error(func, exc)
+            return out
+        finally:
+            _set_eval_frame(prior)
 
 
 class _EagerMode(_Mode):

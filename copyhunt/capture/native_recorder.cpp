@@ -69,6 +69,12 @@ struct State {
   long stack_depth;        // Recorder.stack_depth
   std::unordered_map<long long, PyObject*> device_names;  // (type << 16 | index) -> name
   std::unordered_map<int, PyObject*> dtype_names;         // ScalarType -> str(dtype)
+  PyObject* mod_dict = nullptr;                           // the recording thread's dict of mod_state
+  PyObject* region_dict = nullptr;                        // ... and of region_state
+  unsigned long dicts_ident = 0;                          // that thread
+  std::unordered_map<PyObject*, long> ranks;              // code object (held) -> rank
+  unsigned long last_ident = 0;                           // the thread of the previous op
+  PyObject* last_tid = nullptr;                           // ... and its int object (borrowed from tids)
 };
 
 PyObject* s_cdata;
@@ -80,14 +86,62 @@ PyObject* s_device;
 PyObject* s_accumulate;
 PyObject* s_cpu;
 PyObject* s_dtype;
+PyObject* s_dict;
 PyObject* s_d2d;
 PyObject* s_h2d;
 PyObject* s_d2h;
 PyObject* s_p2p;
 
+// A new tuple the cyclic GC never scans: every tuple made here holds only ints, strings, bools, None,
+// code objects and other such tuples, so it cannot be part of a cycle; a traced run keeps millions
+// of them, and tracked they would make each collection the traced program triggers slower.
+PyObject* new_tuple(Py_ssize_t n) {
+  PyObject* t = PyTuple_New(n);
+  if (t != nullptr && n > 0) PyObject_GC_UnTrack(t);
+  return t;
+}
+
+PyObject* pack2(PyObject* a, PyObject* b) {
+  PyObject* t = new_tuple(2);
+  if (t == nullptr) return nullptr;
+  Py_INCREF(a);
+  Py_INCREF(b);
+  PyTuple_SET_ITEM(t, 0, a);
+  PyTuple_SET_ITEM(t, 1, b);
+  return t;
+}
+
+// A vector with room for N items inline: the per-op lists stay off the heap in the common case.
+template <typename T, size_t N>
+struct Small {
+  T inline_[N];
+  std::vector<T> heap_;
+  size_t n_ = 0;
+  void push_back(const T& v) {
+    if (n_ < N) {
+      inline_[n_++] = v;
+      return;
+    }
+    if (n_ == N) heap_.assign(inline_, inline_ + N);
+    heap_.push_back(v);
+    ++n_;
+  }
+  size_t size() const { return n_; }
+  bool empty() const { return n_ == 0; }
+  T* begin() { return n_ <= N ? inline_ : heap_.data(); }
+  T* end() { return begin() + n_; }
+  const T* begin() const { return n_ <= N ? inline_ : heap_.data(); }
+  const T* end() const { return begin() + n_; }
+  T& operator[](size_t i) { return begin()[i]; }
+  void clear() {
+    n_ = 0;
+    heap_.clear();
+  }
+};
+
 // A small growable flat row (reads, writes, allocs, frees) turned into a tuple at the end.
 struct Flat {
-  std::vector<PyObject*> items;  // owned references
+  Small<PyObject*, 16> items;  // owned references
   ~Flat() {
     for (PyObject* o : items) Py_XDECREF(o);
   }
@@ -101,7 +155,7 @@ struct Flat {
       Py_INCREF(empty);
       return empty;
     }
-    PyObject* t = PyTuple_New((Py_ssize_t)items.size());
+    PyObject* t = new_tuple((Py_ssize_t)items.size());
     if (t == nullptr) return nullptr;
     for (size_t i = 0; i < items.size(); ++i) PyTuple_SET_ITEM(t, (Py_ssize_t)i, items[i]);
     items.clear();
@@ -116,6 +170,58 @@ struct Seen {
   c10::StorageImpl* storage;
   long role;  // READ / WRITE / RW; -1 for an output
 };
+
+// Where a Python tensor object keeps its TensorImpl pointer (THPVariable's payload: at::Tensor, or
+// MaybeOwned<at::Tensor> in older torch), found by calibrate() against Tensor._cdata; -1: ask _cdata.
+Py_ssize_t g_impl_offset = -1;
+void* g_plain_vptr = nullptr;  // the vtable pointer of c10::TensorImpl itself (set by calibrate)
+
+c10::TensorImpl* impl_from_attr(PyObject* o) {
+  PyObject* cd = PyObject_GetAttr(o, s_cdata);
+  if (cd == nullptr) {
+    PyErr_Clear();
+    return nullptr;
+  }
+  auto* impl = static_cast<c10::TensorImpl*>(PyLong_AsVoidPtr(cd));
+  Py_DECREF(cd);
+  if (impl == nullptr) PyErr_Clear();
+  return impl;
+}
+
+c10::TensorImpl* impl_of(PyObject* o) {
+  if (g_impl_offset >= 0) return *reinterpret_cast<c10::TensorImpl**>(reinterpret_cast<char*>(o) + g_impl_offset);
+  return impl_from_attr(o);
+}
+
+// calibrate(tensors) -> offset or -1: the payload offset at which every given tensor holds the
+// TensorImpl that its _cdata names (checked on several tensors, so a coincidence cannot pass).
+PyObject* calibrate(PyObject*, PyObject* tensors) {
+  if (!PyTuple_Check(tensors) || PyTuple_GET_SIZE(tensors) < 2) {
+    PyErr_SetString(PyExc_TypeError, "calibrate(tuple of at least two tensors)");
+    return nullptr;
+  }
+  g_impl_offset = -1;
+  for (Py_ssize_t off = sizeof(PyObject); off <= (Py_ssize_t)sizeof(PyObject) + 3 * (Py_ssize_t)sizeof(void*);
+       off += sizeof(void*)) {
+    bool all = true;
+    for (Py_ssize_t i = 0; all && i < PyTuple_GET_SIZE(tensors); ++i) {
+      PyObject* t = PyTuple_GET_ITEM(tensors, i);
+      c10::TensorImpl* want = impl_from_attr(t);
+      if (want == nullptr || Py_TYPE(t)->tp_basicsize < off + (Py_ssize_t)sizeof(void*)) {
+        all = false;
+        break;
+      }
+      all = *reinterpret_cast<c10::TensorImpl**>(reinterpret_cast<char*>(t) + off) == want;
+    }
+    if (all) {
+      g_impl_offset = off;
+      break;
+    }
+  }
+  c10::TensorImpl* first = impl_from_attr(PyTuple_GET_ITEM(tensors, 0));
+  if (first != nullptr && typeid(*first) == typeid(c10::TensorImpl)) g_plain_vptr = *reinterpret_cast<void**>(first);
+  return PyLong_FromSsize_t(g_impl_offset);
+}
 
 bool is_tensor(State* s, PyObject* o) {
   return PyType_IsSubtype(Py_TYPE(o), (PyTypeObject*)s->tensor_type);
@@ -132,20 +238,12 @@ c10::TensorImpl* plain_impl(State* s, PyObject* o, c10::StorageImpl** storage) {
     }
   }
   if (!exact) return nullptr;
-  PyObject* cd = PyObject_GetAttr(o, s_cdata);
-  if (cd == nullptr) {
-    PyErr_Clear();
-    return nullptr;
-  }
-  auto* impl = static_cast<c10::TensorImpl*>(PyLong_AsVoidPtr(cd));
-  Py_DECREF(cd);
-  if (impl == nullptr) {
-    PyErr_Clear();
-    return nullptr;
-  }
+  c10::TensorImpl* impl = impl_of(o);
+  if (impl == nullptr) return nullptr;
   // Exactly the dense TensorImpl (not batched, functional, nested, sparse, opaque...), strided, with
   // concrete sizes and a storage.
-  if (typeid(*impl) != typeid(c10::TensorImpl)) return nullptr;
+  // Exactly the dense TensorImpl: the vtable of the calibrated plain tensors (fast), else RTTI.
+  if (*reinterpret_cast<void* const*>(impl) != g_plain_vptr && typeid(*impl) != typeid(c10::TensorImpl)) return nullptr;
   if (impl->layout() != c10::kStrided || impl->has_symbolic_sizes_strides() || !impl->has_storage()) return nullptr;
   try {
     c10::StorageImpl* st = impl->storage().unsafeGetStorageImpl();
@@ -302,8 +400,21 @@ bool check_watch(State* s, Flat& frees) {
   return true;
 }
 
-// The rank of a code object's file (SiteChooser.rank_code, cached in its dict). -1 on error.
+long rank_of_py(State* s, PyObject* code);
+
+// The rank of a code object's file (SiteChooser.rank_code, cached in its dict and here). -1 on error.
 long rank_of(State* s, PyObject* code) {
+  auto it = s->ranks.find(code);
+  if (it != s->ranks.end()) return it->second;
+  long r = rank_of_py(s, code);
+  if (r >= 0) {
+    Py_INCREF(code);  // held by the cache: its address cannot be reused meanwhile
+    s->ranks.emplace(code, r);
+  }
+  return r;
+}
+
+long rank_of_py(State* s, PyObject* code) {
   PyObject* key = PyLong_FromVoidPtr(code);
   if (key == nullptr) return -1;
   PyObject* e = PyDict_GetItemWithError(s->site_codes, key);  // borrowed
@@ -353,7 +464,7 @@ PyObject* live_site(State* s, PyFrameObject* frame) {
 PyObject* write_site(State* s, PyFrameObject* f) {
   PyCodeObject* code = PyFrame_GetCode(f);
   PyObject* pos = PyLong_FromLong(-1 - PyFrame_GetLasti(f));
-  PyObject* key = PyTuple_New(2);
+  PyObject* key = new_tuple(2);
   if (pos == nullptr || key == nullptr) {
     Py_DECREF(code);
     Py_XDECREF(pos);
@@ -368,7 +479,7 @@ PyObject* write_site(State* s, PyFrameObject* f) {
     Py_INCREF(i);
   } else if (!PyErr_Occurred()) {
     i = PyLong_FromSsize_t(PyList_GET_SIZE(s->sites));
-    PyObject* entry = PyTuple_Pack(2, (PyObject*)code, pos);
+    PyObject* entry = pack2((PyObject*)code, pos);
     if (i == nullptr || entry == nullptr || PyDict_SetItem(s->site_ids, key, i) < 0 ||
         PyList_Append(s->sites, entry) < 0) {
       Py_XDECREF(i);
@@ -382,9 +493,42 @@ PyObject* write_site(State* s, PyFrameObject* f) {
   return i;
 }
 
-PyObject* attr_or_none(PyObject* obj, PyObject* name) {
+// The module and region paths live in threading.local objects (one dict per thread); reading them
+// through the local costs ~90 ns each, so the recording thread's dicts are fetched once and read
+// directly (only one thread records here: see record()).
+bool fetch_thread_dicts(State* s, unsigned long ident) {
+  Py_CLEAR(s->mod_dict);
+  Py_CLEAR(s->region_dict);
+  if (s->mod_state != Py_None) {
+    s->mod_dict = PyObject_GetAttr(s->mod_state, s_dict);
+    if (s->mod_dict == nullptr || !PyDict_Check(s->mod_dict)) {
+      PyErr_Clear();
+      Py_CLEAR(s->mod_dict);
+    }
+  }
+  s->region_dict = PyObject_GetAttr(s->region_state, s_dict);
+  if (s->region_dict == nullptr || !PyDict_Check(s->region_dict)) {
+    PyErr_Clear();
+    Py_CLEAR(s->region_dict);
+    s->region_dict = PyDict_New();  // never holds "path": path_of falls back to the attribute
+    if (s->region_dict == nullptr) return false;
+  }
+  s->dicts_ident = ident;
+  return true;
+}
+
+// obj.path, read from its per-thread dict when it is there. New reference.
+PyObject* path_of(PyObject* dict, PyObject* obj) {
   if (obj == Py_None) Py_RETURN_NONE;
-  return PyObject_GetAttr(obj, name);
+  if (dict != nullptr) {
+    PyObject* v = PyDict_GetItemWithError(dict, s_path);
+    if (v != nullptr) {
+      Py_INCREF(v);
+      return v;
+    }
+    if (PyErr_Occurred()) return nullptr;
+  }
+  return PyObject_GetAttr(obj, s_path);
 }
 
 void state_free(PyObject* capsule) {
@@ -398,6 +542,9 @@ void state_free(PyObject* capsule) {
   for (PyObject** p : owned) Py_CLEAR(*p);
   for (auto& kv : s->device_names) Py_DECREF(kv.second);
   for (auto& kv : s->dtype_names) Py_DECREF(kv.second);
+  for (auto& kv : s->ranks) Py_DECREF(kv.first);
+  Py_XDECREF(s->mod_dict);
+  Py_XDECREF(s->region_dict);
   delete s;
 }
 
@@ -467,7 +614,7 @@ PyObject* write_stack(State* s, PyFrameObject* site) {
   }
   Py_XDECREF(f);
   PyObject* result = nullptr;
-  PyObject* key = PyTuple_New(2 * (Py_ssize_t)frames.size());
+  PyObject* key = new_tuple(2 * (Py_ssize_t)frames.size());
   std::vector<PyObject*> codes(frames.size(), nullptr);
   std::vector<PyObject*> poss(frames.size(), nullptr);
   bool ok = key != nullptr;
@@ -490,11 +637,11 @@ PyObject* write_stack(State* s, PyFrameObject* site) {
       Py_INCREF(i);
       result = i;
     } else if (!PyErr_Occurred()) {
-      PyObject* entry = PyTuple_New((Py_ssize_t)frames.size());
+      PyObject* entry = new_tuple((Py_ssize_t)frames.size());
       PyObject* idx = PyLong_FromSsize_t(PyList_GET_SIZE(s->stacks));
       bool fine = entry != nullptr && idx != nullptr;
       for (size_t k = 0; fine && k < frames.size(); ++k) {
-        PyObject* pair = PyTuple_Pack(2, codes[k], poss[k]);
+        PyObject* pair = pack2(codes[k], poss[k]);
         if (pair == nullptr) {
           fine = false;
           break;
@@ -572,7 +719,7 @@ int record_copy(State* s, PyObject* seq, PyObject* name, PyObject* facts, PyFram
     Py_XDECREF(dead);
     owned.push_back(dst_sid);
   }
-  PyObject* src_sids = PyTuple_New((Py_ssize_t)srcs.size());
+  PyObject* src_sids = new_tuple((Py_ssize_t)srcs.size());
   if (src_sids == nullptr) return done(-1);
   owned.push_back(src_sids);
   for (size_t i = 0; i < srcs.size(); ++i) {
@@ -585,13 +732,13 @@ int record_copy(State* s, PyObject* seq, PyObject* name, PyObject* facts, PyFram
   }
   PyObject* layouts = Py_None;
   if (srcs.size() > 1) {
-    layouts = PyTuple_New((Py_ssize_t)srcs.size());
+    layouts = new_tuple((Py_ssize_t)srcs.size());
     if (layouts == nullptr) return done(-1);
     owned.push_back(layouts);
     for (size_t i = 0; i < srcs.size(); ++i) {
       PyObject* dn = dtype_name(s, srcs[i].obj, srcs[i].impl);
       if (dn == nullptr) return done(-1);
-      PyObject* pair = PyTuple_Pack(2, dn, srcs[i].impl->is_contiguous() ? Py_True : Py_False);
+      PyObject* pair = pack2(dn, srcs[i].impl->is_contiguous() ? Py_True : Py_False);
       if (pair == nullptr) return done(-1);
       PyTuple_SET_ITEM(layouts, (Py_ssize_t)i, pair);
     }
@@ -614,7 +761,7 @@ int record_copy(State* s, PyObject* seq, PyObject* name, PyObject* facts, PyFram
     if (dst_name == nullptr || src_name == nullptr) return done(-1);
   }
   auto sizes = dst.impl->sizes();
-  PyObject* shape = PyTuple_New((Py_ssize_t)sizes.size());
+  PyObject* shape = new_tuple((Py_ssize_t)sizes.size());
   if (shape == nullptr) return done(-1);
   owned.push_back(shape);
   for (size_t i = 0; i < sizes.size(); ++i) {
@@ -640,6 +787,7 @@ int record_copy(State* s, PyObject* seq, PyObject* name, PyObject* facts, PyFram
                                module, region, tid, in_graph, first_src, dst_sid, src_sids,
                                exact ? Py_True : Py_False, layouts);
   if (row == nullptr) return done(-1);
+  PyObject_GC_UnTrack(row);
   owned.push_back(row);
   if (PyList_Append(s->copies, row) < 0) return done(-1);
   return done(1);
@@ -648,7 +796,7 @@ int record_copy(State* s, PyObject* seq, PyObject* name, PyObject* facts, PyFram
 // Collect the op's tensors (outputs unless the plan skips them, then each planned argument) and
 // check every one is plain. False: decline (nothing touched). -1 on error.
 int collect(State* s, PyObject* plan, PyObject* const* args, Py_ssize_t nargs, PyObject* kwargs, PyObject* out,
-            std::vector<Seen>& outs, std::vector<Seen>& ins) {
+            Small<Seen, 4>& outs, Small<Seen, 8>& ins) {
   if (!PyObject_IsTrue(PyTuple_GET_ITEM(plan, PLAN_SKIP_OUTPUTS))) {
     PyObject* const* items = &out;
     Py_ssize_t n = 1;
@@ -779,15 +927,16 @@ PyObject* record(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
     Py_RETURN_FALSE;
   }
 
-  std::vector<Seen> outs, ins;
+  Small<Seen, 4> outs;
+  Small<Seen, 8> ins;
   int ok = collect(s, plan, &PyTuple_GET_ITEM(op_args, 0), PyTuple_GET_SIZE(op_args), kwargs, out, outs, ins);
   if (ok < 0) return nullptr;
   if (ok == 0) Py_RETURN_FALSE;
 
   Flat reads, writes, allocs, frees;
-  std::vector<PyObject*> out_sids;  // owned
+  Small<PyObject*, 4> out_sids;  // owned
   struct Release {
-    std::vector<PyObject*>& v;
+    Small<PyObject*, 4>& v;
     ~Release() {
       for (PyObject* o : v) Py_DECREF(o);
     }
@@ -877,15 +1026,24 @@ PyObject* record(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
   do {
     if (site == nullptr) break;
     unsigned long ident = PyThread_get_thread_ident();
-    PyObject* key = PyLong_FromUnsignedLong(ident);
-    if (key == nullptr) break;
-    tid = PyDict_SetDefault(s->tids, key, key);  // borrowed
-    Py_DECREF(key);
-    if (tid == nullptr) break;
+    if (s->last_tid != nullptr && ident == s->last_ident) {
+      tid = s->last_tid;
+    } else {
+      PyObject* key = PyLong_FromUnsignedLong(ident);
+      if (key == nullptr) break;
+      tid = PyDict_SetDefault(s->tids, key, key);  // borrowed: tids keeps it
+      Py_DECREF(key);
+      if (tid == nullptr) break;
+      s->last_ident = ident;
+      s->last_tid = tid;
+    }
     Py_INCREF(tid);
-    module = attr_or_none(s->mod_state, s_path);
+    if (ident != s->dicts_ident || s->region_dict == nullptr) {
+      if (!fetch_thread_dicts(s, ident)) break;
+    }
+    module = path_of(s->mod_dict, s->mod_state);
     if (module == nullptr) break;
-    region = PyObject_GetAttr(s->region_state, s_path);
+    region = path_of(s->region_dict, s->region_state);
     if (region == nullptr) break;
     if (s->in_graph == Py_None) {
       in_graph = Py_False;
@@ -937,7 +1095,7 @@ PyObject* record(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
       Py_XDECREF(f_t);
       break;
     }
-    row = PyTuple_New(12);
+    row = new_tuple(12);
     if (row == nullptr) {
       Py_DECREF(r_t);
       Py_DECREF(w_t);
@@ -985,6 +1143,7 @@ PyObject* record(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
 }
 
 PyMethodDef methods[] = {
+    {"calibrate", (PyCFunction)calibrate, METH_O, "Find where tensor objects keep their TensorImpl (-1: not found)."},
     {"make_state", (PyCFunction)make_state, METH_VARARGS, "The recorder state shared with the Python recorder."},
     {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,
      "record(state, seq, plan, args, kwargs, out) -> bool: record one op; False declines it."},
@@ -1005,6 +1164,7 @@ PyMODINIT_FUNC PyInit_copyhunt_native_recorder(void) {
   s_accumulate = PyUnicode_InternFromString("accumulate");
   s_cpu = PyUnicode_InternFromString("cpu");
   s_dtype = PyUnicode_InternFromString("dtype");
+  s_dict = PyUnicode_InternFromString("__dict__");
   s_d2d = PyUnicode_InternFromString("d2d");
   s_h2d = PyUnicode_InternFromString("h2d");
   s_d2h = PyUnicode_InternFromString("d2h");
