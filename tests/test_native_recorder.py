@@ -714,3 +714,57 @@ def test_the_native_path_keeps_no_tensor_alive() -> None:
             torch.UntypedStorage._free_weak_ref(h)
     # x, y, the cat (dead: only +1 of it kept) and z; the three kept alive at the hunt's end.
     assert [(s.nbytes, s.alive_at_end) for s in r.trace.storages] == [(1024, True), (1024, True), (2048, False), (2048, True)]
+
+
+# --- the compiled dispatch path: the op's own errors and the bookkeeping's ------------------------------
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
+def test_an_op_that_raises_raises_as_untraced(native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The op's exception reaches the program unchanged; the hunt goes on and records the next op."""
+    monkeypatch.setenv("COPYHUNT_NATIVE", "1" if native else "0")
+    a, b = torch.ones(2, 3), torch.ones(4, 5)
+    with pytest.raises(RuntimeError) as untraced:
+        a + b
+    a + a  # the plan of add is known before the failing call: the compiled path takes it
+    with copyhunt.hunt() as h:
+        a + a
+        with pytest.raises(RuntimeError) as traced:
+            a + b
+        c = a.clone()
+    assert str(traced.value) == str(untraced.value)
+    assert [o.op for o in h.trace.ops] == ["aten.add.Tensor", "aten.clone.default"]
+    assert [o.seq for o in h.trace.ops] == [0, 2]  # the failed op took its number, as in Python
+    assert torch.equal(c, a) and not h.trace.meta.notes
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
+def test_a_bookkeeping_error_is_noted_and_the_program_goes_on(native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COPYHUNT_NATIVE", "1" if native else "0")
+
+    def broken(args: Any, kwargs: Any, out: Any) -> CopyFacts:
+        raise ValueError("boom")
+
+    monkeypatch.setitem(COPY_OPS, torch.ops.aten.clone.default, broken)
+    x = torch.arange(4.0)
+    with copyhunt.hunt() as h:
+        y = x.clone()
+        z = y + 1
+    assert torch.equal(z, torch.arange(1.0, 5.0))
+    assert h.trace.meta.notes == ("copyhunt could not record aten.clone.default: ValueError: boom",)
+    assert [o.op for o in h.trace.ops] == ["aten.add.Tensor"]  # the clone's row was never written
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
+def test_a_keyboard_interrupt_in_bookkeeping_is_raised(native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only Exception is swallowed as our own error: Ctrl-C (and friends) reach the program, as in Python."""
+    monkeypatch.setenv("COPYHUNT_NATIVE", "1" if native else "0")
+
+    def interrupted(args: Any, kwargs: Any, out: Any) -> CopyFacts:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(COPY_OPS, torch.ops.aten.clone.default, interrupted)
+    x = torch.arange(4.0)
+    with pytest.raises(KeyboardInterrupt):
+        with copyhunt.hunt():
+            x.clone()
