@@ -22,6 +22,7 @@ own Dynamo switch`` is a bare mode that switches Dynamo's hook itself, as copyhu
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import sys
@@ -144,6 +145,7 @@ def measure(step: Callable[[], Any], reps: int) -> dict[str, float]:
     times: dict[str, list[float]] = {k: [] for k in confs}
     for _ in range(reps):
         for name, fn in confs.items():
+            gc.collect()  # a clean cyclic-GC state per run (see overhead.py _time)
             t0 = time.perf_counter()
             own = fn()
             times[name].append(own if own is not None else (time.perf_counter() - t0) * 1e3)

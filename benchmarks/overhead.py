@@ -8,16 +8,23 @@ copyhunt figure is the loop time inside the hunt (what the traced program feels)
 records after the block is reported on its own row, as is the profiler's exit. Target: copyhunt <=
 1.5x the bare mode, and below the profiler with stacks.
 
+Two more rows keep the ratio honest: ``bare, own Dynamo switch`` is a bare mode that switches Dynamo's
+frame hook off itself instead of torch's ``_disable_dynamo`` wrapper, as copyhunt's mode does (the
+floor copyhunt's own mode pays: copyhunt / that floor is printed too), and ``with the Python recorder``
+is the full hunt with ``COPYHUNT_NATIVE=0`` (what a machine without a C++ compiler gets).
+
 A second table runs a transformers Llama ``generate()`` (tiny random config, CPU) the same way, and
 ``--rss`` adds peak RSS per recorded op (a child process per configuration, issue 12's memory target).
 
-    python benchmarks/overhead.py [--ops 10000] [--repeats 7] [--llama-repeats 5] [--rss 200000] [--json benchmarks/overhead.json]
+    python benchmarks/overhead.py [--ops 10000] [--repeats 7] [--llama-repeats 5] [--rss 200000] [--clock wall|cpu] [--json benchmarks/overhead.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import platform
 import statistics
 import sys
@@ -58,6 +65,20 @@ class LeanBareMode(TorchDispatchMode):
             _set_eval_frame(prior)
 
 
+class python_recorder:
+    """Within the block, hunts record with the Python recorder (``COPYHUNT_NATIVE=0``), for comparison."""
+
+    def __enter__(self) -> None:
+        self.prev = os.environ.get("COPYHUNT_NATIVE")
+        os.environ["COPYHUNT_NATIVE"] = "0"
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.prev is None:
+            del os.environ["COPYHUNT_NATIVE"]
+        else:
+            os.environ["COPYHUNT_NATIVE"] = self.prev
+
+
 def make_loop(n_ops: int) -> tuple[Callable[[], torch.Tensor], int]:
     """A loop of ``n_ops`` aten ops on 16x16 float tensors: 9 compute ops then 1 copy, repeated."""
     x = torch.randn(16, 16)
@@ -95,22 +116,34 @@ def _profiler(stack: bool) -> Any:
     return profile(activities=[ProfilerActivity.CPU])
 
 
+#: The clock every time here is read from (``--clock``): wall time (``perf_counter``), or the CPU time
+#: of this thread (``thread_time``: user + system, what the traced thread itself spends), which other
+#: processes on a shared box do not inflate.
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+_now = time.perf_counter
+
+
 def _time_profiled(fn: Callable[[], Any], stack: bool) -> tuple[float, float]:
     """(seconds inside the profiled block, seconds of the profiler's exit)."""
+    gc.collect()
     p = _profiler(stack)
     p.__enter__()
-    t = time.perf_counter()
+    t = _now()
     fn()
-    inside = time.perf_counter() - t
-    t = time.perf_counter()
+    inside = _now() - t
+    t = _now()
     p.__exit__(None, None, None)
-    return inside, time.perf_counter() - t
+    return inside, _now() - t
 
 
 def _time(fn: Callable[[], Any]) -> float:
-    t = time.perf_counter()
+    # Every timed run starts from a clean cyclic-GC state: objects an earlier configuration left
+    # (a trace's records) would otherwise make a full collection land in whichever run comes next.
+    # Collections a configuration causes itself (the hunt's rows count as allocations) stay in its time.
+    gc.collect()
+    t = _now()
     fn()
-    return time.perf_counter() - t
+    return _now() - t
 
 
 def measure(n_ops: int, repeats: int) -> dict[str, Any]:
@@ -123,6 +156,7 @@ def measure(n_ops: int, repeats: int) -> dict[str, Any]:
     bare_t: list[float] = []
     lean_t: list[float] = []
     hunt_t: list[float] = []
+    py_t: list[float] = []
     build_t: list[float] = []
     lite_t: list[float] = []
     prof_t: list[float] = []
@@ -138,11 +172,16 @@ def measure(n_ops: int, repeats: int) -> dict[str, Any]:
         h = copyhunt.hunt()
         h.start()
         hunt_t.append(_time(loop))
-        t0 = time.perf_counter()
+        t0 = _now()
         h.stop()
-        build_t.append(time.perf_counter() - t0)
+        build_t.append(_now() - t0)
         assert h.trace is not None
         recorded_ops, recorded_copies = len(h.trace.ops), len(h.trace.copies)
+        with python_recorder():
+            hp = copyhunt.hunt()
+            hp.start()
+            py_t.append(_time(loop))
+            hp.stop()
         lite = copyhunt.hunt(record_ops=False)
         lite.start()
         lite_t.append(_time(loop))
@@ -166,6 +205,7 @@ def measure(n_ops: int, repeats: int) -> dict[str, Any]:
         "bare_mode_us": per(bare_t),
         "lean_bare_mode_us": per(lean_t),
         "copyhunt_us": per(hunt_t),
+        "copyhunt_python_recorder_us": per(py_t),
         "copyhunt_build_us": per(build_t),
         "copies_only_us": per(lite_t),
         "profiler_us": per(prof_t),
@@ -180,6 +220,7 @@ def measure(n_ops: int, repeats: int) -> dict[str, Any]:
             "bare_mode_us": med(bare_t),
             "lean_bare_mode_us": med(lean_t),
             "copyhunt_us": med(hunt_t),
+            "copyhunt_python_recorder_us": med(py_t),
             "copyhunt_build_us": med(build_t),
         },
     }
@@ -233,19 +274,21 @@ def measure_llama(new_tokens: int, repeats: int) -> dict[str, Any]:
             ts["bare_mode"].append(_time(run))
         with LeanBareMode():
             ts["lean_bare_mode"].append(_time(run))
-        t0 = time.perf_counter()
+        gc.collect()
+        t0 = _now()
         h = copyhunt.hunt()
         h.start()
         run()
-        ts["hunt_block"].append(time.perf_counter() - t0)
+        ts["hunt_block"].append(_now() - t0)
         h.stop()
-        ts["hunt_total"].append(time.perf_counter() - t0)
+        ts["hunt_total"].append(_now() - t0)
         assert h.trace is not None
         n_ops, n_copies = len(h.trace.ops), len(h.trace.copies)
-        t0 = time.perf_counter()
+        gc.collect()
+        t0 = _now()
         with copyhunt.hunt(record_ops=False):
             run()
-        ts["copies_only_total"].append(time.perf_counter() - t0)
+        ts["copies_only_total"].append(_now() - t0)
         for stack, key in ((False, "profiler"), (True, "profiler_stack")):
             inside, exit_s = _time_profiled(run, stack)
             ts[f"{key}_block"].append(inside)
@@ -279,7 +322,7 @@ def llama_table(res: dict[str, Any]) -> str:
     }
     lines = [
         f"Llama generate() of {res['new_tokens']} tokens (tiny random config, CPU): {res['recorded_ops']} ops, "
-        f"{res['recorded_copies']} copies recorded; fastest of {res['repeats']} interleaved runs",
+        f"{res['recorded_copies']} copies recorded; fastest of {res['repeats']} interleaved runs ({res.get('clock', 'wall')} time)",
         f"{'configuration':<26}{'ms':>10}{'x bare':>10}",
     ]
     lines += [f"{labels[k]:<26}{v:>10.2f}{res['x_bare'][k]:>10.2f}" for k, v in res["ms"].items()]
@@ -342,6 +385,7 @@ def table(res: dict[str, Any]) -> str:
         ("bare TorchDispatchMode", res["bare_mode_us"], 1.0),
         ("bare, own Dynamo switch", res["lean_bare_mode_us"], res["lean_bare_mode_us"] / res["bare_mode_us"]),
         ("copyhunt.hunt (loop)", res["copyhunt_us"], res["ratio_vs_bare"]),
+        ("  with the Python recorder", res["copyhunt_python_recorder_us"], res["copyhunt_python_recorder_us"] / res["bare_mode_us"]),
         ("copyhunt build at exit", res["copyhunt_build_us"], res["copyhunt_build_us"] / res["bare_mode_us"]),
         ("copyhunt loop + build", res["copyhunt_us"] + res["copyhunt_build_us"], res["ratio_incl_build_vs_bare"]),
         ("copyhunt record_ops=False", res["copies_only_us"], res["copies_only_ratio_vs_bare"]),
@@ -351,7 +395,8 @@ def table(res: dict[str, Any]) -> str:
     ]
     lines = [
         f"{res['ops']} ops ({res['recorded_copies']} copies recorded, {res['recorded_ops']} ops recorded), "
-        f"fastest of {res['repeats']} interleaved runs, torch {torch.__version__}, {platform.processor() or platform.machine()}",
+        f"fastest of {res['repeats']} interleaved runs ({res.get('clock', 'wall')} time), torch {torch.__version__}, "
+        f"{platform.processor() or platform.machine()}",
         f"{'configuration':<26}{'us/op':>10}{'x bare':>10}",
     ]
     lines += [f"{name:<26}{us:>10.2f}{ratio:>10.2f}" for name, us, ratio in rows]
@@ -374,17 +419,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--llama-tokens", type=int, default=8)
     p.add_argument("--llama-repeats", type=int, default=5, help="0 skips the Llama table")
     p.add_argument("--rss", type=int, default=0, metavar="OPS", help="also measure peak RSS per op over a loop of OPS ops")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall time, or this thread's CPU time")
     p.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    global _now
+    _now = CLOCKS[a.clock]
     if a.rss_child:
         return _rss_child(a.rss_child[0], int(a.rss_child[1]))
     torch.set_num_threads(1)  # small ops: threads only add noise
     res = measure(a.ops, a.repeats)
+    res["clock"] = a.clock
     if a.llama_repeats:
         res["llama"] = measure_llama(a.llama_tokens, a.llama_repeats)
+        res["llama"]["clock"] = a.clock
     if a.rss:
         res["rss"] = measure_rss(a.rss)
     res.update(
+        clock=a.clock,
         torch=torch.__version__,
         python=platform.python_version(),
         machine=platform.machine(),
