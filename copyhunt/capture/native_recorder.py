@@ -66,6 +66,19 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "copyhunt"
 
 
+def _private_temp_dir() -> Path:
+    """A cache in the temp folder, for a home that cannot be written: this user's own, mode 0700.
+
+    A module is loaded from here, so a folder someone else made or can write is refused.
+    """
+    d = Path(tempfile.gettempdir()) / f"copyhunt-cache-{os.getuid()}"
+    d.mkdir(mode=0o700, exist_ok=True)
+    st = os.lstat(d)
+    if not os.path.isdir(d) or os.path.islink(d) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise RuntimeError(f"{d} is not a private folder of this user")
+    return d
+
+
 def _torch_dirs() -> tuple[Path, Path]:
     root = Path(torch.__file__).resolve().parent
     return root / "include", root / "lib"
@@ -150,10 +163,18 @@ def load() -> ModuleType | None:
             return _loaded
         _reason = supported()
         if _reason is None:
-            target = cache_dir() / f"native-{build_key()}" / (MODULE_NAME + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
+            name = Path(f"native-{build_key()}") / (MODULE_NAME + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
+            target = cache_dir() / name
             try:
                 if not target.is_file():
-                    _build(target)
+                    try:
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                    except OSError:
+                        if os.environ.get("COPYHUNT_CACHE_DIR"):
+                            raise
+                        target = _private_temp_dir() / name  # a read-only home: this user's temp cache
+                    if not target.is_file():
+                        _build(target)
                 mod = _import(target)
                 # Where tensor objects keep their TensorImpl, checked on tensors of several kinds.
                 probes = (torch.empty(2), torch.nn.Parameter(torch.empty(1)), torch.empty(0, dtype=torch.int8)[:0])
