@@ -780,10 +780,10 @@ def _copy_built(built: Any) -> Callable[[Path], None]:
     return build
 
 
-def test_an_unwritable_cache_home_builds_in_a_private_temp_folder(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fresh_loader: None
-) -> None:
-    """No writable ``~/.cache``: the module goes to this user's own 0700 folder in the temp folder."""
+@pytest.fixture
+def unwritable_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fresh_loader: None) -> Path:
+    """No writable cache home (``XDG_CACHE_HOME`` is a file), a temp folder of the test's own, and a
+    ``_build`` that copies this process's module: returns that temp folder."""
     built = native_recorder.load()
     assert built is not None
     monkeypatch.setattr(native_recorder, "_tried", False)
@@ -792,30 +792,26 @@ def test_an_unwritable_cache_home_builds_in_a_private_temp_folder(
     blocker.write_text("")
     monkeypatch.delenv("COPYHUNT_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # mkdir under a file fails
-    monkeypatch.setattr(native_recorder.tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(native_recorder.tempfile, "tempdir", str(tmp))
     monkeypatch.setattr(native_recorder, "_build", _copy_built(built))
+    return tmp
+
+
+def test_an_unwritable_cache_home_builds_in_a_private_temp_folder(unwritable_home: Path) -> None:
+    """No writable ``~/.cache``: the module goes to this user's own 0700 folder in the temp folder."""
     mod = native_recorder.load()
-    private = tmp_path / "tmp" / f"copyhunt-cache-{os.getuid()}"
+    private = unwritable_home / f"copyhunt-cache-{os.getuid()}"
     assert mod is not None and Path(mod.__file__).parent.parent == private
     assert private.stat().st_mode & 0o777 == 0o700
 
 
-def test_a_temp_folder_others_can_write_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fresh_loader: None) -> None:
+def test_a_temp_folder_others_can_write_is_refused(unwritable_home: Path) -> None:
     """A module is loaded from the cache, so a shared-writable temp cache is never used: Python recorder, with the reason."""
-    built = native_recorder.load()
-    assert built is not None
-    monkeypatch.setattr(native_recorder, "_tried", False)
-    monkeypatch.setattr(native_recorder, "_loaded", None)
-    blocker = tmp_path / "not-a-folder"
-    blocker.write_text("")
-    monkeypatch.delenv("COPYHUNT_CACHE_DIR", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
-    monkeypatch.setattr(native_recorder.tempfile, "tempdir", str(tmp_path / "tmp"))
-    shared = tmp_path / "tmp" / f"copyhunt-cache-{os.getuid()}"
-    shared.mkdir(parents=True)
+    shared = unwritable_home / f"copyhunt-cache-{os.getuid()}"
+    shared.mkdir()
     shared.chmod(0o777)
-    monkeypatch.setattr(native_recorder, "_build", _copy_built(built))
     assert native_recorder.load() is None
     assert native_recorder.unavailable_reason() == f"RuntimeError: {shared} is not a private folder of this user"
     assert not list(shared.iterdir())

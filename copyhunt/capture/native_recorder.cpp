@@ -315,20 +315,26 @@ bool expired_handle(PyObject* handle) {
   return c10::raw::weak_intrusive_ptr::use_count(p) == 0;
 }
 
-// Device name of a new storage: "cpu", else str(t.device), cached per device.
+// str(getattr(o, attr)), cached under ``key`` (the cache owns it): device and dtype names repeat.
+template <typename Key>
+PyObject* cached_str(std::unordered_map<Key, PyObject*>& cache, Key key, PyObject* o, PyObject* attr) {
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  PyObject* v = PyObject_GetAttr(o, attr);
+  if (v == nullptr) return nullptr;
+  PyObject* name = PyObject_Str(v);
+  Py_DECREF(v);
+  if (name == nullptr) return nullptr;
+  cache[key] = name;
+  return name;
+}
+
+// Device name of a new storage: "cpu", else str(t.device), cached per device. Borrowed.
 PyObject* device_name(State* s, PyObject* o, c10::TensorImpl* impl) {
   if (impl->is_cpu()) return s_cpu;
   c10::Device d = impl->device();
   long long key = ((long long)(int)d.type() << 16) | (long long)(d.index() & 0xffff);
-  auto it = s->device_names.find(key);
-  if (it != s->device_names.end()) return it->second;
-  PyObject* dev = PyObject_GetAttr(o, s_device);
-  if (dev == nullptr) return nullptr;
-  PyObject* name = PyObject_Str(dev);
-  Py_DECREF(dev);
-  if (name == nullptr) return nullptr;
-  s->device_names[key] = name;  // owned by the cache
-  return name;
+  return cached_str(s->device_names, key, o, s_device);
 }
 
 // Register a storage not seen alive before (StorageTable.new, one thread). New reference to its id.
@@ -594,18 +600,9 @@ PyObject* make_state(PyObject*, PyObject* args) {
 }
 
 
-// str(t.dtype), cached per scalar type. Borrowed (owned by the cache).
+// str(t.dtype), cached per scalar type. Borrowed.
 PyObject* dtype_name(State* s, PyObject* o, c10::TensorImpl* impl) {
-  int key = (int)impl->dtype().toScalarType();
-  auto it = s->dtype_names.find(key);
-  if (it != s->dtype_names.end()) return it->second;
-  PyObject* dt = PyObject_GetAttr(o, s_dtype);
-  if (dt == nullptr) return nullptr;
-  PyObject* name = PyObject_Str(dt);
-  Py_DECREF(dt);
-  if (name == nullptr) return nullptr;
-  s->dtype_names[key] = name;
-  return name;
+  return cached_str(s->dtype_names, (int)impl->dtype().toScalarType(), o, s_dtype);
 }
 
 // Recorder._watch_storage.
@@ -678,7 +675,9 @@ PyObject* write_stack(State* s, PyFrameObject* site) {
   return result;
 }
 
-PyObject* storage_id(State* s, const Seen& t, PyObject** cd_out, bool* was_new, PyObject** dead);
+// The id of a tensor's storage (new reference), registering it when it is new or its address held a
+// storage now dead (that dead id goes to ``frees`` when given). *was_new says whether it registered.
+PyObject* storage_id(State* s, const Seen& t, bool* was_new, Flat* frees);
 
 // copy_kind(src, dst) of capture/recording.py on two devices.
 PyObject* copy_kind(c10::Device src, c10::Device dst) {
@@ -726,10 +725,8 @@ int record_copy(State* s, PyObject* seq, PyObject* name, PyObject* facts, PyFram
   PyObject* dst_sid = Py_None;
   if (!to_host) {
     bool was_new;
-    PyObject* dead;
-    dst_sid = storage_id(s, dst, nullptr, &was_new, &dead);
+    dst_sid = storage_id(s, dst, &was_new, nullptr);
     if (dst_sid == nullptr) return done(-1);
-    Py_XDECREF(dead);
     owned.push_back(dst_sid);
   }
   PyObject* src_sids = new_tuple((Py_ssize_t)srcs.size());
@@ -737,10 +734,8 @@ int record_copy(State* s, PyObject* seq, PyObject* name, PyObject* facts, PyFram
   owned.push_back(src_sids);
   for (size_t i = 0; i < srcs.size(); ++i) {
     bool was_new;
-    PyObject* dead;
-    PyObject* sid = storage_id(s, srcs[i], nullptr, &was_new, &dead);
+    PyObject* sid = storage_id(s, srcs[i], &was_new, nullptr);
     if (sid == nullptr) return done(-1);
-    Py_XDECREF(dead);
     PyTuple_SET_ITEM(src_sids, (Py_ssize_t)i, sid);
   }
   PyObject* layouts = Py_None;
@@ -806,6 +801,21 @@ int record_copy(State* s, PyObject* seq, PyObject* name, PyObject* facts, PyFram
   return done(1);
 }
 
+// Append the tensors among ``items`` (others are skipped) with their role; false at the first one this
+// file does not handle (the caller declines the op).
+template <size_t N>
+bool see_tensors(State* s, PyObject* const* items, Py_ssize_t n, long role, Small<Seen, N>& into) {
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* t = items[i];
+    if (!is_tensor(s, t)) continue;
+    c10::StorageImpl* st = nullptr;
+    c10::TensorImpl* impl = plain_impl(s, t, &st);
+    if (impl == nullptr) return false;
+    into.push_back({t, impl, st, role});
+  }
+  return true;
+}
+
 // Collect the op's tensors (outputs unless the plan skips them, then each planned argument) and
 // check every one is plain. False: decline (nothing touched). -1 on error.
 int collect(State* s, PyObject* plan, PyObject* const* args, Py_ssize_t nargs, PyObject* kwargs, PyObject* out,
@@ -820,14 +830,7 @@ int collect(State* s, PyObject* plan, PyObject* const* args, Py_ssize_t nargs, P
       items = PySequence_Fast_ITEMS(out);
       n = PyList_GET_SIZE(out);
     }
-    for (Py_ssize_t i = 0; i < n; ++i) {
-      PyObject* o = items[i];
-      if (!is_tensor(s, o)) continue;
-      c10::StorageImpl* st = nullptr;
-      c10::TensorImpl* impl = plain_impl(s, o, &st);
-      if (impl == nullptr) return 0;
-      outs.push_back({o, impl, st, -1});
-    }
+    if (!see_tensors(s, items, n, -1, outs)) return 0;
   }
   PyObject* specs = PyTuple_GET_ITEM(plan, PLAN_ARGS);
   PyObject* acc_pos = PyTuple_GET_ITEM(plan, PLAN_ACCUMULATE);
@@ -867,49 +870,35 @@ int collect(State* s, PyObject* plan, PyObject* const* args, Py_ssize_t nargs, P
     } else {
       continue;
     }
-    for (Py_ssize_t i = 0; i < n; ++i) {
-      PyObject* t = items[i];
-      if (!is_tensor(s, t)) continue;
-      c10::StorageImpl* st = nullptr;
-      c10::TensorImpl* impl = plain_impl(s, t, &st);
-      if (impl == nullptr) return 0;
-      ins.push_back({t, impl, st, role});
-    }
+    if (!see_tensors(s, items, n, role, ins)) return 0;
   }
   return 1;
 }
 
-// Look up a storage's id, registering it when it is new or its address held a storage now dead.
-// New reference to the id; *was_new and *dead (borrowed from by_cdata's old value, or nullptr) report.
-PyObject* storage_id(State* s, const Seen& t, PyObject** cd_out, bool* was_new, PyObject** dead) {
+PyObject* storage_id(State* s, const Seen& t, bool* was_new, Flat* frees) {
   PyObject* cd = PyLong_FromVoidPtr(t.storage);
   if (cd == nullptr) return nullptr;
   *was_new = false;
-  *dead = nullptr;
   PyObject* sid = PyDict_GetItemWithError(s->by_cdata, cd);  // borrowed
   if (sid == nullptr && PyErr_Occurred()) {
     Py_DECREF(cd);
     return nullptr;
   }
   if (sid != nullptr) {
-    Py_ssize_t idx = PyLong_AsSsize_t(sid);
-    if (!expired_handle(PyList_GET_ITEM(s->weak, idx))) {
+    if (!expired_handle(PyList_GET_ITEM(s->weak, PyLong_AsSsize_t(sid)))) {
       Py_INCREF(sid);
       Py_DECREF(cd);
       return sid;
     }
-    Py_INCREF(sid);
-    *dead = sid;  // the caller owns it
+    // A dead storage's address, reused: report the dead id once (op rows only; copies do not).
+    if (frees != nullptr && !note_freed(s, sid, *frees)) {
+      Py_DECREF(cd);
+      return nullptr;
+    }
   }
   PyObject* fresh = register_storage(s, cd, t.storage, t.obj, t.impl);
   Py_DECREF(cd);
-  if (fresh == nullptr) {
-    Py_XDECREF(*dead);
-    *dead = nullptr;
-    return nullptr;
-  }
-  *was_new = true;
-  (void)cd_out;
+  if (fresh != nullptr) *was_new = true;
   return fresh;
 }
 
@@ -946,17 +935,10 @@ int record_op(State* s, PyObject* seq, PyObject* plan, PyObject* op_args, PyObje
 
   // Outputs: a storage alive and known is (a view of) an input; a new one is allocated and written.
   for (const Seen& o : outs) {
-    PyObject* cd = nullptr;
     bool was_new;
-    PyObject* dead;
-    PyObject* sid = storage_id(s, o, &cd, &was_new, &dead);
+    PyObject* sid = storage_id(s, o, &was_new, &frees);
     if (sid == nullptr) return -1;
     out_sids.push_back(sid);
-    if (dead != nullptr) {
-      bool fine = note_freed(s, dead, frees);
-      Py_DECREF(dead);
-      if (!fine) return -1;
-    }
     if (!was_new) continue;
     Py_INCREF(sid);
     if (!allocs.push(sid) || !push_access(writes, sid, o.impl, true)) return -1;
@@ -964,19 +946,9 @@ int record_op(State* s, PyObject* seq, PyObject* plan, PyObject* op_args, PyObje
 
   bool partial = PyObject_IsTrue(PyTuple_GET_ITEM(plan, PLAN_PARTIAL)) == 1;
   for (const Seen& t : ins) {
-    PyObject* cd = nullptr;
     bool was_new;
-    PyObject* dead;
-    PyObject* sid = storage_id(s, t, &cd, &was_new, &dead);
+    PyObject* sid = storage_id(s, t, &was_new, &frees);
     if (sid == nullptr) return -1;
-    if (dead != nullptr) {
-      bool fine = note_freed(s, dead, frees);
-      Py_DECREF(dead);
-      if (!fine) {
-        Py_DECREF(sid);
-        return -1;
-      }
-    }
     bool fine = true;
     if (t.role == READ) {
       bool alias = false;
@@ -1105,27 +1077,13 @@ int record_op(State* s, PyObject* seq, PyObject* plan, PyObject* op_args, PyObje
       Py_DECREF(f_t);
       break;
     }
-    PyObject* name = PyTuple_GET_ITEM(plan, PLAN_NAME);
-    Py_INCREF(seq);
-    Py_INCREF(name);
-    PyTuple_SET_ITEM(row, 0, seq);
-    PyTuple_SET_ITEM(row, 1, name);
-    PyTuple_SET_ITEM(row, 2, r_t);
-    PyTuple_SET_ITEM(row, 3, w_t);
-    PyTuple_SET_ITEM(row, 4, a_t);
-    PyTuple_SET_ITEM(row, 5, f_t);
-    Py_INCREF(site);
-    PyTuple_SET_ITEM(row, 6, site);
-    Py_INCREF(module);
-    PyTuple_SET_ITEM(row, 7, module);
-    Py_INCREF(region);
-    PyTuple_SET_ITEM(row, 8, region);
-    Py_INCREF(tid);
-    PyTuple_SET_ITEM(row, 9, tid);
-    Py_INCREF(is_copy);
-    PyTuple_SET_ITEM(row, 10, is_copy);
-    Py_INCREF(in_graph);
-    PyTuple_SET_ITEM(row, 11, in_graph);
+    // OP_FIELDS order (capture/raw.py); the four access tuples are new references, the rest borrowed.
+    PyObject* items[12] = {seq, PyTuple_GET_ITEM(plan, PLAN_NAME), r_t, w_t, a_t, f_t, site, module, region, tid,
+                           is_copy, in_graph};
+    for (Py_ssize_t k = 0; k < 12; ++k) {
+      if (k < 2 || k > 5) Py_INCREF(items[k]);
+      PyTuple_SET_ITEM(row, k, items[k]);
+    }
     PyObject* r = PyObject_CallOneArg(s->append_op, row);
     if (r == nullptr) break;
     Py_DECREF(r);
@@ -1144,13 +1102,18 @@ int record_op(State* s, PyObject* seq, PyObject* plan, PyObject* op_args, PyObje
 }
 
 
-// record(state, seq, plan, args, kwargs, out) -> bool: True when the op was recorded here.
-PyObject* record(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
-  if (argc != 6) {
-    PyErr_SetString(PyExc_TypeError, "record(state, seq, plan, args, kwargs, out)");
+// The State of a fast call's arguments (``argc`` of them, the first the state), or nullptr with an error.
+State* state_of(PyObject* const* argv, Py_ssize_t argc, Py_ssize_t want, const char* usage) {
+  if (argc != want) {
+    PyErr_SetString(PyExc_TypeError, usage);
     return nullptr;
   }
-  auto* s = static_cast<State*>(PyCapsule_GetPointer(argv[0], "copyhunt.native_recorder.State"));
+  return static_cast<State*>(PyCapsule_GetPointer(argv[0], "copyhunt.native_recorder.State"));
+}
+
+// record(state, seq, plan, args, kwargs, out) -> bool: True when the op was recorded here.
+PyObject* record(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
+  State* s = state_of(argv, argc, 6, "record(state, seq, plan, args, kwargs, out)");
   if (s == nullptr) return nullptr;
   int r = record_op(s, argv[1], argv[2], argv[3], argv[4] == Py_None ? nullptr : argv[4], argv[5]);
   if (r < 0) return nullptr;
@@ -1213,11 +1176,7 @@ bool hook_back(State* s, PyObject* prior) {
 // else the Python one), with Dynamo's frame hook off throughout. An exception of the op propagates;
 // one of the bookkeeping is reported (Recorder.internal_error) and the traced program goes on.
 PyObject* dispatch(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
-  if (argc != 4) {
-    PyErr_SetString(PyExc_TypeError, "dispatch(state, func, args, kwargs)");
-    return nullptr;
-  }
-  auto* s = static_cast<State*>(PyCapsule_GetPointer(argv[0], "copyhunt.native_recorder.State"));
+  State* s = state_of(argv, argc, 4, "dispatch(state, func, args, kwargs)");
   if (s == nullptr) return nullptr;
   PyObject* func = argv[1];
   PyObject* op_args = argv[2];
