@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--workload", default="moe")
     ap.add_argument("--cpu-emulate", action="store_true")
+    ap.add_argument("--cprofile", action="store_true", help="also: cProfile of one device hunt's stop()")
     args = ap.parse_args(argv)
     import copyhunt
     from copyhunt import hunting
@@ -92,11 +93,17 @@ def main(argv: list[str] | None = None) -> int:
             note(f"{name}: gpu events", (tr.meta.device_join or {}).get("gpu_events", 0))
 
     def run_prof(stack: bool) -> None:
+        name = f"torch.profiler{' +stack+shapes' if stack else ''}"
         t0 = time.perf_counter()
         with profile(activities=acts, with_stack=stack, record_shapes=stack):
+            t1 = time.perf_counter()
             step()
             sync()
-        note(f"torch.profiler{' +stack+shapes' if stack else ''}: total", (time.perf_counter() - t0) * 1e3)
+            t2 = time.perf_counter()
+        t3 = time.perf_counter()
+        note(f"{name}: block", (t2 - t1) * 1e3)
+        note(f"{name}: stop", (t3 - t2) * 1e3)
+        note(f"{name}: total", (t3 - t0) * 1e3)
 
     confs: list[Callable[[], None]] = [
         lambda: run_hunt(False), lambda: run_hunt(True, False), lambda: run_hunt(True),
@@ -109,6 +116,19 @@ def main(argv: list[str] | None = None) -> int:
         for c in confs:
             gc.collect()
             c()
+    if args.cprofile:
+        import cProfile
+        import pstats
+
+        pr = cProfile.Profile()
+        h = copyhunt.hunt(device_trace=True)
+        h.start()
+        step()
+        sync()
+        pr.enable()
+        h.stop()
+        pr.disable()
+        pstats.Stats(pr).sort_stats("cumulative").print_stats(18)
     dev = torch.cuda.get_device_name() if cuda else "CPU (emulated device capture)"
     print(f"{dev}, torch {torch.__version__}, workload {args.workload}, fastest of {args.reps} (median in brackets)")
     for k, v in stats.items():
