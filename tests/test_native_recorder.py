@@ -819,3 +819,45 @@ def test_a_temp_folder_others_can_write_is_refused(monkeypatch: pytest.MonkeyPat
     assert native_recorder.load() is None
     assert native_recorder.unavailable_reason() == f"RuntimeError: {shared} is not a private folder of this user"
     assert not list(shared.iterdir())
+
+
+# --- building the records (native_recorder.cpp build_ops / build_storages) ------------------------------
+
+
+def test_build_ops_builds_what_the_python_reader_builds() -> None:
+    """Rows read by the C builder and by RawLog's Python loop give equal records, equal accesses shared."""
+    from copyhunt.capture.raw import RawLog, _RECENT_ACCESSES
+    from copyhunt.records import Access, Frame, OpRecord
+
+    mod = native_recorder.load()
+    assert mod is not None
+    f = Frame("a.py", 3, "f")
+    rows = [
+        (0, "aten.add.Tensor", (0, 0, 64, True, 1, 16, 32, False), (2, 0, 64, True), (2,), (), 0, "M.l", None, 7, False, False),
+        (1, "aten.copy_.default", (2, 0, 64, True), (0, 0, 64, True), (), (1,), None, None, "r", 7, True, True),
+        (2, "aten.zero_.default", (), (), (), (), 0, None, None, 8, False, False),
+    ]
+    want = [OpRecord(seq=r[0], op=r[1], reads=tuple(Access(*r[2][i : i + 4]) for i in range(0, len(r[2]), 4)),
+                     writes=tuple(Access(*r[3][i : i + 4]) for i in range(0, len(r[3]), 4)), allocs=r[4], frees=r[5],
+                     site=None if r[6] is None else f, module=r[7], region=r[8], thread=r[9], is_copy=r[10],
+                     captured_in_graph=r[11]) for r in rows]  # fmt: skip
+    got = mod.build_ops(list(rows), [f], OpRecord, Access, _RECENT_ACCESSES)
+    assert got == want
+    assert got[0].writes[0] is got[1].reads[0]  # an equal access is one object
+    log = RawLog()  # through the reader (no sites interned here: rows without one)
+    log.ops = [r[:6] + (None,) + r[7:] for r in rows]
+    res = log.read(devices=["cpu"] * 3, nbytes=[64, 64, 64], alive={1}, attribute=lambda st: (None, ()), notes=[], native=mod)
+    assert res.ops == [dataclasses.replace(w, site=None) for w in want] and log.ops == []  # rows released
+    assert [(s.id, s.device, s.nbytes, s.alive_at_end) for s in res.storages] == [(0, "cpu", 64, False), (1, "cpu", 64, True), (2, "cpu", 64, False)]
+
+
+def test_build_ops_leaves_malformed_rows_to_the_python_reader() -> None:
+    from copyhunt.capture.raw import _RECENT_ACCESSES
+    from copyhunt.records import Access, OpRecord
+
+    mod = native_recorder.load()
+    assert mod is not None
+    rows = [(0, "aten.add.Tensor", (0, 0, 64), (), (), (), None, None, None, 7, False, False)]
+    with pytest.raises(ValueError, match="op row 0 is malformed"):
+        mod.build_ops(rows, [], OpRecord, Access, _RECENT_ACCESSES)
+    assert rows[0][2] == (0, 0, 64)  # untouched: RawLog._read reads them in Python instead

@@ -21,6 +21,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <frameobject.h>
+#include <structmember.h>
 
 #include <c10/core/TensorImpl.h>
 
@@ -1277,9 +1278,238 @@ PyObject* dispatch(PyObject*, PyObject* const* argv, Py_ssize_t argc) {
   return out;
 }
 
+
+// --- building records from the rows (RawLog._read's op loop, after the hunt) ---------------------------
+
+// The slot offsets of a slotted class's fields, in order (its member descriptors); false if any field
+// is not a plain object slot.
+bool slot_offsets(PyTypeObject* type, const char* const* names, size_t n, Py_ssize_t* out) {
+  for (size_t i = 0; i < n; ++i) {
+    PyObject* d = PyDict_GetItemString(type->tp_dict, names[i]);  // borrowed
+    if (d == nullptr || Py_TYPE(d) != &PyMemberDescr_Type) return false;
+    PyMemberDef* m = reinterpret_cast<PyMemberDescrObject*>(d)->d_member;
+    if (m->type != T_OBJECT_EX) return false;
+    out[i] = m->offset;
+  }
+  return true;
+}
+
+// A new instance of a slotted record class with its slots set (new references to ``values``),
+// without running __init__: the rows hold exactly the values __init__ would store.
+PyObject* new_record(PyTypeObject* type, const Py_ssize_t* offsets, PyObject* const* values, size_t n) {
+  PyObject* obj = type->tp_alloc(type, 0);
+  if (obj == nullptr) return nullptr;
+  for (size_t i = 0; i < n; ++i) {
+    Py_INCREF(values[i]);
+    *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(obj) + offsets[i]) = values[i];
+  }
+  return obj;
+}
+
+const char* const OP_FIELDS[] = {"seq", "op", "reads", "writes", "allocs", "frees", "site", "module", "region",
+                                 "thread", "is_copy", "captured_in_graph"};
+const char* const ACCESS_FIELDS[] = {"storage", "offset", "nbytes", "dense"};
+const char* const STORAGE_FIELDS[] = {"id", "device", "nbytes", "alive_at_end"};
+
+struct AccessKey {
+  long long sid, off, nb;
+  int dense;
+  bool operator==(const AccessKey& o) const { return sid == o.sid && off == o.off && nb == o.nb && dense == o.dense; }
+};
+struct AccessKeyHash {
+  size_t operator()(const AccessKey& k) const {
+    size_t h = std::hash<long long>()(k.sid);
+    h = h * 1000003u ^ std::hash<long long>()(k.off);
+    h = h * 1000003u ^ std::hash<long long>()(k.nb);
+    return h * 1000003u ^ (size_t)k.dense;
+  }
+};
+
+// build_ops(rows, site_frames, OpRecord, Access, recent_limit) -> list of OpRecord; the rows list is
+// emptied as it is read (each row released once its record exists). Equal accesses share one Access
+// through a table of the recent ones, cleared when it reaches ``recent_limit`` (as RawLog._read does).
+PyObject* build_ops(PyObject*, PyObject* args) {
+  PyObject *rows, *site_frames;
+  PyTypeObject *op_type, *access_type;
+  Py_ssize_t limit;
+  if (!PyArg_ParseTuple(args, "O!O!O!O!n:build_ops", &PyList_Type, &rows, &PyList_Type, &site_frames, &PyType_Type,
+                        &op_type, &PyType_Type, &access_type, &limit)) {
+    return nullptr;
+  }
+  Py_ssize_t op_off[12], acc_off[4];
+  if (!slot_offsets(op_type, OP_FIELDS, 12, op_off) || !slot_offsets(access_type, ACCESS_FIELDS, 4, acc_off)) {
+    PyErr_SetString(PyExc_TypeError, "build_ops: the record classes are not slotted as expected");
+    return nullptr;
+  }
+  std::unordered_map<AccessKey, PyObject*, AccessKeyHash> recent;  // owned Access objects
+  auto clear_recent = [&]() {
+    for (auto& kv : recent) Py_DECREF(kv.second);
+    recent.clear();
+  };
+  PyObject* empty = PyTuple_New(0);
+  Py_ssize_t n = PyList_GET_SIZE(rows);
+  PyObject* out = PyList_New(n);
+  if (out == nullptr || empty == nullptr) {
+    Py_XDECREF(out);
+    Py_XDECREF(empty);
+    return nullptr;
+  }
+  // The accesses of one flat (storage, offset, nbytes, dense)* tuple, shared through ``recent``.
+  auto accesses = [&](PyObject* flat) -> PyObject* {
+    if (!PyTuple_Check(flat) || PyTuple_GET_SIZE(flat) % 4) {
+      PyErr_SetString(PyExc_ValueError, "build_ops: a malformed access tuple");
+      return nullptr;
+    }
+    Py_ssize_t k = PyTuple_GET_SIZE(flat) / 4;
+    if (k == 0) {
+      Py_INCREF(empty);
+      return empty;
+    }
+    PyObject* t = PyTuple_New(k);
+    if (t == nullptr) return nullptr;
+    for (Py_ssize_t j = 0; j < k; ++j) {
+      PyObject* const* raw = &PyTuple_GET_ITEM(flat, 4 * j);
+      AccessKey key{PyLong_AsLongLong(raw[0]), PyLong_AsLongLong(raw[1]), PyLong_AsLongLong(raw[2]),
+                    PyObject_IsTrue(raw[3])};
+      if (PyErr_Occurred() || key.dense < 0) {
+        Py_DECREF(t);
+        return nullptr;
+      }
+      auto it = recent.find(key);
+      PyObject* a;
+      if (it != recent.end()) {
+        a = it->second;
+      } else {
+        if ((Py_ssize_t)recent.size() >= limit) clear_recent();
+        a = new_record(access_type, acc_off, raw, 4);
+        if (a == nullptr) {
+          Py_DECREF(t);
+          return nullptr;
+        }
+        recent.emplace(key, a);
+      }
+      Py_INCREF(a);
+      PyTuple_SET_ITEM(t, j, a);
+    }
+    return t;
+  };
+  // Check every row before releasing any: on a malformed one nothing is touched (the Python reader
+  // can still read them all).
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* row = PyList_GET_ITEM(rows, i);
+    bool fine = PyTuple_Check(row) && PyTuple_GET_SIZE(row) == 12;
+    for (int f = 2; fine && f <= 3; ++f) {
+      PyObject* flat = PyTuple_GET_ITEM(row, f);
+      fine = PyTuple_Check(flat) && PyTuple_GET_SIZE(flat) % 4 == 0;
+      for (Py_ssize_t j = 0; fine && j < PyTuple_GET_SIZE(flat); j += 4) {
+        fine = PyLong_CheckExact(PyTuple_GET_ITEM(flat, j)) && PyLong_CheckExact(PyTuple_GET_ITEM(flat, j + 1)) &&
+               PyLong_CheckExact(PyTuple_GET_ITEM(flat, j + 2)) && PyBool_Check(PyTuple_GET_ITEM(flat, j + 3));
+      }
+    }
+    PyObject* site_i = fine ? PyTuple_GET_ITEM(row, 6) : nullptr;
+    if (fine && site_i != Py_None) {
+      Py_ssize_t si = PyLong_Check(site_i) ? PyLong_AsSsize_t(site_i) : -1;
+      PyErr_Clear();
+      fine = si >= 0 && si < PyList_GET_SIZE(site_frames);
+    }
+    if (!fine) {
+      Py_DECREF(out);
+      Py_DECREF(empty);
+      PyErr_Format(PyExc_ValueError, "build_ops: op row %zd is malformed", i);
+      return nullptr;
+    }
+  }
+  bool ok = true;
+  for (Py_ssize_t i = 0; ok && i < n; ++i) {
+    PyObject* row = PyList_GET_ITEM(rows, i);
+    PyObject* reads = accesses(PyTuple_GET_ITEM(row, 2));
+    PyObject* writes = reads != nullptr ? accesses(PyTuple_GET_ITEM(row, 3)) : nullptr;
+    PyObject* site = Py_None;
+    PyObject* site_i = PyTuple_GET_ITEM(row, 6);
+    if (site_i != Py_None) {
+      Py_ssize_t si = PyLong_AsSsize_t(site_i);
+      if (si < 0 || si >= PyList_GET_SIZE(site_frames)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_IndexError, "build_ops: a site index out of range");
+        site = nullptr;
+      } else {
+        site = PyList_GET_ITEM(site_frames, si);
+      }
+    }
+    if (reads == nullptr || writes == nullptr || site == nullptr) {
+      Py_XDECREF(reads);
+      Py_XDECREF(writes);
+      ok = false;
+      break;
+    }
+    PyObject* values[12] = {PyTuple_GET_ITEM(row, 0), PyTuple_GET_ITEM(row, 1), reads, writes,
+                            PyTuple_GET_ITEM(row, 4), PyTuple_GET_ITEM(row, 5), site, PyTuple_GET_ITEM(row, 7),
+                            PyTuple_GET_ITEM(row, 8), PyTuple_GET_ITEM(row, 9), PyTuple_GET_ITEM(row, 10),
+                            PyTuple_GET_ITEM(row, 11)};
+    PyObject* rec = new_record(op_type, op_off, values, 12);
+    Py_DECREF(reads);
+    Py_DECREF(writes);
+    if (rec == nullptr) {
+      ok = false;
+      break;
+    }
+    PyList_SET_ITEM(out, i, rec);
+    Py_INCREF(Py_None);
+    PyList_SetItem(rows, i, Py_None);  // release the row as its record is built
+  }
+  clear_recent();
+  Py_DECREF(empty);
+  if (!ok) {  // only memory errors get here (the rows were checked first); the exception propagates
+    Py_DECREF(out);
+    return nullptr;
+  }
+  if (PyList_SetSlice(rows, 0, n, nullptr) < 0) {
+    Py_DECREF(out);
+    return nullptr;
+  }
+  return out;
+}
+
+// build_storages(devices, nbytes, alive, StorageInfo) -> list of StorageInfo (id = position).
+PyObject* build_storages(PyObject*, PyObject* args) {
+  PyObject *devices, *nbytes, *alive;
+  PyTypeObject* type;
+  if (!PyArg_ParseTuple(args, "O!O!OO!:build_storages", &PyList_Type, &devices, &PyList_Type, &nbytes, &alive,
+                        &PyType_Type, &type)) {
+    return nullptr;
+  }
+  Py_ssize_t off[4];
+  if (!slot_offsets(type, STORAGE_FIELDS, 4, off)) {
+    PyErr_SetString(PyExc_TypeError, "build_storages: StorageInfo is not slotted as expected");
+    return nullptr;
+  }
+  Py_ssize_t n = std::min(PyList_GET_SIZE(devices), PyList_GET_SIZE(nbytes));
+  PyObject* out = PyList_New(n);
+  if (out == nullptr) return nullptr;
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* id = PyLong_FromSsize_t(i);
+    int is_alive = id != nullptr ? PySequence_Contains(alive, id) : -1;
+    if (is_alive < 0) {
+      Py_XDECREF(id);
+      Py_DECREF(out);
+      return nullptr;
+    }
+    PyObject* values[4] = {id, PyList_GET_ITEM(devices, i), PyList_GET_ITEM(nbytes, i), is_alive ? Py_True : Py_False};
+    PyObject* rec = new_record(type, off, values, 4);
+    Py_DECREF(id);
+    if (rec == nullptr) {
+      Py_DECREF(out);
+      return nullptr;
+    }
+    PyList_SET_ITEM(out, i, rec);
+  }
+  return out;
+}
+
 PyMethodDef methods[] = {
     {"calibrate", (PyCFunction)calibrate, METH_O, "Find where tensor objects keep their TensorImpl (-1: not found)."},
     {"make_state", (PyCFunction)make_state, METH_VARARGS, "The recorder state shared with the Python recorder."},
+    {"build_ops", (PyCFunction)build_ops, METH_VARARGS, "OpRecords from the op rows (RawLog._read's loop)."},
+    {"build_storages", (PyCFunction)build_storages, METH_VARARGS, "StorageInfos from the storage table."},
     {"attach_dispatch", (PyCFunction)attach_dispatch, METH_VARARGS, "Enable dispatch() on a state."},
     {"dispatch", (PyCFunction)(void (*)(void))dispatch, METH_FASTCALL,
      "dispatch(state, func, args, kwargs): run and record one op, or return the declined sentinel."},

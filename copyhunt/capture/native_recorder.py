@@ -88,7 +88,11 @@ def build_key() -> str:
     """A hash of everything the built module depends on: source, torch build, Python build, machine."""
     h = hashlib.sha256()
     h.update(SOURCE.read_bytes())
+    lib = _torch_dirs()[1]
+    c10 = next(iter(sorted(lib.glob("libc10.*"))), None)  # a torch rebuilt in place keeps its version
+    c10_stamp = f"{c10.stat().st_size}:{c10.stat().st_mtime_ns}" if c10 is not None else ""
     for part in (
+        c10_stamp,
         torch.__version__,
         str(_torch_dirs()[0]),
         str(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", "")),

@@ -189,15 +189,18 @@ class RawLog:
         attribute: Attribute,
         notes: list[str],
         relocate: Callable[[Frame], Frame] | None = None,
+        native: Any = None,
     ) -> CaptureResult:
         """Records from the rows; the rows are released as they are read (the log is empty afterwards).
 
         ``relocate`` rewrites each distinct frame once, after attribution chose the sites on the real
         paths (``copyhunt.attribution.frame_relocator``: paths relative to the project root).
+        ``native``: the compiled recorder module (``capture/native_recorder.py``), which builds the op
+        and storage records in C; None builds them here.
         """
         # Building creates a few objects per op, all kept, none cyclic. Paused for this call only.
         with no_cyclic_gc():
-            return self._read(devices, nbytes, alive, attribute, notes, relocate)
+            return self._read(devices, nbytes, alive, attribute, notes, relocate, native)
 
     def _read(
         self,
@@ -207,6 +210,7 @@ class RawLog:
         attribute: Attribute,
         notes: list[str],
         relocate: Callable[[Frame], Frame] | None = None,
+        native: Any = None,
     ) -> CaptureResult:
         frames: dict[tuple[int, int], Frame] = {}
 
@@ -297,6 +301,12 @@ class RawLog:
         ops = self.ops
         ops.sort(key=_seq_of)  # rows of several threads interleave; one thread's are in order already
         op_records: list[OpRecord] = []
+        if native is not None:
+            # The loop below in C (native_recorder.cpp build_ops): the same records, ~10x faster.
+            try:
+                op_records = native.build_ops(ops, site_frames, OpRecord, Access, _RECENT_ACCESSES)
+            except (ValueError, TypeError):
+                op_records = []  # rows it does not recognise (none are expected): the loop below reads them
         for i, o in enumerate(ops):
             seq, op, reads, writes, allocs, frees, site_i, module, region, tid, is_copy, in_graph = o
             ops[i] = None  # type: ignore[call-overload]  # release the row as its record is built
@@ -317,7 +327,10 @@ class RawLog:
                 )
             )
         ops.clear()
-        storages = [StorageInfo(id=i, device=d, nbytes=n, alive_at_end=i in alive) for i, (d, n) in enumerate(zip(devices, nbytes))]
+        if native is not None and type(devices) is list and type(nbytes) is list:
+            storages = native.build_storages(devices, nbytes, alive, StorageInfo)
+        else:
+            storages = [StorageInfo(id=i, device=d, nbytes=n, alive_at_end=i in alive) for i, (d, n) in enumerate(zip(devices, nbytes))]
         return CaptureResult(copy_records, op_records, storages, notes)
 
 

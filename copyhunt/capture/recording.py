@@ -89,6 +89,7 @@ class Recorder:
         self.native_record: Callable[..., bool] | None = None
         self.native_state: Any = None
         self.native_note: str | None = None
+        self.native_module: Any = None  # also builds the records after the hunt (RawLog.read)
 
     def start_native(self) -> None:
         """Use the compiled recorder for the ops it handles, when it can be built (else say why once)."""
@@ -102,6 +103,7 @@ class Recorder:
             return
         table, log, sites = self.table, self.log, self.sites
         in_graph = _in_cuda_graph if self.cuda else None
+        self.native_module = mod
         self.native_state = mod.make_state(
             table.by_cdata, table.weak, table.device, table.nbytes, table, self._freed, self._watch, self,
             sites._codes, sites.wanted, sites.rank_code, log.sites, log._site_ids, log._append_op, self._tids,
@@ -140,6 +142,7 @@ class Recorder:
             attribute=attribute,
             notes=list(self.errors) + ([self.native_note] if self.native_note else []),
             relocate=relocate,
+            native=self.native_module,
         )
 
     def record(
