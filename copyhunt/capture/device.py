@@ -203,7 +203,7 @@ class DeviceCapture:
         self._prof.export_chrome_trace(str(path))
         self.trace_path = path
         t2 = time.perf_counter()
-        self.kineto = kineto.load_kineto_export(path)
+        self.kineto = kineto.load(path)
         t3 = time.perf_counter()
         self.timings_ms = {"stop": (t1 - t0) * 1e3, "export": (t2 - t1) * 1e3, "parse": (t3 - t2) * 1e3}
         # Never swallow the block's exception: returning None lets it propagate.

@@ -8,7 +8,7 @@ suite reads real GPU traces without torch's profiler or a GPU.
 """
 
 from copyhunt.kineto.events import COPY_KERNEL_RE, KEvent, copy_kind, launch_type, node_type, parse_python_frame, short_kernel
-from copyhunt.kineto.trace import BRIDGE_PREFIX, KinetoTrace, load, load_kineto_export, parse, read_json
+from copyhunt.kineto.trace import BRIDGE_PREFIX, KinetoTrace, load, parse, read_json
 
 __all__ = [
     "BRIDGE_PREFIX",
@@ -18,7 +18,6 @@ __all__ = [
     "copy_kind",
     "launch_type",
     "load",
-    "load_kineto_export",
     "node_type",
     "parse",
     "parse_python_frame",

@@ -11,8 +11,7 @@ import bisect
 import gzip
 import json
 from pathlib import Path
-import re
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from copyhunt.errors import TraceFormatError
 from copyhunt.kineto.events import CPU_OP_CATS, GPU_CATS, RUNTIME_CATS, KEvent, parse_python_frame
@@ -93,7 +92,7 @@ class KinetoTrace:
         source: str = "trace",
         bridge: list[KEvent] | None = None,
         *,
-        pending: "list[tuple[str, dict[str, Any]]] | Callable[[], list[tuple[str, dict[str, Any]]]] | None" = None,
+        pending: list[tuple[str, dict[str, Any]]] | None = None,
     ) -> None:
         self.gpu = gpu
         self.runtime = runtime
@@ -120,8 +119,6 @@ class KinetoTrace:
     def _materialize(self) -> int:
         """Build the pending events (malformed ones skipped, as ``parse`` does); return how many were good."""
         pending, self._pending = self._pending, None
-        if callable(pending):
-            pending = pending()  # raw Chrome text not decoded yet (``load_kineto_export``)
         good = 0
         if pending:
             ops, annotations, python = self._cpu_ops, self._annotations, self._python
@@ -312,88 +309,3 @@ def read_json(path: str | Path) -> Any:
 def load(path: str | Path) -> KinetoTrace:
     """Read and parse a Chrome trace file (``.json`` or ``.json.gz``)."""
     return parse(read_json(path), source=str(path))
-
-
-#: One event's head as torch's Kineto writes it: ``"ph": "X", "cat": "cpu_op", "name": "...``.
-_HEAD_RE = re.compile(r'\s*"ph": "([^"]*)",\s*"cat": "([^"\\]*)",(\s*"name": ")?')
-_PH_RE = re.compile(r'"ph": "([^"]*)"')  # searched: metadata events put "name" first
-_ARRAY = '"traceEvents": ['
-_SEP = "\n  },\n  {\n"  # between two events (top level of the array: deeper objects are indented more)
-
-
-def load_kineto_export(path: str | Path) -> KinetoTrace:
-    """``load`` for a plain-JSON trace torch.profiler just exported: the same ``KinetoTrace``, cheaper.
-
-    The JSON decoder is most of a load's cost, and most of a hunt's trace is cpu_ops the join never
-    asks about. Kineto writes one event per block (``  {`` ... ``  },``, nested objects indented
-    deeper, strings without raw newlines), with ``ph``, ``cat`` and ``name`` first: the file is split
-    into events on that layout, events other than ``X`` are dropped undecoded (``parse`` ignores
-    them), cpu_ops / ranges / Python frames (bridge ranges excepted) are decoded only on first use,
-    and the rest in one ``json.loads``. Any other layout (another writer, gzip, a count that does not
-    add up) goes through ``load``.
-    """
-    p = Path(path)
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError):
-        return load(p)
-    a = text.find(_ARRAY)
-    b = text.rfind("\n  ]")
-    if a < 0 or b < a:
-        return load(p)
-    body = text[a + len(_ARRAY) : b].strip()
-    if not body:
-        return load(p)
-    if not (body.startswith("{") and body.endswith("}")):
-        return load(p)
-    chunks = body[1:-1].split(_SEP)
-    if body.count('"ph": ') != len(chunks):
-        return load(p)  # a layout this splitter does not know
-    try:
-        meta_doc = json.loads(text[: a + len(_ARRAY)] + text[b:])
-    except json.JSONDecodeError:
-        return load(p)
-    if not isinstance(meta_doc, dict):
-        return load(p)
-    eager: list[str] = []
-    lazy: list[str] = []
-    lazy_cat: list[str] = []
-    head, lazy_cats = _HEAD_RE.match, LAZY_CATS
-    for c in chunks:
-        m = head(c)
-        if m is None:
-            ph = _PH_RE.search(c)
-            if ph is not None and ph.group(1) != "X":
-                continue  # flows, instants, metadata: parse ignores them
-            return load(p)  # an X event laid out otherwise: the exact path keeps the file's order
-        if m.group(1) != "X":
-            continue
-        cat = m.group(2)
-        if cat in lazy_cats and not (c.startswith(BRIDGE_PREFIX, m.end()) and cat != "python_function"):
-            if m.group(3) is None:
-                return load(p)  # no name where Kineto writes it: the exact path keeps the file's order
-            lazy.append(c)
-            lazy_cat.append(cat)
-        else:
-            eager.append(c)
-    try:
-        events = json.loads("[{" + "},{".join(eager) + "}]") if eager else []
-    except json.JSONDecodeError:
-        return load(p)
-    source = str(p)
-
-    def pending() -> list[tuple[str, dict[str, Any]]]:
-        try:
-            raws = json.loads("[{" + "},{".join(lazy) + "}]")
-        except json.JSONDecodeError as exc:
-            raise TraceFormatError(f"{source}: not valid JSON, truncated or corrupt ({exc.msg})") from None
-        return list(zip(lazy_cat, raws))
-
-    meta_doc["traceEvents"] = events
-    try:
-        kt = parse(meta_doc, source=source)
-    except TraceFormatError:
-        return load(p)  # the exact path decides (and words) what is wrong
-    if lazy:
-        kt._pending = pending
-    return kt
