@@ -73,6 +73,18 @@ def _fast_range(name: str) -> ContextManager[Any]:
     return torch.profiler.record_function(name)  # older torch: the Python range (slower)
 
 
+def _bridge_hook() -> Any:
+    """``op_range`` without the per-op lookups of ``bridge_range`` (None on a torch without the fast range)."""
+    try:
+        import torch
+
+        fast = torch._C._profiler._RecordFunctionFast
+    except (ImportError, AttributeError):
+        return None
+    prefix = kineto.BRIDGE_PREFIX
+    return lambda seq, op: fast(f"{prefix}{seq}")
+
+
 def gpu_available() -> bool:
     """True when torch sees a CUDA or ROCm GPU (ROCm builds answer through torch.cuda too)."""
     try:
@@ -133,6 +145,8 @@ class DeviceCapture:
         self.kineto: KinetoTrace | None = None
         self._prof: Any = None
         self.timings_ms: dict[str, float] = {}  # post-processing cost: stop, export, parse, join
+        # Called per op: the range class resolved once here, no method frames between the mode and torch's C++.
+        self.op_range: Any = _bridge_hook() or self.op_range
 
     def __enter__(self) -> "DeviceCapture":
         global _ACTIVE, _SESSIONS
@@ -317,13 +331,19 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
 
     compile_time = _CompileTime(kt, ops)
 
-    def seq_of(ev: KEvent) -> tuple[int | None, str | None]:
-        """Bridge seq and innermost cpu_op name of the call that launched GPU event ``ev``."""
+    def seq_of(ev: KEvent) -> int | None:
+        """Bridge seq of the call that launched GPU event ``ev``."""
+        src = kt.launcher(ev)
+        return None if src is None else kt.bridge_seq_at(src.tid, src.ts)
+
+    def launcher_op_of(ev: KEvent) -> str | None:
+        """Innermost cpu_op name around the launch of ``ev`` (asked only for a device record: the
+        cpu_ops, most of the trace, are then parsed and indexed only when some copy needs them)."""
         src = kt.launcher(ev)
         if src is None:
-            return None, None
+            return None
         inner = kt.cpu_ops_at(src.tid, src.ts)
-        return kt.bridge_seq_at(src.tid, src.ts), (inner[-1].name if inner else None)
+        return inner[-1].name if inner else None
 
     eager: dict[int, list[KEvent]] = {}
     unexplained: list[tuple[CopyRecord, DeviceTiming]] = []
@@ -333,7 +353,7 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
     for ev in kt.gpu:
         if id(ev) in replayed_ids:
             continue
-        seq, launcher_op = seq_of(ev)
+        seq = seq_of(ev)
         if seq is not None and seq in copies:
             eager.setdefault(seq, []).append(ev)
         elif seq is None and copy_kind(ev) is not None and (src := kt.launcher(ev)) is not None and (
@@ -342,6 +362,7 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
             # Made while compiling: the line that called the compiled function, not its execution's seq
             # (the compiled join drops device records inside an execution), and the launching op's name.
             at_compile += 1
+            launcher_op = launcher_op_of(ev)
             run = compile_time.run_after(src.tid, end)
             at_compile_unplaced += run is None
             record, timing = _device_record(ev, -1, run, launcher_op, origin="device")
@@ -349,20 +370,20 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
         elif copy_kind(ev) is not None:
             op = ops.get(seq) if seq is not None else None
             opless += seq is not None and op is None
-            unexplained.append(_device_record(ev, seq if seq is not None else -1, op, launcher_op, origin="device"))
+            unexplained.append(_device_record(ev, seq if seq is not None else -1, op, launcher_op_of(ev), origin="device"))
 
     # Graph replays: all nodes a captured copy launched, per replay; copy nodes of other ops as device copies.
     replays: dict[tuple[int, int, int], list[KEvent]] = {}
     replay_extra: list[tuple[CopyRecord, DeviceTiming]] = []
     for node in account.nodes:
-        seq, launcher_op = (None, None)
-        if node.launch is not None:
-            seq = kt.bridge_seq_at(node.launch.tid, node.launch.ts)
-            inner = kt.cpu_ops_at(node.launch.tid, node.launch.ts)
-            launcher_op = inner[-1].name if inner else None
+        seq = None if node.launch is None else kt.bridge_seq_at(node.launch.tid, node.launch.ts)
         if seq is not None and seq in copies:
             replays.setdefault((seq, node.graph if node.graph is not None else -1, node.replay), []).append(node.event)
         elif copy_kind(node.event) is not None:
+            launcher_op = None
+            if node.launch is not None:
+                inner = kt.cpu_ops_at(node.launch.tid, node.launch.ts)
+                launcher_op = inner[-1].name if inner else None
             op = ops.get(seq) if seq is not None else None
             replay_extra.append(
                 _device_record(node.event, seq if seq is not None else -1, op, launcher_op, origin="graph-replay", replay=node.replay)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import bisect
 import gzip
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -54,27 +53,59 @@ class _Intervals:
         return out
 
 
-@dataclass
+#: Categories parsed only when a query needs them (``KinetoTrace`` builds their events on first use):
+#: a device-captured hunt's trace is mostly cpu_ops (every aten op, nested ones too, and torch's
+#: ``PythonDispatchMode`` range around each op the mode sees), and its join asks about them only for
+#: the few GPU copies no dispatch copy explains.
+LAZY_CATS = frozenset({*CPU_OP_CATS, "user_annotation", "python_function"})
+
+
+def _event(raw: dict[str, Any], cat: str) -> KEvent:
+    """One KEvent of a raw Chrome event; KeyError/TypeError/ValueError when it is malformed."""
+    return KEvent(
+        cat=cat,
+        name=str(raw.get("name", "")),
+        ts=float(raw["ts"]),
+        dur=float(raw.get("dur", 0.0)),
+        pid=raw.get("pid"),
+        tid=raw.get("tid"),
+        args=raw.get("args") or {},
+    )
+
+
 class KinetoTrace:
-    """A parsed Kineto trace: events by category and the indexes every join needs."""
+    """A parsed Kineto trace: events by category and the indexes every join needs.
 
-    gpu: list[KEvent]
-    runtime: list[KEvent]
-    cpu_ops: list[KEvent]
-    annotations: list[KEvent]
-    python: list[KEvent]
-    meta: dict[str, Any]
-    source: str = "trace"
-    bridge: list[KEvent] = field(default_factory=list)  # copyhunt#<seq> ranges
+    ``pending``: raw events of ``LAZY_CATS`` (cpu_ops, record_function ranges, Python frames, bridge
+    ranges excepted) not turned into events yet; ``cpu_ops``, ``annotations``, ``python``, ``op_by_ext``
+    and the queries over them build them, once, on first use (same events, same order as an eager parse).
+    """
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        gpu: list[KEvent],
+        runtime: list[KEvent],
+        cpu_ops: list[KEvent],
+        annotations: list[KEvent],
+        python: list[KEvent],
+        meta: dict[str, Any],
+        source: str = "trace",
+        bridge: list[KEvent] | None = None,
+        *,
+        pending: list[tuple[str, dict[str, Any]]] | None = None,
+    ) -> None:
+        self.gpu = gpu
+        self.runtime = runtime
+        self._cpu_ops = cpu_ops
+        self._annotations = annotations
+        self._python = python
+        self.meta = meta
+        self.source = source
+        self.bridge: list[KEvent] = bridge if bridge is not None else []  # copyhunt#<seq> ranges
+        self._pending = pending or None
         self.gpu.sort(key=lambda e: e.ts)
         self.runtime.sort(key=lambda e: e.ts)
-        self.op_by_ext: dict[int, KEvent] = {}
-        for e in (*self.cpu_ops, *self.annotations):
-            x = e.external_id
-            if x is not None:
-                self.op_by_ext.setdefault(x, e)
+        self._op_by_ext: dict[int, KEvent] | None = None
         self.runtime_by_corr: dict[int, KEvent] = {}
         for e in self.runtime:
             c = e.correlation
@@ -84,6 +115,59 @@ class KinetoTrace:
         self._ops: dict[Any, _Intervals] = {}
         self._py: dict[Any, _Intervals] = {}
         self._bridge: dict[Any, _Intervals] = {}
+
+    def _materialize(self) -> int:
+        """Build the pending events (malformed ones skipped, as ``parse`` does); return how many were good."""
+        pending, self._pending = self._pending, None
+        good = 0
+        if pending:
+            ops, annotations, python = self._cpu_ops, self._annotations, self._python
+            for cat, raw in pending:
+                try:
+                    ev = _event(raw, cat)
+                except (KeyError, TypeError, ValueError):
+                    continue
+                good += 1
+                if cat == "user_annotation":
+                    annotations.append(ev)
+                elif cat == "python_function":
+                    python.append(ev)
+                else:
+                    ops.append(ev)
+        return good
+
+    @property
+    def cpu_ops(self) -> list[KEvent]:
+        """cpu_op events (operators), in trace order; bridge ranges excluded."""
+        if self._pending is not None:
+            self._materialize()
+        return self._cpu_ops
+
+    @property
+    def annotations(self) -> list[KEvent]:
+        """``user_annotation`` events (record_function ranges), in trace order."""
+        if self._pending is not None:
+            self._materialize()
+        return self._annotations
+
+    @property
+    def python(self) -> list[KEvent]:
+        """``python_function`` events (with_stack frames), in trace order."""
+        if self._pending is not None:
+            self._materialize()
+        return self._python
+
+    @property
+    def op_by_ext(self) -> dict[int, KEvent]:
+        """cpu_ops and ranges by ``External id`` (the first one of each id)."""
+        if self._op_by_ext is None:
+            by: dict[int, KEvent] = {}
+            for e in (*self.cpu_ops, *self.annotations):
+                x = e.external_id
+                if x is not None:
+                    by.setdefault(x, e)
+            self._op_by_ext = by
+        return self._op_by_ext
 
     # --- queries -------------------------------------------------------------------------
 
@@ -154,49 +238,54 @@ def parse(doc: Any, source: str = "trace") -> KinetoTrace:
         raise TraceFormatError(f"{source}: not a Chrome trace (no 'traceEvents' list)")
     gpu: list[KEvent] = []
     runtime: list[KEvent] = []
-    cpu_ops: list[KEvent] = []
-    annotations: list[KEvent] = []
-    python: list[KEvent] = []
     bridge: list[KEvent] = []
+    pending: list[tuple[str, dict[str, Any]]] = []
     bad = good = 0
+    lazy_cats, gpu_cats, runtime_cats = LAZY_CATS, GPU_CATS, RUNTIME_CATS
     for raw in events:
         if not isinstance(raw, dict):
             bad += 1
             continue
         if raw.get("ph") != "X":
             continue
-        cat = str(raw.get("cat", ""))
+        cat = raw.get("cat", "")
+        if type(cat) is not str:
+            cat = str(cat)
+        if cat in lazy_cats:
+            name = raw.get("name")
+            if not (type(name) is str and name.startswith(BRIDGE_PREFIX) and cat != "python_function"):
+                pending.append((cat, raw))  # built on first use (KinetoTrace._materialize)
+                continue
+        elif cat not in gpu_cats and cat not in runtime_cats:
+            # Other categories are dropped, as before; only their well-formedness counts.
+            try:
+                _event(raw, cat)
+            except (KeyError, TypeError, ValueError):
+                bad += 1
+            else:
+                good += 1
+            continue
         try:
-            ev = KEvent(
-                cat=cat,
-                name=str(raw.get("name", "")),
-                ts=float(raw["ts"]),
-                dur=float(raw.get("dur", 0.0)),
-                pid=raw.get("pid"),
-                tid=raw.get("tid"),
-                args=raw.get("args") or {},
-            )
+            ev = _event(raw, cat)
         except (KeyError, TypeError, ValueError):
             bad += 1
             continue  # a malformed event is skipped, not fatal: profilers emit odd spans
         good += 1
-        if ev.name.startswith(BRIDGE_PREFIX) and cat in (*CPU_OP_CATS, "user_annotation"):
-            bridge.append(ev)
-        elif cat in GPU_CATS:
+        if cat in gpu_cats:
             gpu.append(ev)
-        elif cat in RUNTIME_CATS:
+        elif cat in runtime_cats:
             runtime.append(ev)
-        elif cat in CPU_OP_CATS:
-            cpu_ops.append(ev)
-        elif cat == "user_annotation":
-            annotations.append(ev)
-        elif cat == "python_function":
-            python.append(ev)
-    if bad and not good:  # nothing usable: refusing beats importing "no copies" (a gate would pass it)
+        else:
+            bridge.append(ev)
+    kt = KinetoTrace(gpu=gpu, runtime=runtime, cpu_ops=[], annotations=[], python=[], meta=meta, source=source,
+                     bridge=bridge, pending=pending)
+    if not good and pending:  # only malformed events so far: whether the lazy ones are usable decides
+        lazy_good = kt._materialize()
+        good, bad = lazy_good, bad + len(pending) - lazy_good
+    if bad and not good:
+        # nothing usable: refusing beats importing "no copies" (a gate would pass it)
         raise TraceFormatError(f"{source}: not a usable Chrome trace ({bad} malformed events, none valid)")
-    return KinetoTrace(
-        gpu=gpu, runtime=runtime, cpu_ops=cpu_ops, annotations=annotations, python=python, meta=meta, source=source, bridge=bridge
-    )
+    return kt
 
 
 def read_json(path: str | Path) -> Any:
@@ -205,8 +294,9 @@ def read_json(path: str | Path) -> Any:
     try:
         with p.open("rb") as f:
             head = f.read(2)
-        opener = gzip.open if head == b"\x1f\x8b" else open
-        with opener(p, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+        if head != b"\x1f\x8b":
+            return json.loads(p.read_bytes())  # bytes straight to the decoder: no text-layer pass
+        with gzip.open(p, "rt", encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
         raise TraceFormatError(f"{p}: no such file") from None
