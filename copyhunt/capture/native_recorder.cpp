@@ -1,22 +1,27 @@
-// The compiled hot path of copyhunt's per-op recorder: Recorder.record (capture/recording.py),
-// line for line, for the ops whose tensors are all plain dense tensors.
+// The compiled hot path of copyhunt's capture. Three entry points:
+// - record(): Recorder.record and Recorder._record_copy (capture/recording.py), line for line, for the
+//   ops whose tensors are all plain dense tensors;
+// - dispatch(): _Mode.__torch_dispatch__'s common path (capture/dispatch.py) in one call: plan, sequence
+//   number, the op, its record, Dynamo's hook switch;
+// - build_ops() / build_storages(): RawLog._read's record building after the hunt (capture/raw.py).
 //
-// Why it exists: the recorder runs once per aten op of the traced program, and in Python its
-// argument walk, storage table, site search and row cost about 1.5 times a bare TorchDispatchMode
-// (benchmarks/RESULTS.md, issue 17). This file does the same work in one C call.
+// Why it exists: the recorder runs once per aten op of the traced program. In Python, its argument walk,
+// storage table, site search and row cost about 1.2 times a bare TorchDispatchMode, on top of the mode
+// itself (benchmarks/RESULTS.md, issue 17).
 //
 // One state, two writers: it reads and writes the SAME Python objects as the Python recorder (the
 // storage table's dict and lists, the freed set, the watch list, the site and row logs), so each op
-// may take either path and the rows are identical (tests/test_native_recorder.py). Whatever it does
-// not handle (a tensor subclass, a non-strided or storage-less tensor, symbolic sizes, a second
-// recording thread) it declines BEFORE touching any state: record() returns False and the Python
-// recorder takes the op. Copies keep their Python facts (capture/copy_ops.py) and copy row
-// (Recorder._record_copy), called from here.
+// may take either path and the rows are identical (tests/test_native_recorder.py). It declines what it
+// does not handle BEFORE touching any state: a tensor subclass, a non-strided or storage-less tensor,
+// symbolic sizes, a second recording thread. Then record_op() returns 0 and the Python recorder takes
+// the op. Copies keep their Python facts (capture/copy_ops.py); a copy whose tensors it does not handle
+// goes to Recorder._record_copy.
 //
-// Only c10 headers: the whole torch C++ API would take minutes to compile on first use; these take
-// about two seconds. Tensors are reached through Tensor._cdata (the TensorImpl address), storages are
-// known by StorageImpl address and raw weak reference (the same handles as UntypedStorage._weak_ref,
-// _expired and _free_weak_ref), so nothing here keeps a tensor or a storage alive.
+// Only c10 headers: the whole torch C++ API would take minutes to compile on first use; these take a
+// few seconds. Tensors are reached through their TensorImpl (at an offset calibrated against
+// Tensor._cdata). Storages are known by StorageImpl address and raw weak reference (the same handles
+// as UntypedStorage._weak_ref, _expired and _free_weak_ref), so nothing here keeps a tensor or a
+// storage alive.
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
