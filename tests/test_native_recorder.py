@@ -570,10 +570,10 @@ def _drive(native: bool, calls: list[tuple[int, Plan, tuple[Any, ...], Any]]) ->
     rec = Recorder(rule=None, stack_depth=4, track_modules=False, record_ops=True)
     if native:
         rec.start_native()
-        assert rec.native_record is not None
+        assert rec.native_state is not None
     for seq, plan, args, out in calls:
         if native:
-            assert rec.native_record(rec.native_state, seq, plan, args, {}, out) is True
+            assert rec.native_module.record(rec.native_state, seq, plan, args, {}, out) is True
         else:
             rec.record(seq, plan, args, {}, out, sys._getframe(1))
     rec.stop_native()

@@ -336,13 +336,12 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
         src = kt.launcher(ev)
         return None if src is None else kt.bridge_seq_at(src.tid, src.ts)
 
-    def launcher_op_of(ev: KEvent) -> str | None:
-        """Innermost cpu_op name around the launch of ``ev`` (asked only for a device record: the
-        cpu_ops, most of the trace, are then parsed and indexed only when some copy needs them)."""
-        src = kt.launcher(ev)
-        if src is None:
+    def op_name_at(launch: KEvent | None) -> str | None:
+        """Innermost cpu_op name around a launch (asked only for a device record: the cpu_ops, most of
+        the trace, are then parsed and indexed only when some copy needs them)."""
+        if launch is None:
             return None
-        inner = kt.cpu_ops_at(src.tid, src.ts)
+        inner = kt.cpu_ops_at(launch.tid, launch.ts)
         return inner[-1].name if inner else None
 
     eager: dict[int, list[KEvent]] = {}
@@ -362,7 +361,7 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
             # Made while compiling: the line that called the compiled function, not its execution's seq
             # (the compiled join drops device records inside an execution), and the launching op's name.
             at_compile += 1
-            launcher_op = launcher_op_of(ev)
+            launcher_op = op_name_at(src)
             run = compile_time.run_after(src.tid, end)
             at_compile_unplaced += run is None
             record, timing = _device_record(ev, -1, run, launcher_op, origin="device")
@@ -370,7 +369,7 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
         elif copy_kind(ev) is not None:
             op = ops.get(seq) if seq is not None else None
             opless += seq is not None and op is None
-            unexplained.append(_device_record(ev, seq if seq is not None else -1, op, launcher_op_of(ev), origin="device"))
+            unexplained.append(_device_record(ev, seq if seq is not None else -1, op, op_name_at(kt.launcher(ev)), origin="device"))
 
     # Graph replays: all nodes a captured copy launched, per replay; copy nodes of other ops as device copies.
     replays: dict[tuple[int, int, int], list[KEvent]] = {}
@@ -380,13 +379,9 @@ def join_kineto(trace: Trace, kt: KinetoTrace, *, kineto_trace: str | None = Non
         if seq is not None and seq in copies:
             replays.setdefault((seq, node.graph if node.graph is not None else -1, node.replay), []).append(node.event)
         elif copy_kind(node.event) is not None:
-            launcher_op = None
-            if node.launch is not None:
-                inner = kt.cpu_ops_at(node.launch.tid, node.launch.ts)
-                launcher_op = inner[-1].name if inner else None
             op = ops.get(seq) if seq is not None else None
             replay_extra.append(
-                _device_record(node.event, seq if seq is not None else -1, op, launcher_op, origin="graph-replay", replay=node.replay)
+                _device_record(node.event, seq if seq is not None else -1, op, op_name_at(node.launch), origin="graph-replay", replay=node.replay)
             )
 
     out: list[tuple[CopyRecord, DeviceTiming | None]] = []

@@ -102,7 +102,7 @@ class _Mode(TorchDispatchMode):
         self.cap: DispatchCapture | None = cap
         # The compiled common path (native_recorder.cpp ``dispatch``) and its state, when available.
         self.fast: Callable[..., Any] | None = cap.native_dispatch
-        self.fast_state: Any = cap.native_state
+        self.fast_state: Any = cap.recorder.native_state
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -162,8 +162,8 @@ class _Mode(TorchDispatchMode):
             try:
                 # The compiled recorder takes the op unless it declines it (a tensor it does not handle):
                 # then the Python recorder does. Same rows either way (capture/native_recorder.py).
-                native = cap.native_record
-                if native is None or not native(cap.native_state, seq, plan, args, kwargs, out):
+                state = cap.recorder.native_state
+                if state is None or not cap.recorder.native_module.record(state, seq, plan, args, kwargs, out):
                     cap.record(seq, plan, args, kwargs, out, sys._getframe(1))
             except Exception as exc:  # noqa: BLE001 - our bookkeeping must never break the traced program
                 cap.recorder.internal_error(func, exc)
@@ -214,8 +214,8 @@ class DispatchCapture:
     docstring). ``record_ops=False`` records copy ops only (no OpRecord for other ops: cheaper, but the
     verdict analysis then has nothing to use). ``eager_compiled=True`` makes torch.compile'd code run op
     by op under the mode (the old behaviour). ``max_ops``: keep only the newest N op rows (ring mode).
-    ``use_native=False`` records every op with the Python recorder (the compiled one is used when it
-    can be built; both give the same rows).
+    The compiled recorder takes the ops it handles when it can be built (``COPYHUNT_NATIVE=0``: never);
+    both recorders give the same rows.
     """
 
     def __init__(
@@ -228,17 +228,13 @@ class DispatchCapture:
         record_ops: bool = True,
         eager_compiled: bool = False,
         max_ops: int | None = None,
-        use_native: bool = True,
     ) -> None:
         self.recorder = Recorder(rule=rule, stack_depth=stack_depth, track_modules=track_modules, record_ops=record_ops)
         if max_ops is not None:
             self.recorder.log.keep_newest_ops(max_ops)
         self.record = self.recorder.record  # the hot path, bound once
-        # The compiled hot path and its state (set at start when it is available; see recording.py).
-        self.native_record: Callable[..., bool] | None = None
+        # The compiled common path of the mode (set at start when the compiled recorder is available).
         self.native_dispatch: Callable[..., Any] | None = None
-        self.native_state: Any = None
-        self.use_native = use_native
         self.record_ops = record_ops
         self.op_range = op_range
         self._mode_cls: type[_Mode] = _EagerMode if eager_compiled else _Mode
@@ -265,21 +261,15 @@ class DispatchCapture:
                 )
             _active = self
         self.recorder.cuda = torch.cuda.is_available()
-        if self.use_native:
-            self.recorder.start_native()
-            self.native_state = self.recorder.native_state
-            self.native_record = self.recorder.native_record
-            if self.native_state is not None and self.op_range is None:
-                from copyhunt.capture import native_recorder
-
-                mod = native_recorder.load()
-                assert mod is not None
-                hook = _set_eval_frame if _OWN_DYNAMO_SWITCH else None
-                mod.attach_dispatch(
-                    self.native_state, self._plans, Plan, self._seq, self.record_ops, _DECLINED, hook,
-                    self.record, self.recorder.internal_error,
-                )  # fmt: skip
-                self.native_dispatch = mod.dispatch
+        rec = self.recorder
+        rec.start_native()
+        if rec.native_state is not None and self.op_range is None:
+            hook = _set_eval_frame if _OWN_DYNAMO_SWITCH else None
+            rec.native_module.attach_dispatch(
+                rec.native_state, self._plans, Plan, self._seq, self.record_ops, _DECLINED, hook,
+                self.record, rec.internal_error,
+            )  # fmt: skip
+            self.native_dispatch = rec.native_module.dispatch
         self.active = True
         modules = self.recorder.modules
         if modules is not None:
@@ -337,9 +327,7 @@ class DispatchCapture:
             _active = None
 
     def _drop_native(self) -> None:
-        self.native_record = None
         self.native_dispatch = None
-        self.native_state = None
         self.recorder.stop_native()
 
     def _thread_hook(self, frame: Any, event: str, arg: Any) -> None:

@@ -85,11 +85,11 @@ class Recorder:
         self._names: dict[Any, str] = {}
         self._tids: dict[int, int] = {}
         self.alive: set[int] = set()  # ids of the storages still alive when the hunt ended
-        # The compiled hot path (capture/native_recorder.py) and its state, set by :meth:`start_native`.
-        self.native_record: Callable[..., bool] | None = None
+        # The compiled recorder (capture/native_recorder.py), set by :meth:`start_native`: its module
+        # (kept after the hunt: it also builds the records, RawLog.read) and, while the hunt runs, its state.
+        self.native_module: Any = None
         self.native_state: Any = None
         self.native_note: str | None = None
-        self.native_module: Any = None  # also builds the records after the hunt (RawLog.read)
 
     def start_native(self) -> None:
         """Use the compiled recorder for the ops it handles, when it can be built (else say why once)."""
@@ -97,8 +97,8 @@ class Recorder:
 
         mod = native_recorder.load()
         if mod is None:
-            reason = native_recorder.unavailable_reason()
-            if reason is not None and reason != "COPYHUNT_NATIVE=0":
+            if native_recorder.enabled_by_env():  # turned off by the user: nothing to say
+                reason = native_recorder.unavailable_reason()
                 self.native_note = f"the compiled recorder is not in use ({reason}); the Python recorder ran (slower)"
             return
         table, log, sites = self.table, self.log, self.sites
@@ -110,11 +110,9 @@ class Recorder:
             self._mod_state, _region_state, in_graph, torch.Tensor, (torch.Tensor, torch.nn.Parameter),
             self._watched, log.copies, log.stacks, log._stack_ids, self.stack_depth,
         )  # fmt: skip
-        self.native_record = mod.record
 
     def stop_native(self) -> None:
         """Drop the compiled recorder's state (it holds references to the tables, not to tensors)."""
-        self.native_record = None
         self.native_state = None
 
     def internal_error(self, func: Any, exc: Exception) -> None:
@@ -260,7 +258,7 @@ class Recorder:
         mod_state = self._mod_state
         module = mod_state.path if mod_state is not None else None
         region = _region_state.path
-        in_graph = bool(self.cuda and torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing())
+        in_graph = _in_cuda_graph() if self.cuda else False
 
         is_copy = False
         if plan.copy_fn is not None:
