@@ -35,8 +35,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun_args(nproc: int, extra: list[str]) -> list[str]:
-    return ["--nproc-per-node", str(nproc), "--master-port", str(free_port()), "--monitor-interval", "0.1", str(JOB), *extra]
+def torchrun_args(nproc: int, extra: list[str], job: Path = JOB) -> list[str]:
+    """torchrun's arguments for ``nproc`` ranks of ``job`` on a free local port (also benchmarks/gpu_tp_moe.py)."""
+    return ["--nproc-per-node", str(nproc), "--master-port", str(free_port()), "--monitor-interval", "0.1", str(job), *extra]
 
 
 def expected_copies(rank: int, cuda: bool, one_gpu_per_rank: bool = False) -> dict[str, int]:

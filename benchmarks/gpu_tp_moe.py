@@ -26,26 +26,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+import gpu_ranks  # noqa: E402  (the torchrun driver this one follows)
+
 ROOT = Path(__file__).resolve().parent.parent
 JOB = ROOT / "benchmarks" / "gpu_tp_moe_job.py"
 SITES = ("experts-copy", "finalize-copy")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun_args(extra: list[str]) -> list[str]:
-    return ["--nproc-per-node", "2", "--master-port", str(free_port()), "--monitor-interval", "0.1", str(JOB), *extra]
+    return gpu_ranks.torchrun_args(2, extra, JOB)
 
 
 def env() -> dict[str, str]:
